@@ -1,0 +1,231 @@
+"""base-model: resolve the base model into a self-contained directory (weights + tokenizer).
+
+    python -m components.base_model --train runs/prepare/train.parquet --output-dir runs/base
+    python -m components.base_model --train train.parquet --output-dir out --set model.name=xlm-roberta-base
+
+`model.name` is a Hugging Face Hub id (downloaded at `model.revision`, the resolved commit recorded), a local
+or gs:// directory (copied), or `tiny`: a small XLM-R (same architecture and special tokens, fewer and
+narrower layers) with a Unigram tokenizer trained on the train texts, pre-trained with masked-LM on them
+for `model.tiny.pretrain_steps` steps (capped by `pretrain_max_seconds`), so fine-tuning starts from
+weights that have seen Bengali rather than from noise.
+"""
+
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.config import ModelConfig, TinyModelConfig
+from components.storage import InputError, atomic_directory, download_gcs_directory
+
+TINY = "tiny"
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as XLM-R's first four
+MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
+
+
+def directory_sha256(path: Path) -> str:
+    """A content hash over every file (relative name and bytes) under `path`."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def train_unigram_tokenizer(texts: list[str], vocab_size: int):
+    """A Unigram tokenizer in XLM-R's layout (Metaspace pre-tokenizer, <s> A </s> template)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import XLMRobertaTokenizer
+
+    model = Tokenizer(models.Unigram())
+    model.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", max_piece_length=12,
+        show_progress=False,
+    )
+    model.train_from_iterator(texts, trainer=trainer)
+    vocab = [(piece, score) for piece, score in json.loads(model.to_str())["model"]["vocab"]]
+    if [piece for piece, _ in vocab[: len(SPECIAL_TOKENS)]] != SPECIAL_TOKENS:
+        raise RuntimeError("Unigram training reordered the special tokens")
+    return XLMRobertaTokenizer(vocab=vocab)
+
+
+def tiny_model_config(cfg: TinyModelConfig, vocab_size: int):
+    """An XLMRobertaConfig with XLM-R's conventions (pad 1, bos 0, eos 2, 514 positions, eps 1e-5)."""
+    from transformers import XLMRobertaConfig
+
+    return XLMRobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+
+
+def pretrain_masked_lm(model, tokenizer, texts: list[str], cfg: TinyModelConfig, max_length: int) -> dict[str, Any]:
+    """Masked-LM pre-training on `texts`; returns steps, losses and seconds."""
+    import torch
+    from transformers import DataCollatorForLanguageModeling
+
+    if cfg.pretrain_steps == 0:
+        return {"pretrain_steps": 0}
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_learning_rate, weight_decay=0.01)
+    warmup = max(1, cfg.pretrain_steps // 10)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (cfg.pretrain_steps - step) / max(1, cfg.pretrain_steps - warmup))
+
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    start, step, losses = time.monotonic(), 0, []
+    batch_size = min(cfg.pretrain_batch_size, len(encoded))
+    while step < cfg.pretrain_steps and time.monotonic() - start < cfg.pretrain_max_seconds:
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        for first in range(0, len(order) - batch_size + 1, batch_size):
+            batch = collator([{"input_ids": encoded[i]} for i in order[first : first + batch_size]])
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            step += 1
+            if step >= cfg.pretrain_steps or time.monotonic() - start >= cfg.pretrain_max_seconds:
+                break
+    model.eval()
+    head = torch.stack(losses[: min(20, len(losses))]).mean().item()
+    tail = torch.stack(losses[-min(20, len(losses)) :]).mean().item()
+    return {"pretrain_steps": step, "pretrain_seconds": round(time.monotonic() - start, 1),
+            "pretrain_loss_first": round(head, 4), "pretrain_loss_last": round(tail, 4),
+            "pretrain_perplexity_last": round(math.exp(min(tail, 50.0)), 2)}
+
+
+def build_tiny_base(texts: list[str], cfg: TinyModelConfig, max_length: int, out_dir: Path) -> dict[str, Any]:
+    """Train the tokenizer, initialise and pre-train the tiny XLM-R, save both to `out_dir`."""
+    from transformers import XLMRobertaForMaskedLM, set_seed
+
+    if not texts:
+        raise InputError("no training texts to build the tiny base model from")
+    set_seed(cfg.seed)
+    tokenizer = train_unigram_tokenizer(texts, cfg.vocab_size)
+    model = XLMRobertaForMaskedLM(tiny_model_config(cfg, len(tokenizer)))
+    stats = pretrain_masked_lm(model, tokenizer, texts, cfg, max_length)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {"vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()), **stats}
+
+
+def resolve_hub_model(name: str, revision: str | None, out_dir: Path) -> dict[str, Any]:
+    """Download a Hub model's safetensors weights and tokenizer; record the resolved commit."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    info = HfApi().model_info(name, revision=revision)
+    snapshot_download(repo_id=name, revision=info.sha, local_dir=out_dir, allow_patterns=MODEL_FILE_PATTERNS)
+    shutil.rmtree(out_dir / ".cache", ignore_errors=True)
+    return {"revision": info.sha}
+
+
+def _check_model_dir(path: Path, source: str) -> None:
+    if not (path / "config.json").is_file():
+        raise InputError(f"{source}: not a model directory (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        raise InputError(f"{source}: no *.safetensors weights (pickled weights are not loaded)")
+
+
+def copy_model_dir(source: Path, out_dir: Path) -> None:
+    for pattern in MODEL_FILE_PATTERNS:
+        for file in source.glob(pattern):
+            shutil.copy2(file, out_dir / file.name)
+
+
+def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_length: int,
+                       out_dir: str | Path) -> dict[str, Any]:
+    """Write the base model into `out_dir` (atomically) and return its lineage metadata."""
+    name = model_cfg.name
+    meta: dict[str, Any] = {"base_model": name}
+    with atomic_directory(out_dir) as tmp:
+        if name == TINY:
+            meta["kind"] = "tiny"
+            meta.update(build_tiny_base(train_texts, model_cfg.tiny, max_length, tmp))
+        elif name.startswith("gs://"):
+            meta["kind"] = "gcs"
+            with atomic_directory(tmp / ".download") as download:
+                download_gcs_directory(name, download)
+                _check_model_dir(download, name)
+                copy_model_dir(download, tmp)
+            shutil.rmtree(tmp / ".download")
+        elif Path(name).expanduser().is_dir():
+            meta["kind"] = "local"
+            source = Path(name).expanduser()
+            _check_model_dir(source, name)
+            copy_model_dir(source, tmp)
+        elif name.startswith(("/", ".", "~")):
+            raise InputError(f"{name}: no such model directory")
+        else:
+            meta["kind"] = "hub"
+            meta.update(resolve_hub_model(name, model_cfg.revision, tmp))
+        meta["content_sha256"] = directory_sha256(tmp)
+    return meta
+
+
+def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: str) -> dict[str, Any]:
+    """Entry point of the KFP component (and of the command line)."""
+    import pandas as pd
+
+    from components.config import config_from_json
+    from components.runtime import quiet_libraries
+
+    quiet_libraries()
+    cfg = config_from_json(config_json, {"model.name": model_name})
+    texts = pd.read_parquet(train_path, columns=["text"])["text"].tolist() if cfg.model.name == TINY else []
+    return resolve_base_model(cfg.model, texts, cfg.tokenize.max_length, out_dir)
+
+
+@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+def base_model(config_json: str, model_name: str, train: Input[Dataset], model: Output[Model]):
+    """Resolve the base model (Hub id, local or gs:// directory, or the offline 'tiny' XLM-R)."""
+    from components.base_model import run_base_model
+
+    model.metadata.update(run_base_model(config_json, model_name, train.path, model.path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from components.cli import base_parser, load_cli_config, run_cli
+
+    parser = base_parser(__doc__)
+    parser.add_argument("--train", required=True, help="train.parquet from prepare (texts for the tiny base)")
+    parser.add_argument("--output-dir", required=True, help="directory to write the model and tokenizer into")
+
+    def work(args) -> None:
+        cfg = load_cli_config(args)
+        print(json.dumps(run_base_model(cfg.to_json(), cfg.model.name, args.train, args.output_dir)))
+
+    return run_cli(parser, work, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Shared command-line plumbing of the steps: --config, --set, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from components.config import Config, ConfigError, load_config, parse_override
+from components.storage import InputError
+
+EXPECTED_ERRORS = (ConfigError, InputError)
+
+
+def base_parser(doc: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="experiment YAML (default: built-in defaults)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return parser
+
+
+def load_cli_config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    """The config from --config and --set; `extra` (from explicit flags) wins over both."""
+    pairs = dict(parse_override(o) for o in args.overrides)
+    pairs.update(extra or {})
+    return load_config(args.config, pairs)
+
+
+def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], None],
+            argv: list[str] | None = None) -> int:
+    """Parse, run, and turn failures into one line on stderr (tracebacks only with --debug)."""
+    args = parser.parse_args(argv)
+    try:
+        work(args)
+    except EXPECTED_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the command line reports, --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"error: {err.__class__.__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,234 @@
+"""Typed experiment configuration: one strict schema, one YAML file per experiment.
+
+Unknown keys and bad values are rejected with the dotted key named, before any work starts.
+`--set key=value` overrides use the same dotted keys (`train.epochs=3`, `lora.r=8`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "neutral")
+NUM_CLASSES = len(CLASS_NAMES)
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    uri: str = Field("sample", description="Raw data: 'sample' (embedded), a local path, https:// URL or gs:// URI.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        "auto", description="File format; 'auto' reads it from the extension."
+    )
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field("label", description="Column holding the label.")
+    label_map: dict[str, int] = Field(
+        default_factory=dict,
+        description="Raw label -> class id (0 negative, 1 positive, 2 neutral); empty means labels are 0/1/2.",
+    )
+    train_fraction: PositiveFloat = Field(0.8, description="Share of rows in the train split.")
+    val_fraction: PositiveFloat = Field(0.1, description="Share of rows in the validation split.")
+    test_fraction: PositiveFloat = Field(0.1, description="Share of rows in the test split.")
+    split_method: Literal["stratified", "original"] = Field(
+        "stratified",
+        description="'stratified': one seeded stratified 3-way split; 'original': the original project's two "
+        "train_test_split calls (test_size 0.2, then 0.5), which ignores the fractions.",
+    )
+    deduplicate: bool = Field(
+        True, description="Merge rows with the same cleaned text before splitting (no text in two splits)."
+    )
+    conflict_rule: Literal["majority", "drop"] = Field(
+        "majority",
+        description="For a text seen with different labels: keep the most frequent label (ties dropped), or drop it.",
+    )
+    drop_non_bengali: bool = Field(False, description="Drop rows without a single Bengali letter (always reported).")
+    seed: int = Field(42, description="Seed of the split.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train_fraction + val_fraction + test_fraction must be 1, got {total:g}")
+        bad = {k: v for k, v in self.label_map.items() if not 0 <= v < NUM_CLASSES}
+        if bad:
+            raise ValueError(f"label_map values must be class ids 0..{NUM_CLASSES - 1}, got {bad}")
+        return self
+
+
+class TinyModelConfig(_Strict):
+    vocab_size: PositiveInt = Field(4000, description="Target size of the Unigram vocabulary trained on train texts.")
+    hidden_size: PositiveInt = Field(128, description="Hidden size (xlm-roberta-base: 768).")
+    num_hidden_layers: PositiveInt = Field(2, description="Encoder layers (xlm-roberta-base: 12).")
+    num_attention_heads: PositiveInt = Field(4, description="Attention heads; must divide hidden_size.")
+    intermediate_size: PositiveInt = Field(512, description="Feed-forward size (xlm-roberta-base: 3072).")
+    pretrain_steps: int = Field(400, ge=0, description="Masked-LM pre-training steps on the train texts.")
+    pretrain_max_seconds: PositiveFloat = Field(60.0, description="Wall-time cap on masked-LM pre-training.")
+    pretrain_batch_size: PositiveInt = Field(32, description="Masked-LM batch size.")
+    pretrain_learning_rate: PositiveFloat = Field(1e-3, description="Masked-LM peak learning rate.")
+    seed: int = Field(42, description="Seed of the tiny model's initialisation and masking.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("num_attention_heads must divide hidden_size")
+        return self
+
+
+class ModelConfig(_Strict):
+    name: str = Field(
+        "tiny",
+        description="Base model: a Hugging Face Hub id, a local or gs:// directory, or 'tiny' (built offline).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin; None = main.")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the 'tiny' base.")
+
+
+class TokenizeConfig(_Strict):
+    max_length: PositiveInt = Field(128, description="Longer texts are truncated to this many tokens.")
+    buckets: list[PositiveInt] = Field(
+        default_factory=lambda: [32, 64, 128],
+        description="Static padded lengths; each text is padded to the smallest bucket that holds it.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizeConfig:
+        if not self.buckets or sorted(set(self.buckets)) != self.buckets:
+            raise ValueError(f"buckets must be strictly increasing, got {self.buckets}")
+        if self.buckets[-1] != self.max_length:
+            raise ValueError(f"the largest bucket must equal max_length ({self.max_length}), got {self.buckets}")
+        return self
+
+
+class LoraConfig(_Strict):
+    r: PositiveInt = Field(16, description="LoRA rank.")
+    alpha: PositiveInt = Field(32, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: Fraction = Field(0.1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "query",
+            "key",
+            "value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ],
+        min_length=1,
+        description="Module name suffixes that get adapters (attention and feed-forward linears), or ['all-linear'].",
+    )
+
+
+class TrainConfig(_Strict):
+    epochs: PositiveInt = Field(10, description="Maximum training epochs.")
+    batch_size: PositiveInt = Field(32, description="Training batch size per device.")
+    eval_batch_size: PositiveInt = Field(64, description="Evaluation batch size per device.")
+    lora_learning_rate: PositiveFloat = Field(3e-4, description="Peak learning rate of LoRA training.")
+    baseline_learning_rate: PositiveFloat = Field(2e-5, description="Peak learning rate of full fine-tuning.")
+    warmup_ratio: Fraction = Field(0.06, description="Share of steps with linear warmup.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    max_grad_norm: PositiveFloat = Field(1.0, description="Gradient-norm clipping.")
+    early_stopping_patience: int = Field(3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off.")
+    seed: int = Field(42, description="Seed of initialisation, dropout and shuffling.")
+
+
+class PipelineConfig(_Strict):
+    name: str = Field("banglasenti-lora-vs-full", description="Pipeline name.")
+    local_root: str = Field("runs", description="Where the local runner writes artifacts.")
+    cpu_image: str = Field(
+        "python:3.11-slim", description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
+    )
+    train_image: str = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
+
+
+class Config(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{source}: {key}: {msg}"
+
+
+def _validate(raw: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one `key=value` override; the value is read as a YAML scalar or list."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], source: str = "override") -> dict[str, Any]:
+    """Set dotted keys in a nested dict (copied); unknown sections or keys fail in validation."""
+    result = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        node = result
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: {dotted}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Load a YAML config (defaults when None) and apply dotted overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    pairs = dict(parse_override(o) for o in overrides) if isinstance(overrides, list) else dict(overrides or {})
+    return _validate(apply_overrides(raw, pairs, source), source)
+
+
+def config_from_json(text: str, overrides: dict[str, Any] | None = None) -> Config:
+    """Rebuild the config a pipeline was compiled with, then apply run-time parameter values."""
+    return _validate(apply_overrides(json.loads(text), overrides or {}), "pipeline config")

@@ -1,0 +1,365 @@
+"""prepare: load, validate, clean, de-duplicate and split a labelled sentiment table.
+
+    python -m components.prepare --input sample --output-dir runs/prepare
+    python -m components.prepare --input data.tsv --output-dir out --set data.label_map='{Negative: 0, Positive: 1, Neutral: 2}'
+
+Writes train/val/test parquet files (columns text, label, row) and a Markdown data-quality report.
+Conflicting labels for one text: the most frequent label wins, ties are dropped (`data.conflict_rule`).
+"""
+
+
+import hashlib
+import json
+import re
+import tempfile
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kfp import dsl
+from kfp.dsl import Dataset, Markdown, Output
+
+from components.config import CLASS_NAMES, NUM_CLASSES, DataConfig
+from components.storage import InputError, atomic_file, local_copy
+
+BENGALI = re.compile(r"[\u0980-\u09FF]")
+LATIN = re.compile(r"[A-Za-z]")
+WHITESPACE = re.compile(r"\s+")
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+SPLITS = ("train", "val", "test")
+
+
+def detect_format(path: Path, fmt: str) -> str:
+    """The table format: explicit, or from the file extension."""
+    if fmt != "auto":
+        return fmt
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise InputError(f"{path}: unsupported extension {path.suffix!r} (use .csv, .tsv, .jsonl or .parquet)")
+    return found
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    records = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: line {lineno}: expected a JSON object")
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
+    """Read a csv/tsv/jsonl/parquet file into a DataFrame of strings, with one-line errors."""
+    fmt = detect_format(path, fmt)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    with open(path, "rb") as handle:
+        if handle.read(2) == b"\x1f\x8b":
+            raise InputError(f"{path}: file is gzip-compressed; decompress it first")
+    try:
+        if fmt == "parquet":
+            frame = pd.read_parquet(path)
+        elif fmt == "jsonl":
+            frame = _read_jsonl(path)
+        else:
+            frame = pd.read_csv(
+                path,
+                sep="\t" if fmt == "tsv" else ",",
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+            )
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r})") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: file is empty") from None
+    except pd.errors.ParserError as err:
+        raise InputError(f"{path}: malformed {fmt}: {str(err).strip().splitlines()[-1]}") from None
+    except (OSError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"{path}: cannot read as {fmt}: {str(err).strip().splitlines()[0]}") from None
+    return frame
+
+
+def map_labels(raw: pd.Series, label_map: dict[str, int], source: str) -> pd.Series:
+    """Turn raw labels into class ids; an unknown label names its row (1-based data row)."""
+    if label_map:
+        table = {str(k): v for k, v in label_map.items()}
+    else:
+        table = {str(i): i for i in range(NUM_CLASSES)} | {f"{i}.0": i for i in range(NUM_CLASSES)}
+    as_text = raw.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+    ids = as_text.map(table)
+    missing = ids.isna()
+    if missing.any():
+        pos = int(np.flatnonzero(missing.to_numpy())[0])
+        allowed = ", ".join(sorted(table)) if label_map else "0, 1, 2"
+        raise InputError(f"{source}: row {pos + 1}: label {as_text.iloc[pos]!r} is not one of {allowed}")
+    return ids.astype("int64")
+
+
+def clean_text(text: str) -> str:
+    """Unicode NFC, whitespace runs collapsed to one space, ends stripped."""
+    return WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def resolve_duplicates(frame: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per text: exact duplicates merged; conflicting labels by majority (ties dropped) or dropped."""
+    keep_rows: list[int] = []
+    counts = Counter()
+    for _, group in frame.groupby("text", sort=False):
+        labels = Counter(group["label"].tolist())
+        counts["duplicate_rows"] += len(group) - 1
+        if len(labels) == 1:
+            keep_rows.append(group.index[0])
+            continue
+        counts["conflicting_texts"] += 1
+        (top, top_n), *rest = labels.most_common()
+        if rule == "majority" and top_n > rest[0][1]:
+            counts["conflicts_resolved"] += 1
+            keep_rows.append(group.index[group["label"] == top][0])
+        else:
+            counts["conflicts_dropped_rows"] += len(group)
+    result = frame.loc[sorted(keep_rows)]
+    return result, {k: counts.get(k, 0) for k in ("duplicate_rows", "conflicting_texts", "conflicts_resolved",
+                                                   "conflicts_dropped_rows")}
+
+
+def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """Deterministic stratified train/val/test split."""
+    from sklearn.model_selection import train_test_split
+
+    class_counts = frame["label"].value_counts()
+    if len(class_counts) < 2:
+        raise InputError(f"only one class ({CLASS_NAMES[int(class_counts.index[0])]}) in the data: cannot train")
+    if cfg.split_method == "original":
+        first_test, second_test = 0.2, 0.5
+    else:
+        first_test = cfg.test_fraction + cfg.val_fraction
+        second_test = cfg.test_fraction / first_test
+    try:
+        train, rest = train_test_split(frame, test_size=first_test, stratify=frame["label"], random_state=cfg.seed)
+        val, test = train_test_split(rest, test_size=second_test, stratify=rest["label"], random_state=cfg.seed)
+    except ValueError as err:
+        raise InputError(
+            f"too few rows to split {len(frame)} rows stratified by class {class_counts.to_dict()}: {err}"
+        ) from None
+    return {"train": train, "val": val, "test": test}
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, pd.DataFrame]
+    stats: dict[str, Any]
+    report: str = field(repr=False)
+
+
+def _percentiles(lengths: pd.Series) -> dict[str, float]:
+    if lengths.empty:
+        return {}
+    qs = lengths.quantile([0.5, 0.9, 0.95, 0.99])
+    return {"p50": float(qs[0.5]), "p90": float(qs[0.9]), "p95": float(qs[0.95]), "p99": float(qs[0.99]),
+            "max": float(lengths.max()), "mean": round(float(lengths.mean()), 1)}
+
+
+def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> PreparedData:
+    """Validate, clean, de-duplicate and split a raw table."""
+    missing = [c for c in (cfg.text_column, cfg.label_column) if c not in frame.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}")
+    if frame.empty:
+        raise InputError(f"{source}: no data rows (header only)")
+    texts = frame[cfg.text_column].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    data = pd.DataFrame({
+        "text": texts.map(clean_text).to_numpy(),
+        "label": map_labels(frame[cfg.label_column], cfg.label_map, source).to_numpy(),
+        "row": np.arange(1, len(frame) + 1),
+    })
+    stats: dict[str, Any] = {"source": source, "rows_in": len(data), "seed": cfg.seed,
+                             "split_method": cfg.split_method}
+    empty = data["text"] == ""
+    stats["dropped_empty"] = int(empty.sum())
+    data = data[~empty]
+    bengali = data["text"].map(lambda t: len(BENGALI.findall(t)))
+    latin = data["text"].map(lambda t: len(LATIN.findall(t)))
+    stats["non_bengali_rows"] = int((bengali == 0).sum())
+    stats["latin_majority_rows"] = int((latin > bengali).sum())
+    stats["dropped_non_bengali"] = 0
+    if cfg.drop_non_bengali:
+        stats["dropped_non_bengali"] = stats["non_bengali_rows"]
+        data = data[bengali > 0]
+    stats["exact_duplicate_rows"] = int(data.duplicated(["text", "label"]).sum())
+    stats["conflicting_texts"] = int((data.groupby("text")["label"].nunique() > 1).sum())
+    if cfg.deduplicate:
+        before = len(data)
+        data, dup = resolve_duplicates(data, cfg.conflict_rule)
+        stats["dedup_removed_rows"] = before - len(data)
+        stats.update({f"dedup_{k}": v for k, v in dup.items()})
+    splits = split_frame(data.reset_index(drop=True), cfg)
+    seen: dict[str, set[str]] = {name: set(part["text"]) for name, part in splits.items()}
+    stats["cross_split_texts"] = len((seen["train"] & seen["val"]) | (seen["train"] & seen["test"])
+                                     | (seen["val"] & seen["test"]))
+    stats["rows_out"] = {name: len(part) for name, part in splits.items()}
+    stats["label_counts"] = {
+        name: {CLASS_NAMES[i]: int((part["label"] == i).sum()) for i in range(NUM_CLASSES)}
+        for name, part in splits.items()
+    }
+    stats["text_chars"] = _percentiles(data["text"].str.len())
+    stats["text_words"] = _percentiles(data["text"].str.split().str.len())
+    return PreparedData(splits=splits, stats=stats, report=render_report(stats))
+
+
+def render_report(stats: dict[str, Any]) -> str:
+    """The data-quality report as Markdown."""
+    rows_out = stats["rows_out"]
+    lines = [
+        "# Data-quality report",
+        "",
+        f"Source: `{stats['source']}`" + (f" (sha256 `{stats['sha256'][:16]}…`)" if "sha256" in stats else ""),
+        f"Split: {stats['split_method']}, seed {stats['seed']}",
+        "",
+        "## Rows",
+        "",
+        "| step | rows |",
+        "|---|---:|",
+        f"| read | {stats['rows_in']} |",
+        f"| dropped: empty text | {stats['dropped_empty']} |",
+        f"| dropped: no Bengali letter | {stats['dropped_non_bengali']} |",
+    ]
+    if "dedup_removed_rows" in stats:
+        lines.append(f"| dropped: repeated or conflicting texts | {stats['dedup_removed_rows']} |")
+    lines += [f"| kept: {name} | {n} |" for name, n in rows_out.items()]
+    lines += [
+        "",
+        "## Findings",
+        "",
+        f"- exact duplicate rows (same text and label): {stats['exact_duplicate_rows']}",
+        f"- texts seen with conflicting labels: {stats['conflicting_texts']}"
+        + (f" ({stats['dedup_conflicts_resolved']} resolved by majority, "
+           f"{stats['dedup_conflicts_dropped_rows']} rows dropped)" if "dedup_conflicts_resolved" in stats else ""),
+        f"- texts in more than one split (leakage): {stats['cross_split_texts']}",
+        f"- rows without any Bengali letter: {stats['non_bengali_rows']}",
+        f"- rows with more Latin than Bengali letters: {stats['latin_majority_rows']}",
+        "",
+        "## Labels per split",
+        "",
+        "| split | " + " | ".join(CLASS_NAMES) + " |",
+        "|---|" + "---:|" * NUM_CLASSES,
+    ]
+    for name, counts in stats["label_counts"].items():
+        total = max(sum(counts.values()), 1)
+        lines.append(f"| {name} | " + " | ".join(f"{n} ({100 * n / total:.1f} %)" for n in counts.values()) + " |")
+    lines += ["", "## Text length (kept rows)", "", "| unit | p50 | p90 | p95 | p99 | max | mean |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for unit in ("chars", "words"):
+        p = stats[f"text_{unit}"]
+        lines.append(f"| {unit} | " + " | ".join(f"{p[k]:g}" for k in ("p50", "p90", "p95", "p99", "max", "mean")) + " |")
+    warnings = []
+    if stats["conflicting_texts"]:
+        warnings.append(f"{stats['conflicting_texts']} texts carry conflicting labels: label noise upstream.")
+    if stats["cross_split_texts"]:
+        warnings.append(f"{stats['cross_split_texts']} texts occur in more than one split: test scores are inflated.")
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- **{w}**" for w in warnings]
+    return "\n".join(lines) + "\n"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_data(uri: str, cfg: DataConfig, workdir: Path) -> PreparedData:
+    """Read `uri` (local, https://, gs:// or 'sample') and prepare it."""
+    path = local_copy(uri, workdir)
+    frame = read_table(path, cfg.format)
+    prepared = prepare_frame(frame, cfg, source=uri)
+    prepared.stats["sha256"] = sha256_file(path)
+    prepared.report = render_report(prepared.stats)
+    return prepared
+
+
+def write_split(frame: pd.DataFrame, path: str | Path) -> None:
+    with atomic_file(path) as tmp:
+        frame.reset_index(drop=True).to_parquet(tmp, index=False)
+
+
+def write_prepared(prepared: PreparedData, paths: dict[str, str | Path], report_path: str | Path) -> None:
+    """Write the three splits and the report; each file appears complete or not at all."""
+    for name in SPLITS:
+        write_split(prepared.splits[name], paths[name])
+    with atomic_file(report_path) as tmp:
+        tmp.write_text(prepared.report, encoding="utf-8")
+
+
+def split_metadata(prepared: PreparedData, name: str) -> dict[str, Any]:
+    stats = prepared.stats
+    return {"split": name, "rows": stats["rows_out"][name], "label_counts": stats["label_counts"][name],
+            "source_uri": stats["source"], "source_sha256": stats["sha256"], "seed": stats["seed"],
+            "split_method": stats["split_method"]}
+
+
+def run_prepare(config_json: str, data_uri: str, seed: int, train_path: str, val_path: str, test_path: str,
+                report_path: str) -> PreparedData:
+    """Entry point of the KFP component (and of the command line)."""
+    from components.config import config_from_json
+
+    cfg = config_from_json(config_json, {"data.uri": data_uri, "data.seed": seed})
+    with tempfile.TemporaryDirectory() as workdir:
+        prepared = prepare_data(cfg.data.uri, cfg.data, Path(workdir))
+    write_prepared(prepared, {"train": train_path, "val": val_path, "test": test_path}, report_path)
+    return prepared
+
+
+@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+def prepare(
+    config_json: str,
+    data_uri: str,
+    seed: int,
+    train: Output[Dataset],
+    val: Output[Dataset],
+    test: Output[Dataset],
+    report: Output[Markdown],
+):
+    """Load, validate, clean, de-duplicate and split the raw data."""
+    from components.prepare import run_prepare, split_metadata
+
+    prepared = run_prepare(config_json, data_uri, seed, train.path, val.path, test.path, report.path)
+    for name, artifact in (("train", train), ("val", val), ("test", test)):
+        artifact.metadata.update(split_metadata(prepared, name))
+    report.metadata.update({k: v for k, v in prepared.stats.items() if isinstance(v, (int, str))})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from components.cli import base_parser, load_cli_config, run_cli
+
+    parser = base_parser(__doc__)
+    parser.add_argument("--input", required=True, help="data URI: 'sample', a path, https:// URL or gs:// URI")
+    parser.add_argument("--output-dir", required=True, help="directory for train/val/test.parquet and report.md")
+
+    def work(args) -> None:
+        cfg = load_cli_config(args, {"data.uri": args.input})
+        out = Path(args.output_dir)
+        prepared = run_prepare(cfg.to_json(), cfg.data.uri, cfg.data.seed, out / "train.parquet",
+                               out / "val.parquet", out / "test.parquet", out / "report.md")
+        print(json.dumps({"rows_out": prepared.stats["rows_out"], "report": str(out / "report.md")}))
+
+    return run_cli(parser, work, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

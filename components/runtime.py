@@ -1,0 +1,32 @@
+"""Process-wide settings shared by the steps: quiet library logs, library versions for lineage."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+LINEAGE_PACKAGES = ("torch", "transformers", "peft", "datasets", "tokenizers", "scikit-learn", "kfp", "torch_xla")
+
+
+def quiet_libraries() -> None:
+    """Keep step logs readable: no load reports, progress bars or advisory warnings from HF libraries."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results."""
+    versions = {}
+    for name in LINEAGE_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions

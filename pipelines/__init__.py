@@ -1,0 +1,1 @@
+"""The DAG factory and its scripts: compile, run_local."""

@@ -1,0 +1,47 @@
+"""Compile the pipeline to a KFP IR YAML.
+
+    python pipelines/compile.py                                   # configs/banglasenti.yaml, vertex target
+    python pipelines/compile.py --config configs/local.yaml --target local --output local.pipeline.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kfp import compiler
+
+from components.config import CONFIG_DIR, ConfigError, load_config
+from pipelines.pipeline import TARGETS, build_pipeline
+
+
+def compile_pipeline(config_path: str | Path, output: str | Path, target: str = "vertex",
+                     overrides: list[str] | None = None) -> Path:
+    """Write the compiled pipeline for `config_path` to `output`."""
+    cfg = load_config(config_path, overrides or [])
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(cfg, target), package_path=str(output))
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(CONFIG_DIR / "banglasenti.yaml"), help="experiment YAML")
+    parser.add_argument("--output", default="pipeline.yaml", help="where to write the compiled pipeline")
+    parser.add_argument("--target", choices=TARGETS, default="vertex", help="where the pipeline will run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        path = compile_pipeline(args.config, args.output, args.target, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

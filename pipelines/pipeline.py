@@ -1,0 +1,84 @@
+"""The pipeline factory: one DAG, built for a target (`local` runner or `vertex`).
+
+prepare -> base-model -> tokenize -> {train-lora, train-baseline} -> evaluate. The knobs a user changes per
+run are pipeline parameters whose defaults come from the config; everything else is compiled in as the
+config's JSON.
+"""
+
+
+from typing import Literal, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Markdown, Metrics
+
+from components.base_model import base_model as base_model_op
+from components.config import Config
+from components.evaluate import evaluate
+from components.prepare import prepare
+from components.tokenization import tokenize
+from components.train import train_baseline, train_lora
+
+Target = Literal["local", "vertex"]
+TARGETS: tuple[str, ...] = ("local", "vertex")
+TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate")
+
+
+def _with_image(component, image: str):
+    """The same lightweight component, running in `image` (which has the project and kfp installed)."""
+    return dsl.component(component.python_func, base_image=image, install_kfp_package=False)
+
+
+def step_components(cfg: Config, target: Target) -> dict[str, object]:
+    """The components of each step for a target: as defined for the local runner, in our images on Vertex."""
+    steps = {"prepare": prepare, "base_model": base_model_op, "tokenize": tokenize, "train_lora": train_lora,
+             "train_baseline": train_baseline, "evaluate": evaluate}
+    if target == "local":
+        return steps
+    if target != "vertex":
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    images = {name: cfg.pipeline.train_image if name.startswith("train") else cfg.pipeline.cpu_image
+              for name in steps}
+    return {name: _with_image(comp, images[name]) for name, comp in steps.items()}
+
+
+class PipelineOutputs(NamedTuple):
+    report: Markdown
+    metrics: Metrics
+    data_report: Markdown
+
+
+def build_pipeline(cfg: Config, target: Target = "local"):
+    """Build the KFP pipeline for `cfg` and `target`."""
+    ops = step_components(cfg, target)
+    config_json = cfg.to_json()
+
+    @dsl.pipeline(name=cfg.pipeline.name,
+                  description="Bengali sentiment: LoRA vs full fine-tuning of an XLM-R encoder.")
+    def banglasenti_pipeline(
+        data_uri: str = cfg.data.uri,
+        base_model: str = cfg.model.name,
+        lora_r: int = cfg.lora.r,
+        lora_alpha: int = cfg.lora.alpha,
+        lora_target_modules: list = list(cfg.lora.target_modules),
+        lora_learning_rate: float = cfg.train.lora_learning_rate,
+        baseline_learning_rate: float = cfg.train.baseline_learning_rate,
+        epochs: int = cfg.train.epochs,
+        batch_size: int = cfg.train.batch_size,
+        seed: int = cfg.train.seed,
+    ) -> PipelineOutputs:
+        prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed)
+        base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
+        tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
+                              train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+        shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                  "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        lora = ops["train_lora"](lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
+                                 learning_rate=lora_learning_rate, **shared)
+        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared)
+        evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
+                                     tokenized=tok.outputs["tokenized"], lora_model=lora.outputs["model"],
+                                     baseline_model=full.outputs["model"])
+        return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
+                               data_report=prep.outputs["report"])
+
+    return banglasenti_pipeline
