@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
 from components.config import ModelConfig, TinyModelConfig
+from components.kfp_support import lightweight_component
 from components.storage import InputError, atomic_directory, download_gcs_directory
 
 TINY = "tiny"
-SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as XLM-R's first four
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4 (XLM-R: the same first four)
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 
@@ -42,23 +42,22 @@ def directory_sha256(path: Path) -> str:
 
 
 def train_unigram_tokenizer(texts: list[str], vocab_size: int):
-    """A Unigram tokenizer in XLM-R's layout (Metaspace pre-tokenizer, <s> A </s> template)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A SentencePiece Unigram vocabulary (as XLM-R's) in an XLM-R tokenizer: <s> <pad> </s> <unk> <mask> first."""
+    import io
+
+    import sentencepiece as spm
     from transformers import XLMRobertaTokenizer
 
-    model = Tokenizer(models.Unigram())
-    model.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=proto, model_type="unigram", vocab_size=vocab_size,
+        hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="identity",
+        max_sentencepiece_length=12, num_threads=1, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, minloglevel=2,
     )
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", max_piece_length=12,
-        show_progress=False,
-    )
-    model.train_from_iterator(texts, trainer=trainer)
-    vocab = [(piece, score) for piece, score in json.loads(model.to_str())["model"]["vocab"]]
-    if [piece for piece, _ in vocab[: len(SPECIAL_TOKENS)]] != SPECIAL_TOKENS:
-        raise RuntimeError("Unigram training reordered the special tokens")
-    return XLMRobertaTokenizer(vocab=vocab)
+    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())
+              if not (sp.is_unknown(i) or sp.is_control(i))]
+    return XLMRobertaTokenizer(vocab=[(token, 0.0) for token in SPECIAL_TOKENS] + pieces)
 
 
 def tiny_model_config(cfg: TinyModelConfig, vocab_size: int):
@@ -205,7 +204,7 @@ def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: 
     return resolve_base_model(cfg.model, texts, cfg.tokenize.max_length, out_dir)
 
 
-@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+@lightweight_component
 def base_model(config_json: str, model_name: str, train: Input[Dataset], model: Output[Model]):
     """Resolve the base model (Hub id, local or gs:// directory, or the offline 'tiny' XLM-R)."""
     from components.base_model import run_base_model

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.config import CLASS_NAMES
+from components.kfp_support import lightweight_component
 from components.storage import atomic_file
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -148,7 +148,7 @@ def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, to
     return results
 
 
-@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+@lightweight_component
 def evaluate(
     config_json: str,
     base_model: Input[Model],

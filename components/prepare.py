@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, DataConfig
+from components.kfp_support import lightweight_component
 from components.storage import InputError, atomic_file, local_copy
 
 BENGALI = re.compile(r"[\u0980-\u09FF]")
@@ -325,7 +325,7 @@ def run_prepare(config_json: str, data_uri: str, seed: int, train_path: str, val
     return prepared
 
 
-@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+@lightweight_component
 def prepare(
     config_json: str,
     data_uri: str,

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
 from components.config import TokenizeConfig
+from components.kfp_support import lightweight_component
 from components.storage import atomic_directory
 
 SPLITS = ("train", "val", "test")
@@ -113,7 +113,7 @@ def run_tokenize(config_json: str, split_paths: dict[str, str], model_dir: str, 
     return tokenize_splits(split_paths, model_dir, cfg.tokenize, out_dir)
 
 
-@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+@lightweight_component
 def tokenize(
     config_json: str,
     base_model: Input[Model],

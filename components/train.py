@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
+from components.kfp_support import lightweight_component
 from components.storage import atomic_directory
 
 Mode = Literal["lora", "baseline"]
@@ -246,7 +246,7 @@ def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifac
         metrics_artifact.log_metric(f"{mode}_{key}", float(summary[key]))
 
 
-@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+@lightweight_component
 def train_lora(
     config_json: str,
     lora_r: int,
@@ -271,7 +271,7 @@ def train_lora(
     publish("lora", summary, model, metrics)
 
 
-@dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
+@lightweight_component
 def train_baseline(
     config_json: str,
     learning_rate: float,

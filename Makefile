@@ -1,0 +1,33 @@
+# Set-up is part of every target: a fresh clone needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build of torch for this environment; the TPU image uses torch 2.9.0 + torch_xla 2.9.0 (containers/).
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup run test test-fast lint compile clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup  ## the whole pipeline locally on the embedded sample and the tiny base model, offline
+	$(BIN)/python pipelines/run_local.py
+
+test: setup  ## lint, then every test (the slow pipeline runs included)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-fast: setup  ## unit and component tests only
+	$(BIN)/python -m pytest -m "not slow"
+
+compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
+	$(BIN)/python pipelines/compile.py
+
+clean:
+	rm -rf runs pipeline.yaml .pytest_cache

@@ -1,0 +1,106 @@
+"""Shared fixtures: a fast config, and the sample prepared, tokenized and trained once per session."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_VAL = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
+
+# Small enough for seconds on 2 cores; same code paths as configs/local.yaml.
+FAST_OVERRIDES = {
+    "model.tiny.pretrain_steps": 40,
+    "model.tiny.hidden_size": 64,
+    "model.tiny.intermediate_size": 128,
+    "train.epochs": 2,
+    "train.early_stopping_patience": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def fast_cfg() -> Config:
+    return load_config(ROOT / "configs" / "local.yaml", FAST_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory, fast_cfg) -> Path:
+    from components.prepare import run_prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    run_prepare(fast_cfg.to_json(), "sample", 42, out / "train.parquet", out / "val.parquet", out / "test.parquet",
+                out / "report.md")
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory, fast_cfg, prepared_dir) -> Path:
+    from components.base_model import run_base_model
+
+    out = tmp_path_factory.mktemp("base") / "model"
+    run_base_model(fast_cfg.to_json(), "tiny", str(prepared_dir / "train.parquet"), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
+    from components.tokenization import run_tokenize
+
+    out = tmp_path_factory.mktemp("tokenized") / "tok"
+    paths = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
+    run_tokenize(fast_cfg.to_json(), paths, str(base_dir), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, fast_cfg, base_dir, tokenized_dir) -> dict[str, tuple[Path, dict]]:
+    """Both models trained once: {mode: (model_dir, summary)}."""
+    from components.train import run_train
+
+    root = tmp_path_factory.mktemp("trained")
+    result = {}
+    for mode in ("lora", "baseline"):
+        summary = run_train(mode, fast_cfg.to_json(), {}, str(base_dir), str(tokenized_dir), str(root / mode))
+        result[mode] = (root / mode, summary)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """gcp-storage-emulator on loopback; yields its URL and sets STORAGE_EMULATOR_HOST for the session."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "gcp-storage-emulator"
+    proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("gcp-storage-emulator did not start")
+    url = f"http://127.0.0.1:{port}"
+    old = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    yield url
+    if old is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = old
+    proc.terminate()
+    proc.wait(timeout=10)

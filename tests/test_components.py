@@ -1,0 +1,86 @@
+"""The KFP components' own functions, called through .python_func with tmp_path artifacts."""
+
+import pandas as pd
+import pytest
+from kfp import dsl
+
+from components.base_model import base_model
+from components.evaluate import evaluate
+from components.prepare import prepare
+from components.tokenization import tokenize
+from components.train import train_baseline, train_lora
+
+
+def artifact(cls, path, metadata=None):
+    a = cls(uri=str(path), metadata=dict(metadata or {}))
+    return a
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, fast_cfg):
+    """Run every component function in DAG order; returns the artifacts by name."""
+    root = tmp_path_factory.mktemp("components")
+    cfg = fast_cfg.to_json()
+    a = {name: artifact(dsl.Dataset, root / name) for name in ("train", "val", "test")}
+    a["data_report"] = artifact(dsl.Markdown, root / "data_report")
+    prepare.python_func(config_json=cfg, data_uri="sample", seed=42, train=a["train"], val=a["val"],
+                        test=a["test"], report=a["data_report"])
+    a["base"] = artifact(dsl.Model, root / "base")
+    base_model.python_func(config_json=cfg, model_name="tiny", train=a["train"], model=a["base"])
+    a["tokenized"] = artifact(dsl.Dataset, root / "tokenized")
+    tokenize.python_func(config_json=cfg, base_model=a["base"], train=a["train"], val=a["val"], test=a["test"],
+                         tokenized=a["tokenized"])
+    for name in ("lora", "baseline"):
+        a[name] = artifact(dsl.Model, root / name)
+        a[f"{name}_metrics"] = artifact(dsl.Metrics, root / f"{name}_metrics")
+    shared = {"config_json": cfg, "epochs": 1, "batch_size": 16, "seed": 42, "base_model": a["base"],
+              "tokenized": a["tokenized"]}
+    train_lora.python_func(lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"], learning_rate=2e-3,
+                           model=a["lora"], metrics=a["lora_metrics"], **shared)
+    train_baseline.python_func(learning_rate=3e-4, model=a["baseline"], metrics=a["baseline_metrics"], **shared)
+    for name in ("metrics", "lora_confusion", "baseline_confusion"):
+        a[name] = artifact(dsl.ClassificationMetrics if "confusion" in name else dsl.Metrics, root / name)
+    a["report"] = artifact(dsl.Markdown, root / "report")
+    evaluate.python_func(config_json=cfg, base_model=a["base"], tokenized=a["tokenized"], lora_model=a["lora"],
+                         baseline_model=a["baseline"], metrics=a["metrics"], lora_confusion=a["lora_confusion"],
+                         baseline_confusion=a["baseline_confusion"], report=a["report"])
+    return a
+
+
+def test_prepare_component_metadata(chain):
+    train = chain["train"]
+    assert train.metadata["rows"] == len(pd.read_parquet(train.path))
+    assert train.metadata["source_uri"] == "sample" and len(train.metadata["source_sha256"]) == 64
+    assert train.metadata["seed"] == 42
+    assert chain["data_report"].metadata["rows_in"] == 694
+
+
+def test_base_model_component_metadata(chain):
+    meta = chain["base"].metadata
+    assert meta["kind"] == "tiny" and meta["pretrain_steps"] == 40 and len(meta["content_sha256"]) == 64
+
+
+def test_tokenize_component_metadata(chain):
+    meta = chain["tokenized"].metadata
+    assert meta["buckets"] == [32, 64, 128] and meta["max_length"] == 128
+    assert 0 < meta["padding_efficiency"] <= 1 and meta["truncation_rate"] == 0
+
+
+def test_train_components_use_the_run_parameters(chain):
+    lora = chain["lora"].metadata
+    assert lora["lora"]["r"] == 4 and lora["lora"]["target_modules"] == ["query", "value"]
+    assert lora["epochs_run"] == 1 and lora["learning_rate"] == 2e-3
+    assert chain["baseline"].metadata["learning_rate"] == 3e-4
+    lora_keys = set(chain["lora_metrics"].metadata)
+    baseline_keys = set(chain["baseline_metrics"].metadata)
+    assert "lora_best_val_macro_f1" in lora_keys and "baseline_best_val_macro_f1" in baseline_keys
+    assert not lora_keys & baseline_keys
+
+
+def test_evaluate_component_outputs(chain):
+    metrics = chain["metrics"].metadata
+    assert 0 <= metrics["lora_test_macro_f1"] <= 1 and 0 <= metrics["baseline_test_macro_f1"] <= 1
+    confusion = chain["lora_confusion"].metadata["confusionMatrix"]
+    assert [s["displayName"] for s in confusion["annotationSpecs"]] == ["negative", "positive", "neutral"]
+    assert sum(sum(row["row"]) for row in confusion["rows"]) == 70
+    assert "# LoRA vs full fine-tuning" in open(chain["report"].path, encoding="utf-8").read()
