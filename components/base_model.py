@@ -118,6 +118,9 @@ def pretrain_masked_lm(model, tokenizer, texts: list[str], cfg: TinyModelConfig,
     model.eval()
     head = torch.stack(losses[: min(20, len(losses))]).mean().item()
     tail = torch.stack(losses[-min(20, len(losses)) :]).mean().item()
+    if step < cfg.pretrain_steps:
+        print(f"WARNING: masked-LM pre-training stopped by the {cfg.pretrain_max_seconds:g} s cap after {step} of "
+              f"{cfg.pretrain_steps} steps: the base model depends on this machine's speed", flush=True)
     return {"pretrain_steps": step, "pretrain_seconds": round(time.monotonic() - start, 1),
             "pretrain_loss_first": round(head, 4), "pretrain_loss_last": round(tail, 4),
             "pretrain_perplexity_last": round(math.exp(min(tail, 50.0)), 2)}

@@ -77,7 +77,9 @@ class TinyModelConfig(_Strict):
     num_attention_heads: PositiveInt = Field(4, description="Attention heads; must divide hidden_size.")
     intermediate_size: PositiveInt = Field(512, description="Feed-forward size (xlm-roberta-base: 3072).")
     pretrain_steps: int = Field(400, ge=0, description="Masked-LM pre-training steps on the train texts.")
-    pretrain_max_seconds: PositiveFloat = Field(60.0, description="Wall-time cap on masked-LM pre-training.")
+    pretrain_max_seconds: PositiveFloat = Field(
+        600.0, description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit)."
+    )
     pretrain_batch_size: PositiveInt = Field(32, description="Masked-LM batch size.")
     pretrain_learning_rate: PositiveFloat = Field(1e-3, description="Masked-LM peak learning rate.")
     seed: int = Field(42, description="Seed of the tiny model's initialisation and masking.")
@@ -141,7 +143,9 @@ class TrainConfig(_Strict):
     warmup_ratio: Fraction = Field(0.06, description="Share of steps with linear warmup.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     max_grad_norm: PositiveFloat = Field(1.0, description="Gradient-norm clipping.")
-    early_stopping_patience: int = Field(3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off.")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off."
+    )
     seed: int = Field(42, description="Seed of initialisation, dropout and shuffling.")
 
 
@@ -232,3 +236,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
 def config_from_json(text: str, overrides: dict[str, Any] | None = None) -> Config:
     """Rebuild the config a pipeline was compiled with, then apply run-time parameter values."""
     return _validate(apply_overrides(json.loads(text), overrides or {}), "pipeline config")
+
+
+def config_reference() -> str:
+    """Markdown table of every key with its default and description (docs/configuration.md)."""
+    lines = ["| key | default | description |", "|---|---|---|"]
+
+    def walk(model_cls: type[BaseModel], prefix: str) -> None:
+        for name, field in model_cls.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, _Strict):
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            default = field.get_default(call_default_factory=True)
+            lines.append(f"| `{prefix}{name}` | `{json.dumps(default, ensure_ascii=False)}` | {field.description} |")
+
+    walk(Config, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(config_reference(), end="")

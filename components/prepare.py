@@ -1,7 +1,8 @@
 """prepare: load, validate, clean, de-duplicate and split a labelled sentiment table.
 
     python -m components.prepare --input sample --output-dir runs/prepare
-    python -m components.prepare --input data.tsv --output-dir out --set data.label_map='{Negative: 0, Positive: 1, Neutral: 2}'
+    python -m components.prepare --input data.tsv --output-dir out \
+        --set data.label_map='{Negative: 0, Positive: 1, Neutral: 2}'
 
 Writes train/val/test parquet files (columns text, label, row) and a Markdown data-quality report.
 Conflicting labels for one text: the most frequent label wins, ties are dropped (`data.conflict_rule`).
@@ -81,7 +82,8 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
                 encoding="utf-8-sig",
             )
     except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r})") from None
+        bad = err.object[err.start : err.start + 1]
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start}: {bad!r})") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: file is empty") from None
     except pd.errors.ParserError as err:
@@ -264,7 +266,8 @@ def render_report(stats: dict[str, Any]) -> str:
               "|---|---:|---:|---:|---:|---:|---:|"]
     for unit in ("chars", "words"):
         p = stats[f"text_{unit}"]
-        lines.append(f"| {unit} | " + " | ".join(f"{p[k]:g}" for k in ("p50", "p90", "p95", "p99", "max", "mean")) + " |")
+        cells = " | ".join(f"{p[k]:g}" for k in ("p50", "p90", "p95", "p99", "max", "mean"))
+        lines.append(f"| {unit} | {cells} |")
     warnings = []
     if stats["conflicting_texts"]:
         warnings.append(f"{stats['conflicting_texts']} texts carry conflicting labels: label noise upstream.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import warnings
 
 LINEAGE_PACKAGES = ("torch", "transformers", "peft", "datasets", "tokenizers", "scikit-learn", "kfp", "torch_xla")
 
@@ -15,6 +16,7 @@ def quiet_libraries() -> None:
     import datasets
     import transformers
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()

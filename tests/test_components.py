@@ -1,5 +1,7 @@
 """The KFP components' own functions, called through .python_func with tmp_path artifacts."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from kfp import dsl
@@ -83,4 +85,4 @@ def test_evaluate_component_outputs(chain):
     confusion = chain["lora_confusion"].metadata["confusionMatrix"]
     assert [s["displayName"] for s in confusion["annotationSpecs"]] == ["negative", "positive", "neutral"]
     assert sum(sum(row["row"]) for row in confusion["rows"]) == 70
-    assert "# LoRA vs full fine-tuning" in open(chain["report"].path, encoding="utf-8").read()
+    assert "# LoRA vs full fine-tuning" in Path(chain["report"].path).read_text(encoding="utf-8")

@@ -99,3 +99,12 @@ def test_every_field_has_a_description():
 
 def test_defaults_serialise():
     assert json.loads(Config().to_json())["lora"]["r"] == 16
+
+
+def test_configuration_doc_matches_the_schema():
+    from pathlib import Path
+
+    from components.config import config_reference
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert doc.endswith(config_reference())

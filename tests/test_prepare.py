@@ -22,11 +22,6 @@ from components.prepare import (
 )
 from components.storage import SAMPLE_PATH, InputError
 
-ROWS = [
-    ("খুব ভালো লাগলো", 1), ("একদম বাজে সার্ভিস", 0), ("দোকান সকাল দশটায় খোলে", 2),
-    ("অসাধারণ অভিনয়", 1), ("খাবার ঠান্ডা ছিল", 0), ("বইটি ২০২০ সালে বের হয়েছে", 2),
-] * 1
-
 
 def make_frame(n_per_class: int = 20) -> pd.DataFrame:
     rows = []

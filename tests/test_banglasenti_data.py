@@ -1,0 +1,47 @@
+"""Training from the tiny base on real BanglaSenti rows (../shared/data/banglasenti/val.csv, not shipped)."""
+
+import pandas as pd
+import pytest
+
+from components.config import CONFIG_DIR, load_config
+from tests.conftest import SHARED_VAL
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.shared_data,
+    pytest.mark.skipif(not SHARED_VAL.exists(), reason=f"{SHARED_VAL} is absent (only the project's team has it)"),
+]
+ROWS = 4000
+
+
+def test_both_models_beat_the_majority_class_on_real_data(tmp_path):
+    from components.base_model import run_base_model
+    from components.evaluate import run_evaluate
+    from components.prepare import run_prepare
+    from components.tokenization import run_tokenize
+    from components.train import run_train
+
+    subset = pd.read_csv(SHARED_VAL, dtype=str, keep_default_na=False).sample(n=ROWS, random_state=0)
+    subset.to_csv(tmp_path / "subset.csv", index=False)
+    cfg = load_config(CONFIG_DIR / "local.yaml", {
+        "model.tiny.vocab_size": 4000, "model.tiny.pretrain_steps": 400, "train.epochs": 4,
+        "train.batch_size": 32, "train.lora_learning_rate": 2e-3, "train.baseline_learning_rate": 2e-4,
+    })
+    config_json = cfg.to_json()
+    splits = {name: str(tmp_path / f"{name}.parquet") for name in ("train", "val", "test")}
+    prepared = run_prepare(config_json, str(tmp_path / "subset.csv"), 42, splits["train"], splits["val"],
+                           splits["test"], str(tmp_path / "data.md"))
+    assert prepared.stats["non_bengali_rows"] > 0  # the merge holds English book titles; they are reported
+    base = str(tmp_path / "base")
+    run_base_model(config_json, "tiny", splits["train"], base)
+    run_tokenize(config_json, splits, base, str(tmp_path / "tok"))
+    dirs = {}
+    for mode in ("lora", "baseline"):
+        dirs[mode] = str(tmp_path / mode)
+        run_train(mode, config_json, {}, base, str(tmp_path / "tok"), dirs[mode])
+    results = run_evaluate(config_json, dirs, base, str(tmp_path / "tok"), str(tmp_path / "report.md"))
+    majority = results["majority_class"]["macro_f1"]
+    for mode, m in results["models"].items():
+        print(f"{mode}: test macro-F1 {m['macro_f1']:.4f} (majority class {majority:.4f})")
+        assert not m["collapsed"], mode
+        assert m["macro_f1"] > majority + 0.1, mode

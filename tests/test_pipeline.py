@@ -1,0 +1,118 @@
+"""The DAG: compiled spec contents, and whole local runs (live, and loaded back from the compiled YAML)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import CONFIG_DIR, load_config
+from pipelines.compile import compile_pipeline
+from pipelines.pipeline import TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGES = {
+    "prepare": set(),
+    "base-model": {"prepare"},
+    "tokenize": {"prepare", "base-model"},
+    "train-lora": {"base-model", "tokenize"},
+    "train-baseline": {"base-model", "tokenize"},
+    "evaluate": {"base-model", "tokenize", "train-lora", "train-baseline"},
+}
+FAST = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
+        "train.epochs=2"]
+
+
+def load_spec(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("target", ["local", "vertex"])
+def test_compiled_spec_has_every_task_and_edge(tmp_path, target):
+    spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", target))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == set(TASKS)
+    for name, task in tasks.items():
+        upstream = set(task.get("dependentTasks", []))
+        for inp in task.get("inputs", {}).get("artifacts", {}).values():
+            upstream.add(inp["taskOutputArtifact"]["producerTask"])
+        assert upstream == EDGES[name], name
+
+
+def test_pipeline_parameters_default_to_the_config(tmp_path):
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
+    spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml"))
+    params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert params == {
+        "data_uri": cfg.data.uri, "base_model": cfg.model.name, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha,
+        "lora_target_modules": cfg.lora.target_modules, "lora_learning_rate": cfg.train.lora_learning_rate,
+        "baseline_learning_rate": cfg.train.baseline_learning_rate, "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
+    }
+    embedded = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["config_json"]
+    assert json.loads(embedded["runtimeValue"]["constant"]) == json.loads(cfg.to_json())
+
+
+def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path):
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
+    spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex"))
+    executors = spec["deploymentSpec"]["executors"]
+    images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()}
+    assert images == {"prepare": cfg.pipeline.cpu_image, "base-model": cfg.pipeline.cpu_image,
+                      "tokenize": cfg.pipeline.cpu_image, "evaluate": cfg.pipeline.cpu_image,
+                      "train-lora": cfg.pipeline.train_image, "train-baseline": cfg.pipeline.train_image}
+    for ex in executors.values():
+        assert "pip install" not in " ".join(ex["container"]["command"])
+
+
+def test_compile_command_writes_a_spec(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(out)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert load_spec(out)["pipelineInfo"]["name"] == "banglasenti-lora-vs-full"
+    bad = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--set", "lora.r=0",
+                          "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "lora.r" in bad.stderr
+
+
+def executor_metrics(run_dir: Path) -> dict:
+    output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
+    return output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+
+
+@pytest.mark.slow
+def test_main_job_runs_the_whole_dag_offline(tmp_path):
+    """`python pipelines/run_local.py` on configs/local.yaml, exactly as the README runs it."""
+    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--pipeline-root",
+                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_dir = Path(re.search(r"Run finished in \d+ s: (\S+)", run.stdout).group(1))
+    for task, output in [("prepare", "train"), ("base-model", "model"), ("tokenize", "tokenized"),
+                         ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report")]:
+        assert (run_dir / task / output).exists(), (task, output)
+    metrics = executor_metrics(run_dir)
+    for model in ("lora", "baseline"):
+        assert metrics[f"{model}_test_macro_f1"] > metrics["majority_class_test_macro_f1"] + 0.1
+        assert metrics[f"{model}_collapsed"] == 0.0
+    report = Path(re.search(r"Comparison report: (\S+)", run.stdout).group(1)).read_text(encoding="utf-8")
+    assert "| lora |" in report and "| baseline |" in report
+
+
+@pytest.mark.slow
+def test_compiled_yaml_loads_back_and_runs_locally(tmp_path):
+    from kfp import components, local
+
+    path = compile_pipeline(CONFIG_DIR / "local.yaml", tmp_path / "local.yaml", "local", FAST)
+    pipeline = components.load_component_from_file(str(path))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"))
+    task = pipeline(epochs=1, lora_r=4, seed=7)
+    assert Path(task.outputs["report"].path).read_text(encoding="utf-8").startswith("# LoRA vs full fine-tuning")
+    run_dir = next((tmp_path / "runs").iterdir())
+    lora_meta = json.loads((run_dir / "train-lora" / "executor_output.json").read_text())
+    model_meta = lora_meta["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert model_meta["lora"]["r"] == 4 and model_meta["epochs_run"] == 1 and model_meta["seed"] == 7
