@@ -14,7 +14,6 @@ import json
 import re
 import tempfile
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,25 +116,31 @@ def clean_text(text: str) -> str:
 
 
 def resolve_duplicates(frame: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One row per text: exact duplicates merged; conflicting labels by majority (ties dropped) or dropped."""
-    keep_rows: list[int] = []
-    counts = Counter()
-    for _, group in frame.groupby("text", sort=False):
-        labels = Counter(group["label"].tolist())
-        counts["duplicate_rows"] += len(group) - 1
-        if len(labels) == 1:
-            keep_rows.append(group.index[0])
-            continue
-        counts["conflicting_texts"] += 1
-        (top, top_n), *rest = labels.most_common()
-        if rule == "majority" and top_n > rest[0][1]:
-            counts["conflicts_resolved"] += 1
-            keep_rows.append(group.index[group["label"] == top][0])
-        else:
-            counts["conflicts_dropped_rows"] += len(group)
-    result = frame.loc[sorted(keep_rows)]
-    return result, {k: counts.get(k, 0) for k in ("duplicate_rows", "conflicting_texts", "conflicts_resolved",
-                                                   "conflicts_dropped_rows")}
+    """One row per text: exact duplicates merged; conflicting labels by majority (ties dropped) or dropped.
+
+    The first row of a kept (text, label) pair stays, so `row` still points into the source.
+    """
+    pairs = frame.groupby(["text", "label"], sort=False).size().rename("n").reset_index()
+    by_text = pairs.groupby("text", sort=False)["n"]
+    labels_per_text = by_text.transform("size")
+    is_top = pairs["n"] == by_text.transform("max")
+    tops_per_text = is_top.groupby(pairs["text"], sort=False).transform("sum")
+    conflicting = labels_per_text > 1
+    winner = ~conflicting | (is_top & (tops_per_text == 1) & (rule == "majority"))
+    kept_pairs = pairs.loc[winner, ["text", "label"]]
+    firsts = frame.drop_duplicates(["text", "label"]).reset_index()
+    kept = firsts.merge(kept_pairs, on=["text", "label"]).set_index("index").sort_index()
+    kept.index.name = None
+    conflict_texts = set(pairs.loc[conflicting, "text"])
+    resolved = int(conflicting[winner].sum())
+    in_conflict = frame["text"].isin(conflict_texts)
+    dropped_texts = conflict_texts - set(kept["text"])
+    return kept, {
+        "duplicate_rows": int(len(frame) - frame["text"].nunique()),
+        "conflicting_texts": len(conflict_texts),
+        "conflicts_resolved": resolved,
+        "conflicts_dropped_rows": int((in_conflict & frame["text"].isin(dropped_texts)).sum()),
+    }
 
 
 def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:

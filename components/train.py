@@ -20,7 +20,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory
+from components.storage import atomic_directory, atomic_file
 
 Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
@@ -49,8 +49,9 @@ class BucketCollator:
 def load_tokenized_split(tokenized_dir: str | Path, name: str):
     """A tokenized split as a datasets.Dataset (input_ids, attention_mask, label, length)."""
     import datasets
+    import pandas as pd
 
-    return datasets.Dataset.from_parquet(str(Path(tokenized_dir) / f"{name}.parquet"))
+    return datasets.Dataset.from_pandas(pd.read_parquet(Path(tokenized_dir) / f"{name}.parquet"), preserve_index=False)
 
 
 def load_base_classifier(base_dir: str | Path):
@@ -240,10 +241,13 @@ def run_train(mode: Mode, config_json: str, overrides: dict[str, Any], base_dir:
 
 
 def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifact) -> None:
-    """Lineage metadata on the Model; per-model scalar keys (lora_*, baseline_*) on the Metrics."""
+    """Lineage metadata on the Model; per-model scalar keys (lora_*, baseline_*) on the Metrics, whose file
+    holds the per-epoch curves (Vertex Experiments takes only scalars from metadata)."""
     model_artifact.metadata.update(summary)
     for key in SCALAR_METRICS:
         metrics_artifact.log_metric(f"{mode}_{key}", float(summary[key]))
+    with atomic_file(metrics_artifact.path) as tmp:
+        tmp.write_text(json.dumps({"model": mode, "history": summary["history"]}, indent=2), encoding="utf-8")
 
 
 @lightweight_component

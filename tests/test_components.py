@@ -1,5 +1,8 @@
 """The KFP components' own functions, called through .python_func with tmp_path artifacts."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +80,17 @@ def test_train_components_use_the_run_parameters(chain):
     baseline_keys = set(chain["baseline_metrics"].metadata)
     assert "lora_best_val_macro_f1" in lora_keys and "baseline_best_val_macro_f1" in baseline_keys
     assert not lora_keys & baseline_keys
+    curves = json.loads(Path(chain["lora_metrics"].path).read_text())
+    assert [row["epoch"] for row in curves["history"]] == [1]
+    assert curves["history"][0]["val_macro_f1"] == pytest.approx(chain["lora_metrics"].metadata[
+        "lora_best_val_macro_f1"])
+
+
+@pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate"])
+def test_every_step_has_a_command_line(step):
+    run = subprocess.run([sys.executable, "-m", f"components.{step}", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "--output-dir" in run.stdout and "--config" in run.stdout and "--set" in run.stdout
 
 
 def test_evaluate_component_outputs(chain):
