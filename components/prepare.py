@@ -26,7 +26,7 @@ from components.config import CLASS_NAMES, NUM_CLASSES, DataConfig
 from components.kfp_support import lightweight_component
 from components.storage import InputError, atomic_file, local_copy
 
-BENGALI = re.compile(r"[\u0980-\u09FF]")
+BENGALI = re.compile(r"[\u0980-\u09E3\u09F0\u09F1]")  # letters and vowel signs; not digits or symbols
 LATIN = re.compile(r"[A-Za-z]")
 WHITESPACE = re.compile(r"\s+")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -94,19 +94,26 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
     return frame
 
 
+def as_text(value: Any) -> str:
+    """A cell as text; missing values (None, NaN) become empty strings."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value)
+
+
 def map_labels(raw: pd.Series, label_map: dict[str, int], source: str) -> pd.Series:
     """Turn raw labels into class ids; an unknown label names its row (1-based data row)."""
     if label_map:
         table = {str(k): v for k, v in label_map.items()}
     else:
         table = {str(i): i for i in range(NUM_CLASSES)} | {f"{i}.0": i for i in range(NUM_CLASSES)}
-    as_text = raw.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
-    ids = as_text.map(table)
+    labels = raw.map(lambda v: as_text(v).strip())
+    ids = labels.map(table)
     missing = ids.isna()
     if missing.any():
         pos = int(np.flatnonzero(missing.to_numpy())[0])
         allowed = ", ".join(sorted(table)) if label_map else "0, 1, 2"
-        raise InputError(f"{source}: row {pos + 1}: label {as_text.iloc[pos]!r} is not one of {allowed}")
+        raise InputError(f"{source}: row {pos + 1}: label {labels.iloc[pos]!r} is not one of {allowed}")
     return ids.astype("int64")
 
 
@@ -187,9 +194,8 @@ def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> Prepared
         raise InputError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}")
     if frame.empty:
         raise InputError(f"{source}: no data rows (header only)")
-    texts = frame[cfg.text_column].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
     data = pd.DataFrame({
-        "text": texts.map(clean_text).to_numpy(),
+        "text": frame[cfg.text_column].map(lambda v: clean_text(as_text(v))).to_numpy(),
         "label": map_labels(frame[cfg.label_column], cfg.label_map, source).to_numpy(),
         "row": np.arange(1, len(frame) + 1),
     })

@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = run_local(cfg, args.pipeline_root)
+    try:
+        result = run_local(cfg, args.pipeline_root)
+    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"; logs are above
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"\nRun finished in {result['wall_seconds']:.0f} s: {result['run_dir']}")
     for path in list_artifacts(result["run_dir"]):
         print(f"  {path.parent.name}/{path.name}: {path}")

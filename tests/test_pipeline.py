@@ -116,3 +116,13 @@ def test_compiled_yaml_loads_back_and_runs_locally(tmp_path):
     lora_meta = json.loads((run_dir / "train-lora" / "executor_output.json").read_text())
     model_meta = lora_meta["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert model_meta["lora"]["r"] == 4 and model_meta["epochs_run"] == 1 and model_meta["seed"] == 7
+
+
+def test_main_job_reports_a_failing_step_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--pipeline-root",
+                          str(tmp_path), "--set", f"data.uri={tmp_path / 'missing.csv'}"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1
+    assert "missing.csv: no such file" in run.stdout
+    assert run.stderr.strip().splitlines()[-1].startswith("error: Pipeline")
+    assert not list(tmp_path.glob("*/prepare/train"))

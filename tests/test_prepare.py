@@ -113,12 +113,14 @@ def test_label_map_and_non_bengali_rows():
     frame = make_frame(10)
     frame["label"] = frame["label"].map({0: "Negative", 1: "Positive", 2: "Neutral"})
     frame.loc[0, "text"] = "A Paperback book title"
+    frame.loc[1, "text"] = "৫০০ ৳ 👍"  # Bengali digits and a currency sign, but no Bengali letter
     cfg = DataConfig(label_map={"Negative": 0, "Positive": 1, "Neutral": 2})
     kept = prepare_frame(frame, cfg, "mem")
-    assert kept.stats["non_bengali_rows"] == 1
+    assert kept.stats["non_bengali_rows"] == 2
+    assert kept.stats["latin_majority_rows"] == 1
     assert sum(kept.stats["rows_out"].values()) == 40
     dropped = prepare_frame(frame, cfg.model_copy(update={"drop_non_bengali": True}), "mem")
-    assert sum(dropped.stats["rows_out"].values()) == 39
+    assert sum(dropped.stats["rows_out"].values()) == 38
 
 
 def test_empty_texts_are_dropped_and_counted():
