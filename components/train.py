@@ -250,6 +250,13 @@ def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifac
         tmp.write_text(json.dumps({"model": mode, "history": summary["history"]}, indent=2), encoding="utf-8")
 
 
+def train_step(mode: Mode, config_json: str, overrides: dict[str, Any], base_model, tokenized, model,
+               metrics) -> None:
+    """What both training components do with their artifacts."""
+    summary = run_train(mode, config_json, overrides, base_model.path, tokenized.path, model.path)
+    publish(mode, summary, model, metrics)
+
+
 @lightweight_component
 def train_lora(
     config_json: str,
@@ -266,13 +273,12 @@ def train_lora(
     metrics: Output[Metrics],
 ):
     """Fine-tune LoRA adapters and the classifier head."""
-    from components.train import publish, run_train
+    from components.train import train_step
 
     overrides = {"lora.r": lora_r, "lora.alpha": lora_alpha, "lora.target_modules": lora_target_modules,
                  "train.lora_learning_rate": learning_rate, "train.epochs": epochs,
                  "train.batch_size": batch_size, "train.seed": seed}
-    summary = run_train("lora", config_json, overrides, base_model.path, tokenized.path, model.path)
-    publish("lora", summary, model, metrics)
+    train_step("lora", config_json, overrides, base_model, tokenized, model, metrics)
 
 
 @lightweight_component
@@ -288,12 +294,11 @@ def train_baseline(
     metrics: Output[Metrics],
 ):
     """Fully fine-tune every weight (the baseline)."""
-    from components.train import publish, run_train
+    from components.train import train_step
 
     overrides = {"train.baseline_learning_rate": learning_rate, "train.epochs": epochs,
                  "train.batch_size": batch_size, "train.seed": seed}
-    summary = run_train("baseline", config_json, overrides, base_model.path, tokenized.path, model.path)
-    publish("baseline", summary, model, metrics)
+    train_step("baseline", config_json, overrides, base_model, tokenized, model, metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
