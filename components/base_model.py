@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -175,11 +176,10 @@ def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_lengt
             meta.update(build_tiny_base(train_texts, model_cfg.tiny, max_length, tmp))
         elif name.startswith("gs://"):
             meta["kind"] = "gcs"
-            with atomic_directory(tmp / ".download") as download:
-                download_gcs_directory(name, download)
-                _check_model_dir(download, name)
-                copy_model_dir(download, tmp)
-            shutil.rmtree(tmp / ".download")
+            with tempfile.TemporaryDirectory() as download:
+                download_gcs_directory(name, Path(download))
+                _check_model_dir(Path(download), name)
+                copy_model_dir(Path(download), tmp)
         elif Path(name).expanduser().is_dir():
             meta["kind"] = "local"
             source = Path(name).expanduser()

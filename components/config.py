@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 PositiveInt = Annotated[int, Field(gt=0)]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Markdown, Output
 
-from components.config import CLASS_NAMES, NUM_CLASSES, DataConfig
+from components.config import CLASS_NAMES, NUM_CLASSES, SPLITS, DataConfig
 from components.kfp_support import lightweight_component
 from components.storage import InputError, atomic_file, local_copy
 
@@ -30,7 +30,6 @@ BENGALI = re.compile(r"[\u0980-\u09E3\u09F0\u09F1]")  # letters and vowel signs;
 LATIN = re.compile(r"[A-Za-z]")
 WHITESPACE = re.compile(r"\s+")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
-SPLITS = ("train", "val", "test")
 
 
 def detect_format(path: Path, fmt: str) -> str:

@@ -18,11 +18,10 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.config import TokenizeConfig
+from components.config import SPLITS, TokenizeConfig
 from components.kfp_support import lightweight_component
 from components.storage import atomic_directory
 
-SPLITS = ("train", "val", "test")
 ORIGINAL_PAD_LENGTH = 256  # the original project padded every text to 256 tokens
 
 
@@ -73,10 +72,6 @@ def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir))
-
-
-def load_split(directory: str | Path, name: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(directory) / f"{name}.parquet")
 
 
 def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig,
