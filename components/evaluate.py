@@ -59,12 +59,14 @@ def predict_logits(model, dataset, batch_size: int, pad_token_id: int) -> np.nda
 def evaluate_models(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
                     batch_size: int) -> dict[str, Any]:
     """Test metrics of every model, plus the majority-class reference."""
+    import pandas as pd
+
     from components.metrics import classification_metrics, majority_class_metrics
     from components.tokenization import load_tokenizer
     from components.train import load_tokenized_split
 
     test = load_tokenized_split(tokenized_dir, "test")
-    train_labels = load_tokenized_split(tokenized_dir, "train")["label"]
+    train_labels = pd.read_parquet(Path(tokenized_dir) / "train.parquet", columns=["label"])["label"]
     y_true = np.asarray(test["label"])
     pad_id = load_tokenizer(base_dir).pad_token_id
     results: dict[str, Any] = {"majority_class": majority_class_metrics(train_labels, y_true), "models": {}}

@@ -14,7 +14,7 @@ import json
 import re
 import tempfile
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,12 +175,14 @@ def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]
 class PreparedData:
     splits: dict[str, pd.DataFrame]
     stats: dict[str, Any]
-    report: str = field(repr=False)
+
+    @property
+    def report(self) -> str:
+        """The data-quality report (Markdown) of these statistics."""
+        return render_report(self.stats)
 
 
 def _percentiles(lengths: pd.Series) -> dict[str, float]:
-    if lengths.empty:
-        return {}
     qs = lengths.quantile([0.5, 0.9, 0.95, 0.99])
     return {"p50": float(qs[0.5]), "p90": float(qs[0.9]), "p95": float(qs[0.95]), "p99": float(qs[0.99]),
             "max": float(lengths.max()), "mean": round(float(lengths.mean()), 1)}
@@ -229,7 +231,7 @@ def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> Prepared
     }
     stats["text_chars"] = _percentiles(data["text"].str.len())
     stats["text_words"] = _percentiles(data["text"].str.split().str.len())
-    return PreparedData(splits=splits, stats=stats, report=render_report(stats))
+    return PreparedData(splits=splits, stats=stats)
 
 
 def render_report(stats: dict[str, Any]) -> str:
@@ -302,7 +304,6 @@ def prepare_data(uri: str, cfg: DataConfig, workdir: Path) -> PreparedData:
     frame = read_table(path, cfg.format)
     prepared = prepare_frame(frame, cfg, source=uri)
     prepared.stats["sha256"] = sha256_file(path)
-    prepared.report = render_report(prepared.stats)
     return prepared
 
 

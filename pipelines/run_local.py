@@ -26,17 +26,15 @@ def run_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str,
 
     root = Path(pipeline_root or cfg.pipeline.local_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    before = {p.name for p in root.iterdir()}
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     start = time.monotonic()
     task = build_pipeline(cfg, "local")()
     wall = time.monotonic() - start
-    new_runs = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
-    run_dir = new_runs[-1] if new_runs else root
+    report = Path(task.outputs["report"].path)
     return {
-        "run_dir": run_dir,
+        "run_dir": report.parent.parent,  # <run>/evaluate/report
         "wall_seconds": wall,
-        "report": Path(task.outputs["report"].path),
+        "report": report,
         "data_report": Path(task.outputs["data_report"].path),
         "metrics": task.outputs["metrics"].metadata,
     }
