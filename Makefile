@@ -4,8 +4,13 @@ VENV ?= .venv
 # CPU build of torch for this environment; the TPU image uses torch 2.9.0 + torch_xla 2.9.0 (containers/).
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# XLA tests: torch 2.9.0 + torch_xla 2.9.0 (PJRT_DEVICE=CPU runs the XLA path on this CPU). A few GB, so the
+# environment lives outside the checkout and is reused by later runs on the same machine; it holds the
+# project's dependencies only (the tests import the checkout itself).
+XLA_VENV ?= $(HOME)/.cache/banglasenti/xla-venv
+XLA_STAMP := $(XLA_VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup run test test-fast lint compile clean
+.PHONY: setup setup-xla run test test-fast test-xla benchmark lint compile clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +21,32 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+$(XLA_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/pip install --quiet --upgrade pip
+	$(XLA_VENV)/bin/pip install --quiet torch==2.9.0 torch_xla==2.9.0
+	$(XLA_VENV)/bin/pip install --quiet -e ".[dev]" torch==2.9.0 torch_xla==2.9.0
+	$(XLA_VENV)/bin/pip uninstall --quiet -y banglasenti-pipeline
+	touch $@
+
+setup-xla: $(XLA_STAMP)
+
 run: setup  ## the whole pipeline locally on the embedded sample and the tiny base model, offline
 	$(BIN)/python pipelines/run_local.py
 
-test: setup  ## lint, then every test (the slow pipeline runs included)
+test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests included)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not xla"
+	$(MAKE) test-xla
 
 test-fast: setup  ## unit and component tests only
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not xla"
+
+test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA environment)
+	$(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py
+
+benchmark: setup  ## training throughput, the original's settings against ours (see docs/performance.md)
+	$(BIN)/python benchmarks/throughput.py --json benchmarks/results-cpu.json
 
 compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 	$(BIN)/python pipelines/compile.py

@@ -148,6 +148,9 @@ class TrainConfig(_Strict):
         3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off."
     )
     seed: int = Field(42, description="Seed of initialisation, dropout and shuffling.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Training precision; auto = bf16 on TPU (XLA) and bf16-capable GPUs, fp32 on the CPU."
+    )
 
 
 class PipelineConfig(_Strict):

@@ -19,30 +19,40 @@ from typing import Any, Literal
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
+from components.device import Placement, prepare_placement, shard_batches, static_attention, xla_counters
 from components.kfp_support import lightweight_component
 from components.storage import atomic_directory, atomic_file
 
 Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
+IGNORED_LABEL = -100  # cross-entropy's ignore_index: filler rows of padded batches
 
 
 class BucketCollator:
-    """Stack pre-padded examples; a batch takes the largest bucket in it (still a bucket length)."""
+    """Stack pre-padded examples; a batch takes the largest bucket in it (still a bucket length).
 
-    def __init__(self, pad_token_id: int):
+    With `batch_size`, a short batch (the last of an epoch) is topped up with filler rows labelled -100, which
+    the loss and the metrics ignore, so that XLA sees one batch shape per bucket.
+    """
+
+    def __init__(self, pad_token_id: int, batch_size: int | None = None):
         self.pad_token_id = pad_token_id
+        self.batch_size = batch_size
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
+        rows = max(len(features), self.batch_size or 0)
         width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
+        ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        mask[len(features):, 0] = 1  # filler rows attend to one pad token
+        labels = torch.full((rows,), IGNORED_LABEL, dtype=torch.long)
         for row, feature in enumerate(features):
             n = len(feature["input_ids"])
             ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             mask[row, :n] = torch.as_tensor(feature["attention_mask"], dtype=torch.long)
-        labels = torch.as_tensor([f["label"] for f in features], dtype=torch.long)
+            labels[row] = int(feature["label"])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -54,21 +64,22 @@ def load_tokenized_split(tokenized_dir: str | Path, name: str):
     return datasets.Dataset.from_pandas(pd.read_parquet(Path(tokenized_dir) / f"{name}.parquet"), preserve_index=False)
 
 
-def load_base_classifier(base_dir: str | Path):
+def load_base_classifier(base_dir: str | Path, attn_implementation: str | None = None):
     """The base encoder with a fresh 3-class head (id2label set)."""
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(
         str(base_dir),
+        attn_implementation=attn_implementation,
         num_labels=NUM_CLASSES,
         id2label=dict(enumerate(CLASS_NAMES)),
         label2id={name: i for i, name in enumerate(CLASS_NAMES)},
     )
 
 
-def build_model(mode: Mode, base_dir: str | Path, cfg: Config):
+def build_model(mode: Mode, base_dir: str | Path, cfg: Config, attn_implementation: str | None = None):
     """The model to train: the base classifier, wrapped with LoRA adapters in lora mode."""
-    model = load_base_classifier(base_dir)
+    model = load_base_classifier(base_dir, attn_implementation)
     if mode == "baseline":
         return model
     from peft import LoraConfig, TaskType, get_peft_model
@@ -96,7 +107,8 @@ def compute_val_metrics(eval_pred) -> dict[str, float]:
     from components.metrics import headline_metrics
 
     logits, labels = eval_pred
-    return headline_metrics(labels, logits.argmax(axis=-1))
+    real = labels != IGNORED_LABEL
+    return headline_metrics(labels[real], logits[real].argmax(axis=-1))
 
 
 def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -118,22 +130,24 @@ def learning_rate(mode: Mode, cfg: Config) -> float:
     return cfg.train.lora_learning_rate if mode == "lora" else cfg.train.baseline_learning_rate
 
 
-def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str):
-    import torch
+def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: Placement):
+    """Trainer settings; on XLA the Trainer's one (SPMD) device takes the global batch."""
     from transformers import TrainingArguments
 
     t = cfg.train
     return TrainingArguments(
         output_dir=checkpoint_dir,
         num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
+        per_device_train_batch_size=placement.global_batch,
+        per_device_eval_batch_size=placement.global_eval_batch,
+        bf16=placement.precision == "bf16",
         learning_rate=learning_rate(mode, cfg),
         lr_scheduler_type="linear",
         warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        optim="adamw_torch",
+        optim="adamw_torch_xla" if placement.kind == "xla" else "adamw_torch",  # XLA's: no host sync per step
+        eval_accumulation_steps=1 if placement.kind == "xla" else None,  # logits to host per batch, no growing concat
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",
@@ -145,7 +159,7 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str):
         data_seed=t.seed,
         train_sampling_strategy="group_by_length",
         length_column_name="length",
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=placement.kind == "cuda",
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
@@ -153,33 +167,96 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str):
     )
 
 
+def xla_graph_counts(record: dict[str, list[int]]):
+    """A callback recording, per epoch, XLA's compiles and device-to-host transfers in the step loop, and the
+    compiles after it (evaluation, logging, checkpointing)."""
+    from transformers import TrainerCallback
+
+    for key in ("step_loop_compiles", "step_loop_host_transfers", "after_loop_compiles"):
+        record[key] = []
+
+    class GraphCounts(TrainerCallback):
+        def __init__(self):
+            self.last: dict[str, int] = {}
+
+        def _since_last(self) -> dict[str, int]:
+            now = xla_counters()
+            delta = {key: now[key] - self.last.get(key, 0) for key in now}
+            self.last = now
+            return delta
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if self.last:
+                record["after_loop_compiles"].append(self._since_last()["compiles"])
+            else:
+                self._since_last()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            delta = self._since_last()
+            record["step_loop_compiles"].append(delta["compiles"])
+            record["step_loop_host_transfers"].append(delta["host_transfers"])
+
+        def on_train_end(self, args, state, control, **kwargs):
+            record["after_loop_compiles"].append(self._since_last()["compiles"])
+
+    return GraphCounts()
+
+
+def bucket_trainer_class():
+    """The Trainer with static batch shapes on XLA: batches sharded over the devices, and each phase's short
+    last batch topped up to that phase's batch size (one compiled graph per bucket and phase)."""
+    from transformers import Trainer
+
+    class BucketTrainer(Trainer):
+        def __init__(self, *args, placement: Placement, pad_token_id: int, **kwargs):
+            fixed = placement.static_shapes
+            self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
+            collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
+            super().__init__(*args, data_collator=collator, **kwargs)
+
+        def get_train_dataloader(self):
+            return shard_batches(super().get_train_dataloader())
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            train_collator, self.data_collator = self.data_collator, self.eval_collator
+            try:
+                return shard_batches(super().get_eval_dataloader(eval_dataset))
+            finally:
+                self.data_collator = train_collator
+
+    return BucketTrainer
+
+
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
                 out_dir: str | Path) -> dict[str, Any]:
     """Train, keep the best epoch by val macro-F1, save it to `out_dir` (atomically); return the summary."""
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, set_seed
 
     from components.tokenization import load_tokenizer
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    placement = prepare_placement(cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.precision)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(base_dir)
     train_set = load_tokenized_split(tokenized_dir, "train")
     val_set = load_tokenized_split(tokenized_dir, "val")
-    model = build_model(mode, base_dir, cfg)
+    model = build_model(mode, base_dir, cfg, static_attention() if placement.static_shapes else None)
     counts = parameter_counts(model)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.checkpoints.", dir=out_dir.parent) as ckpt:
-        callbacks = []
+        graphs: dict[str, list[int]] = {}
+        callbacks = [xla_graph_counts(graphs)] if placement.kind == "xla" else []
         if cfg.train.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-        trainer = Trainer(
+        trainer = bucket_trainer_class()(
             model=model,
-            args=training_arguments(mode, cfg, ckpt),
+            args=training_arguments(mode, cfg, ckpt, placement),
+            placement=placement,
+            pad_token_id=tokenizer.pad_token_id,
             train_dataset=train_set,
             eval_dataset=val_set,
-            data_collator=BucketCollator(tokenizer.pad_token_id),
             processing_class=tokenizer,
             compute_metrics=compute_val_metrics,
             callbacks=callbacks,
@@ -189,7 +266,9 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
         wall = time.monotonic() - start
         best = trainer.evaluate()
         history = epoch_history(trainer.state.log_history)
-        summary = summarize(mode, cfg, counts, history, best, result, wall, str(trainer.args.device))
+        summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
+        if graphs:
+            summary["xla_graphs"] = graphs
         with atomic_directory(out_dir) as tmp:
             trainer.save_model(str(tmp))
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
@@ -198,7 +277,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
 
 
 def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dict[str, float]],
-              best: dict[str, float], result, wall: float, device: str) -> dict[str, Any]:
+              best: dict[str, float], result, wall: float, placement: Placement) -> dict[str, Any]:
     """The training summary: best val scores, curves, sizes, speed and the settings behind them."""
     from components.runtime import library_versions
 
@@ -216,7 +295,8 @@ def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dic
         "learning_rate": learning_rate(mode, cfg),
         "batch_size": cfg.train.batch_size,
         "seed": cfg.train.seed,
-        "device": device,
+        "device": placement.kind,
+        "placement": placement.metadata(),
         "history": history,
         "libraries": library_versions(),
     }

@@ -1,0 +1,344 @@
+"""Training throughput: the original project's settings against ours, side by side in one run.
+
+    python benchmarks/throughput.py [--examples 128] [--batch-size 16] [--json results.json]
+
+(a) original: every text padded to 256 tokens, fp32, batches in random order;
+(b) ours: each text padded to the smallest bucket (32/64/128), batches grouped by length, fp32 on the CPU and
+    bf16 autocast on CUDA (as on the TPU);
+each for full fine-tuning and for LoRA, at the same batch size, on the real xlm-roberta-base architecture
+(random initialisation, built offline: 12 layers, hidden 768, vocab 250,002) and real text lengths: the texts
+of ../shared/data/banglasenti/val.csv when present, else the project's sample, tokenized with a SentencePiece
+Unigram model trained on them. Every configuration runs the same examples in a fresh process (so peak memory
+is its own); the matrix-multiply peak of the machine is measured in the same run. FLOPs are counted by
+torch.utils.flop_counter on one step per batch shape.
+
+`--lengths-from earlier.json` replays the token lengths recorded by an earlier run (on another machine, say),
+so both machines time the same batches without the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
+SAMPLE_DATA = ROOT / "components" / "data" / "bangla_sentiment_sample.csv"
+ORIGINAL_LENGTH = 256
+NUM_LABELS = 3
+LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+
+# The architecture of FacebookAI/xlm-roberta-base (its config.json), built without the Hub.
+XLMR_BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+                 pad_token_id=1, bos_token_id=0, eos_token_id=2)
+# A few-MB stand-in with the same code path, for tests of this script.
+XLMR_TINY = dict(XLMR_BASE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=128)
+
+
+# --------------------------------------------------------------------------- lengths and batches
+
+def token_lengths(csv_path: Path, vocab_size: int) -> list[int]:
+    """Token counts (with <s> and </s>) of every text, by a Unigram model trained on the texts themselves."""
+    import io
+
+    import pandas as pd
+    import sentencepiece as spm
+
+    texts = pd.read_csv(csv_path)["text"].dropna().astype(str).tolist()
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
+                                   model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
+                                   num_threads=1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    return [len(ids) + 2 for ids in sp.encode(texts)]
+
+
+def bucket_for(length: int, buckets: list[int]) -> int:
+    """The smallest bucket >= length (longer texts are truncated to the last bucket)."""
+    return buckets[min(bisect.bisect_left(buckets, length), len(buckets) - 1)]
+
+
+def original_batches(lengths: list[int], batch_size: int, seed: int) -> list[dict[str, Any]]:
+    """Random order, every row padded to 256."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    return [{"width": ORIGINAL_LENGTH, "rows": [min(lengths[i], ORIGINAL_LENGTH) for i in order[k:k + batch_size]]}
+            for k in range(0, len(order), batch_size)]
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, buckets: list[int], seed: int) -> list[dict[str, Any]]:
+    """Grouped by length (as the Trainer's length-grouped sampler does within a mega-batch), each batch
+    padded to the bucket of its longest row, batches in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = []
+    for k in range(0, len(order), batch_size):
+        rows = [min(lengths[i], buckets[-1]) for i in order[k:k + batch_size]]
+        batches.append({"width": bucket_for(max(rows), buckets), "rows": rows})
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def padding_efficiency(batches: list[dict[str, Any]], batch_size: int) -> float:
+    real = sum(sum(b["rows"]) for b in batches)
+    return real / sum(b["width"] * batch_size for b in batches)
+
+
+# --------------------------------------------------------------------------- one configuration (a worker)
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def build_model(arch: dict[str, Any], mode: str, seed: int):
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = XLMRobertaForSequenceClassification(XLMRobertaConfig(**arch, num_labels=NUM_LABELS))
+    if mode == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32,
+                                                 lora_dropout=0.1, target_modules=LORA_TARGETS))
+    return model
+
+
+def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, rng):
+    """Random token ids at the given real lengths, padded to the batch width; full batches only."""
+    import torch
+
+    rows = (spec["rows"] * batch_size)[:batch_size]  # a short last batch is topped up to the same batch size
+    ids = torch.full((batch_size, spec["width"]), XLMR_BASE["pad_token_id"], dtype=torch.long)
+    mask = torch.zeros((batch_size, spec["width"]), dtype=torch.long)
+    for r, n in enumerate(rows):
+        ids[r, :n] = torch.randint(3, vocab, (n,), generator=rng)
+        mask[r, :n] = 1
+    labels = torch.randint(0, NUM_LABELS, (batch_size,), generator=rng)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def run_config(job: dict[str, Any]) -> dict[str, Any]:
+    """Time one (setting, mode) on every batch once, after one untimed step per batch shape."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = pick_device(job["device"])
+    arch = XLMR_TINY if job["arch"] == "tiny" else XLMR_BASE
+    model = build_model(arch, job["mode"], job["seed"]).to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    rng = torch.Generator().manual_seed(job["seed"])
+    batches = [make_batch(spec, job["batch_size"], arch["vocab_size"], device, rng) for spec in job["batches"]]
+    dtype = torch.bfloat16 if job["precision"] == "bf16" else None
+
+    def step(batch) -> None:
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    flops_by_width: dict[int, int] = {}
+    for batch in batches:  # warm-up: one step per shape, FLOPs counted there
+        width = batch["input_ids"].shape[1]
+        if width not in flops_by_width:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                step(batch)
+            flops_by_width[width] = counter.get_total_flops()
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    sync()
+    seconds = time.perf_counter() - start
+    examples = sum(len(spec["rows"]) for spec in job["batches"])
+    real_tokens = sum(sum(spec["rows"]) for spec in job["batches"])
+    padded_tokens = sum(b["input_ids"].numel() for b in batches)
+    flops = sum(flops_by_width[b["input_ids"].shape[1]] for b in batches)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {
+        "setting": job["setting"], "mode": job["mode"], "precision": job["precision"],
+        "examples": examples, "batches": len(batches), "seconds": seconds,
+        "examples_per_s": examples / seconds, "tokens_per_s": real_tokens / seconds,
+        "padded_tokens_per_s": padded_tokens / seconds,
+        "padding_efficiency": padding_efficiency(job["batches"], job["batch_size"]),
+        "flops_per_example": flops / examples, "achieved_flops_per_s": flops / seconds,
+        "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
+        "trainable_parameters": sum(p.numel() for p in params),
+    }
+
+
+def matmul_peak(device: str, precision: str, size: int, repeats: int = 5) -> float:
+    """The best FLOP/s of a square matrix product at the given precision."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def worker(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    if job["kind"] == "peak":
+        device = pick_device(job["device"])
+        result = {"precision": job["precision"], "matmul_flops_per_s": matmul_peak(device, job["precision"],
+                                                                                   job["size"])}
+    else:
+        result = run_config(job)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    try:
+        done = subprocess.run([sys.executable, __file__, "--worker", f.name], capture_output=True, text=True,
+                              check=False)
+    finally:
+        os.unlink(f.name)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"benchmark worker failed ({job.get('setting', job['kind'])}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# --------------------------------------------------------------------------- the run
+
+def machine_facts(device: str) -> dict[str, Any]:
+    import torch
+
+    facts = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+             "cpu_threads": torch.get_num_threads(), "device": device}
+    if device == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts
+
+
+def render_table(report: dict[str, Any]) -> str:
+    head = (f"{'setting':<9} {'mode':<5} {'prec':<5} {'ex/s':>8} {'tok/s':>9} {'pad eff':>7} {'GFLOP/ex':>8} "
+            f"{'TFLOP/s':>8} {'% peak':>6} {'peak MB':>8}")
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        lines.append(f"{r['setting']:<9} {r['mode']:<5} {r['precision']:<5} {r['examples_per_s']:>8.2f} "
+                     f"{r['tokens_per_s']:>9.0f} {r['padding_efficiency']:>7.3f} {r['flops_per_example'] / 1e9:>8.2f} "
+                     f"{r['achieved_flops_per_s'] / 1e12:>8.3f} {100 * r['share_of_matmul_peak']:>6.1f} "
+                     f"{r['peak_memory_bytes'] / 2**20:>8.0f}")
+    lines.append("")
+    for mode, ratio in report["speedup_examples_per_s"].items():
+        lines.append(f"ours / original, examples/s, {mode}: {ratio:.2f}x")
+    for precision, peak in report["matmul_peak_flops_per_s"].items():
+        lines.append(f"matmul peak ({precision}): {peak / 1e12:.3f} TFLOP/s")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="csv with a text column (default: shared val.csv, else sample)")
+    parser.add_argument("--lengths-from", type=Path, help="replay the token lengths of an earlier --json report")
+    parser.add_argument("--examples", type=int, default=128, help="examples timed per configuration")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--buckets", default="32,64,128", help="our bucket lengths, comma-separated")
+    parser.add_argument("--modes", default="full,lora", help="full and/or lora")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="ours (default: bf16 on CUDA, else fp32)")
+    parser.add_argument("--arch", default="base", choices=["base", "tiny"], help="xlm-roberta-base, or a tiny one")
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--tokenizer-vocab", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args.worker)
+        return 0
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"full", "lora"}:
+        raise SystemExit(f"--modes: expected full and/or lora, got {args.modes!r}")
+    buckets = sorted(int(b) for b in args.buckets.split(","))
+    device = pick_device(args.device)
+    precision = args.precision or ("bf16" if device == "cuda" else "fp32")
+
+    if args.lengths_from:
+        source = json.loads(args.lengths_from.read_text())["lengths"]
+        data_name, all_lengths = source["data"], source["values"]
+    else:
+        data = args.data or (SHARED_DATA if SHARED_DATA.exists() else SAMPLE_DATA)
+        data_name, all_lengths = data.name, token_lengths(data, args.tokenizer_vocab)
+    lengths = random.Random(args.seed).sample(all_lengths, min(args.examples, len(all_lengths)))
+    settings = {
+        "original": ("fp32", original_batches(lengths, args.batch_size, args.seed)),
+        "ours": (precision, bucketed_batches(lengths, args.batch_size, buckets, args.seed)),
+    }
+    base_job = {"kind": "train", "device": device, "arch": args.arch, "batch_size": args.batch_size,
+                "seed": args.seed}
+    results = []
+    for mode in modes:
+        for setting, (prec, batches) in settings.items():
+            print(f"timing {setting} / {mode} ({len(batches)} batches) ...", file=sys.stderr, flush=True)
+            results.append(in_subprocess({**base_job, "setting": setting, "mode": mode, "precision": prec,
+                                          "batches": batches}))
+    peaks = {prec: in_subprocess({"kind": "peak", "device": device, "precision": prec, "size": args.matmul_size})
+             ["matmul_flops_per_s"] for prec in sorted({"fp32", precision})}
+    for r in results:
+        r["share_of_matmul_peak"] = r["achieved_flops_per_s"] / peaks[r["precision"]]
+    by_key = {(r["setting"], r["mode"]): r for r in results}
+    report = {
+        "machine": machine_facts(device),
+        "arch": args.arch, "batch_size": args.batch_size, "buckets": buckets, "examples": len(lengths),
+        "lengths": {"data": data_name, "values": all_lengths if not args.lengths_from else source["values"]},
+        "length_summary": {"median": sorted(lengths)[len(lengths) // 2], "max": max(lengths),
+                           "share_over_128": sum(n > 128 for n in lengths) / len(lengths)},
+        "matmul_peak_flops_per_s": peaks,
+        "results": results,
+        "speedup_examples_per_s": {m: by_key["ours", m]["examples_per_s"] / by_key["original", m]["examples_per_s"]
+                                   for m in modes},
+    }
+    print(render_table(report))
+    if args.json:
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

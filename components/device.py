@@ -1,0 +1,139 @@
+"""Where training runs: XLA (TPU, or XLA's CPU backend), CUDA or the CPU; its precision; data parallelism.
+
+XLA is chosen when torch_xla is importable and PJRT_DEVICE is set (Vertex AI TPU images set PJRT_DEVICE=TPU;
+PJRT_DEVICE=CPU with CPU_NUM_DEVICES=N runs the same path on this CPU). On XLA one process drives every local
+device through SPMD: the parameters are replicated and each batch is sharded along its first dimension over a
+one-axis mesh ("data"), so XLA inserts the gradient all-reduce. The Trainer then sees one device and the
+global batch (per-device batch x devices).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+DeviceKind = Literal["xla", "cuda", "cpu"]
+Precision = Literal["bf16", "fp32"]
+MESH_AXIS = "data"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The device, precision and batch layout of one training run."""
+
+    kind: DeviceKind
+    devices: int
+    precision: Precision
+    per_device_batch: int
+    per_device_eval_batch: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_device_batch * self.devices
+
+    @property
+    def global_eval_batch(self) -> int:
+        return self.per_device_eval_batch * self.devices
+
+    @property
+    def static_shapes(self) -> bool:
+        """XLA compiles a graph per input shape: every batch is padded to its phase's fixed size."""
+        return self.kind == "xla"
+
+    def metadata(self) -> dict[str, Any]:
+        return {**asdict(self), "global_batch": self.global_batch, "global_eval_batch": self.global_eval_batch}
+
+
+def device_kind() -> DeviceKind:
+    """XLA when torch_xla is importable and PJRT_DEVICE is set, else CUDA when present, else the CPU."""
+    if os.environ.get("PJRT_DEVICE") and importlib.util.find_spec("torch_xla") is not None:
+        return "xla"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(setting: str, kind: DeviceKind) -> Precision:
+    """'auto' is bf16 on XLA (the TPU's native matmul type) and on CUDA cards that support it, fp32 elsewhere."""
+    if setting in ("bf16", "fp32"):
+        return setting  # type: ignore[return-value]
+    if setting != "auto":
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {setting!r}")
+    if kind == "xla":
+        return "bf16"
+    if kind == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def _xla_mesh_devices() -> int:
+    """Switch torch_xla to SPMD (before any tensor is on the device) with a data mesh over all devices."""
+    import numpy as np
+    import torch_xla.distributed.spmd as xs
+    import torch_xla.runtime as xr
+
+    if not xr.is_spmd():
+        xr.use_spmd()
+    devices = xr.global_runtime_device_count()
+    if xs.get_global_mesh() is None:
+        xs.set_global_mesh(xs.Mesh(np.arange(devices), (devices,), (MESH_AXIS,)))
+    return devices
+
+
+def prepare_placement(batch_size: int, eval_batch_size: int, precision: str = "auto") -> Placement:
+    """Pick the device; on XLA, set up SPMD over every local device. Call before the model is moved."""
+    kind = device_kind()
+    devices = _xla_mesh_devices() if kind == "xla" else 1
+    return Placement(kind=kind, devices=devices, precision=resolve_precision(precision, kind),
+                     per_device_batch=batch_size, per_device_eval_batch=eval_batch_size)
+
+
+def shard_batches(loader):
+    """On SPMD, shard every 2-D batch tensor along its first dimension over the data axis (1-D labels are
+    replicated: SPMD keeps the program's global meaning either way). Other loaders are returned unchanged."""
+    try:
+        import torch_xla.distributed.parallel_loader as pl
+        import torch_xla.distributed.spmd as xs
+        import torch_xla.runtime as xr
+    except ImportError:
+        return loader
+    if isinstance(loader, pl.MpDeviceLoader) and xr.is_spmd():
+        loader._parallel_loader_kwargs["input_sharding"] = xs.ShardingSpec(xs.get_global_mesh(), (MESH_AXIS, None))
+    return loader
+
+
+def xla_counters() -> dict[str, int]:
+    """Graphs compiled and device-to-host transfers so far (zeros where XLA is not in use)."""
+    if device_kind() != "xla":
+        return {"compiles": 0, "host_transfers": 0}
+    import torch_xla.debug.metrics as met
+
+    def count(name: str) -> int:
+        data = met.metric_data(name)
+        return int(data[0]) if data else 0
+
+    return {"compiles": count("CompileTime"), "host_transfers": count("TransferFromDeviceTime")}
+
+
+STATIC_ATTENTION = "sdpa_static_mask"
+
+
+def static_attention() -> str:
+    """Register and name an attention implementation for XLA: PyTorch SDPA with the padding mask always built.
+    (Transformers' own SDPA path asks the device whether a mask has any padding, a host sync in every step.)"""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import sdpa_mask
+
+    def sdpa_mask_always(*args, **kwargs):
+        kwargs["allow_is_bidirectional_skip"] = False
+        kwargs["allow_is_causal_skip"] = False
+        return sdpa_mask(*args, **kwargs)
+
+    AttentionInterface.register(STATIC_ATTENTION, sdpa_attention_forward)
+    AttentionMaskInterface.register(STATIC_ATTENTION, sdpa_mask_always)
+    return STATIC_ATTENTION
