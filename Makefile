@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint compile clean
+.PHONY: setup run test test-fast lint compile clean locks
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ test-fast: setup  ## unit and component tests only
 
 compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 	$(BIN)/python pipelines/compile.py
+
+# Image locks (containers/locks/): Linux x86_64, CPython 3.11, glibc 2.36 (Debian bookworm), hashes for pip.
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --generate-hashes --no-config \
+	--quiet --custom-compile-command "make locks"
+
+locks: setup  ## regenerate containers/locks/*.txt from pyproject.toml (needs PyPI)
+	$(BIN)/uv pip compile pyproject.toml --extra tpu -c containers/constraints.txt $(LOCK_FLAGS) \
+		-o containers/locks/tpu.txt
+	$(BIN)/uv pip compile pyproject.toml -c containers/constraints.txt -c containers/locks/tpu.txt $(LOCK_FLAGS) \
+		-o containers/locks/cpu.txt
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
+		| $(BIN)/uv pip compile - $(LOCK_FLAGS) -o containers/locks/build.txt
 
 clean:
 	rm -rf runs pipeline.yaml .pytest_cache

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components.images import check_image_ref
 
 CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -154,9 +156,19 @@ class PipelineConfig(_Strict):
     name: str = Field("banglasenti-lora-vs-full", description="Pipeline name.")
     local_root: str = Field("runs", description="Where the local runner writes artifacts.")
     cpu_image: str = Field(
-        "python:3.11-slim", description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
+        "python:3.11-slim",
+        description="Image of prepare, base-model, tokenize and evaluate on the vertex target "
+        "(`host/path:tag` or `...@sha256:<64 hex>`; docs/containers.md).",
     )
-    train_image: str = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
+    train_image: str = Field(
+        "python:3.11-slim",
+        description="Image of the two training steps on the vertex target (`host/path:tag` or `...@sha256:<64 hex>`).",
+    )
+
+    @field_validator("cpu_image", "train_image")
+    @classmethod
+    def _image_ref(cls, value: str) -> str:
+        return check_image_ref(value)  # docs/containers.md: `host/path:tag` or `...@sha256:<64 hex>`
 
 
 class Config(_Strict):
