@@ -24,7 +24,7 @@ test: setup  ## lint, then every test (the slow pipeline runs included)
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## unit and component tests only
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not network"
 
 compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 	$(BIN)/python pipelines/compile.py

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
@@ -405,25 +406,70 @@ def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
     assert not (tmp_path / "bad.yaml").exists()
 
 
-# --- pip resolves each lock against PyPI -----------------------------------------------------------------------
+# --- pip resolves each lock against PyPI; the build stage's steps outside Docker --------------------------
 
 TARGET = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and (
     platform.system(), platform.machine()) == ("Linux", "x86_64")
+needs_target = pytest.mark.skipif(not TARGET, reason="needs CPython 3.11 on Linux x86_64, the images' target")
+_REPORTS: dict[str, list[dict]] = {}
+
+
+def pip(*args: str, cwd: Path | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    """pip against PyPI alone, this machine's pip settings ignored."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return subprocess.run([python, "-m", "pip", *args, "--index-url", "https://pypi.org/simple"],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
+
+
+def resolved(name: str, tmp_path_factory) -> list[dict]:
+    """pip's dry-run report for a lock alone, hashes required (metadata only is downloaded)."""
+    if name not in _REPORTS:
+        report = tmp_path_factory.mktemp("report") / f"{name}.json"
+        run = pip("install", "--dry-run", "--quiet", "--ignore-installed", "--require-hashes", "--report",
+                  str(report), "-r", str(LOCKS / f"{name}.txt"))
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        _REPORTS[name] = json.loads(report.read_text())["install"]
+    return _REPORTS[name]
 
 
 @pytest.mark.network
-@pytest.mark.skipif(not TARGET, reason="resolves natively: needs CPython 3.11 on Linux x86_64, the images' target")
+@needs_target
 @pytest.mark.parametrize("name", ["build", *IMAGES])
-def test_lock_resolves_against_pypi(name, tmp_path):
-    """pip (this machine's settings ignored) resolves the lock alone, hashes required: it is complete."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    report = tmp_path / "report.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--require-hashes",
-         "--index-url", "https://pypi.org/simple", "--report", str(report), "-r", str(LOCKS / f"{name}.txt")],
-        capture_output=True, text=True, env=env, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    resolved = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
-                for item in json.loads(report.read_text())["install"]}
-    assert resolved == lock_versions(name)
+def test_lock_resolves_against_pypi(name, tmp_path_factory):
+    """Resolving the lock alone picks exactly the locked versions: it is complete and PyPI has them."""
+    versions = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+                for item in resolved(name, tmp_path_factory)}
+    assert versions == lock_versions(name)
+
+
+@pytest.mark.network
+@needs_target
+@pytest.mark.parametrize("name", IMAGES)
+def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(name, tmp_path, tmp_path_factory):
+    """The Dockerfile's --no-build-isolation steps, in a venv: the lock's sdists, then the project's wheel."""
+    sdists = [item["metadata"]["name"] for item in resolved(name, tmp_path_factory)
+              if not item["download_info"]["url"].endswith(".whl")]
+    lock_text = (LOCKS / f"{name}.txt").read_text()
+    blocks = [re.search(rf"^{re.escape(canonicalize_name(s))}==.*?(?=^\S|\Z)", lock_text, re.M | re.S | re.I)
+              for s in sdists]
+    assert all(blocks), sdists
+    (tmp_path / "sdists.txt").write_text("".join(b.group(0) for b in blocks))
+    src = tmp_path / "src"  # the files the Dockerfile copies
+    src.mkdir()
+    for item in ["pyproject.toml", "README.md"]:
+        shutil.copy(ROOT / item, src / item)
+    for package in ["components", "pipelines"]:
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=120)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    no_isolation = ["--no-deps", "--no-build-isolation"]
+    for args in (["install", "--require-hashes", "--no-deps", "-r", str(LOCKS / "build.txt")],
+                 ["install", "--require-hashes", *no_isolation, "-r", str(tmp_path / "sdists.txt")],
+                 ["wheel", *no_isolation, "--wheel-dir", str(tmp_path / "wheels"), str(src)]):
+        run = pip(*args, python=python)
+        assert run.returncode == 0, f"pip {' '.join(args)}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
+    (wheel,) = (tmp_path / "wheels").glob("banglasenti_pipeline-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"components/images.py", "pipelines/compile.py"} <= names
+    assert any(n.startswith("components/data/") and n.endswith(".csv") for n in names), "package data missing"
