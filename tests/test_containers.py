@@ -36,10 +36,10 @@ from pipelines.compile import main as compile_main
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS = ROOT / "containers"
 LOCKS = CONTAINERS / "locks"
-BASE_IMAGE = re.compile(r"python:(?P<minor>3\.\d+)\.\d+-slim-(?P<debian>bookworm)")
+BASE_IMAGE = re.compile(r"python:(?P<minor>3\.\d+)\.\d+-slim-(?P<debian>bookworm)(@sha256:[0-9a-f]{64})?")
 GLIBC = {"bookworm": "2_36"}  # manylinux tag of each Debian release's glibc
 REGISTRY_TAG = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/{name}:$COMMIT_SHA"
-# What each image must say: its lock, its final user, workdir and default command.
+# What each image must say: its final user, workdir and default command (its lock is locks/<name>.txt).
 IMAGES = {
     "cpu": {"user": "10001:10001", "workdir": "/home/app", "cmd": "components.prepare"},
     "tpu": {"user": "0:0", "workdir": "/workspace", "cmd": "components.train"},
