@@ -32,6 +32,7 @@ from components.config import CONFIG_DIR, ConfigError, load_config
 from components.images import check_image_ref
 from pipelines.compile import compile_pipeline
 from pipelines.compile import main as compile_main
+from pipelines.pipeline import TASKS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS = ROOT / "containers"
@@ -392,15 +393,28 @@ def test_bad_digest_in_config_names_the_key(key):
     assert f": {key}: " in str(err.value) and "sha256" in str(err.value)
 
 
+def step_images(spec: dict) -> dict[str, set[str]]:
+    """The images each task runs in: its executor's container, or a custom job's worker pools where the vertex
+    target wraps a step as a Vertex AI custom job."""
+    images = {}
+    for task in TASKS:
+        component = spec["components"][f"comp-{task}"]
+        pools = component.get("inputDefinitions", {}).get("parameters", {}).get("worker_pool_specs")
+        if pools:
+            images[task] = {pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]}
+        else:
+            images[task] = {spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["image"]}
+    return images
+
+
 def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
     cpu = f"us-docker.pkg.dev/my-project/banglasenti/cpu@{DIGEST}"
     tpu = f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST[:-1]}f"
     path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex",
                             [f"pipeline.cpu_image={cpu}", f"pipeline.train_image={tpu}"])
-    executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
-    images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()}
-    assert images == {"prepare": cpu, "base-model": cpu, "tokenize": cpu, "evaluate": cpu,
-                      "train-lora": tpu, "train-baseline": tpu}
+    assert step_images(yaml.safe_load(path.read_text())) == {
+        "prepare": {cpu}, "base-model": {cpu}, "tokenize": {cpu}, "evaluate": {cpu},
+        "train-lora": {tpu}, "train-baseline": {tpu}}
     code = compile_main(["--output", str(tmp_path / "bad.yaml"), "--set", "pipeline.train_image=x@sha256:12"])
     assert code == 2 and "pipeline.train_image" in capsys.readouterr().err
     assert not (tmp_path / "bad.yaml").exists()
