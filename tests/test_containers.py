@@ -228,7 +228,7 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(name):
             for src in copy.split()[:-1]:
                 path = ROOT / src
                 assert path.exists(), f"{name}.Dockerfile copies {src}, which is missing"
-                files = [path] if path.is_file() else [p for p in path.rglob("*.py")] + list(path.rglob("*.csv"))
+                files = [path] if path.is_file() else [*path.rglob("*.py"), *path.rglob("*.csv")]
                 assert files, src
                 for f in files:
                     assert in_context(f.relative_to(ROOT).as_posix(), rules), f"{f} is left out by .dockerignore"
