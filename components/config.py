@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -164,7 +164,15 @@ GCS_URI = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
 DURATION = r"^\d+(\.\d{1,9})?s$"
 LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-OptionalGcsUri = Annotated[str, Field(pattern=GCS_URI + "|^$")]
+
+
+def _gcs_uri_or_empty(value: str) -> str:
+    if value and not re.match(GCS_URI, value):
+        raise ValueError(f"{value!r} is not a gs://BUCKET/PATH URI")
+    return value
+
+
+OptionalGcsUri = Annotated[str, AfterValidator(_gcs_uri_or_empty)]
 
 
 class MachineProfile(_Strict):

@@ -80,6 +80,14 @@ def spec_parameters(spec: dict) -> dict[str, str]:
     return {name: p.get("parameterType", "STRING") for name, p in params.items()}
 
 
+def _number(value: str | int, kind: type) -> Any:
+    """`value` as an int or float where it reads as one (YAML leaves 5e-4 a string); else unchanged."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
 def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
     """Type-check `--param` values against the spec, and the config keys behind them against the schema."""
     types = spec_parameters(spec)
@@ -91,8 +99,9 @@ def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
             raise SubmitError(f"--param {name}: not a pipeline parameter; choose from {', '.join(sorted(types))}")
         if kind == "STRING":
             value = str(value)
-        elif kind == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        elif kind in ("NUMBER_DOUBLE", "NUMBER_INTEGER") and isinstance(value, (str, int)) \
+                and not isinstance(value, bool):
+            value = _number(value, float if kind == "NUMBER_DOUBLE" else int)
         expected = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LIST": list, "BOOLEAN": bool}.get(kind, str)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise SubmitError(f"--param {name}: expected {kind.lower().replace('number_', '')}, got {value!r}")
@@ -180,6 +189,7 @@ def describe_api_error(err: BaseException, cfg: Config) -> str | None:
                 f"GOOGLE_APPLICATION_CREDENTIALS ({str(err).splitlines()[0]})")
     v = cfg.vertex
     message = (err.message or str(err)).strip().splitlines()[0]
+    message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", message)  # the REST transport's request prefix
     if isinstance(err, gexc.TooManyRequests):
         return (f"Vertex AI quota exhausted (429 RESOURCE_EXHAUSTED): {message}. Wait and resubmit, or request more "
                 f"quota for {v.region} (console: IAM & Admin > Quotas, service aiplatform.googleapis.com); "
@@ -251,9 +261,13 @@ def compile_spec(cfg: Config, path: Path) -> None:
     compiler.Compiler().compile(build_pipeline(cfg, "vertex"), package_path=str(path))
 
 
-def init_sdk(cfg: Config, api_endpoint: str | None, dry_run: bool) -> None:
+def init_sdk(cfg: Config, api_endpoint: str | None, dry_run: bool, debug: bool = False) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import aiplatform
+
+    if not debug:  # the SDK's INFO lines repeat what this command prints
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("google.cloud.aiplatform")]:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     anonymous = dry_run or is_loopback_http(api_endpoint)
     if api_endpoint and api_endpoint.startswith("http://") and not is_loopback_http(api_endpoint):
@@ -327,7 +341,7 @@ def submit(args: argparse.Namespace) -> int:
             raise SubmitError(image_problem)
         if image_problem:
             print(f"warning: {image_problem}", file=sys.stderr)
-        init_sdk(cfg, args.api_endpoint, args.dry_run)
+        init_sdk(cfg, args.api_endpoint, args.dry_run, args.debug)
         from google.cloud import aiplatform
 
         job = aiplatform.PipelineJob(
@@ -354,8 +368,6 @@ def submit(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.debug:
-        logging.getLogger("google.cloud.aiplatform").setLevel(logging.WARNING)
     try:
         return submit(args)
     except (SubmitError, *EXPECTED_ERRORS) as err:
