@@ -294,14 +294,18 @@ def create_request(job, cfg: Config) -> dict[str, Any]:
 def follow(job, poll_seconds: float) -> int:
     """Print each state change of the run until it ends; 0 if it succeeded."""
     last = None
-    while True:
-        state = job.state.name
-        if state != last:
-            print(f"{time.strftime('%H:%M:%S')} {state}", flush=True)
-            last = state
-        if state in DONE_STATES:
-            break
-        time.sleep(poll_seconds)
+    try:
+        while True:
+            state = job.state.name
+            if state != last:
+                print(f"{time.strftime('%H:%M:%S')} {state}", flush=True)
+                last = state
+            if state in DONE_STATES:
+                break
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        print(f"stopped following; the run goes on: {job.resource_name}", file=sys.stderr)
+        return 130
     if state == "PIPELINE_STATE_SUCCEEDED":
         return 0
     error = job.gca_resource.error.message
