@@ -188,16 +188,16 @@ class MachineProfile(_Strict):
     def _check(self) -> MachineProfile:
         if bool(self.accelerator_type) != bool(self.accelerator_count):
             raise ValueError("accelerator_type and accelerator_count must be set together")
-        if self.tpu_topology and not self.accelerator_type.startswith("TPU"):
-            raise ValueError("tpu_topology needs a TPU accelerator_type")
+        if self.tpu_topology and self.accelerator_type and not self.accelerator_type.startswith("TPU"):
+            raise ValueError(f"tpu_topology is for TPU machines, not {self.accelerator_type}")
         return self
 
 
 MACHINE_PROFILES: dict[str, dict[str, Any]] = {
     "tpu-v3-8": {"machine_type": "cloud-tpu", "accelerator_type": "TPU_V3", "accelerator_count": 8,
                  "env": {"PJRT_DEVICE": "TPU"}},
-    "tpu-v5e-4": {"machine_type": "ct5lp-hightpu-4t", "accelerator_type": "TPU_V5_LITEPOD", "accelerator_count": 4,
-                  "tpu_topology": "2x2", "env": {"PJRT_DEVICE": "TPU"}},
+    # TPU v5e: the machine type brings its 4 chips; Vertex AI wants the slice topology instead of an accelerator.
+    "tpu-v5e-4": {"machine_type": "ct5lp-hightpu-4t", "tpu_topology": "2x2", "env": {"PJRT_DEVICE": "TPU"}},
     "gpu-a100": {"machine_type": "a2-highgpu-1g", "accelerator_type": "NVIDIA_TESLA_A100", "accelerator_count": 1},
     "cpu": {"machine_type": "n1-standard-16"},
 }

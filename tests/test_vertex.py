@@ -113,7 +113,9 @@ def test_job_settings_come_from_the_config(tmp_path):
     ("vertex.train.timeout=1h", "vertex.train.timeout"),
     ("vertex.labels={Team: nlp}", "vertex"),
     ("vertex.pipeline_root=/tmp/root", "vertex.pipeline_root"),
-    ("vertex.train.profiles={x: {machine_type: n1-standard-4, tpu_topology: 2x2}}", "vertex.train.profiles.x"),
+    ("vertex.train.profiles={x: {machine_type: a2-highgpu-1g, accelerator_type: NVIDIA_TESLA_A100, "
+     "accelerator_count: 1, tpu_topology: 2x2}}", "vertex.train.profiles.x"),
+    ("vertex.train.profiles={x: {machine_type: cloud-tpu, accelerator_type: TPU_V3}}", "vertex.train.profiles.x"),
     ("vertex.reserved_ip_ranges=[r1]", "vertex"),
 ])
 def test_bad_vertex_settings_name_the_key(override, key):
