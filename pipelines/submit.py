@@ -91,7 +91,8 @@ def _number(value: str | int, kind: type) -> Any:
 def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
     """Type-check `--param` values against the spec, and the config keys behind them against the schema."""
     types = spec_parameters(spec)
-    embedded = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["config_json"]["runtimeValue"]
+    prepare = spec.get("root", {}).get("dag", {}).get("tasks", {}).get("prepare", {})
+    embedded = prepare.get("inputs", {}).get("parameters", {}).get("config_json", {}).get("runtimeValue", {})
     checked = {}
     for name, value in params.items():
         kind = types.get(name)
@@ -106,7 +107,8 @@ def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise SubmitError(f"--param {name}: expected {kind.lower().replace('number_', '')}, got {value!r}")
         try:
-            config_from_json(embedded["constant"], dict.fromkeys(PARAMETER_KEYS.get(name, ()), value))
+            if "constant" in embedded:  # the config the spec was compiled from
+                config_from_json(embedded["constant"], dict.fromkeys(PARAMETER_KEYS.get(name, ()), value))
         except ConfigError as err:
             raise SubmitError(f"--param {name}={value!r}: {err}") from None
         checked[name] = value

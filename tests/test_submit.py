@@ -179,3 +179,14 @@ def test_missing_pipeline_root_bucket_is_named(standin, gcs_emulator, capfd):
                             standin.url)
     assert code == 2 and "bucket gs://no-such-bucket-here not found" in err
     assert standin.created_jobs() == []
+
+
+@pytest.mark.parametrize(("endpoint", "loopback"), [
+    ("http://127.0.0.1:8080", True), ("http://localhost:9000", True), ("http://[::1]:80", True),
+    ("http://10.0.0.5:8080", False), ("https://127.0.0.1:8443", False),
+    ("us-central1-aiplatform.googleapis.com", False), (None, False),
+])
+def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
+    from pipelines.submit import is_loopback_http
+
+    assert is_loopback_http(endpoint) is loopback
