@@ -19,6 +19,7 @@ from components.lineage import git_commit, step_environment
 from components.prepare import prepare
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
+from pipelines import vertex as on_vertex
 
 Target = Literal["local", "vertex"]
 TARGETS: tuple[str, ...] = ("local", "vertex")
@@ -43,11 +44,9 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
         return steps
     if target != "vertex":
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    from pipelines.vertex import custom_job_component
-
     ops = {name: _with_image(comp, step_image(cfg, name)) for name, comp in steps.items()}
     for name in ("train_lora", "train_baseline"):
-        ops[name] = custom_job_component(ops[name], cfg, step_environment(step_image(cfg, name), commit))
+        ops[name] = on_vertex.custom_job_component(ops[name], cfg, step_environment(step_image(cfg, name), commit))
     return ops
 
 
@@ -63,11 +62,9 @@ def build_pipeline(cfg: Config, target: Target = "local"):
     ops = step_components(cfg, target, commit)
     config_json = cfg.to_json()
     vertex = target == "vertex"
-    if vertex:
-        from pipelines import vertex as settings
 
     def job_args(name: str) -> dict:
-        return settings.job_arguments(ops[name.replace("-", "_")], cfg, name) if vertex else {}
+        return on_vertex.job_arguments(ops[name.replace("-", "_")], cfg, name) if vertex else {}
 
     @dsl.pipeline(name=cfg.pipeline.name,
                   description="Bengali sentiment: LoRA vs full fine-tuning of an XLM-R encoder.")
@@ -85,7 +82,7 @@ def build_pipeline(cfg: Config, target: Target = "local"):
     ) -> PipelineOutputs:
         raw = {}
         if vertex and cfg.data.uri.startswith("gs://"):
-            raw = {"raw_data": settings.import_raw_data(cfg, data_uri).output}
+            raw = {"raw_data": on_vertex.import_raw_data(cfg, data_uri).output}
         prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed, **raw)
         base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
         tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
@@ -99,7 +96,7 @@ def build_pipeline(cfg: Config, target: Target = "local"):
                                      tokenized=tok.outputs["tokenized"], lora_model=lora.outputs["model"],
                                      baseline_model=full.outputs["model"])
         if vertex:
-            settings.configure_tasks(cfg, commit, cpu_tasks=(prep, base, tok, evaluation), train_tasks=(lora, full))
+            on_vertex.configure_tasks(cfg, commit, cpu_tasks=(prep, base, tok, evaluation), train_tasks=(lora, full))
         else:
             for task in (prep, base, tok, lora, full, evaluation):
                 for key, value in step_environment(None, commit).items():

@@ -24,7 +24,11 @@ CPU_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_du
 
 def custom_job_component(component, cfg: Config, env: dict[str, str]):
     """`component` as a Vertex AI custom training job with the configured machine profile and job settings."""
-    from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+    try:
+        from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+    except ImportError as err:
+        raise ImportError(f"the vertex target needs google-cloud-pipeline-components ({err}): "
+                          "pip install -e '.[vertex]'") from None
 
     job, profile = cfg.vertex.train, cfg.vertex.train.profile
     name = component.component_spec.name
