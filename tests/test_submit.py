@@ -190,3 +190,13 @@ def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
     from pipelines.submit import is_loopback_http
 
     assert is_loopback_http(endpoint) is loopback
+
+
+def test_upload_to_a_missing_bucket_is_named(standin, gcs_emulator, capfd, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nভালো,1\n", encoding="utf-8")
+    code = main([*BASE[:4], "--staging-bucket", "gs://no-staging-bucket", *BASE[6:], "--upload-data", str(data),
+                 "--api-endpoint", standin.url])
+    err = capfd.readouterr().err
+    assert code == 2 and "gs://no-staging-bucket: bucket not found" in err and len(err.strip().splitlines()) == 1
+    assert standin.created_jobs() == []
