@@ -211,8 +211,10 @@ def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: 
 def base_model(config_json: str, model_name: str, train: Input[Dataset], model: Output[Model]):
     """Resolve the base model (Hub id, local or gs:// directory, or the offline 'tiny' XLM-R)."""
     from components.base_model import run_base_model
+    from components.lineage import DATA_KEYS, carry, stamp
 
     model.metadata.update(run_base_model(config_json, model_name, train.path, model.path))
+    stamp(model, **carry(train, DATA_KEYS))
 
 
 def main(argv: list[str] | None = None) -> int:

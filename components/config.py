@@ -7,6 +7,7 @@ Unknown keys and bad values are rejected with the dotted key named, before any w
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -165,6 +166,120 @@ class PipelineConfig(_Strict):
     train_image: Image = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
 
 
+GCS_URI = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
+DURATION = r"^\d+(\.\d{1,9})?s$"
+LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def _gcs_uri_or_empty(value: str) -> str:
+    if value and not re.match(GCS_URI, value):
+        raise ValueError(f"{value!r} is not a gs://BUCKET/PATH URI")
+    return value
+
+
+OptionalGcsUri = Annotated[str, AfterValidator(_gcs_uri_or_empty)]
+
+
+class MachineProfile(_Strict):
+    machine_type: str = Field(..., min_length=1, description="Compute Engine machine type of the training job.")
+    accelerator_type: str = Field(
+        "", description="Vertex AI accelerator type (TPU_V3, NVIDIA_TESLA_A100, ...); empty: none."
+    )
+    accelerator_count: int = Field(0, ge=0, description="Accelerators (TPU cores or chips, GPUs) per machine.")
+    tpu_topology: str = Field("", pattern=r"^(\d+x\d+(x\d+)?)?$", description="TPU slice topology, e.g. 2x2 (v5e).")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the training container.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MachineProfile:
+        if bool(self.accelerator_type) != bool(self.accelerator_count):
+            raise ValueError("accelerator_type and accelerator_count must be set together")
+        if self.tpu_topology and self.accelerator_type and not self.accelerator_type.startswith("TPU"):
+            raise ValueError(f"tpu_topology is for TPU machines, not {self.accelerator_type}")
+        return self
+
+
+MACHINE_PROFILES: dict[str, dict[str, Any]] = {
+    "tpu-v3-8": {"machine_type": "cloud-tpu", "accelerator_type": "TPU_V3", "accelerator_count": 8,
+                 "env": {"PJRT_DEVICE": "TPU"}},
+    # TPU v5e: the machine type brings its 4 chips; Vertex AI wants the slice topology instead of an accelerator.
+    "tpu-v5e-4": {"machine_type": "ct5lp-hightpu-4t", "tpu_topology": "2x2", "env": {"PJRT_DEVICE": "TPU"}},
+    "gpu-a100": {"machine_type": "a2-highgpu-1g", "accelerator_type": "NVIDIA_TESLA_A100", "accelerator_count": 1},
+    "cpu": {"machine_type": "n1-standard-16"},
+}
+
+
+class TrainJobConfig(_Strict):
+    machine: str = Field(
+        "tpu-v3-8", description="Machine profile of train-lora and train-baseline: a key of profiles.")
+    profiles: dict[str, MachineProfile] = Field(
+        default_factory=lambda: json.loads(json.dumps(MACHINE_PROFILES)), validate_default=True,
+        description="Named machine profiles: TPU v3-8, TPU v5e with a 2x2 topology, one A100 GPU, CPU only.",
+    )
+    boot_disk_type: Literal["pd-ssd", "pd-standard"] = Field("pd-ssd", description="Boot disk type.")
+    boot_disk_size_gb: int = Field(100, ge=100, le=65536, description="Boot disk size in GB.")
+    timeout: str = Field("86400s", pattern=DURATION, description="Longest run of one training job.")
+    strategy: Literal["STANDARD", "SPOT", "FLEX_START"] = Field(
+        "STANDARD", description="Scheduling: on demand, Spot VMs (preemptible) or Flex-start (queued; GPUs)."
+    )
+    max_wait_duration: str = Field("86400s", pattern=DURATION, description="FLEX_START: longest wait for capacity.")
+    restart_job_on_worker_restart: bool = Field(False, description="Restart the whole job when a worker restarts.")
+    base_output_directory: OptionalGcsUri = Field(
+        "", description="gs:// prefix of the jobs' outputs and checkpoints (AIP_CHECKPOINT_DIR); empty: pipeline root."
+    )
+    tensorboard: str = Field("", description="Vertex AI TensorBoard resource name the jobs are linked to; empty: none.")
+    enable_web_access: bool = Field(False, description="Interactive shell access to the training containers.")
+    retries: int = Field(
+        1, ge=0, le=5, description="Resubmissions of a failed training job (it resumes from its checkpoints)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainJobConfig:
+        if self.machine not in self.profiles:
+            raise ValueError(f"machine {self.machine!r} is not one of the profiles {sorted(self.profiles)}")
+        return self
+
+    @property
+    def profile(self) -> MachineProfile:
+        return self.profiles[self.machine]
+
+
+class CpuStepConfig(_Strict):
+    cpu_limit: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", coerce_numbers_to_str=True,
+                           description="CPUs of prepare, base-model, tokenize and evaluate.")
+    memory_limit: str = Field("32G", pattern=r"^\d+(\.\d+)?[KMGT]i?$", description="Memory of those steps.")
+    retries: int = Field(2, ge=0, le=5, description="Retries of those steps (they rewrite their outputs atomically).")
+
+
+class VertexConfig(_Strict):
+    project: str = Field("", description="Google Cloud project id (submit.py --project overrides it).")
+    region: str = Field("us-central1", description="Vertex AI region; it must offer the training machine profile.")
+    staging_bucket: OptionalGcsUri = Field("", description="gs:// bucket for staging and uploaded data.")
+    pipeline_root: OptionalGcsUri = Field(
+        "", description="gs:// root of pipeline artifacts; empty: <staging_bucket>/pipeline-root."
+    )
+    service_account: str = Field(
+        "", description="Service account of the run and of its training jobs; empty: the project's default one."
+    )
+    network: str = Field("", description="VPC network to peer with: projects/NUMBER/global/networks/NAME.")
+    reserved_ip_ranges: list[str] = Field(default_factory=list, description="Reserved IP ranges of that network.")
+    labels: dict[str, str] = Field(default_factory=lambda: {"app": "banglasenti"},
+                                   description="Labels of the pipeline run and its training jobs.")
+    enable_caching: bool = Field(True, description="Reuse the outputs of steps that ran before with the same inputs.")
+    cpu_steps: CpuStepConfig = Field(default_factory=CpuStepConfig)
+    train: TrainJobConfig = Field(default_factory=TrainJobConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> VertexConfig:
+        for key, value in self.labels.items():
+            if not LABEL.match(key) or not LABEL_VALUE.match(value):
+                raise ValueError(f"label {key}={value!r}: keys start with a letter; keys and values use only "
+                                 "lowercase letters, digits, _ and -, at most 63 characters")
+        if self.reserved_ip_ranges and not self.network:
+            raise ValueError("reserved_ip_ranges need a network")
+        return self
+
+
 class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -172,6 +287,7 @@ class Config(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    vertex: VertexConfig = Field(default_factory=VertexConfig)
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -165,6 +165,7 @@ def evaluate(
     """Test-set metrics of both trained models, confusion matrices and a comparison report."""
     from components.config import CLASS_NAMES
     from components.evaluate import flat_metrics, run_evaluate
+    from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp
 
     dirs = {"lora": lora_model.path, "baseline": baseline_model.path}
     results = run_evaluate(config_json, dirs, base_model.path, tokenized.path, report.path)
@@ -172,6 +173,8 @@ def evaluate(
         metrics.log_metric(key, value)
     for name, artifact in (("lora", lora_confusion), ("baseline", baseline_confusion)):
         artifact.log_confusion_matrix(list(CLASS_NAMES), results["models"][name]["confusion_matrix"])
+    stamp(report, **flat_metrics(results), **carry(base_model, BASE_MODEL_KEYS),
+          **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))
 
 
 def main(argv: list[str] | None = None) -> int:

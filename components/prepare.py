@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kfp.dsl import Dataset, Markdown, Output
+from kfp.dsl import Dataset, Input, Markdown, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, SPLITS, DataConfig
 from components.kfp_support import lightweight_component
@@ -348,14 +348,18 @@ def prepare(
     val: Output[Dataset],
     test: Output[Dataset],
     report: Output[Markdown],
+    raw_data: Input[Dataset] = None,
 ):
-    """Load, validate, clean, de-duplicate and split the raw data."""
+    """Load, validate, clean, de-duplicate and split the raw data (`raw_data`: the imported raw dataset)."""
+    from components.lineage import stamp
     from components.prepare import run_prepare, split_metadata
 
-    prepared = run_prepare(config_json, data_uri, seed, train.path, val.path, test.path, report.path)
+    uri = raw_data.uri if raw_data is not None else data_uri
+    prepared = run_prepare(config_json, uri, seed, train.path, val.path, test.path, report.path)
     for name, artifact in (("train", train), ("val", val), ("test", test)):
         artifact.metadata.update(split_metadata(prepared, name))
     report.metadata.update({k: v for k, v in prepared.stats.items() if isinstance(v, (int, str))})
+    stamp(train, val, test, report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,10 +118,12 @@ def tokenize(
     tokenized: Output[Dataset],
 ):
     """Tokenize the three splits to static bucketed lengths."""
+    from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
     from components.tokenization import run_tokenize
 
     paths = {"train": train.path, "val": val.path, "test": test.path}
     tokenized.metadata.update(run_tokenize(config_json, paths, base_model.path, tokenized.path))
+    stamp(tokenized, **carry(train, DATA_KEYS), **carry(base_model, BASE_MODEL_KEYS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,8 +333,12 @@ def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifac
 def train_step(mode: Mode, config_json: str, overrides: dict[str, Any], base_model, tokenized, model,
                metrics) -> None:
     """What both training components do with their artifacts."""
+    from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp, training_lineage
+
     summary = run_train(mode, config_json, overrides, base_model.path, tokenized.path, model.path)
     publish(mode, summary, model, metrics)
+    stamp(model, **training_lineage(config_json, overrides), **carry(base_model, BASE_MODEL_KEYS),
+          **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))
 
 
 @lightweight_component

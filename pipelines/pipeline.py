@@ -2,7 +2,8 @@
 
 prepare -> base-model -> tokenize -> {train-lora, train-baseline} -> evaluate. The knobs a user changes per
 run are pipeline parameters whose defaults come from the config; everything else is compiled in as the
-config's JSON.
+config's JSON. Every step gets the git commit the pipeline was compiled from (and on Vertex its image) in its
+environment for the artifacts' lineage (components/lineage.py); pipelines/vertex.py holds the vertex settings.
 """
 
 
@@ -14,9 +15,11 @@ from kfp.dsl import Markdown, Metrics
 from components.base_model import base_model as base_model_op
 from components.config import Config
 from components.evaluate import evaluate
+from components.lineage import git_commit, step_environment
 from components.prepare import prepare
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
+from pipelines import vertex as on_vertex
 
 Target = Literal["local", "vertex"]
 TARGETS: tuple[str, ...] = ("local", "vertex")
@@ -28,17 +31,23 @@ def _with_image(component, image: str):
     return dsl.component(component.python_func, base_image=image, install_kfp_package=False)
 
 
-def step_components(cfg: Config, target: Target) -> dict[str, object]:
-    """The components of each step for a target: as defined for the local runner, in our images on Vertex."""
+def step_image(cfg: Config, name: str) -> str:
+    return cfg.pipeline.train_image if name.startswith("train") else cfg.pipeline.cpu_image
+
+
+def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, object]:
+    """The components of each step for a target: as defined for the local runner, in our images on Vertex,
+    where the training steps are custom jobs."""
     steps = {"prepare": prepare, "base_model": base_model_op, "tokenize": tokenize, "train_lora": train_lora,
              "train_baseline": train_baseline, "evaluate": evaluate}
     if target == "local":
         return steps
     if target != "vertex":
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    images = {name: cfg.pipeline.train_image if name.startswith("train") else cfg.pipeline.cpu_image
-              for name in steps}
-    return {name: _with_image(comp, images[name]) for name, comp in steps.items()}
+    ops = {name: _with_image(comp, step_image(cfg, name)) for name, comp in steps.items()}
+    for name in ("train_lora", "train_baseline"):
+        ops[name] = on_vertex.custom_job_component(ops[name], cfg, step_environment(step_image(cfg, name), commit))
+    return ops
 
 
 class PipelineOutputs(NamedTuple):
@@ -49,8 +58,13 @@ class PipelineOutputs(NamedTuple):
 
 def build_pipeline(cfg: Config, target: Target = "local"):
     """Build the KFP pipeline for `cfg` and `target`."""
-    ops = step_components(cfg, target)
+    commit = git_commit()
+    ops = step_components(cfg, target, commit)
     config_json = cfg.to_json()
+    vertex = target == "vertex"
+
+    def job_args(name: str) -> dict:
+        return on_vertex.job_arguments(ops[name.replace("-", "_")], cfg, name) if vertex else {}
 
     @dsl.pipeline(name=cfg.pipeline.name,
                   description="Bengali sentiment: LoRA vs full fine-tuning of an XLM-R encoder.")
@@ -66,18 +80,27 @@ def build_pipeline(cfg: Config, target: Target = "local"):
         batch_size: int = cfg.train.batch_size,
         seed: int = cfg.train.seed,
     ) -> PipelineOutputs:
-        prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed)
+        raw = {}
+        if vertex and cfg.data.uri.startswith("gs://"):
+            raw = {"raw_data": on_vertex.import_raw_data(cfg, data_uri).output}
+        prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed, **raw)
         base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
         tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
                               train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
         shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                   "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
         lora = ops["train_lora"](lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
-                                 learning_rate=lora_learning_rate, **shared)
-        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared)
+                                 learning_rate=lora_learning_rate, **shared, **job_args("train-lora"))
+        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train-baseline"))
         evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
                                      tokenized=tok.outputs["tokenized"], lora_model=lora.outputs["model"],
                                      baseline_model=full.outputs["model"])
+        if vertex:
+            on_vertex.configure_tasks(cfg, commit, cpu_tasks=(prep, base, tok, evaluation), train_tasks=(lora, full))
+        else:
+            for task in (prep, base, tok, lora, full, evaluation):
+                for key, value in step_environment(None, commit).items():
+                    task.set_env_variable(key, value)
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
                                data_report=prep.outputs["report"])
 

@@ -100,3 +100,18 @@ def test_evaluate_component_outputs(chain):
     assert [s["displayName"] for s in confusion["annotationSpecs"]] == ["negative", "positive", "neutral"]
     assert sum(sum(row["row"]) for row in confusion["rows"]) == 70
     assert "# LoRA vs full fine-tuning" in Path(chain["report"].path).read_text(encoding="utf-8")
+
+
+def test_trained_models_and_the_report_carry_lineage(chain):
+    base, tokenized = chain["base"].metadata, chain["tokenized"].metadata
+    for name, lr in (("lora", 2e-3), ("baseline", 3e-4)):
+        meta = chain[name].metadata
+        assert meta["hyperparameters"]["epochs"] == 1 and meta["hyperparameters"][f"{name}_learning_rate"] == lr
+        assert meta["base_model_sha256"] == base["content_sha256"] and meta["base_model"] == "tiny"
+        assert (meta["max_length"], meta["buckets"]) == (tokenized["max_length"], tokenized["buckets"])
+        assert meta["source_sha256"] == chain["train"].metadata["source_sha256"] and meta["split_seed"] == 42
+        assert meta["tokenizer_sha256"] == tokenized["tokenizer_sha256"] and "libraries" in meta
+    assert "git_commit" not in chain[f"{name}_metrics"].metadata  # Metrics metadata is only metrics
+    report = chain["report"].metadata
+    assert report["lora_test_macro_f1"] == chain["metrics"].metadata["lora_test_macro_f1"]
+    assert report["base_model_sha256"] == base["content_sha256"] and report["source_uri"] == "sample"

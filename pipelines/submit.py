@@ -1,0 +1,397 @@
+"""Compile the pipeline (or take a compiled YAML) and submit it to Vertex AI Pipelines.
+
+    python pipelines/submit.py --project my-proj --region us-central1 --staging-bucket gs://my-bucket \\
+        --set pipeline.cpu_image=us-central1-docker.pkg.dev/my-proj/banglasenti/cpu:v1 \\
+        --set pipeline.train_image=us-central1-docker.pkg.dev/my-proj/banglasenti/tpu:v1 --dry-run
+    python pipelines/submit.py ... --upload-data banglasenti.csv --experiment banglasenti --wait
+    python pipelines/submit.py --template pipeline.yaml ... --param epochs=5 --param lora_r=8 --no-cache
+
+--dry-run prints the complete CreatePipelineJob request and calls nothing. Flags override the config's
+`vertex` section; `--param` overrides pipeline parameters (and the config keys behind them). An http://
+loopback `--api-endpoint` (a local stand-in) gets anonymous credentials and the REST transport. API errors
+end in one line saying what to do (`--debug` shows the traceback). See docs/vertex.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from components.cli import EXPECTED_ERRORS, base_parser
+from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
+from components.kfp_support import LOCAL_IMAGE
+from components.storage import split_gs_uri
+
+# Pipeline parameter -> the config keys it sets (seed seeds the split and the training).
+PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
+    "data_uri": ("data.uri",), "base_model": ("model.name",), "lora_r": ("lora.r",), "lora_alpha": ("lora.alpha",),
+    "lora_target_modules": ("lora.target_modules",), "lora_learning_rate": ("train.lora_learning_rate",),
+    "baseline_learning_rate": ("train.baseline_learning_rate",), "epochs": ("train.epochs",),
+    "batch_size": ("train.batch_size",), "seed": ("train.seed", "data.seed"),
+}
+# Flags that set keys of the config's `vertex` section.
+FLAG_KEYS = {"project": "vertex.project", "region": "vertex.region", "staging_bucket": "vertex.staging_bucket",
+             "pipeline_root": "vertex.pipeline_root", "service_account": "vertex.service_account",
+             "network": "vertex.network"}
+EXPERIMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+DONE_STATES = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
+
+
+class SubmitError(ValueError):
+    """A submission cannot go ahead; the message says why and what to do."""
+
+
+def is_loopback_http(endpoint: str | None) -> bool:
+    """True for an http:// endpoint on this machine (a stand-in), which gets anonymous credentials."""
+    if not endpoint or not endpoint.startswith("http://"):
+        return False
+    host = urlparse(endpoint).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
+    pairs = {}
+    for item in items:
+        try:
+            key, value = parse_override(item)
+        except ConfigError:
+            raise SubmitError(f"{flag} {item!r}: expected key=value") from None
+        pairs[key] = value
+    return pairs
+
+
+def spec_parameters(spec: dict) -> dict[str, str]:
+    """Pipeline parameter name -> KFP type, from a compiled spec."""
+    params = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return {name: p.get("parameterType", "STRING") for name, p in params.items()}
+
+
+def _number(value: str | int, kind: type) -> Any:
+    """`value` as an int or float where it reads as one (YAML leaves 5e-4 a string); else unchanged."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
+def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
+    """Type-check `--param` values against the spec, and the config keys behind them against the schema."""
+    types = spec_parameters(spec)
+    prepare = spec.get("root", {}).get("dag", {}).get("tasks", {}).get("prepare", {})
+    embedded = prepare.get("inputs", {}).get("parameters", {}).get("config_json", {}).get("runtimeValue", {})
+    checked = {}
+    for name, value in params.items():
+        kind = types.get(name)
+        if kind is None:
+            raise SubmitError(f"--param {name}: not a pipeline parameter; choose from {', '.join(sorted(types))}")
+        if kind == "STRING":
+            value = str(value)
+        elif kind in ("NUMBER_DOUBLE", "NUMBER_INTEGER") and isinstance(value, (str, int)) \
+                and not isinstance(value, bool):
+            value = _number(value, float if kind == "NUMBER_DOUBLE" else int)
+        expected = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LIST": list, "BOOLEAN": bool}.get(kind, str)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise SubmitError(f"--param {name}: expected {kind.lower().replace('number_', '')}, got {value!r}")
+        try:
+            if "constant" in embedded:  # the config the spec was compiled from
+                config_from_json(embedded["constant"], dict.fromkeys(PARAMETER_KEYS.get(name, ()), value))
+        except ConfigError as err:
+            raise SubmitError(f"--param {name}={value!r}: {err}") from None
+        checked[name] = value
+    return checked
+
+
+def check_images(spec_text: str) -> str | None:
+    """A message if a step image is still a placeholder of configs/banglasenti.yaml or the plain local label."""
+    for image in set(re.findall(r'"(?:image|image_uri)": "([^"]+)"', spec_text)):
+        if "/my-project/" in image or image.endswith(":COMMIT_SHA") or image == LOCAL_IMAGE:
+            return (f"step image {image!r} is a placeholder: set pipeline.cpu_image and pipeline.train_image to the "
+                    "images you built (docs/containers.md), e.g. --set pipeline.cpu_image=REGION-docker.pkg.dev/"
+                    "PROJECT_ID/banglasenti/cpu:TAG")
+    return None
+
+
+def upload_destination(path: Path, staging_bucket: str) -> str:
+    """gs://<staging bucket>/data/<sha256 prefix>/<name>: the same file always lands at the same URI."""
+    from components.prepare import sha256_file
+
+    if not path.is_file():
+        raise SubmitError(f"--upload-data {path}: no such file")
+    if not staging_bucket:
+        raise SubmitError("--upload-data needs --staging-bucket (or vertex.staging_bucket)")
+    return f"{staging_bucket.rstrip('/')}/data/{sha256_file(path)[:16]}/{path.name}"
+
+
+def upload_data(path: Path, uri: str) -> bool:
+    """Upload `path` to `uri` unless it is there already; True if it was uploaded."""
+    from google.api_core import exceptions as gexc
+
+    from components.storage import gcs_client
+
+    bucket_name, key = split_gs_uri(uri)
+    blob = gcs_client().bucket(bucket_name).blob(key)
+    try:
+        if blob.exists():
+            return False
+        blob.upload_from_filename(str(path), if_generation_match=0)  # never replaces an object
+    except gexc.PreconditionFailed:
+        return False
+    except gexc.NotFound:
+        raise SubmitError(f"gs://{bucket_name}: bucket not found; create it in the run's region: "
+                          f"gcloud storage buckets create gs://{bucket_name} --location REGION") from None
+    except gexc.Forbidden:
+        raise SubmitError(f"{uri}: permission denied; the caller needs roles/storage.objectAdmin on "
+                          f"gs://{bucket_name}") from None
+    return True
+
+
+def check_bucket(uri: str) -> None:
+    """The pipeline root's bucket must exist and be readable (Vertex AI writes every artifact there)."""
+    from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry
+
+    from components.storage import gcs_client
+
+    bucket_name, _ = split_gs_uri(uri)
+    try:
+        gcs_client().get_bucket(bucket_name, timeout=20, retry=Retry(timeout=30))
+    except gexc.NotFound:
+        raise SubmitError(f"pipeline root {uri}: bucket gs://{bucket_name} not found; create it in the run's "
+                          f"region: gcloud storage buckets create gs://{bucket_name} --location REGION") from None
+    except gexc.Forbidden:
+        raise SubmitError(f"pipeline root {uri}: permission denied on gs://{bucket_name}; the caller needs "
+                          "roles/storage.admin or storage.buckets.get on it") from None
+
+
+def describe_api_error(err: BaseException, cfg: Config) -> str | None:
+    """One line for a Google API error (also when wrapped by the SDK), saying what to do; None if not one."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    while err is not None and not isinstance(err, (gexc.GoogleAPICallError, auth_exc.GoogleAuthError)):
+        err = err.__cause__
+    if err is None:
+        return None
+    if isinstance(err, auth_exc.GoogleAuthError):
+        return ("no usable Google Cloud credentials: run `gcloud auth application-default login` or set "
+                f"GOOGLE_APPLICATION_CREDENTIALS ({str(err).splitlines()[0]})")
+    v = cfg.vertex
+    message = (err.message or str(err)).strip().splitlines()[0]
+    message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", message)  # the REST transport's request prefix
+    if isinstance(err, gexc.TooManyRequests):
+        return (f"Vertex AI quota exhausted (429 RESOURCE_EXHAUSTED): {message}. Wait and resubmit, or request more "
+                f"quota for {v.region} (console: IAM & Admin > Quotas, service aiplatform.googleapis.com); "
+                "docs/vertex.md#quota")
+    if isinstance(err, gexc.Forbidden):
+        account = v.service_account or "the run's service account"
+        return (f"permission denied (403 PERMISSION_DENIED): {message}. The caller needs roles/aiplatform.user on "
+                f"project {v.project} and roles/iam.serviceAccountUser on {account}; if the Vertex AI API is "
+                "disabled: gcloud services enable aiplatform.googleapis.com")
+    if isinstance(err, gexc.BadRequest):
+        return (f"Vertex AI rejected the request (400 INVALID_ARGUMENT): {message}. Fix the flag, --param or "
+                "config key it names; --dry-run prints the request")
+    if isinstance(err, gexc.NotFound):
+        return f"not found (404): {message}. Check --project ({v.project}) and --region ({v.region})"
+    if isinstance(err, gexc.Unauthorized):
+        return f"not authenticated (401): {message}. Run `gcloud auth application-default login`"
+    return f"Vertex AI call failed ({err.code} {err.__class__.__name__}): {message}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser(__doc__)
+    parser.set_defaults(config=str(CONFIG_DIR / "banglasenti.yaml"))
+    add = parser.add_argument
+    add("--template", help="a compiled pipeline YAML to submit (default: compile --config now)")
+    add("--output", help="also keep the compiled pipeline YAML here")
+    add("--project", help="Google Cloud project id (vertex.project)")
+    add("--region", help="Vertex AI region (vertex.region)")
+    add("--staging-bucket", help="gs:// bucket for staging and uploaded data (vertex.staging_bucket)")
+    add("--pipeline-root", help="gs:// root of the run's artifacts (vertex.pipeline_root)")
+    add("--service-account", help="service account of the run and its jobs (vertex.service_account)")
+    add("--network", help="VPC network to peer with (vertex.network)")
+    add("--reserved-ip-range", dest="reserved_ip_ranges", action="append", default=None,
+        help="reserved IP range of that network (repeatable)")
+    add("--label", dest="labels", action="append", default=[], metavar="KEY=VALUE", help="label of the run")
+    add("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+        help="pipeline parameter value, e.g. --param epochs=5 (repeatable)")
+    add("--cache", dest="enable_caching", action=argparse.BooleanOptionalAction, default=None,
+        help="reuse (or with --no-cache, never reuse) outputs of earlier runs; default: as compiled")
+    add("--experiment", help="Vertex AI Experiments experiment to log the run to")
+    add("--display-name", help="display name of the run (default: the pipeline name)")
+    add("--job-id", help="id of the run (default: <pipeline name>-<timestamp>)")
+    add("--api-endpoint", help="Vertex AI API endpoint: regional or private; http://127.0.0.1:PORT for a stand-in")
+    add("--upload-data", type=Path, metavar="PATH", help="upload this data file to the staging bucket first and "
+        "run on it (sets data_uri)")
+    add("--dry-run", action="store_true", help="print the complete request and call nothing")
+    add("--wait", action="store_true", help="follow the run until it ends; exit 1 unless it succeeds")
+    add("--poll-seconds", type=float, default=30.0, help="seconds between state checks with --wait")
+    return parser
+
+
+def load_submit_config(args: argparse.Namespace, params: dict[str, Any]) -> Config:
+    """The config from --config and --set, then the flags, then --param (through the keys behind them)."""
+    pairs = parse_pairs(args.overrides, "--set")
+    pairs.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
+    if args.reserved_ip_ranges is not None:
+        pairs["vertex.reserved_ip_ranges"] = args.reserved_ip_ranges
+    for name, value in params.items():
+        pairs.update(dict.fromkeys(PARAMETER_KEYS.get(name, ()), value))
+    cfg = load_config(args.config, pairs)
+    labels = {**cfg.vertex.labels, **{k: str(v) for k, v in parse_pairs(args.labels, "--label").items()}}
+    return load_config(args.config, {**pairs, "vertex.labels": labels})
+
+
+def compile_spec(cfg: Config, path: Path) -> None:
+    from kfp import compiler
+
+    from pipelines.pipeline import build_pipeline
+
+    compiler.Compiler().compile(build_pipeline(cfg, "vertex"), package_path=str(path))
+
+
+def init_sdk(cfg: Config, api_endpoint: str | None, dry_run: bool, debug: bool = False) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+
+    if not debug:  # the SDK's INFO lines repeat what this command prints
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("google.cloud.aiplatform")]:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    anonymous = dry_run or is_loopback_http(api_endpoint)
+    if api_endpoint and api_endpoint.startswith("http://") and not is_loopback_http(api_endpoint):
+        raise SubmitError(f"--api-endpoint {api_endpoint}: plain http:// is only for a loopback stand-in; use https://")
+    aiplatform.init(project=cfg.vertex.project, location=cfg.vertex.region,
+                    staging_bucket=cfg.vertex.staging_bucket or None,
+                    credentials=AnonymousCredentials() if anonymous else None, api_endpoint=api_endpoint,
+                    api_transport="rest" if api_endpoint and "://" in api_endpoint else None)
+
+
+def create_request(job, cfg: Config) -> dict[str, Any]:
+    """The CreatePipelineJobRequest that job.submit() sends, with the run-as account and network it sets."""
+    from google.cloud.aiplatform_v1 import CreatePipelineJobRequest, PipelineJob
+
+    resource = PipelineJob(job._gca_resource)  # a copy: submit() sets these on the SDK's own resource
+    resource.service_account = cfg.vertex.service_account
+    resource.network = cfg.vertex.network
+    resource.reserved_ip_ranges = list(cfg.vertex.reserved_ip_ranges)
+    request = CreatePipelineJobRequest(parent=f"projects/{cfg.vertex.project}/locations/{cfg.vertex.region}",
+                                       pipeline_job=resource, pipeline_job_id=job.job_id)
+    return json.loads(CreatePipelineJobRequest.to_json(request, always_print_fields_with_no_presence=False))
+
+
+def follow(job, poll_seconds: float) -> int:
+    """Print each state change of the run until it ends; 0 if it succeeded."""
+    last = None
+    try:
+        while True:
+            state = job.state.name
+            if state != last:
+                print(f"{time.strftime('%H:%M:%S')} {state}", flush=True)
+                last = state
+            if state in DONE_STATES:
+                break
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        print(f"stopped following; the run goes on: {job.resource_name}", file=sys.stderr)
+        return 130
+    if state == "PIPELINE_STATE_SUCCEEDED":
+        return 0
+    error = job.gca_resource.error.message
+    print(f"error: run {job.resource_name} ended {state}" + (f": {error}" if error else ""), file=sys.stderr)
+    return 1
+
+
+def submit(args: argparse.Namespace) -> int:
+    params = parse_pairs(args.params, "--param")
+    cfg = load_submit_config(args, params)
+    v = cfg.vertex
+    if not v.project:
+        raise SubmitError("no project: pass --project or set vertex.project")
+    if args.experiment and not EXPERIMENT_NAME.match(args.experiment):
+        raise SubmitError(f"--experiment {args.experiment!r}: use lowercase letters, digits and -, at most 128")
+    pipeline_root = v.pipeline_root or (f"{v.staging_bucket.rstrip('/')}/pipeline-root" if v.staging_bucket else "")
+    if not pipeline_root:
+        raise SubmitError("no pipeline root: pass --pipeline-root or --staging-bucket (gs://...)")
+    upload = None
+    if args.upload_data:
+        upload = {"source": str(args.upload_data),
+                  "destination": upload_destination(args.upload_data, v.staging_bucket)}
+        params["data_uri"] = upload["destination"]
+        cfg = load_submit_config(args, params)
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(args.template) if args.template else Path(args.output or Path(tmp) / "pipeline.yaml")
+        if not args.template:
+            compile_spec(cfg, template)
+        try:
+            spec_text = template.read_text(encoding="utf-8")
+            spec = yaml.safe_load(spec_text)
+        except (OSError, yaml.YAMLError) as err:
+            raise SubmitError(f"--template {template}: cannot read a compiled pipeline ({err})") from None
+        params = check_parameters(params, spec)
+        image_problem = check_images(json.dumps(spec))
+        if image_problem and not args.dry_run:
+            raise SubmitError(image_problem)
+        if image_problem:
+            print(f"warning: {image_problem}", file=sys.stderr)
+        init_sdk(cfg, args.api_endpoint, args.dry_run, args.debug)
+        from google.cloud import aiplatform
+
+        job = aiplatform.PipelineJob(
+            display_name=args.display_name or cfg.pipeline.name, template_path=str(template), job_id=args.job_id,
+            pipeline_root=pipeline_root, parameter_values=params, enable_caching=args.enable_caching,
+            labels=dict(v.labels), project=v.project, location=v.region)
+    if args.dry_run:
+        plan = {"create_pipeline_job": create_request(job, cfg), "experiment": args.experiment, "upload": upload}
+        print(json.dumps(plan, indent=2, ensure_ascii=False))
+        return 0
+    if upload:
+        uploaded = upload_data(args.upload_data, upload["destination"])
+        print(f"{'uploaded' if uploaded else 'already there'}: {upload['destination']}", flush=True)
+    check_bucket(pipeline_root)
+    job.submit(service_account=v.service_account or None, network=v.network or None,
+               reserved_ip_ranges=list(v.reserved_ip_ranges) or None, experiment=args.experiment)
+    print(f"submitted: {job.resource_name}", flush=True)
+    print(f"console: https://console.cloud.google.com/vertex-ai/locations/{v.region}/pipelines/runs/"
+          f"{job.job_id}?project={v.project}", flush=True)
+    if args.experiment:
+        print(f"experiment: {args.experiment}", flush=True)
+    return follow(job, args.poll_seconds) if args.wait else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return submit(args)
+    except (SubmitError, *EXPECTED_ERRORS) as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if args.debug:
+            raise
+        try:
+            cfg = load_submit_config(args, {})
+        except Exception:  # noqa: BLE001 - only for wording the message
+            cfg = Config()
+        line = describe_api_error(err, cfg) or f"{err.__class__.__name__}: {err} (--debug shows the traceback)"
+        print(f"error: {line}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""pipelines/submit.py against a local stand-in of the Vertex AI REST API and the GCS emulator."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import CONFIG_DIR
+from components.storage import gcs_client
+from pipelines.compile import compile_pipeline
+from pipelines.submit import main
+from tests.vertex_standin import VertexStandIn, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "submit-bucket"
+CPU = "us-central1-docker.pkg.dev/proj/banglasenti/cpu:v1"
+TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
+SA = "runner@proj.iam.gserviceaccount.com"
+BASE = ["--project", "proj", "--region", "us-central1", "--staging-bucket", f"gs://{BUCKET}",
+        "--set", f"pipeline.cpu_image={CPU}", "--set", f"pipeline.train_image={TPU}"]
+
+
+@pytest.fixture
+def standin():
+    state = VertexStandIn()
+    server, thread = serve(state)
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def bucket(gcs_emulator, monkeypatch):
+    """The staging bucket on the emulator, owned by project `proj`.
+
+    Before creating a run, the SDK asks Resource Manager which project owns the pipeline-root bucket; Resource
+    Manager has no endpoint setting to point at a stand-in, so its answer is given here.
+    """
+    from google.cloud.aiplatform.utils import resource_manager_utils
+
+    client = gcs_client()
+    found = client.lookup_bucket(BUCKET) or client.create_bucket(BUCKET)
+    owner = str(found.project_number)
+    monkeypatch.setattr(resource_manager_utils, "get_project_number", lambda project_id, credentials=None: owner)
+    return BUCKET
+
+
+def run_main(capfd, *args) -> tuple[int, str, str]:
+    code = main([*BASE, *args])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_dry_run_prints_the_complete_request_and_calls_nothing(standin, tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "submit.py"), *BASE, "--service-account", SA,
+         "--network", "projects/123/global/networks/vpc", "--label", "team=nlp", "--param", "epochs=3",
+         "--param", "lora_target_modules=[query, value]", "--no-cache", "--experiment", "lora-vs-full",
+         "--job-id", "run-1", "--api-endpoint", standin.url, "--dry-run"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    plan = json.loads(run.stdout)
+    request = plan["create_pipeline_job"]
+    assert (request["parent"], request["pipelineJobId"]) == ("projects/proj/locations/us-central1", "run-1")
+    job = request["pipelineJob"]
+    assert job["serviceAccount"] == SA and job["network"] == "projects/123/global/networks/vpc"
+    assert job["labels"] == {"app": "banglasenti", "team": "nlp"}
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == f"gs://{BUCKET}/pipeline-root"
+    assert job["runtimeConfig"]["parameterValues"] == {"epochs": 3, "lora_target_modules": ["query", "value"]}
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert {"prepare", "train-lora", "train-baseline", "evaluate"} <= set(tasks)
+    assert all(t["cachingOptions"] == {"enableCache": False} for t in tasks.values())  # --no-cache
+    assert plan["experiment"] == "lora-vs-full" and plan["upload"] is None
+    assert standin.requests == []
+
+
+def test_submit_sends_the_pipeline_and_logs_it_to_an_experiment(standin, bucket, capfd, tmp_path):
+    code, out, err = run_main(capfd, "--service-account", SA, "--label", "team=nlp", "--param", "lora_r=8",
+                              "--param", "data_uri=gs://data/banglasenti.csv", "--experiment", "lora-vs-full",
+                              "--api-endpoint", standin.url, "--output", str(tmp_path / "sent.yaml"))
+    assert code == 0, err
+    [create] = standin.created_jobs()
+    assert create.path == "/v1/projects/proj/locations/us-central1/pipelineJobs"
+    job = create.body
+    assert job["serviceAccount"] == SA and job["labels"] == {"app": "banglasenti", "team": "nlp"}
+    assert job["runtimeConfig"] == {"gcsOutputDirectory": f"gs://{BUCKET}/pipeline-root",
+                                    "parameterValues": {"lora_r": 8, "data_uri": "gs://data/banglasenti.csv"}}
+    sent = yaml.safe_load((tmp_path / "sent.yaml").read_text())
+    assert job["pipelineSpec"]["root"] == json.loads(json.dumps(sent["root"]))
+    assert "importer" in job["pipelineSpec"]["root"]["dag"]["tasks"]  # the gs:// data is a lineage node
+    pools = job["pipelineSpec"]["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]
+    [pool] = pools["worker_pool_specs"]["defaultValue"]
+    assert pool["machine_spec"]["accelerator_type"] == "TPU_V3" and pool["container_spec"]["image_uri"] == TPU
+    # Experiments: the experiment's context is made, then the run's context becomes its child.
+    experiment = "projects/proj/locations/us-central1/metadataStores/default/contexts/lora-vs-full"
+    assert standin.contexts[experiment]["schemaTitle"] == "system.Experiment"
+    [link] = [r for r in standin.requests if r.path.endswith(":addContextChildren")]
+    assert link.path == f"/v1/{experiment}:addContextChildren"
+    assert link.body["childContexts"] == [f"projects/proj/locations/us-central1/metadataStores/default/contexts/"
+                                          f"{create.query['pipelineJobId'][0]}"]
+    assert f"submitted: projects/proj/locations/us-central1/pipelineJobs/{create.query['pipelineJobId'][0]}" in out
+
+
+def test_wait_follows_the_run_to_its_end(standin, bucket, capfd):
+    code, out, _ = run_main(capfd, "--api-endpoint", standin.url, "--wait", "--poll-seconds", "0")
+    assert code == 0
+    assert "PIPELINE_STATE_RUNNING" in out and out.strip().endswith("PIPELINE_STATE_SUCCEEDED")
+    standin.states = ["PIPELINE_STATE_RUNNING", "PIPELINE_STATE_FAILED"]
+    code, out, err = run_main(capfd, "--api-endpoint", standin.url, "--wait", "--poll-seconds", "0")
+    assert code == 1 and "PIPELINE_STATE_FAILED" in err
+
+
+def test_upload_puts_the_data_on_gcs_once_and_runs_on_it(standin, bucket, capfd, tmp_path):
+    data = tmp_path / "mydata.csv"
+    data.write_text("text,label\nভালো,1\nখারাপ,0\n", encoding="utf-8")
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+    uri = f"gs://{BUCKET}/data/{digest}/mydata.csv"
+    code, out, err = run_main(capfd, "--api-endpoint", standin.url, "--upload-data", str(data))
+    assert code == 0, err
+    assert f"uploaded: {uri}" in out
+    blob = gcs_client().bucket(BUCKET).blob(f"data/{digest}/mydata.csv")
+    assert blob.download_as_bytes() == data.read_bytes()
+    job = standin.created_jobs()[0].body
+    assert job["runtimeConfig"]["parameterValues"] == {"data_uri": uri}
+    assert job["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]["data_uri"]["defaultValue"] == uri
+    code, out, _ = run_main(capfd, "--api-endpoint", standin.url, "--upload-data", str(data))
+    assert code == 0 and f"already there: {uri}" in out
+
+
+def test_submit_takes_a_compiled_template(standin, bucket, capfd, tmp_path):
+    template = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "t.yaml", "vertex",
+                                [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}"])
+    code, _, err = run_main(capfd, "--template", str(template), "--param", "epochs=2", "--param",
+                            "lora_learning_rate=5e-4", "--api-endpoint", standin.url)
+    assert code == 0, err
+    job = standin.created_jobs()[0].body
+    assert job["runtimeConfig"]["parameterValues"] == {"epochs": 2, "lora_learning_rate": 5e-4}
+    assert job["pipelineSpec"]["root"] == json.loads(json.dumps(yaml.safe_load(template.read_text())["root"]))
+
+
+@pytest.mark.parametrize(("status", "hint"), [
+    ("RESOURCE_EXHAUSTED", "request more quota for us-central1"),
+    ("PERMISSION_DENIED", "roles/aiplatform.user on project proj"),
+    ("INVALID_ARGUMENT", "--dry-run prints the request"),
+])
+def test_api_errors_end_in_one_line_saying_what_to_do(standin, bucket, capfd, status, hint):
+    message = f"{status.lower()} from the stand-in"
+    standin.fail_next = (status, message)
+    code, out, err = run_main(capfd, "--api-endpoint", standin.url)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and message in lines[0] and hint in lines[0]
+    assert "Traceback" not in err and "submitted" not in out and "http://" not in lines[0]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--param", "epochz=3"], "--param epochz: not a pipeline parameter"),
+    (["--param", "lora_r=0"], "lora.r: Input should be greater than 0"),
+    (["--experiment", "Bad_Name"], "--experiment 'Bad_Name'"),
+    (["--api-endpoint", "http://example.com:8080"], "only for a loopback stand-in"),
+    (["--set", "pipeline.train_image=python:3.11-slim"], "is a placeholder"),
+    (["--upload-data", "/nonexistent/data.csv"], "--upload-data /nonexistent/data.csv: no such file"),
+])
+def test_bad_submissions_fail_before_any_call(standin, capfd, args, message):
+    code, _, err = run_main(capfd, *args, "--api-endpoint", standin.url) if "--api-endpoint" not in args \
+        else run_main(capfd, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert standin.requests == []
+
+
+def test_missing_pipeline_root_bucket_is_named(standin, gcs_emulator, capfd):
+    code, _, err = run_main(capfd, "--pipeline-root", "gs://no-such-bucket-here/root", "--api-endpoint",
+                            standin.url)
+    assert code == 2 and "bucket gs://no-such-bucket-here not found" in err
+    assert standin.created_jobs() == []
+
+
+@pytest.mark.parametrize(("endpoint", "loopback"), [
+    ("http://127.0.0.1:8080", True), ("http://localhost:9000", True), ("http://[::1]:80", True),
+    ("http://10.0.0.5:8080", False), ("https://127.0.0.1:8443", False),
+    ("us-central1-aiplatform.googleapis.com", False), (None, False),
+])
+def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
+    from pipelines.submit import is_loopback_http
+
+    assert is_loopback_http(endpoint) is loopback
+
+
+def test_upload_to_a_missing_bucket_is_named(standin, gcs_emulator, capfd, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nভালো,1\n", encoding="utf-8")
+    code = main([*BASE[:4], "--staging-bucket", "gs://no-staging-bucket", *BASE[6:], "--upload-data", str(data),
+                 "--api-endpoint", standin.url])
+    err = capfd.readouterr().err
+    assert code == 2 and "gs://no-staging-bucket: bucket not found" in err and len(err.strip().splitlines()) == 1
+    assert standin.created_jobs() == []
