@@ -7,10 +7,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from components.checkpoints import Interrupted
 from components.config import Config, ConfigError, load_config, parse_override
 from components.storage import InputError
 
-EXPECTED_ERRORS = (ConfigError, InputError)
+EXPECTED_ERRORS = (ConfigError, InputError, Interrupted)
 
 
 def base_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -148,6 +148,14 @@ class TrainConfig(_Strict):
         3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off."
     )
     seed: int = Field(42, description="Seed of initialisation, dropout and shuffling.")
+    checkpoint_steps: int = Field(
+        100, ge=0, description="Also checkpoint every this many optimizer steps (0: only at epoch ends)."
+    )
+    checkpoint_dir: str | None = Field(
+        None,
+        description="Checkpoint directory (a gs:// URI is used through the /gcs/ mount); None: $AIP_CHECKPOINT_DIR "
+        "on Vertex AI, else beside the output. A rerun resumes from the last intact checkpoint there.",
+    )
 
 
 class PipelineConfig(_Strict):

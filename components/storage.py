@@ -26,6 +26,14 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def fuse_path(uri: str) -> str:
+    """gs://bucket/path -> /gcs/bucket/path (Cloud Storage FUSE mount of Vertex AI jobs); other paths unchanged."""
+    if uri.startswith("gs://"):
+        bucket, key = split_gs_uri(uri)
+        return f"/gcs/{bucket}/{key}".rstrip("/")
+    return uri
+
+
 def gcs_client():  # -> google.cloud.storage.Client
     """A storage client; anonymous against an emulator named by STORAGE_EMULATOR_HOST."""
     from google.cloud import storage

@@ -8,10 +8,14 @@ AdamW with linear warmup and decay, grad-norm clipping, val macro-F1 every epoch
 stopping, one seed for init, dropout and shuffling, batches grouped by length and padded to the buckets.
 The output directory is a save_pretrained directory (adapter + head for LoRA, full weights for the
 baseline) with the tokenizer.
+
+Checkpoints (every `train.checkpoint_steps` steps and every epoch) go to `train.checkpoint_dir`, else
+$AIP_CHECKPOINT_DIR on Vertex AI, else beside the output; a killed run started again with the same output
+location resumes from the last intact one and ends as an uninterrupted run would (components/checkpoints.py).
 """
 
 import json
-import tempfile
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -149,15 +153,22 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str):
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
-        save_only_model=True,
+        save_only_model=False,  # optimizer, scheduler and RNG states too: what resuming needs
     )
 
 
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
                 out_dir: str | Path) -> dict[str, Any]:
     """Train, keep the best epoch by val macro-F1, save it to `out_dir` (atomically); return the summary."""
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, set_seed
 
+    from components.checkpoints import (
+        check_run_identity,
+        checkpoint_root,
+        latest_valid_checkpoint,
+        resumable_trainer_class,
+        stop_on_sigterm,
+    )
     from components.tokenization import load_tokenizer
 
     if mode not in MODES:
@@ -169,31 +180,41 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     model = build_model(mode, base_dir, cfg)
     counts = parameter_counts(model)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.checkpoints.", dir=out_dir.parent) as ckpt:
-        callbacks = []
-        if cfg.train.early_stopping_patience:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-        trainer = Trainer(
+    ckpt = checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode)
+    check_run_identity(ckpt, {"mode": mode, "config": cfg.model_dump(mode="json")})
+    resume = latest_valid_checkpoint(ckpt)
+    if resume is not None:
+        print(f"resuming from {resume}", flush=True)
+    callbacks = []
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    with stop_on_sigterm() as stop:
+        trainer = resumable_trainer_class()(
             model=model,
-            args=training_arguments(mode, cfg, ckpt),
+            args=training_arguments(mode, cfg, str(ckpt)),
             train_dataset=train_set,
             eval_dataset=val_set,
             data_collator=BucketCollator(tokenizer.pad_token_id),
             processing_class=tokenizer,
             compute_metrics=compute_val_metrics,
             callbacks=callbacks,
+            checkpoint_steps=cfg.train.checkpoint_steps,
+            stop=stop,
+            resume_from=str(resume) if resume else None,
         )
         start = time.monotonic()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - start
-        best = trainer.evaluate()
-        history = epoch_history(trainer.state.log_history)
-        summary = summarize(mode, cfg, counts, history, best, result, wall, str(trainer.args.device))
-        with atomic_directory(out_dir) as tmp:
-            trainer.save_model(str(tmp))
-            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
-            (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    best = trainer.evaluate()
+    history = epoch_history(trainer.state.log_history)
+    summary = summarize(mode, cfg, counts, history, best, result, wall, str(trainer.args.device))
+    summary["final_train_loss"] = trainer.whole_run_training_loss()
+    summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
+    with atomic_directory(out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
+        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    shutil.rmtree(ckpt, ignore_errors=True)
     return summary
 
 
