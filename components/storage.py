@@ -148,13 +148,45 @@ def local_copy(uri: str, workdir: Path) -> Path:
         else:
             _download_https_file(uri, dest)
         return dest
-    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    return require_file(uri[len("file://") :] if uri.startswith("file://") else uri)
+
+
+def require_file(path: str | Path) -> Path:
+    """`path` as a readable regular file, or a one-line InputError saying why not."""
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a data file")
+        raise InputError(f"{path}: is a directory, expected a file")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: permission denied")
+    return path
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None):  # -> pandas.DataFrame
+    """A parquet file written by an earlier step, checked for the columns the caller needs."""
+    import pandas as pd
+
+    path = require_file(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
+        raise InputError(f"{path}: not a readable parquet file ({one_line(err)[:200]})") from None
+    missing = [c for c in columns or [] if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    return frame[columns] if columns else frame
+
+
+def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors") -> Path:
+    """A saved model directory with its config and safetensors weights (pickled weights are never loaded)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such model directory")
+    if not (path / config).is_file():
+        raise InputError(f"{path}: not a model directory (no {config})")
+    if not any(path.glob(weights)):
+        raise InputError(f"{path}: no {weights} weights (pickled weights are not loaded)")
     return path
 
 

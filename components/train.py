@@ -24,7 +24,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory, atomic_file
+from components.storage import atomic_directory, atomic_file, read_parquet, require_model_dir
 
 Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
@@ -53,9 +53,9 @@ class BucketCollator:
 def load_tokenized_split(tokenized_dir: str | Path, name: str):
     """A tokenized split as a datasets.Dataset (input_ids, attention_mask, label, length)."""
     import datasets
-    import pandas as pd
 
-    return datasets.Dataset.from_pandas(pd.read_parquet(Path(tokenized_dir) / f"{name}.parquet"), preserve_index=False)
+    frame = read_parquet(Path(tokenized_dir) / f"{name}.parquet", ["input_ids", "attention_mask", "label", "length"])
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
 def load_base_classifier(base_dir: str | Path):
@@ -63,7 +63,8 @@ def load_base_classifier(base_dir: str | Path):
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(
-        str(base_dir),
+        str(require_model_dir(base_dir)),
+        use_safetensors=True,
         num_labels=NUM_CLASSES,
         id2label=dict(enumerate(CLASS_NAMES)),
         label2id={name: i for i, name in enumerate(CLASS_NAMES)},
