@@ -242,3 +242,30 @@ def test_random_bytes_give_a_clean_error_or_an_exact_partition(tmp_path_factory,
         return
     event("prepared")
     check_partition(prepared, prepare.read_table(path))
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "key"),
+    [
+        (prepare, ["--input", "/nonexistent.csv", "--output-dir", "OUT", "--set", "data.seed=abc"], "data.seed"),
+        (base_model, ["--train", "/nonexistent.parquet", "--output-dir", "OUT", "--set", "model.tiny.vocab_size=-5"],
+         "model.tiny.vocab_size"),
+        (tokenization, ["--splits", "/nonexistent", "--base-model", "/nonexistent", "--output-dir", "OUT", "--set",
+                        "tokenize.buckets=[64, 32, 128]"], "tokenize"),
+        (train, ["--mode", "lora", "--base-model", "/no", "--tokenized", "/no", "--output-dir", "OUT", "--set",
+                 "train.checkpoint_steps=-1"], "train.checkpoint_steps"),
+        (train, ["--mode", "baseline", "--base-model", "/no", "--tokenized", "/no", "--output-dir", "OUT", "--set",
+                 "train.baseline_learning_rate=0"], "train.baseline_learning_rate"),
+        (evaluate, ["--base-model", "/no", "--tokenized", "/no", "--lora", "/no", "--baseline", "/no",
+                    "--output-dir", "OUT", "--set", "train.eval_batch_size=[1]"], "train.eval_batch_size"),
+        (train, ["--mode", "lora", "--base-model", "/no", "--tokenized", "/no", "--output-dir", "OUT", "--set",
+                 "train.checkpoint_dirr=/tmp"], "train.checkpoint_dirr: unknown key"),
+    ],
+)
+def test_config_errors_name_the_key_before_any_input_is_touched(tmp_path, capsys, module, argv, key):
+    out = tmp_path / "out"
+    code, err = run_main(module, [str(out) if a == "OUT" else a for a in argv], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, f": {key}")
+    assert "no such" not in err and "nonexistent" not in err  # the config failed first, not the inputs
+    assert nothing_written(out)
