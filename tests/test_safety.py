@@ -101,3 +101,16 @@ def test_the_secret_scan_finds_planted_secrets():
 )
 def test_file_names_from_untrusted_text_are_sanitised(raw, expected):
     assert safe_name(raw) == expected
+
+
+def test_hub_downloads_fetch_no_pickled_weights():
+    from fnmatch import fnmatch
+
+    from components.base_model import MODEL_FILE_PATTERNS
+
+    def fetched(name):
+        return any(fnmatch(name, pattern) for pattern in MODEL_FILE_PATTERNS)
+
+    assert fetched("model.safetensors") and fetched("config.json") and fetched("sentencepiece.bpe.model")
+    assert not [n for n in ("pytorch_model.bin", "tf_model.h5", "model.pt", "flax_model.msgpack", "model.ckpt",
+                            "training_args.bin", "modeling_custom.py") if fetched(n)]
