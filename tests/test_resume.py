@@ -163,11 +163,13 @@ def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fas
         return Signalled
 
     monkeypatch.setattr(checkpoints, "resumable_trainer_class", with_signal)
+    monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(tmp_path / "aip"))  # as Vertex AI sets it (here a plain path)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
         train.run_train("lora", fast_cfg.to_json(), {"train.checkpoint_steps": 0}, str(base_dir),
                         str(tokenized_dir), str(tmp_path / "m"))
     assert signal.getsignal(signal.SIGTERM) == before
     assert not (tmp_path / "m").exists()
-    ckpt = checkpoint_root(None, tmp_path / "m", "lora")
+    ckpt = tmp_path / "aip" / "lora"
     assert latest_valid_checkpoint(ckpt) == ckpt / "checkpoint-4"
+    assert not (tmp_path / ".m.checkpoints").exists()
