@@ -196,14 +196,13 @@ def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_lengt
 
 def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: str) -> dict[str, Any]:
     """Entry point of the KFP component (and of the command line)."""
-    import pandas as pd
-
     from components.config import config_from_json
     from components.runtime import quiet_libraries
+    from components.storage import read_parquet
 
     quiet_libraries()
     cfg = config_from_json(config_json, {"model.name": model_name})
-    texts = pd.read_parquet(train_path, columns=["text"])["text"].tolist() if cfg.model.name == TINY else []
+    texts = read_parquet(train_path, ["text"])["text"].tolist() if cfg.model.name == TINY else []
     return resolve_base_model(cfg.model, texts, cfg.tokenize.max_length, out_dir)
 
 

@@ -7,10 +7,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from components.checkpoints import Interrupted
 from components.config import Config, ConfigError, load_config, parse_override
-from components.storage import InputError
+from components.storage import InputError, one_line
 
-EXPECTED_ERRORS = (ConfigError, InputError)
+EXPECTED_ERRORS = (ConfigError, InputError, Interrupted)
 
 
 def base_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -38,11 +39,12 @@ def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace]
     except EXPECTED_ERRORS as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - the command line reports, --debug shows the traceback
         if args.debug:
             raise
-        print(f"error: {err.__class__.__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {err.__class__.__name__}: {one_line(err)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
     return 0

@@ -155,6 +155,14 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="Training precision; auto = bf16 on TPU (XLA) and bf16-capable GPUs, fp32 on the CPU."
     )
+    checkpoint_steps: int = Field(
+        100, ge=0, description="Also checkpoint every this many optimizer steps (0: only at epoch ends)."
+    )
+    checkpoint_dir: str | None = Field(
+        None,
+        description="Checkpoint directory (a gs:// URI is used through the /gcs/ mount); None: $AIP_CHECKPOINT_DIR "
+        "on Vertex AI, else beside the output. A rerun resumes from the last intact checkpoint there.",
+    )
 
 
 class PipelineConfig(_Strict):

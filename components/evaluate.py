@@ -18,7 +18,7 @@ from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Mo
 
 from components.config import CLASS_NAMES
 from components.kfp_support import lightweight_component
-from components.storage import atomic_file
+from components.storage import atomic_file, read_parquet, require_model_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 HEADLINE = ("accuracy", "macro_f1", "weighted_f1")
@@ -34,9 +34,11 @@ def load_trained_model(model_dir: str | Path, base_dir: str | Path):
 
         from components.train import load_base_classifier
 
+        require_model_dir(model_dir, ADAPTER_CONFIG, "adapter_model.safetensors")
         model = PeftModel.from_pretrained(load_base_classifier(base_dir), str(model_dir))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(require_model_dir(model_dir)),
+                                                                   use_safetensors=True)
     return model.eval()
 
 
@@ -59,14 +61,13 @@ def predict_logits(model, dataset, batch_size: int, pad_token_id: int) -> np.nda
 def evaluate_models(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
                     batch_size: int) -> dict[str, Any]:
     """Test metrics of every model, plus the majority-class reference."""
-    import pandas as pd
 
     from components.metrics import classification_metrics, majority_class_metrics
     from components.tokenization import load_tokenizer
     from components.train import load_tokenized_split
 
     test = load_tokenized_split(tokenized_dir, "test")
-    train_labels = pd.read_parquet(Path(tokenized_dir) / "train.parquet", columns=["label"])["label"]
+    train_labels = read_parquet(Path(tokenized_dir) / "train.parquet", ["label"])["label"]
     y_true = np.asarray(test["label"])
     pad_id = load_tokenizer(base_dir).pad_token_id
     results: dict[str, Any] = {"majority_class": majority_class_metrics(train_labels, y_true), "models": {}}

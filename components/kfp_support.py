@@ -1,6 +1,7 @@
 """How the steps become KFP lightweight components."""
 
 import os
+import sys
 from collections.abc import Callable
 
 LOCAL_IMAGE = "python:3.11-slim"  # only a label for the local runner; the vertex target sets real images
@@ -9,6 +10,20 @@ LOCAL_IMAGE = "python:3.11-slim"  # only a label for the local runner; the verte
 def running_in_kfp_executor() -> bool:
     """True inside a KFP executor, where kfp.dsl exposes only the runtime types (no decorators)."""
     return os.environ.get("_KFP_RUNTIME", "false") == "true"
+
+
+def one_line_excepthook(exc_type, exc, tb) -> None:
+    """Expected failures (bad input or config, a stopped training) end a step with one line, no traceback."""
+    from components.cli import EXPECTED_ERRORS
+
+    if issubclass(exc_type, EXPECTED_ERRORS) and not os.environ.get("BANGLASENTI_DEBUG"):
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
+if running_in_kfp_executor():
+    sys.excepthook = one_line_excepthook
 
 
 def lightweight_component(func: Callable) -> Callable:

@@ -58,6 +58,29 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def check_utf8(path: Path) -> None:
+    """Fail on the first byte that is not UTF-8, naming its line and byte offset."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                start = max(err.start - len(err.object) + len(block), 0)  # the decoder may hold earlier bytes
+                line += block[:start].count(b"\n")
+                raise InputError(f"{path}: line {line}: not UTF-8 text (byte {offset + start}: "
+                                 f"{block[start:start + 1]!r}); save the file as UTF-8") from None
+            offset += len(block)
+            line += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text (the file ends inside a character)") from None
+
+
 def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
     """Read a csv/tsv/jsonl/parquet file into a DataFrame of strings, with one-line errors."""
     fmt = detect_format(path, fmt)
@@ -66,6 +89,8 @@ def read_table(path: Path, fmt: str = "auto") -> pd.DataFrame:
     with open(path, "rb") as handle:
         if handle.read(2) == b"\x1f\x8b":
             raise InputError(f"{path}: file is gzip-compressed; decompress it first")
+    if fmt != "parquet":
+        check_utf8(path)
     try:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
@@ -149,13 +174,16 @@ def resolve_duplicates(frame: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, di
     }
 
 
-def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:
+def split_frame(frame: pd.DataFrame, cfg: DataConfig, source: str = "data") -> dict[str, pd.DataFrame]:
     """Deterministic stratified train/val/test split."""
     from sklearn.model_selection import train_test_split
 
     class_counts = frame["label"].value_counts()
+    if class_counts.empty:
+        raise InputError(f"{source}: no rows left to split (every text empty or dropped)")
     if len(class_counts) < 2:
-        raise InputError(f"only one class ({CLASS_NAMES[int(class_counts.index[0])]}) in the data: cannot train")
+        raise InputError(f"{source}: only one class ({CLASS_NAMES[int(class_counts.index[0])]}) in the data: "
+                         "cannot train")
     if cfg.split_method == "original":
         first_test, second_test = 0.2, 0.5
     else:
@@ -166,7 +194,7 @@ def split_frame(frame: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]
         val, test = train_test_split(rest, test_size=second_test, stratify=rest["label"], random_state=cfg.seed)
     except ValueError as err:
         raise InputError(
-            f"too few rows to split {len(frame)} rows stratified by class {class_counts.to_dict()}: {err}"
+            f"{source}: too few rows to split {len(frame)} rows stratified by class {class_counts.to_dict()}: {err}"
         ) from None
     return {"train": train, "val": val, "test": test}
 
@@ -220,7 +248,7 @@ def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> Prepared
         data, dup = resolve_duplicates(data, cfg.conflict_rule)
         stats["dedup_removed_rows"] = before - len(data)
         stats.update({f"dedup_{k}": v for k, v in dup.items()})
-    splits = split_frame(data.reset_index(drop=True), cfg)
+    splits = split_frame(data.reset_index(drop=True), cfg, source)
     seen: dict[str, set[str]] = {name: set(part["text"]) for name, part in splits.items()}
     stats["cross_split_texts"] = len((seen["train"] & seen["val"]) | (seen["train"] & seen["test"])
                                      | (seen["val"] & seen["test"]))

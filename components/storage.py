@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +27,14 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def fuse_path(uri: str) -> str:
+    """gs://bucket/path -> /gcs/bucket/path (Cloud Storage FUSE mount of Vertex AI jobs); other paths unchanged."""
+    if uri.startswith("gs://"):
+        bucket, key = split_gs_uri(uri)
+        return f"/gcs/{bucket}/{key}".rstrip("/")
+    return uri
+
+
 def gcs_client():  # -> google.cloud.storage.Client
     """A storage client; anonymous against an emulator named by STORAGE_EMULATOR_HOST."""
     from google.cloud import storage
@@ -38,38 +47,89 @@ def gcs_client():  # -> google.cloud.storage.Client
     return storage.Client()
 
 
+GCS_RETRY_SECONDS_ENV = "BANGLASENTI_GCS_RETRY_SECONDS"
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def gcs_retry_seconds() -> float:
+    """How long GCS calls keep retrying transient faults ($BANGLASENTI_GCS_RETRY_SECONDS, default 120)."""
+    return float(os.environ.get(GCS_RETRY_SECONDS_ENV, "120"))
+
+
+def gcs_retry():  # -> google.api_core.retry.Retry
+    """google-cloud-storage's DEFAULT_RETRY: 408/429/5xx answers, dropped or reset connections and timeouts are
+    retried with exponential backoff and jitter (1 s doubling up to 60 s), for `gcs_retry_seconds()` in all."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    total = gcs_retry_seconds()
+    return DEFAULT_RETRY.with_timeout(total).with_delay(initial=min(1.0, total / 10), maximum=60.0)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(err).split()) or err.__class__.__name__
+
+
 def _gcs_error(uri: str, err: Exception) -> InputError:
     from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
 
+    if isinstance(err, gexc.RetryError):
+        cause = err.cause if err.cause is not None else err
+        return InputError(f"{uri}: GCS still failing after retrying for {gcs_retry_seconds():g} s "
+                          f"({cause.__class__.__name__}: {one_line(cause)}); try again later")
     if isinstance(err, gexc.NotFound):
         return InputError(f"{uri}: not found (check the bucket and object name)")
     if isinstance(err, gexc.Forbidden):
         return InputError(f"{uri}: permission denied (the service account needs storage.objects.get)")
-    return InputError(f"{uri}: cannot read from GCS: {err}")
+    if isinstance(err, auth_exc.DefaultCredentialsError):
+        return InputError(f"{uri}: no Google Cloud credentials (run `gcloud auth application-default login` "
+                          "or run under a service account)")
+    return InputError(f"{uri}: cannot read from GCS: {err.__class__.__name__}: {one_line(err)}")
+
+
+def _gcs_faults() -> tuple[type[Exception], ...]:
+    import requests
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    return gexc.GoogleAPIError, auth_exc.GoogleAuthError, requests.RequestException
 
 
 def _download_gcs_file(uri: str, dest: Path) -> None:
-    from google.api_core import exceptions as gexc
-
     bucket, key = split_gs_uri(uri)
     try:
-        gcs_client().bucket(bucket).blob(key).download_to_filename(str(dest))
-    except gexc.GoogleAPICallError as err:
+        gcs_client().bucket(bucket).blob(key).download_to_filename(str(dest), retry=gcs_retry())
+    except _gcs_faults() as err:
         raise _gcs_error(uri, err) from None
 
 
-def _download_https_file(uri: str, dest: Path) -> None:
-    import requests
+def safe_name(name: str, default: str = "download") -> str:
+    """A file name from untrusted text (URL path, object name): no separators, no '..', no odd characters."""
+    cleaned = SAFE_NAME.sub("_", name).strip("._") or default
+    return cleaned[:200]
 
-    try:
-        with requests.get(uri, stream=True, timeout=60) as resp:
-            if resp.status_code != 200:
-                raise InputError(f"{uri}: HTTP {resp.status_code} {resp.reason}")
-            with open(dest, "wb") as out:
-                for chunk in resp.iter_content(chunk_size=1 << 20):
-                    out.write(chunk)
-    except requests.RequestException as err:
-        raise InputError(f"{uri}: cannot download: {err.__class__.__name__}") from None
+
+def _download_https_file(uri: str, dest: Path) -> None:
+    """GET with urllib3's retry: 429/5xx answers and dropped connections retried with exponential backoff."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=5, backoff_factor=1.0, status_forcelist=(429, 500, 502, 503, 504), allowed_methods={"GET"},
+                  raise_on_status=False)
+    with requests.Session() as session:
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        try:
+            with session.get(uri, stream=True, timeout=60) as resp:
+                if resp.status_code != 200:
+                    raise InputError(f"{uri}: HTTP {resp.status_code} {resp.reason}")
+                with open(dest, "wb") as out:
+                    for chunk in resp.iter_content(chunk_size=1 << 20):
+                        out.write(chunk)
+        except requests.RequestException as err:
+            raise InputError(f"{uri}: cannot download ({err.__class__.__name__}, after retries)") from None
 
 
 def local_copy(uri: str, workdir: Path) -> Path:
@@ -78,40 +138,78 @@ def local_copy(uri: str, workdir: Path) -> Path:
         return SAMPLE_PATH
     scheme = urlparse(uri).scheme
     if scheme in ("gs", "http", "https"):
-        name = Path(urlparse(uri).path).name or "download"
-        dest = Path(workdir) / name
+        name = Path(urlparse(uri).path).name
+        dest = Path(workdir) / safe_name(name)
+        suffix = Path(name).suffix.lower()
+        if suffix and dest.suffix.lower() != suffix:  # keep the extension that names the format
+            dest = dest.with_name(dest.name + suffix)
         if scheme == "gs":
             _download_gcs_file(uri, dest)
         else:
             _download_https_file(uri, dest)
         return dest
-    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    return require_file(uri[len("file://") :] if uri.startswith("file://") else uri)
+
+
+def require_file(path: str | Path) -> Path:
+    """`path` as a readable regular file, or a one-line InputError saying why not."""
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a data file")
+        raise InputError(f"{path}: is a directory, expected a file")
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: permission denied")
     return path
 
 
-def download_gcs_directory(uri: str, dest: Path) -> list[str]:
-    """Copy every object under a gs:// prefix into `dest`; returns the relative names."""
-    from google.api_core import exceptions as gexc
+def read_parquet(path: str | Path, columns: list[str] | None = None):  # -> pandas.DataFrame
+    """A parquet file written by an earlier step, checked for the columns the caller needs."""
+    import pandas as pd
 
+    path = require_file(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
+        raise InputError(f"{path}: not a readable parquet file ({one_line(err)[:200]})") from None
+    missing = [c for c in columns or [] if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    return frame[columns] if columns else frame
+
+
+def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors") -> Path:
+    """A saved model directory with its config and safetensors weights (pickled weights are never loaded)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such model directory")
+    if not (path / config).is_file():
+        raise InputError(f"{path}: not a model directory (no {config})")
+    if not any(path.glob(weights)):
+        raise InputError(f"{path}: no {weights} weights (pickled weights are not loaded)")
+    return path
+
+
+def download_gcs_directory(uri: str, dest: Path) -> list[str]:
+    """Copy every object under a gs:// prefix into `dest`; returns the relative names.
+
+    Object names that would land outside `dest` ('..', absolute parts) are refused."""
     bucket_name, prefix = split_gs_uri(uri.rstrip("/") + "/")
     names: list[str] = []
+    root = dest.resolve()
     try:
         client = gcs_client()
-        for blob in client.list_blobs(bucket_name, prefix=prefix):
+        for blob in client.list_blobs(bucket_name, prefix=prefix, retry=gcs_retry()):
             rel = blob.name[len(prefix) :]
             if not rel or rel.endswith("/"):
                 continue
-            target = dest / rel
+            target = (dest / rel).resolve()
+            if ".." in Path(rel).parts or not target.is_relative_to(root):
+                raise InputError(f"{uri}: object name {blob.name!r} points outside the directory; refusing it")
             target.parent.mkdir(parents=True, exist_ok=True)
-            blob.download_to_filename(str(target))
+            blob.download_to_filename(str(target), retry=gcs_retry())
             names.append(rel)
-    except gexc.GoogleAPICallError as err:
+    except _gcs_faults() as err:
         raise _gcs_error(uri, err) from None
     if not names:
         raise InputError(f"{uri}: no objects under this prefix")

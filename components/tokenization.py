@@ -20,7 +20,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 from components.config import SPLITS, TokenizeConfig
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory
+from components.storage import InputError, atomic_directory, one_line, read_parquet
 
 ORIGINAL_PAD_LENGTH = 256  # the original project padded every text to 256 tokens
 
@@ -71,7 +71,12 @@ def tokenize_frame(frame: pd.DataFrame, tokenizer, cfg: TokenizeConfig) -> tuple
 def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir))
+    if not Path(model_dir).is_dir():
+        raise InputError(f"{model_dir}: no such model directory")
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{model_dir}: cannot load a tokenizer from it ({one_line(err)[:200]})") from None
 
 
 def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig,
@@ -89,7 +94,7 @@ def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, c
     }
     with atomic_directory(out_dir) as tmp:
         for name in SPLITS:
-            table, stats = tokenize_frame(pd.read_parquet(split_paths[name]), tokenizer, cfg)
+            table, stats = tokenize_frame(read_parquet(split_paths[name], ["text", "label"]), tokenizer, cfg)
             table.to_parquet(tmp / f"{name}.parquet", index=False)
             meta[name] = stats
         (tmp / "tokenization.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

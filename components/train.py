@@ -8,10 +8,14 @@ AdamW with linear warmup and decay, grad-norm clipping, val macro-F1 every epoch
 stopping, one seed for init, dropout and shuffling, batches grouped by length and padded to the buckets.
 The output directory is a save_pretrained directory (adapter + head for LoRA, full weights for the
 baseline) with the tokenizer.
+
+Checkpoints (every `train.checkpoint_steps` steps and every epoch) go to `train.checkpoint_dir`, else
+$AIP_CHECKPOINT_DIR on Vertex AI, else beside the output; a killed run started again with the same output
+location resumes from the last intact one and ends as an uninterrupted run would (components/checkpoints.py).
 """
 
 import json
-import tempfile
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +25,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
 from components.device import Placement, prepare_placement, shard_batches, static_attention, xla_counters
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory, atomic_file
+from components.storage import atomic_directory, atomic_file, read_parquet, require_model_dir
 
 Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
@@ -59,9 +63,9 @@ class BucketCollator:
 def load_tokenized_split(tokenized_dir: str | Path, name: str):
     """A tokenized split as a datasets.Dataset (input_ids, attention_mask, label, length)."""
     import datasets
-    import pandas as pd
 
-    return datasets.Dataset.from_pandas(pd.read_parquet(Path(tokenized_dir) / f"{name}.parquet"), preserve_index=False)
+    frame = read_parquet(Path(tokenized_dir) / f"{name}.parquet", ["input_ids", "attention_mask", "label", "length"])
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
 
 
 def load_base_classifier(base_dir: str | Path, attn_implementation: str | None = None):
@@ -69,7 +73,8 @@ def load_base_classifier(base_dir: str | Path, attn_implementation: str | None =
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(
-        str(base_dir),
+        str(require_model_dir(base_dir)),
+        use_safetensors=True,
         attn_implementation=attn_implementation,
         num_labels=NUM_CLASSES,
         id2label=dict(enumerate(CLASS_NAMES)),
@@ -163,7 +168,7 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
-        save_only_model=True,
+        save_only_model=False,  # optimizer, scheduler and RNG states too: what resuming needs
     )
 
 
@@ -202,12 +207,11 @@ def xla_graph_counts(record: dict[str, list[int]]):
     return GraphCounts()
 
 
-def bucket_trainer_class():
-    """The Trainer with static batch shapes on XLA: batches sharded over the devices, and each phase's short
-    last batch topped up to that phase's batch size (one compiled graph per bucket and phase)."""
-    from transformers import Trainer
+def bucket_trainer_class(base):
+    """`base` (a Trainer class) with static batch shapes on XLA: batches sharded over the devices, and each
+    phase's short last batch topped up to that phase's batch size (one compiled graph per bucket and phase)."""
 
-    class BucketTrainer(Trainer):
+    class BucketTrainer(base):
         def __init__(self, *args, placement: Placement, pad_token_id: int, **kwargs):
             fixed = placement.static_shapes
             self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
@@ -232,6 +236,13 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     """Train, keep the best epoch by val macro-F1, save it to `out_dir` (atomically); return the summary."""
     from transformers import EarlyStoppingCallback, set_seed
 
+    from components.checkpoints import (
+        check_run_identity,
+        checkpoint_root,
+        latest_valid_checkpoint,
+        resumable_trainer_class,
+        stop_on_sigterm,
+    )
     from components.tokenization import load_tokenizer
 
     if mode not in MODES:
@@ -244,15 +255,19 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     model = build_model(mode, base_dir, cfg, static_attention() if placement.static_shapes else None)
     counts = parameter_counts(model)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.checkpoints.", dir=out_dir.parent) as ckpt:
-        graphs: dict[str, list[int]] = {}
-        callbacks = [xla_graph_counts(graphs)] if placement.kind == "xla" else []
-        if cfg.train.early_stopping_patience:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-        trainer = bucket_trainer_class()(
+    ckpt = checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode)
+    check_run_identity(ckpt, {"mode": mode, "config": cfg.model_dump(mode="json")})
+    resume = latest_valid_checkpoint(ckpt)
+    if resume is not None:
+        print(f"resuming from {resume}", flush=True)
+    graphs: dict[str, list[int]] = {}
+    callbacks = [xla_graph_counts(graphs)] if placement.kind == "xla" else []
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    with stop_on_sigterm() as stop:
+        trainer = bucket_trainer_class(resumable_trainer_class())(
             model=model,
-            args=training_arguments(mode, cfg, ckpt, placement),
+            args=training_arguments(mode, cfg, str(ckpt), placement),
             placement=placement,
             pad_token_id=tokenizer.pad_token_id,
             train_dataset=train_set,
@@ -260,19 +275,25 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
             processing_class=tokenizer,
             compute_metrics=compute_val_metrics,
             callbacks=callbacks,
+            checkpoint_steps=cfg.train.checkpoint_steps,
+            stop=stop,
+            resume_from=str(resume) if resume else None,
         )
         start = time.monotonic()
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - start
-        best = trainer.evaluate()
-        history = epoch_history(trainer.state.log_history)
-        summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
-        if graphs:
-            summary["xla_graphs"] = graphs
-        with atomic_directory(out_dir) as tmp:
-            trainer.save_model(str(tmp))
-            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
-            (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    best = trainer.evaluate()
+    history = epoch_history(trainer.state.log_history)
+    summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
+    summary["final_train_loss"] = trainer.whole_run_training_loss()
+    summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
+    if graphs:
+        summary["xla_graphs"] = graphs
+    with atomic_directory(out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
+        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    shutil.rmtree(ckpt, ignore_errors=True)
     return summary
 
 

@@ -23,7 +23,9 @@ EPOCHS = 3
 
 def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir) -> dict:
     """The real train component in a fresh process on XLA's CPU backend; returns its training summary."""
-    overrides = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16}
+    # Checkpoints at epoch ends only: a mid-epoch checkpoint is a device-to-host copy inside the step loop.
+    overrides = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16,
+                 "train.checkpoint_steps": 0}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES)}
     done = subprocess.run(

@@ -1,0 +1,216 @@
+"""Resumable training: where checkpoints live, which one to resume from, stopping cleanly on SIGTERM.
+
+The Hugging Face Trainer writes `checkpoint-<step>` directories (weights, optimizer, scheduler, RNG states,
+trainer state) and resumes from one. On top of that:
+
+- a checkpoint counts only once its manifest (size and sha256 of every file) has been renamed into place
+  after the Trainer finished writing it; one without a manifest, or whose files do not match it, is partial
+  or corrupt: it is reported, removed and the newest valid checkpoint is used instead;
+- SIGTERM (a preempted Vertex AI job, a stopped container) saves a checkpoint at the end of the current step
+  and ends training with `Interrupted`, so the next run with the same output location resumes there;
+- an epoch's shuffle order depends only on (seed, epoch), and the running training loss travels in the
+  checkpoint, so a resumed run ends with the same weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from components.storage import InputError, atomic_file, fuse_path
+
+MANIFEST = "checkpoint_manifest.json"
+LOSS_STATE = "loss_state.json"
+RUN_IDENTITY = "run.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+VERTEX_CHECKPOINT_ENV = "AIP_CHECKPOINT_DIR"
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on a signal after saving a checkpoint; running again resumes from it."""
+
+
+def checkpoint_root(configured: str | None, out_dir: str | Path, mode: str) -> Path:
+    """Where the checkpoints of `mode` go: the configured directory, else $AIP_CHECKPOINT_DIR (set by Vertex AI
+    custom jobs; a gs:// URI read through the /gcs/ mount), else a hidden directory beside the output."""
+    base = configured or os.environ.get(VERTEX_CHECKPOINT_ENV)
+    if base:
+        return Path(fuse_path(base)) / mode
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(checkpoint: Path) -> list[Path]:
+    return sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not p.name.startswith("."))
+
+
+def write_manifest(checkpoint: Path) -> None:
+    """Commit a finished checkpoint: its manifest appears (atomically) only after every file is written."""
+    files = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in _files(checkpoint)}
+    with atomic_file(checkpoint / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (no manifest, missing, truncated or altered file), or None."""
+    try:
+        files = json.loads((checkpoint / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return "no manifest (the save did not finish)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable manifest"
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def latest_valid_checkpoint(root: Path) -> Path | None:
+    """The newest committed, intact checkpoint under `root`; newer broken ones are reported and removed."""
+    if not root.is_dir():
+        return None
+    steps = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name)))
+    for _, path in reversed(steps):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        print(f"WARNING: skipping checkpoint {path}: {problem}; removing it", flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def check_run_identity(root: Path, identity: dict[str, Any]) -> None:
+    """Record what the checkpoints under `root` belong to; refuse to resume a different run from them."""
+    path = root / RUN_IDENTITY
+    if path.is_file():
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if recorded != identity:
+            differing = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+            raise InputError(f"{root}: checkpoints of another run (differs in {', '.join(differing)}); "
+                             "remove them or set train.checkpoint_dir elsewhere")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(identity, indent=1, sort_keys=True), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[dict[str, bool]]:
+    """While inside, SIGTERM only sets flag["requested"] (the trainer checkpoints and stops at the step end)."""
+    flag = {"requested": False}
+
+    def handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        flag["requested"] = True
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resumable_trainer_class():
+    """A Trainer subclass (built lazily: transformers is imported only when training)."""
+    import torch
+    from transformers import Trainer, TrainerCallback
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        """Length-grouped shuffling whose order depends only on (seed, epoch), so a resumed epoch repeats it."""
+
+        def __init__(self, *args, seed: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            return super().__iter__()
+
+    class _Hooks(TrainerCallback):
+        def __init__(self, trainer, stop: dict[str, bool]):
+            self.trainer, self.stop, self.every = trainer, stop, trainer.checkpoint_steps
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.trainer.restore_loss_state()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.every and state.global_step % self.every == 0:
+                control.should_save = True
+            if self.stop["requested"]:
+                control.should_save = True  # ResumableTrainer._save_checkpoint then raises Interrupted
+
+    class ResumableTrainer(Trainer):
+        """Trainer with step checkpoints, committed manifests, SIGTERM stops and exact resumption."""
+
+        def __init__(self, *args, checkpoint_steps: int = 0, stop: dict[str, bool] | None = None,
+                     resume_from: str | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.checkpoint_steps = checkpoint_steps
+            self.stop = stop if stop is not None else {"requested": False}
+            self.resume_from = resume_from
+            self.add_callback(_Hooks(self, self.stop))
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return EpochSeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset,
+                lengths=dataset[self.args.length_column_name], seed=self.args.data_seed)
+
+        def _save_checkpoint(self, model, trial) -> None:
+            super()._save_checkpoint(model, trial)
+            path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            (path / "training_args.bin").unlink(missing_ok=True)  # a pickle, never read back
+            loss = {"tr_loss": float(self._tr_loss.item()), "total_loss_scalar": self._total_loss_scalar,
+                    "globalstep_last_logged": self._globalstep_last_logged}
+            (path / LOSS_STATE).write_text(json.dumps(loss), encoding="utf-8")
+            write_manifest(path)
+            if self.stop["requested"] and self.state.global_step < self.state.max_steps:
+                # Leave the loop at once: no epoch-end logging or evaluation that a resumed run would not repeat.
+                raise Interrupted(f"stopped by SIGTERM at step {self.state.global_step} of {self.state.max_steps}; "
+                                  f"checkpoint saved in {self.args.output_dir}: run again with the same output "
+                                  "location to resume")
+
+        def restore_loss_state(self) -> None:
+            """Continue the running loss sums of the interrupted run (else a resumed epoch's loss is partial)."""
+            if not self.resume_from:
+                return
+            saved = json.loads((Path(self.resume_from) / LOSS_STATE).read_text(encoding="utf-8"))
+            self._tr_loss = torch.tensor(saved["tr_loss"], device=self.args.device)
+            self._total_loss_scalar = saved["total_loss_scalar"]
+            self._globalstep_last_logged = saved["globalstep_last_logged"]
+
+        def whole_run_training_loss(self) -> float:
+            """Mean training loss over every step of the run, including those before a resume."""
+            return self._total_loss_scalar / max(self.state.global_step, 1)
+
+    return ResumableTrainer
