@@ -9,7 +9,7 @@ config's JSON.
 from typing import Literal, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Markdown, Metrics
+from kfp.dsl import HTML, Markdown, Metrics
 
 from components.base_model import base_model as base_model_op
 from components.config import Config
@@ -45,6 +45,7 @@ class PipelineOutputs(NamedTuple):
     report: Markdown
     metrics: Metrics
     data_report: Markdown
+    html_report: HTML
 
 
 def build_pipeline(cfg: Config, target: Target = "local"):
@@ -77,8 +78,10 @@ def build_pipeline(cfg: Config, target: Target = "local"):
         full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared)
         evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
                                      tokenized=tok.outputs["tokenized"], lora_model=lora.outputs["model"],
-                                     baseline_model=full.outputs["model"])
+                                     baseline_model=full.outputs["model"], train=prep.outputs["train"],
+                                     val=prep.outputs["val"], test=prep.outputs["test"],
+                                     data_report=prep.outputs["report"])
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
-                               data_report=prep.outputs["report"])
+                               data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
 
     return banglasenti_pipeline

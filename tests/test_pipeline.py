@@ -20,7 +20,7 @@ EDGES = {
     "tokenize": {"prepare", "base-model"},
     "train-lora": {"base-model", "tokenize"},
     "train-baseline": {"base-model", "tokenize"},
-    "evaluate": {"base-model", "tokenize", "train-lora", "train-baseline"},
+    "evaluate": {"prepare", "base-model", "tokenize", "train-lora", "train-baseline"},
 }
 FAST = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
         "train.epochs=2"]
