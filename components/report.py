@@ -75,7 +75,7 @@ def per_class_f1_figure(models: dict[str, dict[str, Any]]):
     ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
     ax.set_ylim(0, 1)
     ax.set_ylabel("test F1")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     fig.tight_layout()
     return fig
 
@@ -92,6 +92,10 @@ def curves_figure(summaries: dict[str, dict[str, Any]]):
         loss_ax.plot(epochs, [r.get("val_loss", float("nan")) for r in history], marker="x", linestyle="--",
                      color=line.get_color(), label=f"{name} val")
         f1_ax.plot(epochs, [r.get("val_macro_f1", float("nan")) for r in history], marker="o", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (loss_ax, f1_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.legend(fontsize="small")
