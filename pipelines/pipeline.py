@@ -14,13 +14,14 @@ from kfp.dsl import HTML, Markdown, Metrics
 from components.base_model import base_model as base_model_op
 from components.config import Config
 from components.evaluate import evaluate
+from components.export import export_model
 from components.prepare import prepare
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
 
 Target = Literal["local", "vertex"]
 TARGETS: tuple[str, ...] = ("local", "vertex")
-TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate")
+TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate", "export-model")
 
 
 def _with_image(component, image: str):
@@ -31,7 +32,7 @@ def _with_image(component, image: str):
 def step_components(cfg: Config, target: Target) -> dict[str, object]:
     """The components of each step for a target: as defined for the local runner, in our images on Vertex."""
     steps = {"prepare": prepare, "base_model": base_model_op, "tokenize": tokenize, "train_lora": train_lora,
-             "train_baseline": train_baseline, "evaluate": evaluate}
+             "train_baseline": train_baseline, "evaluate": evaluate, "export": export_model}
     if target == "local":
         return steps
     if target != "vertex":
@@ -81,6 +82,7 @@ def build_pipeline(cfg: Config, target: Target = "local"):
                                      baseline_model=full.outputs["model"], train=prep.outputs["train"],
                                      val=prep.outputs["val"], test=prep.outputs["test"],
                                      data_report=prep.outputs["report"])
+        ops["export"](base_model=base.outputs["model"], lora_model=lora.outputs["model"])
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
                                data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
 

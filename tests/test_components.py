@@ -89,7 +89,7 @@ def test_train_components_use_the_run_parameters(chain):
         "lora_best_val_macro_f1"])
 
 
-@pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate"])
+@pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate", "export"])
 def test_every_step_has_a_command_line(step):
     run = subprocess.run([sys.executable, "-m", f"components.{step}", "--help"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

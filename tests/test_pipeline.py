@@ -21,6 +21,7 @@ EDGES = {
     "train-lora": {"base-model", "tokenize"},
     "train-baseline": {"base-model", "tokenize"},
     "evaluate": {"prepare", "base-model", "tokenize", "train-lora", "train-baseline"},
+    "export-model": {"base-model", "train-lora"},
 }
 FAST = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
         "train.epochs=2"]
@@ -63,7 +64,8 @@ def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path)
     images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()}
     assert images == {"prepare": cfg.pipeline.cpu_image, "base-model": cfg.pipeline.cpu_image,
                       "tokenize": cfg.pipeline.cpu_image, "evaluate": cfg.pipeline.cpu_image,
-                      "train-lora": cfg.pipeline.train_image, "train-baseline": cfg.pipeline.train_image}
+                      "train-lora": cfg.pipeline.train_image, "train-baseline": cfg.pipeline.train_image,
+                      "export-model": cfg.pipeline.cpu_image}
     for ex in executors.values():
         assert "pip install" not in " ".join(ex["container"]["command"])
 
@@ -93,7 +95,8 @@ def test_main_job_runs_the_whole_dag_offline(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     run_dir = Path(re.search(r"Run finished in \d+ s: (\S+)", run.stdout).group(1))
     for task, output in [("prepare", "train"), ("base-model", "model"), ("tokenize", "tokenized"),
-                         ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report")]:
+                         ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report"),
+                         ("evaluate", "html_report"), ("export-model", "model")]:
         assert (run_dir / task / output).exists(), (task, output)
     metrics = executor_metrics(run_dir)
     for model in ("lora", "baseline"):
