@@ -82,7 +82,11 @@ def build_pipeline(cfg: Config, target: Target = "local"):
                                      baseline_model=full.outputs["model"], train=prep.outputs["train"],
                                      val=prep.outputs["val"], test=prep.outputs["test"],
                                      data_report=prep.outputs["report"])
-        ops["export"](base_model=base.outputs["model"], lora_model=lora.outputs["model"])
+        export = ops["export"](base_model=base.outputs["model"], lora_model=lora.outputs["model"])
+        if target == "vertex" and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
+            from pipelines.registry import add_registry_upload
+
+            add_registry_upload(cfg, evaluation, export)
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
                                data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
 
