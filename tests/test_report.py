@@ -130,3 +130,20 @@ def test_report_warns_when_a_transformer_falls_below_the_reference():
     page = render_html({"models": models, "majority_class": majority_class_metrics([2], y)}, {}, {})
     assert "lora collapsed" in page and "lora scores below the TF-IDF reference" in page
     assert "WARNING:</strong> reference" not in page
+
+
+def test_evaluate_command_writes_html_and_the_reference(trained, base_dir, tokenized_dir, prepared_dir, tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "components.evaluate", "--base-model", str(base_dir), "--tokenized",
+                          str(tokenized_dir), "--lora", str(trained["lora"][0]), "--baseline",
+                          str(trained["baseline"][0]), "--splits", str(prepared_dir), "--set",
+                          "report.bootstrap_samples=100", "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["uncertainty"]["samples"] == 100 and "reference" in saved["models"]
+    assert "reference_test_macro_f1" in json.loads(run.stdout.strip().splitlines()[-1])
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "# Data-quality report" in page and "<td>reference</td>" in page
