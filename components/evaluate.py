@@ -26,6 +26,10 @@ from components.storage import atomic_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 HEADLINE = ("accuracy", "macro_f1", "weighted_f1")
+# prepare's findings (its report artifact's metadata) shown in the HTML report, in this order
+DATA_FINDINGS = ("source", "split_method", "seed", "rows_in", "dropped_empty", "dropped_non_bengali",
+                 "exact_duplicate_rows", "conflicting_texts", "dedup_removed_rows", "cross_split_texts",
+                 "non_bengali_rows", "latin_majority_rows")
 
 
 def load_trained_model(model_dir: str | Path, base_dir: str | Path):
@@ -124,7 +128,10 @@ def data_quality_summary(split_paths: dict[str, str], report_text: str | None,
     for name, path in split_paths.items():
         labels = pd.read_parquet(path, columns=["label"])["label"]
         counts[name] = {cls: int((labels == i).sum()) for i, cls in enumerate(CLASS_NAMES)}
-    return {"label_counts": counts, "findings": dict(findings or {}), "markdown": report_text}
+    found = findings or {}
+    shown = {key: int(found[key]) if isinstance(found[key], float) and found[key].is_integer() else found[key]
+             for key in DATA_FINDINGS if key in found}
+    return {"label_counts": counts, "findings": shown, "markdown": report_text}
 
 
 def load_training_summary(model_dir: str | Path) -> dict[str, Any]:

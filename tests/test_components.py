@@ -107,4 +107,5 @@ def test_evaluate_component_outputs(chain):
     assert sum(sum(row["row"]) for row in chain["reference_confusion"].metadata["confusionMatrix"]["rows"]) == 70
     page = Path(chain["html_report"].path).read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == 3
-    assert "<td>cross split texts</td>" in page  # prepare's findings, from the report artifact's metadata
+    assert "<td>cross split texts</td><td>0</td>" in page  # prepare's findings, from the report's metadata
+    assert "<td>rows in</td><td>694</td>" in page
