@@ -288,6 +288,61 @@ class VertexConfig(_Strict):
         return self
 
 
+class ReferenceConfig(_Strict):
+    enabled: bool = Field(True, description="Train the TF-IDF + logistic regression reference in evaluate.")
+    ngram_min: PositiveInt = Field(1, description="Shortest character n-gram (within word boundaries).")
+    ngram_max: PositiveInt = Field(4, description="Longest character n-gram.")
+    max_features: PositiveInt = Field(200000, description="Vocabulary cap of the TF-IDF vectorizer.")
+    c_values: list[PositiveFloat] = Field(
+        default_factory=lambda: [0.3, 1.0, 3.0, 10.0], min_length=1,
+        description="Inverse regularisation strengths tried; the best by val macro-F1 is kept.",
+    )
+    seed: int = Field(42, description="Seed of the logistic regression solver.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReferenceConfig:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError("ngram_min must not exceed ngram_max")
+        return self
+
+
+class ReportConfig(_Strict):
+    bootstrap_samples: PositiveInt = Field(1000, description="Bootstrap resamples of the test split for intervals.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap confidence intervals.")
+    seed: int = Field(0, description="Seed of the bootstrap resampling.")
+
+
+class SweepConfig(_Strict):
+    r: list[PositiveInt] = Field(default_factory=lambda: [8, 16], min_length=1, description="LoRA ranks tried.")
+    alpha_ratio: list[PositiveFloat] = Field(
+        default_factory=lambda: [2.0], min_length=1, description="alpha / r values tried (alpha = ratio x r)."
+    )
+    target_modules: list[list[str]] = Field(
+        default_factory=lambda: [["query", "value"],
+                                 ["query", "key", "value", "attention.output.dense", "intermediate.dense",
+                                  "output.dense"]],
+        min_length=1, description="Target-module lists tried.",
+    )
+    parallelism: int = Field(0, ge=0, description="Trials run at once (0 = no limit; the local runner caps it).")
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every (r, alpha, target_modules) combination, as ParallelFor items."""
+        return [{"r": r, "alpha": max(1, round(ratio * r)), "target_modules": list(targets)}
+                for targets in self.target_modules for r in self.r for ratio in self.alpha_ratio]
+
+
+class RegistryConfig(_Strict):
+    upload: bool = Field(False, description="Vertex target: upload the merged LoRA model to the Model Registry.")
+    min_macro_f1: Fraction = Field(0.6, description="Upload only when the LoRA test macro-F1 reaches this.")
+    display_name: str = Field("banglasenti-lora", description="Display name in the Model Registry.")
+    project: str = Field("", description="Google Cloud project; empty = the pipeline job's own project.")
+    location: str = Field("us-central1", description="Region of the Model Registry.")
+    serving_image: str = Field(
+        "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest",
+        description="Serving container image recorded with the uploaded model.",
+    )
+
+
 class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -296,6 +351,10 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     vertex: VertexConfig = Field(default_factory=VertexConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     def to_json(self) -> str:
         return self.model_dump_json()

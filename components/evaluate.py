@@ -1,7 +1,11 @@
 """evaluate: load the two trained artifacts, predict the test split, compare.
 
     python -m components.evaluate --base-model runs/base --tokenized runs/tok \\
-        --lora runs/lora --baseline runs/full --output-dir runs/eval
+        --lora runs/lora --baseline runs/full --splits runs/prep --output-dir runs/eval
+
+With the prepared splits (`--splits`), a character n-gram TF-IDF + logistic regression reference is trained on
+the same split and scored beside them. Scores come with bootstrap 95 % intervals and paired tests
+(bootstrap, McNemar); the report is written as Markdown and as a self-contained HTML page.
 
 The weights evaluated are the saved artifacts (a LoRA adapter is applied to the base model artifact it
 was trained from), never a fresh model. A model that predicts a single class is flagged as collapsed, and
@@ -14,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.config import CLASS_NAMES
 from components.kfp_support import lightweight_component
@@ -22,6 +26,10 @@ from components.storage import atomic_file, read_parquet, require_model_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 HEADLINE = ("accuracy", "macro_f1", "weighted_f1")
+# prepare's findings (its report artifact's metadata) shown in the HTML report, in this order
+DATA_FINDINGS = ("source", "split_method", "seed", "rows_in", "dropped_empty", "dropped_non_bengali",
+                 "exact_duplicate_rows", "conflicting_texts", "dedup_removed_rows", "cross_split_texts",
+                 "non_bengali_rows", "latin_majority_rows")
 
 
 def load_trained_model(model_dir: str | Path, base_dir: str | Path):
@@ -58,25 +66,73 @@ def predict_logits(model, dataset, batch_size: int, pad_token_id: int) -> np.nda
     return torch.cat(outputs).numpy()
 
 
-def evaluate_models(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
-                    batch_size: int) -> dict[str, Any]:
-    """Test metrics of every model, plus the majority-class reference."""
-
-    from components.metrics import classification_metrics, majority_class_metrics
+def predict_test(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
+                 batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Test labels and every model's predicted classes."""
     from components.tokenization import load_tokenizer
     from components.train import load_tokenized_split
 
     test = load_tokenized_split(tokenized_dir, "test")
-    train_labels = read_parquet(Path(tokenized_dir) / "train.parquet", ["label"])["label"]
-    y_true = np.asarray(test["label"])
     pad_id = load_tokenizer(base_dir).pad_token_id
+    preds = {name: predict_logits(load_trained_model(model_dir, base_dir), test, batch_size, pad_id).argmax(axis=-1)
+             for name, model_dir in model_dirs.items()}
+    return np.asarray(test["label"]), preds
+
+
+def score_predictions(y_true: np.ndarray, preds: dict[str, np.ndarray], train_labels) -> dict[str, Any]:
+    """Test metrics of every model, plus the majority-class reference."""
+    from components.metrics import classification_metrics, majority_class_metrics
+
     results: dict[str, Any] = {"majority_class": majority_class_metrics(train_labels, y_true), "models": {}}
-    for name, model_dir in model_dirs.items():
-        logits = predict_logits(load_trained_model(model_dir, base_dir), test, batch_size, pad_id)
-        metrics = classification_metrics(y_true, logits.argmax(axis=-1))
+    for name, y_pred in preds.items():
+        metrics = classification_metrics(y_true, y_pred)
         metrics["beats_majority_class"] = metrics["macro_f1"] > results["majority_class"]["macro_f1"]
         results["models"][name] = metrics
     return results
+
+
+def evaluate_models(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
+                    batch_size: int) -> dict[str, Any]:
+    """Test metrics of every model, plus the majority-class reference."""
+
+    y_true, preds = predict_test(model_dirs, base_dir, tokenized_dir, batch_size)
+    train_labels = read_parquet(Path(tokenized_dir) / "train.parquet", ["label"])["label"]
+    return score_predictions(y_true, preds, train_labels)
+
+
+def reference_predictions(split_paths: dict[str, str], y_true: np.ndarray, cfg) -> tuple[np.ndarray, dict]:
+    """Train the TF-IDF reference on the prepared train split (C chosen on val); predict the test split."""
+    import pandas as pd
+
+    from components.reference import predict_reference, train_reference
+
+    frames = {name: pd.read_parquet(path) for name, path in split_paths.items()}
+    if not np.array_equal(frames["test"]["label"].to_numpy(), y_true):
+        raise ValueError("the prepared test split does not match the tokenized test split (labels differ)")
+    model, summary = train_reference(frames["train"], frames["val"], cfg)
+    return predict_reference(model, frames["test"]["text"]), summary
+
+
+def model_size_bytes(model_dir: str | Path) -> int:
+    """Bytes of the weights saved in a model directory (safetensors files)."""
+    return sum(p.stat().st_size for p in Path(model_dir).rglob("*.safetensors"))
+
+
+def data_quality_summary(split_paths: dict[str, str], report_text: str | None,
+                         findings: dict[str, Any] | None) -> dict[str, Any]:
+    """Label counts per split (from the prepared splits), prepare's findings and its Markdown report."""
+    import pandas as pd
+
+    from components.config import CLASS_NAMES
+
+    counts = {}
+    for name, path in split_paths.items():
+        labels = pd.read_parquet(path, columns=["label"])["label"]
+        counts[name] = {cls: int((labels == i).sum()) for i, cls in enumerate(CLASS_NAMES)}
+    found = findings or {}
+    shown = {key: int(found[key]) if isinstance(found[key], float) and found[key].is_integer() else found[key]
+             for key in DATA_FINDINGS if key in found}
+    return {"label_counts": counts, "findings": shown, "markdown": report_text}
 
 
 def load_training_summary(model_dir: str | Path) -> dict[str, Any]:
@@ -103,6 +159,7 @@ def render_comparison(results: dict[str, Any], summaries: dict[str, dict[str, An
     maj = results["majority_class"]
     lines.append(f"| majority class | {maj['macro_f1']:.4f} | {maj['accuracy']:.4f} | {maj['weighted_f1']:.4f} "
                  "| - | - | - |")
+    lines += uncertainty_lines(results.get("uncertainty"))
     for name, m in models.items():
         lines += ["", f"## {name}", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         for cls, p in m["per_class"].items():
@@ -120,6 +177,23 @@ def render_comparison(results: dict[str, Any], summaries: dict[str, dict[str, An
     return "\n".join(lines) + "\n"
 
 
+def uncertainty_lines(unc: dict[str, Any] | None) -> list[str]:
+    """Markdown lines: bootstrap intervals of macro-F1 and the paired tests."""
+    if not unc:
+        return []
+    level = round(100 * unc["level"])
+    lines = ["", f"Macro-F1 {level} % bootstrap intervals ({unc['samples']} resamples of the test split): "
+             + ", ".join(f"{name} [{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}]"
+                         for name, ci in unc["intervals"].items()), ""]
+    for t in unc["paired_tests"]:
+        lines.append(f"- {t['a']} - {t['b']}: macro-F1 {t['bootstrap_macro_f1_delta']:+.4f} "
+                     f"[{t['bootstrap_delta_low']:+.3f}, {t['bootstrap_delta_high']:+.3f}], paired bootstrap "
+                     f"p {t['bootstrap_p_value']:.3f}; McNemar p {t['mcnemar_p_value']:.3f} "
+                     f"(only {t['a']} right: {t['mcnemar_a_only_correct']}, only {t['b']} right: "
+                     f"{t['mcnemar_b_only_correct']})")
+    return lines
+
+
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     """Scalar metrics with distinct keys per model (Vertex Experiments merges all Metrics into one row)."""
     flat: dict[str, float] = {}
@@ -130,21 +204,53 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
             flat[f"{name}_test_f1_{cls}"] = p["f1"]
         flat[f"{name}_collapsed"] = float(m["collapsed"])
     flat["majority_class_test_macro_f1"] = results["majority_class"]["macro_f1"]
+    for test in results.get("uncertainty", {}).get("paired_tests", []):
+        pair = f"{test['a']}_vs_{test['b']}"
+        flat[f"{pair}_macro_f1_delta"] = test["bootstrap_macro_f1_delta"]
+        flat[f"{pair}_bootstrap_p"] = test["bootstrap_p_value"]
+        flat[f"{pair}_mcnemar_p"] = test["mcnemar_p_value"]
+    for name, ci in results.get("uncertainty", {}).get("intervals", {}).items():
+        flat[f"{name}_test_macro_f1_ci_low"], flat[f"{name}_test_macro_f1_ci_high"] = ci["macro_f1"]
     return flat
 
 
+PAIRS = [("lora", "baseline"), ("lora", "reference"), ("baseline", "reference")]
+
+
 def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, tokenized_dir: str,
-                 report_path: str) -> dict[str, Any]:
-    """Entry point of the KFP component (and of the command line)."""
+                 report_path: str, split_paths: dict[str, str] | None = None, html_path: str | None = None,
+                 data_report: str | None = None, data_findings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Entry point of the KFP component (and of the command line).
+
+    With the prepared splits (`split_paths`) the TF-IDF reference is trained and the data-quality summary
+    shown; with `html_path` the HTML report is written beside the Markdown one."""
+
     from components.config import config_from_json
     from components.runtime import quiet_libraries
+    from components.stats import compare
 
     quiet_libraries()
     cfg = config_from_json(config_json)
-    results = evaluate_models(model_dirs, base_dir, tokenized_dir, cfg.train.eval_batch_size)
+    y_true, preds = predict_test(model_dirs, base_dir, tokenized_dir, cfg.train.eval_batch_size)
     summaries = {name: load_training_summary(path) for name, path in model_dirs.items()}
+    if split_paths and cfg.reference.enabled:
+        preds["reference"], summaries["reference"] = reference_predictions(split_paths, y_true, cfg.reference)
+    train_labels = read_parquet(Path(tokenized_dir) / "train.parquet", ["label"])["label"]
+    results = score_predictions(y_true, preds, train_labels)
+    r = cfg.report
+    results["uncertainty"] = compare(y_true, preds, [p for p in PAIRS if p[0] in preds and p[1] in preds],
+                                     r.bootstrap_samples, r.confidence, r.seed)
+    results["summaries"] = {name: {k: v for k, v in s.items() if k != "history"} for name, s in summaries.items()}
     with atomic_file(report_path) as tmp:
         tmp.write_text(render_comparison(results, summaries), encoding="utf-8")
+    if html_path:
+        from components.report import render_html
+
+        sizes = {name: model_size_bytes(path) for name, path in model_dirs.items()}
+        report_text = Path(data_report).read_text(encoding="utf-8") if data_report else None
+        quality = data_quality_summary(split_paths, report_text, data_findings) if split_paths else None
+        with atomic_file(html_path) as tmp:
+            tmp.write_text(render_html(results, summaries, sizes, quality), encoding="utf-8")
     for name, m in results["models"].items():
         if m["collapsed"]:
             print(f"WARNING: {name} collapsed to a single predicted class", flush=True)
@@ -158,22 +264,33 @@ def evaluate(
     tokenized: Input[Dataset],
     lora_model: Input[Model],
     baseline_model: Input[Model],
+    train: Input[Dataset],
+    val: Input[Dataset],
+    test: Input[Dataset],
+    data_report: Input[Markdown],
     metrics: Output[Metrics],
     lora_confusion: Output[ClassificationMetrics],
     baseline_confusion: Output[ClassificationMetrics],
+    reference_confusion: Output[ClassificationMetrics],
     report: Output[Markdown],
+    html_report: Output[HTML],
 ):
-    """Test-set metrics of both trained models, confusion matrices and a comparison report."""
+    """Test-set metrics of both trained models and the TF-IDF reference, confusion matrices, and the
+    comparison report (Markdown and HTML)."""
     from components.config import CLASS_NAMES
     from components.evaluate import flat_metrics, run_evaluate
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp
 
     dirs = {"lora": lora_model.path, "baseline": baseline_model.path}
-    results = run_evaluate(config_json, dirs, base_model.path, tokenized.path, report.path)
+    splits = {"train": train.path, "val": val.path, "test": test.path}
+    results = run_evaluate(config_json, dirs, base_model.path, tokenized.path, report.path, splits,
+                           html_report.path, data_report.path, dict(data_report.metadata))
     for key, value in flat_metrics(results).items():
         metrics.log_metric(key, value)
-    for name, artifact in (("lora", lora_confusion), ("baseline", baseline_confusion)):
-        artifact.log_confusion_matrix(list(CLASS_NAMES), results["models"][name]["confusion_matrix"])
+    for name, artifact in (("lora", lora_confusion), ("baseline", baseline_confusion),
+                           ("reference", reference_confusion)):
+        if name in results["models"]:
+            artifact.log_confusion_matrix(list(CLASS_NAMES), results["models"][name]["confusion_matrix"])
     stamp(report, **flat_metrics(results), **carry(base_model, BASE_MODEL_KEYS),
           **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))
 
@@ -186,13 +303,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenized", required=True, help="directory of tokenized splits")
     parser.add_argument("--lora", required=True, help="trained LoRA model directory")
     parser.add_argument("--baseline", required=True, help="trained full fine-tuning model directory")
-    parser.add_argument("--output-dir", required=True, help="directory for report.md and metrics.json")
+    parser.add_argument("--splits", help="prepare's output directory (train/val/test.parquet, report.md): adds "
+                        "the TF-IDF reference and the data-quality summary")
+    parser.add_argument("--output-dir", required=True, help="directory for report.md, report.html, metrics.json")
 
     def work(args) -> None:
+        from components.config import SPLITS
+
         cfg = load_cli_config(args)
         out = Path(args.output_dir)
         dirs = {"lora": args.lora, "baseline": args.baseline}
-        results = run_evaluate(cfg.to_json(), dirs, args.base_model, args.tokenized, str(out / "report.md"))
+        splits = {name: str(Path(args.splits) / f"{name}.parquet") for name in SPLITS} if args.splits else None
+        data_report = Path(args.splits) / "report.md" if args.splits else None
+        results = run_evaluate(cfg.to_json(), dirs, args.base_model, args.tokenized, str(out / "report.md"), splits,
+                               str(out / "report.html"),
+                               str(data_report) if data_report and data_report.exists() else None)
         with atomic_file(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
         print(json.dumps({k: round(v, 4) for k, v in flat_metrics(results).items() if "test_macro_f1" in k}))

@@ -10,11 +10,12 @@ environment for the artifacts' lineage (components/lineage.py); pipelines/vertex
 from typing import Literal, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Markdown, Metrics
+from kfp.dsl import HTML, Markdown, Metrics
 
 from components.base_model import base_model as base_model_op
 from components.config import Config
 from components.evaluate import evaluate
+from components.export import export_model
 from components.lineage import git_commit, step_environment
 from components.prepare import prepare
 from components.tokenization import tokenize
@@ -23,7 +24,7 @@ from pipelines import vertex as on_vertex
 
 Target = Literal["local", "vertex"]
 TARGETS: tuple[str, ...] = ("local", "vertex")
-TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate")
+TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate", "export-model")
 
 
 def _with_image(component, image: str):
@@ -39,7 +40,7 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
     """The components of each step for a target: as defined for the local runner, in our images on Vertex,
     where the training steps are custom jobs."""
     steps = {"prepare": prepare, "base_model": base_model_op, "tokenize": tokenize, "train_lora": train_lora,
-             "train_baseline": train_baseline, "evaluate": evaluate}
+             "train_baseline": train_baseline, "evaluate": evaluate, "export": export_model}
     if target == "local":
         return steps
     if target != "vertex":
@@ -54,6 +55,7 @@ class PipelineOutputs(NamedTuple):
     report: Markdown
     metrics: Metrics
     data_report: Markdown
+    html_report: HTML
 
 
 def build_pipeline(cfg: Config, target: Target = "local"):
@@ -94,14 +96,22 @@ def build_pipeline(cfg: Config, target: Target = "local"):
         full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train-baseline"))
         evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
                                      tokenized=tok.outputs["tokenized"], lora_model=lora.outputs["model"],
-                                     baseline_model=full.outputs["model"])
+                                     baseline_model=full.outputs["model"], train=prep.outputs["train"],
+                                     val=prep.outputs["val"], test=prep.outputs["test"],
+                                     data_report=prep.outputs["report"])
+        export = ops["export"](base_model=base.outputs["model"], lora_model=lora.outputs["model"])
         if vertex:
-            on_vertex.configure_tasks(cfg, commit, cpu_tasks=(prep, base, tok, evaluation), train_tasks=(lora, full))
+            on_vertex.configure_tasks(cfg, commit, cpu_tasks=(prep, base, tok, evaluation, export),
+                                      train_tasks=(lora, full))
+            if cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
+                from pipelines.registry import add_registry_upload
+
+                add_registry_upload(cfg, evaluation, export)
         else:
-            for task in (prep, base, tok, lora, full, evaluation):
+            for task in (prep, base, tok, lora, full, evaluation, export):
                 for key, value in step_environment(None, commit).items():
                     task.set_env_variable(key, value)
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
-                               data_report=prep.outputs["report"])
+                               data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
 
     return banglasenti_pipeline

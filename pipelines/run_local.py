@@ -36,6 +36,7 @@ def run_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str,
         "wall_seconds": wall,
         "report": report,
         "data_report": Path(task.outputs["data_report"].path),
+        "html_report": Path(task.outputs["html_report"].path),
         "metrics": task.outputs["metrics"].metadata,
     }
 
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {path.parent.name}/{path.name}: {path}")
     metrics = result["metrics"]
     print("\nTest macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
-                                         for name in ("lora", "baseline", "majority_class")))
+                                         for name in ("lora", "baseline", "reference", "majority_class")
+                                         if f"{name}_test_macro_f1" in metrics))
     print(f"Comparison report: {result['report']}")
+    print(f"HTML report: {result['html_report']}")
     print(f"Data-quality report: {result['data_report']}")
     return 0
 

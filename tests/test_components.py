@@ -43,12 +43,15 @@ def chain(tmp_path_factory, fast_cfg):
     train_lora.python_func(lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"], learning_rate=2e-3,
                            model=a["lora"], metrics=a["lora_metrics"], **shared)
     train_baseline.python_func(learning_rate=3e-4, model=a["baseline"], metrics=a["baseline_metrics"], **shared)
-    for name in ("metrics", "lora_confusion", "baseline_confusion"):
+    for name in ("metrics", "lora_confusion", "baseline_confusion", "reference_confusion"):
         a[name] = artifact(dsl.ClassificationMetrics if "confusion" in name else dsl.Metrics, root / name)
     a["report"] = artifact(dsl.Markdown, root / "report")
+    a["html_report"] = artifact(dsl.HTML, root / "html_report")
     evaluate.python_func(config_json=cfg, base_model=a["base"], tokenized=a["tokenized"], lora_model=a["lora"],
-                         baseline_model=a["baseline"], metrics=a["metrics"], lora_confusion=a["lora_confusion"],
-                         baseline_confusion=a["baseline_confusion"], report=a["report"])
+                         baseline_model=a["baseline"], train=a["train"], val=a["val"], test=a["test"],
+                         data_report=a["data_report"], metrics=a["metrics"], lora_confusion=a["lora_confusion"],
+                         baseline_confusion=a["baseline_confusion"], reference_confusion=a["reference_confusion"],
+                         report=a["report"], html_report=a["html_report"])
     return a
 
 
@@ -86,7 +89,7 @@ def test_train_components_use_the_run_parameters(chain):
         "lora_best_val_macro_f1"])
 
 
-@pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate"])
+@pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate", "export"])
 def test_every_step_has_a_command_line(step):
     run = subprocess.run([sys.executable, "-m", f"components.{step}", "--help"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -100,6 +103,12 @@ def test_evaluate_component_outputs(chain):
     assert [s["displayName"] for s in confusion["annotationSpecs"]] == ["negative", "positive", "neutral"]
     assert sum(sum(row["row"]) for row in confusion["rows"]) == 70
     assert "# LoRA vs full fine-tuning" in Path(chain["report"].path).read_text(encoding="utf-8")
+    assert 0 <= metrics["reference_test_macro_f1"] <= 1 and "lora_vs_baseline_mcnemar_p" in metrics
+    assert sum(sum(row["row"]) for row in chain["reference_confusion"].metadata["confusionMatrix"]["rows"]) == 70
+    page = Path(chain["html_report"].path).read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "<td>cross split texts</td><td>0</td>" in page  # prepare's findings, from the report's metadata
+    assert "<td>rows in</td><td>694</td>" in page
 
 
 def test_trained_models_and_the_report_carry_lineage(chain):

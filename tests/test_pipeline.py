@@ -20,7 +20,8 @@ EDGES = {
     "tokenize": {"prepare", "base-model"},
     "train-lora": {"base-model", "tokenize"},
     "train-baseline": {"base-model", "tokenize"},
-    "evaluate": {"base-model", "tokenize", "train-lora", "train-baseline"},
+    "evaluate": {"prepare", "base-model", "tokenize", "train-lora", "train-baseline"},
+    "export-model": {"base-model", "train-lora"},
 }
 FAST = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
         "train.epochs=2"]
@@ -61,8 +62,8 @@ def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path)
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex"))
     executors = spec["deploymentSpec"]["executors"]
     images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()}
-    assert {name: images[name] for name in ("prepare", "base-model", "tokenize", "evaluate")} == dict.fromkeys(
-        ("prepare", "base-model", "tokenize", "evaluate"), cfg.pipeline.cpu_image)
+    cpu_steps = ("prepare", "base-model", "tokenize", "evaluate", "export-model")
+    assert {name: images[name] for name in cpu_steps} == dict.fromkeys(cpu_steps, cfg.pipeline.cpu_image)
     for step in ("train-lora", "train-baseline"):  # custom jobs: the image is in the job's worker pool
         pools = spec["components"][f"comp-{step}"]["inputDefinitions"]["parameters"]["worker_pool_specs"]
         assert [pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]] == [cfg.pipeline.train_image]
@@ -96,7 +97,8 @@ def test_main_job_runs_the_whole_dag_offline(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     run_dir = Path(re.search(r"Run finished in \d+ s: (\S+)", run.stdout).group(1))
     for task, output in [("prepare", "train"), ("base-model", "model"), ("tokenize", "tokenized"),
-                         ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report")]:
+                         ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report"),
+                         ("evaluate", "html_report"), ("export-model", "model")]:
         assert (run_dir / task / output).exists(), (task, output)
     metrics = executor_metrics(run_dir)
     for model in ("lora", "baseline"):

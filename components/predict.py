@@ -1,0 +1,128 @@
+"""predict: labels and class probabilities from a trained or exported model.
+
+    python -m components.predict --model runs/export/merged --text "খুব ভালো লাগলো" --text "একদম বাজে"
+    python -m components.predict --model runs/export --input reviews.csv --output predictions.parquet
+    python -m components.predict --model runs/lora --base-model runs/base --input data.tsv \\
+        --set data.text_column=review
+
+--model takes a merged or fully fine-tuned save_pretrained directory, an export directory (its merged/ is
+used), or a LoRA adapter directory together with --base-model. Input tables are csv/tsv/jsonl/parquet (local,
+https:// or gs://) read like prepare reads them (`data.text_column`, `data.format`); texts are cleaned,
+tokenized to the same bucket lengths as in training and predicted in batches (`train.eval_batch_size`).
+Without --output, one JSON object per text is printed; with it, the format follows the extension.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.config import CLASS_NAMES, Config
+from components.storage import InputError, atomic_file
+
+PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """An export directory's merged/ model, or the directory itself."""
+    from components.export import MERGED
+
+    model = Path(model)
+    if not model.is_dir():
+        raise InputError(f"{model}: no such model directory")
+    return model / MERGED if (model / MERGED / "config.json").exists() else model
+
+
+def load_model(model: str | Path, base_model: str | Path | None):
+    """(model in eval mode, tokenizer) from a merged/full directory or an adapter with its base."""
+    from components.evaluate import ADAPTER_CONFIG, load_trained_model
+    from components.tokenization import load_tokenizer
+
+    model_dir = resolve_model_dir(model)
+    if (model_dir / ADAPTER_CONFIG).exists() and base_model is None:
+        raise InputError(f"{model_dir}: a LoRA adapter; give the base model it was trained on with --base-model")
+    return load_trained_model(model_dir, base_model or model_dir), load_tokenizer(model_dir)
+
+
+def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFrame:
+    """Predicted label, class id and class probabilities for every text, in input order."""
+    import datasets
+    import torch
+
+    from components.evaluate import predict_logits
+    from components.prepare import as_text, clean_text
+    from components.tokenization import tokenize_frame
+
+    frame = pd.DataFrame({"text": [clean_text(as_text(t)) for t in texts], "label": 0})
+    table, _ = tokenize_frame(frame, tokenizer, cfg.tokenize)
+    dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
+    logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id)
+    probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    ids = probs.argmax(axis=-1)
+    out = pd.DataFrame({"text": list(texts), "label": [CLASS_NAMES[i] for i in ids], "label_id": ids})
+    for k, column in enumerate(PROBABILITY_COLUMNS):
+        out[column] = probs[:, k].astype(np.float64)
+    return out
+
+
+def read_texts(uri: str, cfg: Config) -> list[str]:
+    """The text column of a csv/tsv/jsonl/parquet table (local, https:// or gs://)."""
+    from components.prepare import as_text, read_table
+    from components.storage import local_copy
+
+    with tempfile.TemporaryDirectory() as workdir:
+        frame = read_table(local_copy(uri, Path(workdir)), cfg.data.format)
+    if cfg.data.text_column not in frame.columns:
+        raise InputError(f"{uri}: missing column {cfg.data.text_column!r}; found {list(frame.columns)} "
+                         "(choose one with --set data.text_column=NAME)")
+    return [as_text(v) for v in frame[cfg.data.text_column]]
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write by extension: .csv, .tsv, .jsonl or .parquet."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with atomic_file(path) as tmp:
+        if suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        elif suffix in (".csv", ".tsv"):
+            frame.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+        elif suffix in (".jsonl", ".ndjson"):
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            raise InputError(f"{path}: unsupported output extension {suffix!r} (use .csv, .tsv, .jsonl or .parquet)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from components.cli import base_parser, load_cli_config, run_cli
+    from components.runtime import quiet_libraries
+
+    parser = base_parser(__doc__)
+    parser.add_argument("--model", required=True, help="merged/full model, export or LoRA adapter directory")
+    parser.add_argument("--base-model", help="base model directory (only for a LoRA adapter directory)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="table of texts: csv/tsv/jsonl/parquet, local, https:// or gs://")
+    source.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    parser.add_argument("--output", help="write predictions here (.csv/.tsv/.jsonl/.parquet) instead of stdout")
+
+    def work(args) -> None:
+        quiet_libraries()
+        cfg = load_cli_config(args)
+        texts = args.text if args.text else read_texts(args.input, cfg)
+        model, tokenizer = load_model(args.model, args.base_model)
+        predictions = predict_texts(texts, model, tokenizer, cfg)
+        if args.output:
+            write_predictions(predictions, args.output)
+            print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
+        else:
+            for record in predictions.to_dict(orient="records"):
+                print(json.dumps(record, ensure_ascii=False, default=int))
+
+    return run_cli(parser, work, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The LoRA sweep pipeline: train-lora over a grid of (r, alpha, target modules), best trial by val macro-F1.
+
+    python pipelines/sweep.py --run-local                      # local runner, configs/local.yaml (~3 min, 2 cores)
+    python pipelines/sweep.py --run-local --set train.epochs=2 --set 'sweep.r=[4, 8]'
+    python pipelines/sweep.py --config configs/banglasenti.yaml --output sweep.yaml   # compile for Vertex AI
+
+prepare -> base-model -> tokenize -> ParallelFor(grid){train-lora} -> select-best-trial -> evaluate (against
+train-baseline and the TF-IDF reference) and export-model. The grid (`sweep.*` in the config, expanded by
+`SweepConfig.grid()`) is the pipeline parameter `sweep_grid`, so a submission can replace it. The KFP local
+runner (kfp 2.17) runs ParallelFor and dsl.Collected; it runs at most two trials at once.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Markdown, Metrics
+
+from components.config import CONFIG_DIR, Config, ConfigError, load_config
+from components.sweep import select_best_trial
+from pipelines import vertex as on_vertex
+from pipelines.pipeline import Target, step_components
+
+SWEEP_TASKS = ("prepare", "base-model", "tokenize", "for-loop-1", "select-best-trial", "train-baseline", "evaluate",
+               "export-model")
+
+
+class SweepOutputs(NamedTuple):
+    report: Markdown
+    html_report: HTML
+    leaderboard: Markdown
+    metrics: Metrics
+
+
+def build_sweep_pipeline(cfg: Config, target: Target = "local"):
+    """The sweep pipeline for `cfg` and `target` (same step components as the main pipeline)."""
+    ops = step_components(cfg, target)
+    select = select_best_trial
+    if target == "vertex":
+        select = dsl.component(select_best_trial.python_func, base_image=cfg.pipeline.cpu_image,
+                               install_kfp_package=False)
+    config_json = cfg.to_json()
+
+    def job_args(name: str) -> dict:
+        """On Vertex AI, each custom job's own output (and checkpoint) directory; a trial's is named by its task."""
+        return on_vertex.job_arguments(ops[name.replace("-", "_")], cfg, name) if target == "vertex" else {}
+
+    @dsl.pipeline(name=f"{cfg.pipeline.name}-lora-sweep",
+                  description="Bengali sentiment: a LoRA (r, alpha, target modules) sweep against full fine-tuning.")
+    def lora_sweep_pipeline(
+        data_uri: str = cfg.data.uri,
+        base_model: str = cfg.model.name,
+        sweep_grid: list = cfg.sweep.grid(),  # noqa: B008 - KFP reads the default
+        lora_learning_rate: float = cfg.train.lora_learning_rate,
+        baseline_learning_rate: float = cfg.train.baseline_learning_rate,
+        epochs: int = cfg.train.epochs,
+        batch_size: int = cfg.train.batch_size,
+        seed: int = cfg.train.seed,
+    ) -> SweepOutputs:
+        prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed)
+        base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
+        tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
+                              train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+        shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                  "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        with dsl.ParallelFor(sweep_grid, parallelism=cfg.sweep.parallelism or None) as trial:
+            lora = ops["train_lora"](lora_r=trial.r, lora_alpha=trial.alpha, lora_target_modules=trial.target_modules,
+                                     learning_rate=lora_learning_rate, **shared,
+                                     **job_args(f"train-lora-{dsl.PIPELINE_TASK_ID_PLACEHOLDER}"))
+        best = select(trials=dsl.Collected(lora.outputs["model"]))
+        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train-baseline"))
+        evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
+                                     tokenized=tok.outputs["tokenized"], lora_model=best.outputs["best_model"],
+                                     baseline_model=full.outputs["model"], train=prep.outputs["train"],
+                                     val=prep.outputs["val"], test=prep.outputs["test"],
+                                     data_report=prep.outputs["report"])
+        ops["export"](base_model=base.outputs["model"], lora_model=best.outputs["best_model"])
+        return SweepOutputs(report=evaluation.outputs["report"], html_report=evaluation.outputs["html_report"],
+                            leaderboard=best.outputs["leaderboard"], metrics=evaluation.outputs["metrics"])
+
+    return lora_sweep_pipeline
+
+
+def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str, Any]:
+    """Run the sweep with kfp.local's SubprocessRunner in this environment; return the report paths."""
+    from kfp import local
+
+    root = Path(pipeline_root or cfg.pipeline.local_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    task = build_sweep_pipeline(cfg, "local")()
+    return {name: Path(task.outputs[name].path) for name in ("report", "html_report", "leaderboard")} | {
+        "metrics": task.outputs["metrics"].metadata}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kfp import compiler
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="experiment YAML (default: local.yaml with --run-local, else "
+                                         "banglasenti.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--run-local", action="store_true", help="run with the KFP local runner")
+    mode.add_argument("--output", help="compile for Vertex AI into this YAML file")
+    parser.add_argument("--pipeline-root", help="local runs: where artifacts go")
+    args = parser.parse_args(argv)
+    default = "local.yaml" if args.run_local else "banglasenti.yaml"
+    try:
+        cfg = load_config(args.config or CONFIG_DIR / default, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.output:
+        compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=args.output)
+        print(f"wrote {args.output}")
+        return 0
+    try:
+        result = run_sweep_local(cfg, args.pipeline_root)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(result["leaderboard"].read_text(encoding="utf-8"))
+    metrics = result["metrics"]
+    print("Test macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
+                                        for name in ("lora", "baseline", "reference") if f"{name}_test_macro_f1"
+                                        in metrics))
+    for name in ("leaderboard", "report", "html_report"):
+        print(f"{name}: {result[name]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
