@@ -43,9 +43,9 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
                                install_kfp_package=False)
     config_json = cfg.to_json()
 
-    def job_args(name: str) -> dict:
+    def job_args(step: str, name: str) -> dict:
         """On Vertex AI, each custom job's own output (and checkpoint) directory; a trial's is named by its task."""
-        return on_vertex.job_arguments(ops[name.replace("-", "_")], cfg, name) if target == "vertex" else {}
+        return on_vertex.job_arguments(ops[step], cfg, name) if target == "vertex" else {}
 
     @dsl.pipeline(name=f"{cfg.pipeline.name}-lora-sweep",
                   description="Bengali sentiment: a LoRA (r, alpha, target modules) sweep against full fine-tuning.")
@@ -68,9 +68,9 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
         with dsl.ParallelFor(sweep_grid, parallelism=cfg.sweep.parallelism or None) as trial:
             lora = ops["train_lora"](lora_r=trial.r, lora_alpha=trial.alpha, lora_target_modules=trial.target_modules,
                                      learning_rate=lora_learning_rate, **shared,
-                                     **job_args(f"train-lora-{dsl.PIPELINE_TASK_ID_PLACEHOLDER}"))
+                                     **job_args("train_lora", f"train-lora-{dsl.PIPELINE_TASK_ID_PLACEHOLDER}"))
         best = select(trials=dsl.Collected(lora.outputs["model"]))
-        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train-baseline"))
+        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train_baseline", "train-baseline"))
         evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
                                      tokenized=tok.outputs["tokenized"], lora_model=best.outputs["best_model"],
                                      baseline_model=full.outputs["model"], train=prep.outputs["train"],

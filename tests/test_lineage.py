@@ -82,7 +82,7 @@ def test_every_step_gets_the_commit_it_was_compiled_from(tmp_path, target):
     commit = git_commit()
     assert commit.split("-")[0] == git(ROOT, "rev-parse", "HEAD")
     text = json.dumps(spec)
-    assert text.count(f'"value": "{commit}"') == 6  # four containers and two custom jobs, or six containers
+    assert text.count(f'"value": "{commit}"') == 7  # five containers and two custom jobs, or seven containers
 
 
 def test_imported_raw_data_is_read_from_gcs_and_every_artifact_carries_lineage(gcs_emulator, tmp_path, fast_cfg,

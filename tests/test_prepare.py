@@ -199,13 +199,13 @@ def test_reads_over_http_and_reports_404(http_dir, tmp_path_factory):
 def test_reads_from_gcs(gcs_emulator, tmp_path):
     from components.storage import gcs_client
 
-    bucket = gcs_client().create_bucket("raw-data")
+    bucket = gcs_client().create_bucket("prepare-raw-data")
     bucket.blob("sets/data.csv").upload_from_string(make_frame().to_csv(index=False))
-    prepared = prepare_data("gs://raw-data/sets/data.csv", DataConfig(), tmp_path)
-    assert prepared.stats["source"] == "gs://raw-data/sets/data.csv"
+    prepared = prepare_data("gs://prepare-raw-data/sets/data.csv", DataConfig(), tmp_path)
+    assert prepared.stats["source"] == "gs://prepare-raw-data/sets/data.csv"
     assert sum(prepared.stats["rows_out"].values()) == 80
-    with pytest.raises(InputError, match="gs://raw-data/sets/missing.csv: not found"):
-        prepare_data("gs://raw-data/sets/missing.csv", DataConfig(), tmp_path)
+    with pytest.raises(InputError, match="gs://prepare-raw-data/sets/missing.csv: not found"):
+        prepare_data("gs://prepare-raw-data/sets/missing.csv", DataConfig(), tmp_path)
 
 
 def test_sample_is_shipped_and_usable():

@@ -1,6 +1,5 @@
 """The LoRA sweep: grid, trial selection, compiled ParallelFor spec, and a whole local run."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +65,11 @@ def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
     assert loop_body["lora_r"]["parameterExpressionSelector"] == 'parseJson(string_value)["r"]'
     images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
     assert images["exec-select-best-trial"] == cfg.pipeline.cpu_image
-    assert images["exec-train-lora"] == cfg.pipeline.train_image
+    pools = spec["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]["worker_pool_specs"]
+    assert [pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]] == [cfg.pipeline.train_image]
+    # each trial's custom job writes (and resumes) under a directory of its own task
+    out_dir = loop_body["base_output_directory"]["runtimeValue"]["constant"]
+    assert out_dir.endswith("/{{$.pipeline_job_uuid}}/train-lora-{{$.pipeline_task_uuid}}")
 
 
 @pytest.mark.slow
