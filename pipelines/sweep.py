@@ -70,7 +70,8 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
                                      learning_rate=lora_learning_rate, **shared,
                                      **job_args("train_lora", f"train-lora-{dsl.PIPELINE_TASK_ID_PLACEHOLDER}"))
         best = select(trials=dsl.Collected(lora.outputs["model"]))
-        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train_baseline", "train-baseline"))
+        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared,
+                                     **job_args("train_baseline", "train-baseline"))
         evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
                                      tokenized=tok.outputs["tokenized"], lora_model=best.outputs["best_model"],
                                      baseline_model=full.outputs["model"], train=prep.outputs["train"],

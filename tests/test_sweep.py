@@ -1,5 +1,6 @@
 """The LoRA sweep: grid, trial selection, compiled ParallelFor spec, and a whole local run."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
