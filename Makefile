@@ -46,7 +46,7 @@ test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA envi
 	$(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py
 
 benchmark: setup  ## training throughput, the original's settings against ours (see docs/performance.md)
-	$(BIN)/python benchmarks/throughput.py --json benchmarks/results-cpu.json
+	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/cpu.json
 
 compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 	$(BIN)/python pipelines/compile.py
