@@ -77,3 +77,11 @@ def test_val_metrics_skip_filler_rows():
     labels = np.array([0, 1, 2, IGNORED_LABEL])
     assert compute_val_metrics((logits, labels))["macro_f1"] == 1.0
     assert compute_val_metrics((logits, np.array([0, 1, 2, 1])))["macro_f1"] < 1.0
+
+
+def test_training_summary_records_device_and_batches(trained, fast_cfg):
+    for _, summary in trained.values():
+        placement = summary["placement"]
+        assert (placement["kind"], placement["devices"], placement["precision"]) == ("cpu", 1, "fp32")
+        assert placement["global_batch"] == placement["per_device_batch"] == fast_cfg.train.batch_size
+        assert "xla_graphs" not in summary
