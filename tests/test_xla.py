@@ -15,7 +15,6 @@ import pytest
 from tests.conftest import FAST_OVERRIDES, ROOT
 
 pytestmark = pytest.mark.xla
-pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: run `make test-xla`")
 
 DEVICES = 2
 EPOCHS = 3
@@ -43,6 +42,7 @@ def buckets_used(tokenized_dir, split: str) -> int:
 
 @pytest.mark.parametrize("mode", ["lora", "baseline"])
 def test_data_parallel_training_with_static_shapes(mode, base_dir, tokenized_dir, tmp_path):
+    pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
     summary = train_on_xla(mode, base_dir, tokenized_dir, tmp_path / mode)
 
     placement = summary["placement"]
