@@ -52,10 +52,10 @@ def test_data_parallel_training_with_static_shapes(mode, base_dir, tokenized_dir
 
     graphs = summary["xla_graphs"]
     assert len(graphs["step_loop_compiles"]) == EPOCHS
-    # First epoch: one training graph per bucket, plus the first step's (it creates the optimizer state).
-    assert 1 <= graphs["step_loop_compiles"][0] <= buckets_used(tokenized_dir, "train") + 1
-    # Later epochs and evaluations reuse them: nothing compiles after the first epoch.
-    assert graphs["step_loop_compiles"][1:] == [0] * (EPOCHS - 1)
+    # Training: at most one graph per bucket over the whole run, plus the first step's (it creates the optimizer
+    # state). A bucket can first appear as a batch width in a later epoch (batches take their widest row).
+    assert 1 <= sum(graphs["step_loop_compiles"]) <= buckets_used(tokenized_dir, "train") + 1
+    # Evaluation batches are the same every epoch: the evaluations after the first compile nothing.
     assert graphs["after_loop_compiles"][1:] == [0] * (len(graphs["after_loop_compiles"]) - 1)
     assert graphs["step_loop_host_transfers"] == [0] * EPOCHS
 
