@@ -15,7 +15,6 @@ trainer state) and resumes from one. On top of that:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from components.storage import InputError, atomic_file, fuse_path
+from components.storage import InputError, atomic_file, fuse_path, sha256_file
 
 MANIFEST = "checkpoint_manifest.json"
 LOSS_STATE = "loss_state.json"
@@ -48,14 +47,6 @@ def checkpoint_root(configured: str | None, out_dir: str | Path, mode: str) -> P
     return out_dir.parent / f".{out_dir.name}.checkpoints"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files(checkpoint: Path) -> list[Path]:
     return sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST
                   and not p.name.startswith("."))
@@ -63,7 +54,7 @@ def _files(checkpoint: Path) -> list[Path]:
 
 def write_manifest(checkpoint: Path) -> None:
     """Commit a finished checkpoint: its manifest appears (atomically) only after every file is written."""
-    files = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    files = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
              for p in _files(checkpoint)}
     with atomic_file(checkpoint / MANIFEST) as tmp:
         tmp.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
@@ -83,7 +74,7 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
-        if _sha256(path) != expected["sha256"]:
+        if sha256_file(path) != expected["sha256"]:
             return f"{name} does not match its sha256"
     return None
 

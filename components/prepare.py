@@ -9,7 +9,6 @@ Conflicting labels for one text: the most frequent label wins, ties are dropped 
 """
 
 
-import hashlib
 import json
 import re
 import tempfile
@@ -24,7 +23,7 @@ from kfp.dsl import Dataset, Input, Markdown, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, SPLITS, DataConfig
 from components.kfp_support import lightweight_component
-from components.storage import InputError, atomic_file, local_copy
+from components.storage import InputError, atomic_file, local_copy, sha256_file
 
 BENGALI = re.compile(r"[\u0980-\u09E3\u09F0\u09F1]")  # letters and vowel signs; not digits or symbols
 LATIN = re.compile(r"[A-Za-z]")
@@ -316,14 +315,6 @@ def render_report(stats: dict[str, Any]) -> str:
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- **{w}**" for w in warnings]
     return "\n".join(lines) + "\n"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare_data(uri: str, cfg: DataConfig, workdir: Path) -> PreparedData:

@@ -127,7 +127,7 @@ def check_images(spec_text: str) -> str | None:
 
 def upload_destination(path: Path, staging_bucket: str) -> str:
     """gs://<staging bucket>/data/<sha256 prefix>/<name>: the same file always lands at the same URI."""
-    from components.prepare import sha256_file
+    from components.storage import sha256_file
 
     if not path.is_file():
         raise SubmitError(f"--upload-data {path}: no such file")
