@@ -58,6 +58,20 @@ class PipelineOutputs(NamedTuple):
     html_report: HTML
 
 
+def data_steps(ops: dict[str, object], cfg: Config, target: Target, data_uri, base_model, seed):
+    """prepare, base-model and tokenize inside a pipeline function (with the raw-data importer for gs:// data on
+    Vertex AI); returns the three tasks."""
+    raw = {}
+    if target == "vertex" and cfg.data.uri.startswith("gs://"):
+        raw = {"raw_data": on_vertex.import_raw_data(cfg, data_uri).output}
+    config_json = cfg.to_json()
+    prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed, **raw)
+    base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
+    tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
+                          train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+    return prep, base, tok
+
+
 def build_pipeline(cfg: Config, target: Target = "local"):
     """Build the KFP pipeline for `cfg` and `target`."""
     commit = git_commit()
@@ -82,13 +96,7 @@ def build_pipeline(cfg: Config, target: Target = "local"):
         batch_size: int = cfg.train.batch_size,
         seed: int = cfg.train.seed,
     ) -> PipelineOutputs:
-        raw = {}
-        if vertex and cfg.data.uri.startswith("gs://"):
-            raw = {"raw_data": on_vertex.import_raw_data(cfg, data_uri).output}
-        prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed, **raw)
-        base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
-        tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
-                              train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+        prep, base, tok = data_steps(ops, cfg, target, data_uri, base_model, seed)
         shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                   "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
         lora = ops["train_lora"](lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,

@@ -21,7 +21,7 @@ from kfp.dsl import HTML, Markdown, Metrics
 from components.config import CONFIG_DIR, Config, ConfigError, load_config
 from components.sweep import select_best_trial
 from pipelines import vertex as on_vertex
-from pipelines.pipeline import Target, step_components
+from pipelines.pipeline import Target, data_steps, step_components
 
 SWEEP_TASKS = ("prepare", "base-model", "tokenize", "for-loop-1", "select-best-trial", "train-baseline", "evaluate",
                "export-model")
@@ -59,10 +59,7 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
         batch_size: int = cfg.train.batch_size,
         seed: int = cfg.train.seed,
     ) -> SweepOutputs:
-        prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed)
-        base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
-        tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
-                              train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+        prep, base, tok = data_steps(ops, cfg, target, data_uri, base_model, seed)
         shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
                   "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
         with dsl.ParallelFor(sweep_grid, parallelism=cfg.sweep.parallelism or None) as trial:

@@ -184,6 +184,19 @@ TEXTS = st.one_of(st.sampled_from(["ভালো", "খারাপ", "ঠিক
                   st.text(max_size=30))
 
 
+def prepare_or_clean_error(path, work) -> None:
+    """Prepare `path`: either a one-line InputError, or splits that partition what the file holds exactly
+    (read back, since csv may reinterpret, e.g. an empty last row)."""
+    try:
+        prepared = prepare_data(str(path), DataConfig(), work)
+    except InputError as err:
+        assert "\n" not in str(err) and str(err)
+        event("clean error")
+        return
+    event("prepared")
+    check_partition(prepared, prepare.read_table(path))
+
+
 def check_partition(prepared, frame: pd.DataFrame) -> None:
     """Splits are disjoint, cover exactly the kept rows, and each row keeps its cleaned text and label."""
     rows = [r for part in prepared.splits.values() for r in part["row"].tolist()]
@@ -214,15 +227,7 @@ def test_random_tables_give_a_clean_error_or_an_exact_partition(tmp_path_factory
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
     else:
         frame.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
-    try:
-        prepared = prepare_data(str(path), DataConfig(), work)
-    except InputError as err:
-        assert "\n" not in str(err) and str(err)
-        event("clean error")
-        return
-    event("prepared")
-    written = prepare.read_table(path)  # what the file holds (csv may reinterpret, e.g. an empty last row)
-    check_partition(prepared, written)
+    prepare_or_clean_error(path, work)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -234,14 +239,7 @@ def test_random_bytes_give_a_clean_error_or_an_exact_partition(tmp_path_factory,
     work = tmp_path_factory.mktemp("bytes")
     path = work / f"data{suffix}"
     path.write_bytes(content)
-    try:
-        prepared = prepare_data(str(path), DataConfig(), work)
-    except InputError as err:
-        assert "\n" not in str(err) and str(err)
-        event("clean error")
-        return
-    event("prepared")
-    check_partition(prepared, prepare.read_table(path))
+    prepare_or_clean_error(path, work)
 
 
 @pytest.mark.parametrize(
