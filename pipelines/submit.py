@@ -6,7 +6,10 @@
     python pipelines/submit.py ... --upload-data banglasenti.csv --experiment banglasenti --wait
     python pipelines/submit.py --template pipeline.yaml ... --param epochs=5 --param lora_r=8 --no-cache
 
---dry-run prints the complete CreatePipelineJob request and calls nothing. Flags override the config's
+--check reports, one line each, what would stop or slow the run (placeholder images, the bucket's location, a
+region without the training accelerator, a malformed service account, disabled APIs) and exits 2 if any of it
+blocks; --dry-run prints the complete CreatePipelineJob request, then the same report, and creates nothing
+(both only read: the buckets' metadata and the enabled APIs). Flags override the config's
 `vertex` section; `--param` overrides pipeline parameters (and the config keys behind them). An http://
 loopback `--api-endpoint` (a local stand-in) gets anonymous credentials and the REST transport. API errors
 end in one line saying what to do (`--debug` shows the traceback). See docs/vertex.md.
@@ -30,8 +33,8 @@ import yaml
 
 from components.cli import EXPECTED_ERRORS, base_parser
 from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
-from components.kfp_support import LOCAL_IMAGE
 from components.storage import split_gs_uri
+from pipelines import preflight
 
 # Pipeline parameter -> the config keys it sets (seed seeds the split and the training).
 PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
@@ -115,16 +118,6 @@ def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
     return checked
 
 
-def check_images(spec_text: str) -> str | None:
-    """A message if a step image is still a placeholder of configs/banglasenti.yaml or the plain local label."""
-    for image in set(re.findall(r'"(?:image|image_uri)": "([^"]+)"', spec_text)):
-        if "/my-project/" in image or image.endswith(":COMMIT_SHA") or image == LOCAL_IMAGE:
-            return (f"step image {image!r} is a placeholder: set pipeline.cpu_image and pipeline.train_image to the "
-                    "images you built (docs/containers.md), e.g. --set pipeline.cpu_image=REGION-docker.pkg.dev/"
-                    "PROJECT_ID/banglasenti/cpu:TAG")
-    return None
-
-
 def upload_destination(path: Path, staging_bucket: str) -> str:
     """gs://<staging bucket>/data/<sha256 prefix>/<name>: the same file always lands at the same URI."""
     from components.storage import sha256_file
@@ -157,24 +150,6 @@ def upload_data(path: Path, uri: str) -> bool:
         raise SubmitError(f"{uri}: permission denied; the caller needs roles/storage.objectAdmin on "
                           f"gs://{bucket_name}") from None
     return True
-
-
-def check_bucket(uri: str) -> None:
-    """The pipeline root's bucket must exist and be readable (Vertex AI writes every artifact there)."""
-    from google.api_core import exceptions as gexc
-    from google.api_core.retry import Retry
-
-    from components.storage import gcs_client
-
-    bucket_name, _ = split_gs_uri(uri)
-    try:
-        gcs_client().get_bucket(bucket_name, timeout=20, retry=Retry(timeout=30))
-    except gexc.NotFound:
-        raise SubmitError(f"pipeline root {uri}: bucket gs://{bucket_name} not found; create it in the run's "
-                          f"region: gcloud storage buckets create gs://{bucket_name} --location REGION") from None
-    except gexc.Forbidden:
-        raise SubmitError(f"pipeline root {uri}: permission denied on gs://{bucket_name}; the caller needs "
-                          "roles/storage.admin or storage.buckets.get on it") from None
 
 
 def describe_api_error(err: BaseException, cfg: Config) -> str | None:
@@ -236,7 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--api-endpoint", help="Vertex AI API endpoint: regional or private; http://127.0.0.1:PORT for a stand-in")
     add("--upload-data", type=Path, metavar="PATH", help="upload this data file to the staging bucket first and "
         "run on it (sets data_uri)")
-    add("--dry-run", action="store_true", help="print the complete request and call nothing")
+    add("--check", action="store_true", help="report what would stop or slow the run (placeholder images, bucket "
+        "location, TPU region, service account, disabled APIs), one line each, and submit nothing; exit 2 if any "
+        "blocks")
+    add("--serviceusage-endpoint", help="Service Usage endpoint that --check asks for the enabled APIs "
+        f"(default {preflight.SERVICEUSAGE_ENDPOINT})")
+    add("--dry-run", action="store_true", help="print the complete request, run --check, and create nothing")
     add("--wait", action="store_true", help="follow the run until it ends; exit 1 unless it succeeds")
     add("--poll-seconds", type=float, default=30.0, help="seconds between state checks with --wait")
     return parser
@@ -315,6 +295,27 @@ def follow(job, poll_seconds: float) -> int:
     return 1
 
 
+def console_link(cfg: Config, job_id: str) -> str:
+    return (f"https://console.cloud.google.com/vertex-ai/locations/{cfg.vertex.region}/pipelines/runs/{job_id}"
+            f"?project={cfg.vertex.project}")
+
+
+def created_name(job) -> str | None:
+    """The run's resource name once Vertex AI has created it, else None."""
+    try:
+        return job.resource_name
+    except RuntimeError:
+        return None
+
+
+def remote_findings(args: argparse.Namespace, cfg: Config, pipeline_root: str) -> list[preflight.Finding]:
+    """Bucket and API findings: they ask Cloud Storage and Service Usage, reading only."""
+    v = cfg.vertex
+    uris = [pipeline_root, v.staging_bucket, v.train.base_output_directory]
+    return [*preflight.bucket_findings([u for u in uris if u], v.region),
+            *preflight.api_findings(v.project, args.serviceusage_endpoint)]
+
+
 def submit(args: argparse.Namespace) -> int:
     params = parse_pairs(args.params, "--param")
     cfg = load_submit_config(args, params)
@@ -337,16 +338,19 @@ def submit(args: argparse.Namespace) -> int:
         if not args.template:
             compile_spec(cfg, template)
         try:
-            spec_text = template.read_text(encoding="utf-8")
-            spec = yaml.safe_load(spec_text)
+            spec = yaml.safe_load(template.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as err:
             raise SubmitError(f"--template {template}: cannot read a compiled pipeline ({err})") from None
         params = check_parameters(params, spec)
-        image_problem = check_images(json.dumps(spec))
-        if image_problem and not args.dry_run:
-            raise SubmitError(image_problem)
-        if image_problem:
-            print(f"warning: {image_problem}", file=sys.stderr)
+        findings = preflight.spec_findings(spec, cfg)
+        if args.check and not args.dry_run:
+            return preflight.report(findings + remote_findings(args, cfg, pipeline_root), sys.stderr)
+        if not args.dry_run:
+            blocking = [f for f in findings if f.level == preflight.ERROR]
+            for finding in blocking or findings:
+                print(finding.line(), file=sys.stderr, flush=True)
+            if blocking:
+                return 2
         init_sdk(cfg, args.api_endpoint, args.dry_run, args.debug)
         from google.cloud import aiplatform
 
@@ -356,18 +360,33 @@ def submit(args: argparse.Namespace) -> int:
             labels=dict(v.labels), project=v.project, location=v.region)
     if args.dry_run:
         plan = {"create_pipeline_job": create_request(job, cfg), "experiment": args.experiment, "upload": upload}
-        print(json.dumps(plan, indent=2, ensure_ascii=False))
-        return 0
+        print(json.dumps(plan, indent=2, ensure_ascii=False), flush=True)
+        return preflight.report(findings + remote_findings(args, cfg, pipeline_root), sys.stderr)
     if upload:
         uploaded = upload_data(args.upload_data, upload["destination"])
         print(f"{'uploaded' if uploaded else 'already there'}: {upload['destination']}", flush=True)
-    check_bucket(pipeline_root)
-    job.submit(service_account=v.service_account or None, network=v.network or None,
-               reserved_ip_ranges=list(v.reserved_ip_ranges) or None, experiment=args.experiment)
+    bucket_findings = preflight.bucket_findings([pipeline_root], v.region)
+    for finding in bucket_findings:
+        print(finding.line(), file=sys.stderr, flush=True)
+    if any(f.level == preflight.ERROR for f in bucket_findings):
+        return 2
+    try:
+        job.submit(service_account=v.service_account or None, network=v.network or None,
+                   reserved_ip_ranges=list(v.reserved_ip_ranges) or None, experiment=args.experiment)
+    except Exception as err:
+        name = created_name(job)
+        if name is None or not args.experiment:
+            raise  # nothing was created: an error
+        cause = describe_api_error(err, cfg) or str(err).splitlines()[0]
+        print(f"warning: run {name} was created and goes on ({console_link(cfg, job.job_id)}), but linking it to "
+              f"Vertex AI Experiment {args.experiment!r} failed; do not resubmit (that starts and bills a second "
+              f"run). Cause: {cause}", file=sys.stderr, flush=True)
+        linked = False
+    else:
+        linked = bool(args.experiment)
     print(f"submitted: {job.resource_name}", flush=True)
-    print(f"console: https://console.cloud.google.com/vertex-ai/locations/{v.region}/pipelines/runs/"
-          f"{job.job_id}?project={v.project}", flush=True)
-    if args.experiment:
+    print(f"console: {console_link(cfg, job.job_id)}", flush=True)
+    if linked:
         print(f"experiment: {args.experiment}", flush=True)
     return follow(job, args.poll_seconds) if args.wait else 0
 

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "submit-bucket"
 CPU = "us-central1-docker.pkg.dev/proj/banglasenti/cpu:v1"
 TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
-SA = "runner@proj.iam.gserviceaccount.com"
+SA = "banglasenti-runner@proj-id.iam.gserviceaccount.com"
 BASE = ["--project", "proj", "--region", "us-central1", "--staging-bucket", f"gs://{BUCKET}",
-        "--set", f"pipeline.cpu_image={CPU}", "--set", f"pipeline.train_image={TPU}"]
+        "--set", f"pipeline.cpu_image={CPU}", "--set", f"pipeline.train_image={TPU}", "--service-account", SA]
 
 
 @pytest.fixture
@@ -56,14 +56,15 @@ def run_main(capfd, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_dry_run_prints_the_complete_request_and_calls_nothing(standin, tmp_path):
+def test_dry_run_prints_the_complete_request_and_creates_nothing(standin, bucket, tmp_path):
     run = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "submit.py"), *BASE, "--service-account", SA,
+        [sys.executable, str(ROOT / "pipelines" / "submit.py"), *BASE,
          "--network", "projects/123/global/networks/vpc", "--label", "team=nlp", "--param", "epochs=3",
          "--param", "lora_target_modules=[query, value]", "--no-cache", "--experiment", "lora-vs-full",
-         "--job-id", "run-1", "--api-endpoint", standin.url, "--dry-run"],
+         "--job-id", "run-1", "--api-endpoint", standin.url, "--serviceusage-endpoint", standin.url, "--dry-run"],
         capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "check: no problem found"
     plan = json.loads(run.stdout)
     request = plan["create_pipeline_job"]
     assert (request["parent"], request["pipelineJobId"]) == ("projects/proj/locations/us-central1", "run-1")
@@ -76,7 +77,8 @@ def test_dry_run_prints_the_complete_request_and_calls_nothing(standin, tmp_path
     assert {"prepare", "train-lora", "train-baseline", "evaluate"} <= set(tasks)
     assert all(t["cachingOptions"] == {"enableCache": False} for t in tasks.values())  # --no-cache
     assert plan["experiment"] == "lora-vs-full" and plan["upload"] is None
-    assert standin.requests == []
+    # Only reads: Service Usage was asked which APIs are enabled; nothing was created.
+    assert [(r.method, r.path) for r in standin.requests] == [("GET", "/v1/projects/proj/services:batchGet")]
 
 
 def test_submit_sends_the_pipeline_and_logs_it_to_an_experiment(standin, bucket, capfd, tmp_path):
@@ -150,7 +152,7 @@ def test_submit_takes_a_compiled_template(standin, bucket, capfd, tmp_path):
 ])
 def test_api_errors_end_in_one_line_saying_what_to_do(standin, bucket, capfd, status, hint):
     message = f"{status.lower()} from the stand-in"
-    standin.fail_next = (status, message)
+    standin.fail["create_job"] = (status, message)
     code, out, err = run_main(capfd, "--api-endpoint", standin.url)
     assert code == 1
     lines = err.strip().splitlines()
@@ -177,7 +179,7 @@ def test_bad_submissions_fail_before_any_call(standin, capfd, args, message):
 def test_missing_pipeline_root_bucket_is_named(standin, gcs_emulator, capfd):
     code, _, err = run_main(capfd, "--pipeline-root", "gs://no-such-bucket-here/root", "--api-endpoint",
                             standin.url)
-    assert code == 2 and "bucket gs://no-such-bucket-here not found" in err
+    assert code == 2 and "error: bucket: gs://no-such-bucket-here not found" in err
     assert standin.created_jobs() == []
 
 
