@@ -104,6 +104,9 @@ def service_account_findings(account: str) -> list[Finding]:
     if not account:
         return [Finding(WARNING, "service account", "none set: the run and its jobs use the Compute Engine default "
                         "service account; pass --service-account (docs/vertex.md#iam)")]
+    if "@gcp-sa-" in account:
+        return [Finding(ERROR, "service account", f"{account!r} is a Google-managed service agent, which a run "
+                        "cannot act as: pass a service account of your project")]
     if not SERVICE_ACCOUNT.match(account):
         return [Finding(ERROR, "service account", f"{account!r} is not a service account email: expected "
                         "NAME@PROJECT_ID.iam.gserviceaccount.com (NAME: 6-30 lowercase letters, digits or -)")]

@@ -202,3 +202,118 @@ def test_upload_to_a_missing_bucket_is_named(standin, gcs_emulator, capfd, tmp_p
     err = capfd.readouterr().err
     assert code == 2 and "gs://no-staging-bucket: bucket not found" in err and len(err.strip().splitlines()) == 1
     assert standin.created_jobs() == []
+
+
+@pytest.mark.parametrize("mode", ["--check", "--dry-run"])
+def test_check_reports_each_problem_on_one_line_and_creates_nothing(standin, bucket, capfd, mode):
+    standin.enabled_apis.discard("artifactregistry.googleapis.com")
+    code, out, err = run_main(capfd, "--region", "asia-east1", "--service-account", "runner",
+                              "--set", "pipeline.train_image=python:3.11-slim", "--api-endpoint", standin.url,
+                              "--serviceusage-endpoint", standin.url, mode)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert [line.split(": ")[:2] for line in lines[:-1]] == [
+        ["error", "image"], ["error", "region"], ["error", "service account"],
+        ["warning", "bucket"], ["error", "apis"]]
+    assert "'python:3.11-slim' is a placeholder" in lines[0]
+    assert "asia-east1 does not offer TPU_V3" in lines[1] and "'runner' is not a service account" in lines[2]
+    assert f"gs://{BUCKET} is in multi-region US, the run in asia-east1" in lines[3]
+    assert "gcloud services enable artifactregistry.googleapis.com --project=proj" in lines[4]
+    assert lines[-1] == "check: 4 blocking, 1 warning"
+    assert ("create_pipeline_job" in json.loads(out)) if mode == "--dry-run" else out == ""
+    assert standin.created_jobs() == [] and {r.method for r in standin.requests} == {"GET"}
+
+
+def test_check_passes_a_sound_setup_and_says_what_it_could_not_ask(standin, bucket, capfd):
+    code, out, err = run_main(capfd, "--check", "--serviceusage-endpoint", "http://127.0.0.1:9")
+    assert code == 0 and out == ""
+    assert err.strip().splitlines() == [
+        "not checked: apis: Service Usage not reachable at http://127.0.0.1:9 (ConnectionError)",
+        "check: 1 not checked"]
+
+
+def test_blocking_problems_stop_a_submission(standin, bucket, capfd):
+    code, _, err = run_main(capfd, "--region", "europe-west1", "--api-endpoint", standin.url)
+    assert code == 2 and err.startswith("error: region: europe-west1 does not offer TPU_V3")
+    assert standin.requests == []
+
+
+def test_a_run_created_but_not_linked_to_its_experiment_is_a_warning(standin, bucket, capfd):
+    standin.fail["add_context_children"] = ("PERMISSION_DENIED", "aiplatform.metadataStores.contexts.update denied")
+    code, out, err = run_main(capfd, "--experiment", "lora-vs-full", "--job-id", "run-7", "--api-endpoint",
+                              standin.url)
+    assert code == 0, err
+    [create] = standin.created_jobs()
+    name = "projects/proj/locations/us-central1/pipelineJobs/run-7"
+    link = "https://console.cloud.google.com/vertex-ai/locations/us-central1/pipelines/runs/run-7?project=proj"
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"warning: run {name} was created and goes on ({link})")
+    assert "'lora-vs-full' failed; do not resubmit" in line and "contexts.update denied" in line
+    assert f"submitted: {name}" in out and f"console: {link}" in out and "experiment:" not in out
+
+
+def test_an_experiment_failure_before_creation_stays_an_error(standin, bucket, capfd):
+    standin.fail["create_context"] = ("PERMISSION_DENIED", "aiplatform.metadataStores.contexts.create denied")
+    code, out, err = run_main(capfd, "--experiment", "lora-vs-full", "--api-endpoint", standin.url)
+    assert code == 1
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: permission denied (403 PERMISSION_DENIED)") and "contexts.create denied" in line
+    assert standin.created_jobs() == [] and "submitted" not in out
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/v1/projects/proj/locations/us-central1/pipelineJobs?pipelineJobId=j",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_the_stand_in_refuses_a_misspelt_request_field_naming_it(standin):
+    good = {"displayName": "run", "serviceAccount": SA, "runtimeConfig": {"gcsOutputDirectory": "gs://b/root"}}
+    assert _post(standin.url, good)[0] == 200
+    code, answer = _post(standin.url, {**good, "serviceAcount": SA})
+    assert code == 400 and answer["error"]["status"] == "INVALID_ARGUMENT"
+    assert 'no field named "serviceAcount"' in answer["error"]["message"]
+    code, answer = _post(standin.url, {**good, "runtimeConfig": {"gcsOutputDirectry": "gs://b/root"}})
+    assert code == 400 and '"gcsOutputDirectry"' in answer["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path_factory.mktemp("t") / "t.yaml", "vertex",
+                            [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}",
+                             "vertex.train.machine=tpu-v5e-4"])  # worker pools in task inputs too (topology)
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize(("where", "edit", "named"), [
+    ("component", lambda pool: pool["machine_spec"].update(machine_typ=pool["machine_spec"].pop("machine_type")),
+     "machine_typ"),
+    ("task", lambda pool: pool["machine_spec"].update(tpu_topolgy=pool["machine_spec"].pop("tpu_topology")),
+     "tpu_topolgy"),
+    ("component", lambda pool: pool.update(machineSpec=pool.pop("machine_spec")), "machineSpec"),  # camelCase
+])
+def test_a_misspelt_worker_pool_field_fails_the_submission(standin, bucket, capfd, tmp_path, compiled, where,
+                                                           edit, named):
+    spec = json.loads(json.dumps(compiled))
+    if where == "component":
+        pool = spec["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]["worker_pool_specs"][
+            "defaultValue"][0]
+    else:
+        pool = spec["root"]["dag"]["tasks"]["train-lora"]["inputs"]["parameters"]["worker_pool_specs"][
+            "runtimeValue"]["constant"][0]
+    edit(pool)
+    template = tmp_path / "t.yaml"
+    template.write_text(yaml.safe_dump(spec))
+    code, out, err = run_main(capfd, "--template", str(template), "--region", "us-west4", "--api-endpoint",
+                              standin.url)
+    assert code == 1 and "submitted" not in out
+    [line] = [x for x in err.strip().splitlines() if x.startswith("error: ")]
+    assert "(400 INVALID_ARGUMENT)" in line and "worker_pool_specs[0]" in line and named in line
+    assert standin.jobs == {}
