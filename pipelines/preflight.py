@@ -157,11 +157,11 @@ def bucket_findings(uris: list[str], region: str, client=None) -> list[Finding]:
             continue
         except auth_exc.GoogleAuthError as err:
             findings.append(Finding(NOT_CHECKED, "bucket", f"gs://{name}: no usable credentials "
-                                    f"({str(err).splitlines()[0]})"))
+                                    f"({_first_sentence(err)}): gcloud auth application-default login"))
             continue
         except (gexc.GoogleAPIError, OSError) as err:
             findings.append(Finding(NOT_CHECKED, "bucket", f"gs://{name}: Cloud Storage not reachable "
-                                    f"({str(err).splitlines()[0]})"))
+                                    f"({_first_sentence(err)})"))
             continue
         finding = location_finding(name, bucket.location or "", list(bucket.data_locations or []), region)
         if finding:
@@ -181,7 +181,8 @@ def api_findings(project: str, endpoint: str | None = None, timeout: float = 15.
         answer = session.get(f"{endpoint}/v1/projects/{project}/services:batchGet", params={"names": names},
                              timeout=timeout)
     except auth_exc.GoogleAuthError as err:
-        return [Finding(NOT_CHECKED, "apis", f"no usable credentials for Service Usage ({str(err).splitlines()[0]})")]
+        return [Finding(NOT_CHECKED, "apis", f"no usable credentials for Service Usage ({_first_sentence(err)}): "
+                        "gcloud auth application-default login")]
     except requests.RequestException as err:
         return [Finding(NOT_CHECKED, "apis", f"Service Usage not reachable at {endpoint} "
                         f"({err.__class__.__name__})")]
@@ -199,6 +200,10 @@ def api_findings(project: str, endpoint: str | None = None, timeout: float = 15.
         return []
     return [Finding(ERROR, "apis", f"not enabled in project {project}: {', '.join(disabled)}: "
                     f"gcloud services enable {' '.join(disabled)} --project={project}")]
+
+
+def _first_sentence(err: BaseException) -> str:
+    return str(err).splitlines()[0].split(". ")[0].rstrip(".") if str(err) else err.__class__.__name__
 
 
 def _session(endpoint: str):  # -> google.auth.transport.requests.AuthorizedSession
