@@ -376,11 +376,14 @@ def submit(args: argparse.Namespace) -> int:
     except Exception as err:
         name = created_name(job)
         if name is None or not args.experiment:
-            raise  # nothing was created: an error
-        cause = describe_api_error(err, cfg) or str(err).splitlines()[0]
+            raise  # the run was not created: an error
+        cause: BaseException = err
+        while cause.__cause__ is not None:  # the service's own message, under the SDK's RuntimeError
+            cause = cause.__cause__
+        cause_line = (getattr(cause, "message", None) or str(cause) or type(cause).__name__).strip().splitlines()[0]
         print(f"warning: run {name} was created and goes on ({console_link(cfg, job.job_id)}), but linking it to "
               f"Vertex AI Experiment {args.experiment!r} failed; do not resubmit (that starts and bills a second "
-              f"run). Cause: {cause}", file=sys.stderr, flush=True)
+              f"run). Cause: {cause_line}", file=sys.stderr, flush=True)
         linked = False
     else:
         linked = bool(args.experiment)
