@@ -24,7 +24,14 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 from components.config import ModelConfig, TinyModelConfig
 from components.kfp_support import lightweight_component
-from components.storage import InputError, atomic_directory, download_gcs_directory
+from components.storage import (
+    ARTIFACT_MANIFEST,
+    InputError,
+    commit_problem,
+    committed_directory,
+    download_gcs_directory,
+    manifest_files,
+)
 
 TINY = "tiny"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4 (XLM-R: the same first four)
@@ -32,9 +39,9 @@ MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 
 def directory_sha256(path: Path) -> str:
-    """A content hash over every file (relative name and bytes) under `path`."""
+    """A content hash over every file (relative name and bytes) under `path`, its artifact manifest left out."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in manifest_files(path, ARTIFACT_MANIFEST):
         digest.update(str(file.relative_to(path)).encode())
         with open(file, "rb") as handle:
             for block in iter(lambda h=handle: h.read(1 << 20), b""):
@@ -153,6 +160,9 @@ def resolve_hub_model(name: str, revision: str | None, out_dir: Path) -> dict[st
 
 
 def _check_model_dir(path: Path, source: str) -> None:
+    problem = commit_problem(path)
+    if problem:
+        raise InputError(f"{source}: uncommitted directory artifact ({problem}); run the step that writes it again")
     if not (path / "config.json").is_file():
         raise InputError(f"{source}: not a model directory (no config.json)")
     if not any(path.glob("*.safetensors")):
@@ -162,15 +172,16 @@ def _check_model_dir(path: Path, source: str) -> None:
 def copy_model_dir(source: Path, out_dir: Path) -> None:
     for pattern in MODEL_FILE_PATTERNS:
         for file in source.glob(pattern):
-            shutil.copy2(file, out_dir / file.name)
+            if file.name != ARTIFACT_MANIFEST:
+                shutil.copy2(file, out_dir / file.name)
 
 
 def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_length: int,
                        out_dir: str | Path) -> dict[str, Any]:
-    """Write the base model into `out_dir` (atomically) and return its lineage metadata."""
+    """Write the base model into `out_dir` (committed once complete) and return its lineage metadata."""
     name = model_cfg.name
     meta: dict[str, Any] = {"base_model": name}
-    with atomic_directory(out_dir) as tmp:
+    with committed_directory(out_dir) as tmp:
         if name == TINY:
             meta["kind"] = "tiny"
             meta.update(build_tiny_base(train_texts, model_cfg.tiny, max_length, tmp))

@@ -3,7 +3,7 @@
 The Hugging Face Trainer writes `checkpoint-<step>` directories (weights, optimizer, scheduler, RNG states,
 trainer state) and resumes from one. On top of that:
 
-- a checkpoint counts only once its manifest (size and sha256 of every file) has been renamed into place
+- a checkpoint counts only once its manifest (size and sha256 of every file) has been written last,
   after the Trainer finished writing it; one without a manifest, or whose files do not match it, is partial
   or corrupt: it is reported, removed and the newest valid checkpoint is used instead;
 - SIGTERM (a preempted Vertex AI job, a stopped container) saves a checkpoint at the end of the current step
@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from components.storage import InputError, atomic_file, fuse_path, sha256_file
+from components import storage
+from components.storage import InputError, atomic_file, fuse_path
 
 MANIFEST = "checkpoint_manifest.json"
 LOSS_STATE = "loss_state.json"
@@ -47,36 +48,14 @@ def checkpoint_root(configured: str | None, out_dir: str | Path, mode: str) -> P
     return out_dir.parent / f".{out_dir.name}.checkpoints"
 
 
-def _files(checkpoint: Path) -> list[Path]:
-    return sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST
-                  and not p.name.startswith("."))
-
-
 def write_manifest(checkpoint: Path) -> None:
-    """Commit a finished checkpoint: its manifest appears (atomically) only after every file is written."""
-    files = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-             for p in _files(checkpoint)}
-    with atomic_file(checkpoint / MANIFEST) as tmp:
-        tmp.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+    """Commit a finished checkpoint: its manifest appears (replaced into place) only after every file is written."""
+    storage.write_manifest(checkpoint, MANIFEST)
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why `checkpoint` cannot be resumed from (no manifest, missing, truncated or altered file), or None."""
-    try:
-        files = json.loads((checkpoint / MANIFEST).read_text(encoding="utf-8"))["files"]
-    except FileNotFoundError:
-        return "no manifest (the save did not finish)"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unreadable manifest"
-    for name, expected in files.items():
-        path = checkpoint / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
-        if sha256_file(path) != expected["sha256"]:
-            return f"{name} does not match its sha256"
-    return None
+    return storage.manifest_problem(checkpoint, MANIFEST, check_sha256=True)
 
 
 def latest_valid_checkpoint(root: Path) -> Path | None:

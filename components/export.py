@@ -9,14 +9,13 @@ adapter's on a few texts before anything is written.
 """
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Input, Model, Output
 
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory
+from components.storage import committed_directory, copy_artifact_tree
 
 MERGED, ADAPTER = "merged", "adapter"
 CHECK_TEXTS = ["খুব ভালো লাগলো", "একদম বাজে সার্ভিস", "আজ বৃহস্পতিবার", "দাম একটু বেশি কিন্তু মান ভালো"]
@@ -40,7 +39,7 @@ def merge_lora(base_dir: str | Path, lora_dir: str | Path):
 
 
 def export_lora(base_dir: str | Path, lora_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write merged/ and adapter/ under `out_dir` (atomically); return sizes and the logit check."""
+    """Write merged/ and adapter/ under `out_dir` (committed once complete); return sizes and the logit check."""
     from components.evaluate import load_trained_model, model_size_bytes
     from components.runtime import quiet_libraries
     from components.tokenization import load_tokenizer
@@ -51,13 +50,13 @@ def export_lora(base_dir: str | Path, lora_dir: str | Path, out_dir: str | Path)
     difference = max_logit_difference(merged, load_trained_model(lora_dir, base_dir), tokenizer, CHECK_TEXTS)
     if difference > MAX_LOGIT_DIFFERENCE:
         raise RuntimeError(f"merged model differs from the adapter: max logit difference {difference:.2e}")
-    with atomic_directory(out_dir) as tmp:
-        merged.save_pretrained(str(tmp / MERGED))
-        tokenizer.save_pretrained(str(tmp / MERGED))
-        shutil.copytree(lora_dir, tmp / ADAPTER)
-        summary = {"merged_bytes": model_size_bytes(tmp / MERGED), "adapter_bytes": model_size_bytes(tmp / ADAPTER),
+    with committed_directory(out_dir) as out:
+        merged.save_pretrained(str(out / MERGED))
+        tokenizer.save_pretrained(str(out / MERGED))
+        copy_artifact_tree(Path(lora_dir), out / ADAPTER)
+        summary = {"merged_bytes": model_size_bytes(out / MERGED), "adapter_bytes": model_size_bytes(out / ADAPTER),
                    "max_logit_difference": difference, "merged_dir": MERGED, "adapter_dir": ADAPTER}
-        (tmp / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (out / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
 
 

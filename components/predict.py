@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from components.config import CLASS_NAMES, Config
-from components.storage import InputError, atomic_file
+from components.storage import InputError, atomic_file, require_committed
 
 PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
 
@@ -33,6 +33,7 @@ def resolve_model_dir(model: str | Path) -> Path:
     model = Path(model)
     if not model.is_dir():
         raise InputError(f"{model}: no such model directory")
+    require_committed(model)
     return model / MERGED if (model / MERGED / "config.json").exists() else model
 
 

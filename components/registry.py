@@ -45,7 +45,9 @@ def upload_model(
 ):
     """Upload the export step's merged model to the Vertex AI Model Registry."""
     from components.registry import MERGED_DIR, upload_to_registry
+    from components.storage import require_committed
 
+    require_committed(model.path)  # the export step's directory artifact, read through the /gcs/ mount
     uri = f"{model.uri.rstrip('/')}/{MERGED_DIR}"
     result = upload_to_registry(uri, display_name, project, location, serving_image,
                                 f"LoRA-merged XLM-R Bengali sentiment classifier; test macro-F1 {macro_f1:.4f}",

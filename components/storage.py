@@ -1,15 +1,23 @@
-"""Reading inputs from local paths, https:// URLs and gs:// URIs, and writing outputs atomically."""
+"""Reading inputs from local paths, https:// URLs and gs:// URIs; writing outputs that are safe on Cloud Storage FUSE.
+
+On Vertex AI every artifact lives on a Cloud Storage FUSE mount (/gcs/...), which refuses to rename a non-empty
+directory and has no hard links (docs/architecture.md). So a file is written to a temporary name and replaced
+(`atomic_file`), and a directory is written in place and committed by a manifest written last
+(`committed_directory`); readers refuse a directory whose manifest says it is unfinished (`require_committed`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 SAMPLE_URI = "sample"
@@ -165,10 +173,11 @@ def require_file(path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None):  # -> pandas.DataFrame
-    """A parquet file written by an earlier step, checked for the columns the caller needs."""
+    """A parquet file written by an earlier step (inside a committed directory artifact, if in one), checked for
+    the columns the caller needs."""
     import pandas as pd
 
-    path = require_file(path)
+    path = require_committed(require_file(path))
     try:
         frame = pd.read_parquet(path)
     except (OSError, ValueError) as err:  # pyarrow's errors derive from these
@@ -184,6 +193,7 @@ def require_model_dir(path: str | Path, config: str = "config.json", weights: st
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: no such model directory")
+    require_committed(path)
     if not (path / config).is_file():
         raise InputError(f"{path}: not a model directory (no {config})")
     if not any(path.glob(weights)):
@@ -218,24 +228,6 @@ def download_gcs_directory(uri: str, dest: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside `final`; it replaces `final` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        if final.is_dir():
-            shutil.rmtree(final)
-        elif final.exists():
-            final.unlink()
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def atomic_file(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; it is renamed onto `final` only if the block succeeds."""
     final = Path(final)
@@ -258,3 +250,110 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Directory artifacts: written in place, committed by a manifest written last.
+
+ARTIFACT_MANIFEST = "artifact_manifest.json"
+WRITING, COMMITTED = "writing", "committed"
+
+
+def manifest_files(directory: Path, manifest: str) -> list[Path]:
+    """The files a manifest covers: every file under `directory` but the manifest and hidden temporary files."""
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != manifest
+                  and not p.name.startswith("."))
+
+
+def write_manifest(directory: Path, manifest: str, **extra: Any) -> None:
+    """Commit `directory`: record the size and sha256 of every file in `manifest`, written (replaced) last."""
+    files = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in manifest_files(directory, manifest)}
+    with atomic_file(directory / manifest) as tmp:
+        tmp.write_text(json.dumps({**extra, "files": files}, indent=1), encoding="utf-8")
+
+
+def manifest_problem(directory: Path, manifest: str, check_sha256: bool = True) -> str | None:
+    """Why `directory` is not a complete commit (no or unfinished manifest, missing, resized or altered file)."""
+    try:
+        recorded = json.loads((directory / manifest).read_text(encoding="utf-8"))
+        files = recorded["files"]
+    except FileNotFoundError:
+        return "no manifest (the save did not finish)"
+    except KeyError:
+        return "its writer did not finish (no commit)" if recorded.get("state") == WRITING else "unreadable manifest"
+    except (OSError, ValueError, TypeError):
+        return "unreadable manifest"
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, expected {expected['bytes']}"
+        if check_sha256 and sha256_file(path) != expected["sha256"]:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def _owned(directory: Path) -> bool:
+    """Whether `directory` may be cleared for a new write: empty, or written by `committed_directory`."""
+    return (directory / ARTIFACT_MANIFEST).is_file() or not any(
+        not p.name.startswith(".") for p in directory.iterdir())
+
+
+@contextlib.contextmanager
+def committed_directory(final: str | Path) -> Iterator[Path]:
+    """Write a directory artifact in place: yields `final`, committed by its manifest once the block succeeds.
+
+    A "writing" manifest goes in first, then earlier contents are removed, so a write killed at any point
+    leaves a directory that `require_committed` refuses. If the block raises, what it wrote is removed.
+    A non-empty directory this function did not write is never cleared."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        final.unlink()
+    final.mkdir(parents=True, exist_ok=True)
+    if not _owned(final):
+        raise InputError(f"{final}: output directory holds files this project did not write; refusing to "
+                         "replace them (choose another directory or empty it)")
+    with atomic_file(final / ARTIFACT_MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"state": WRITING}), encoding="utf-8")
+    for child in final.iterdir():
+        if child.name == ARTIFACT_MANIFEST:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    try:
+        yield final
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    write_manifest(final, ARTIFACT_MANIFEST, state=COMMITTED)
+
+
+def commit_problem(directory: Path) -> str | None:
+    """Why the directory artifact `directory` is not committed (its write did not finish, or a file no longer
+    matches the manifest's name and size), or None; a directory without a manifest (a model saved elsewhere)
+    has no problem."""
+    if not (directory / ARTIFACT_MANIFEST).exists():
+        return None
+    return manifest_problem(directory, ARTIFACT_MANIFEST, check_sha256=False)
+
+
+def require_committed(path: str | Path) -> Path:
+    """`path`, unless it or the directory above it (an artifact's subdirectory: export's merged/) is an
+    uncommitted or damaged directory artifact; then a one-line InputError naming it."""
+    path = Path(path)
+    for directory in (path, path.parent):
+        if (directory / ARTIFACT_MANIFEST).exists():
+            problem = commit_problem(directory)
+            if problem:
+                raise InputError(f"{directory}: uncommitted directory artifact ({problem}); "
+                                 "run the step that writes it again")
+            break
+    return path
+
+
+def copy_artifact_tree(source: Path, dest: Path) -> None:
+    """Copy a directory's files into `dest` (existing or not), leaving out its artifact manifest."""
+    shutil.copytree(source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(ARTIFACT_MANIFEST))

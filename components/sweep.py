@@ -5,14 +5,12 @@ training summary (LoRA settings, best val macro-F1) as metadata. Ties go to the 
 Only val scores decide; the test split stays untouched until the chosen trial is evaluated.
 """
 
-import shutil
-from pathlib import Path
 from typing import Any, List  # noqa: UP035 - KFP reads List[...] in component signatures
 
 from kfp.dsl import Input, Markdown, Metrics, Model, Output
 
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory, atomic_file
+from components.storage import atomic_file, committed_directory, copy_artifact_tree, require_committed
 
 
 def trial_row(index: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -52,8 +50,9 @@ def select_best(model_dirs: list[str], summaries: list[dict[str, Any]], out_dir:
     """Copy the best trial's model to `out_dir`, write the leaderboard; return the best trial's row."""
     ranked = rank_trials(summaries)
     best = ranked[0]
-    with atomic_directory(out_dir) as tmp:
-        shutil.copytree(Path(model_dirs[best["trial"]]), tmp, dirs_exist_ok=True)
+    chosen = require_committed(model_dirs[best["trial"]])
+    with committed_directory(out_dir) as out:
+        copy_artifact_tree(chosen, out)
     with atomic_file(leaderboard_path) as tmp:
         tmp.write_text(render_leaderboard(ranked), encoding="utf-8")
     return {**best, "trials": len(ranked)}

@@ -20,7 +20,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 from components.config import SPLITS, TokenizeConfig
 from components.kfp_support import lightweight_component
-from components.storage import InputError, atomic_directory, one_line, read_parquet
+from components.storage import InputError, committed_directory, one_line, read_parquet, require_committed
 
 ORIGINAL_PAD_LENGTH = 256  # the original project padded every text to 256 tokens
 
@@ -73,6 +73,7 @@ def load_tokenizer(model_dir: str | Path):
 
     if not Path(model_dir).is_dir():
         raise InputError(f"{model_dir}: no such model directory")
+    require_committed(model_dir)
     try:
         return AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as err:
@@ -81,7 +82,7 @@ def load_tokenizer(model_dir: str | Path):
 
 def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig,
                     out_dir: str | Path) -> dict[str, Any]:
-    """Tokenize train/val/test into `out_dir` (atomically); returns the metadata."""
+    """Tokenize train/val/test into `out_dir` (committed once complete); returns the metadata."""
     tokenizer = load_tokenizer(model_dir)
     tokenizer_file = Path(model_dir) / "tokenizer.json"
     meta: dict[str, Any] = {
@@ -92,7 +93,7 @@ def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, c
         else "",
         "pad_token_id": tokenizer.pad_token_id,
     }
-    with atomic_directory(out_dir) as tmp:
+    with committed_directory(out_dir) as tmp:
         for name in SPLITS:
             table, stats = tokenize_frame(read_parquet(split_paths[name], ["text", "label"]), tokenizer, cfg)
             table.to_parquet(tmp / f"{name}.parquet", index=False)

@@ -25,7 +25,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
 from components.device import Placement, prepare_placement, shard_batches, static_attention, xla_counters
 from components.kfp_support import lightweight_component
-from components.storage import atomic_directory, atomic_file, read_parquet, require_model_dir
+from components.storage import atomic_file, committed_directory, read_parquet, require_model_dir
 
 Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
@@ -290,7 +290,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
     if graphs:
         summary["xla_graphs"] = graphs
-    with atomic_directory(out_dir) as tmp:
+    with committed_directory(out_dir) as tmp:
         trainer.save_model(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

@@ -3,9 +3,12 @@
     python pipelines/run_local.py                                  # configs/local.yaml: sample data, tiny base
     python pipelines/run_local.py --set train.epochs=2 --set data.uri=my_data.csv
     python pipelines/run_local.py --config configs/banglasenti.yaml  # the full experiment (needs the Hub)
+    python pipelines/run_local.py --gcsfuse-semantics               # artifacts behave as on Vertex's /gcs/
 
 Branches run one after another. Artifacts go under `pipeline.local_root` (default runs/); the paths of
-every artifact and of the reports are printed at the end.
+every artifact and of the reports are printed at the end. With --gcsfuse-semantics (or
+BANGLASENTI_GCSFUSE_SEMANTICS=1) every step refuses, under the pipeline root, what Cloud Storage FUSE refuses
+(renaming a non-empty directory, hard links): see pipelines/gcsfuse.py.
 """
 
 from __future__ import annotations
@@ -20,13 +23,25 @@ from components.config import CONFIG_DIR, Config, ConfigError, load_config
 from pipelines.pipeline import build_pipeline
 
 
-def run_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str, Any]:
-    """Run the DAG with kfp.local's SubprocessRunner in this Python environment; return the run's paths."""
+def init_local_runner(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False) -> Path:
+    """kfp.local's SubprocessRunner in this Python environment, artifacts under the pipeline root (returned);
+    in the gcsfuse-semantics mode (the flag, or $BANGLASENTI_GCSFUSE_SEMANTICS) for every step it runs."""
     from kfp import local
+
+    from pipelines import gcsfuse
 
     root = Path(pipeline_root or cfg.pipeline.local_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    if gcsfuse.requested(gcsfuse_semantics):
+        gcsfuse.enable([root])
+        print(f"gcsfuse semantics under {root}", flush=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    return root
+
+
+def run_local(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False) -> dict[str, Any]:
+    """Run the DAG with kfp.local's SubprocessRunner in this Python environment; return the run's paths."""
+    init_local_runner(cfg, pipeline_root, gcsfuse_semantics)
     start = time.monotonic()
     task = build_pipeline(cfg, "local")()
     wall = time.monotonic() - start
@@ -53,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=2 (repeatable)")
     parser.add_argument("--pipeline-root", help="where artifacts go (default: the config's pipeline.local_root)")
+    parser.add_argument("--gcsfuse-semantics", action="store_true",
+                        help="refuse what Cloud Storage FUSE refuses under the pipeline root (as on Vertex AI)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
@@ -60,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = run_local(cfg, args.pipeline_root)
+        result = run_local(cfg, args.pipeline_root, args.gcsfuse_semantics)
     except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"; logs are above
         print(f"error: {err}", file=sys.stderr)
         return 1

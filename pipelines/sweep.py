@@ -83,11 +83,9 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
 
 def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str, Any]:
     """Run the sweep with kfp.local's SubprocessRunner in this environment; return the report paths."""
-    from kfp import local
+    from pipelines.run_local import init_local_runner
 
-    root = Path(pipeline_root or cfg.pipeline.local_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    init_local_runner(cfg, pipeline_root)  # gcsfuse semantics with BANGLASENTI_GCSFUSE_SEMANTICS=1
     task = build_sweep_pipeline(cfg, "local")()
     return {name: Path(task.outputs[name].path) for name in ("report", "html_report", "leaderboard")} | {
         "metrics": task.outputs["metrics"].metadata}

@@ -71,6 +71,20 @@ def trained(tmp_path_factory, fast_cfg, base_dir, tokenized_dir) -> dict[str, tu
     return result
 
 
+@pytest.fixture
+def gcsfuse_semantics(tmp_path, monkeypatch) -> Path:
+    """Cloud Storage FUSE semantics under tmp_path, in this test and in every process it starts
+    (pipelines/gcsfuse.py): renaming a non-empty directory or a hard link there fails as on Vertex AI's /gcs/."""
+    from pipelines import gcsfuse
+
+    monkeypatch.delenv(gcsfuse.ROOTS_ENV, raising=False)
+    env = gcsfuse.environment([tmp_path])
+    for key in ("PYTHONPATH", gcsfuse.ROOTS_ENV):
+        monkeypatch.setenv(key, env[key])
+    gcsfuse.install_here()
+    return tmp_path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ from components.base_model import (
     train_unigram_tokenizer,
 )
 from components.config import ModelConfig, TinyModelConfig
-from components.storage import InputError
+from components.storage import ARTIFACT_MANIFEST, InputError
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,12 @@ def test_gcs_directory_is_downloaded(base_dir, tmp_path, gcs_emulator):
     with pytest.raises(InputError, match="no objects"):
         resolve_base_model(ModelConfig(name="gs://models/absent"), [], 128, tmp_path / "none")
     assert not (tmp_path / "none").exists()
+    # a base-model artifact whose writer was killed (its manifest still says "writing") is refused
+    for file in base_dir.iterdir():
+        bucket.blob(f"partial/{file.name}").upload_from_filename(str(file))
+    bucket.blob(f"partial/{ARTIFACT_MANIFEST}").upload_from_string('{"state": "writing"}')
+    with pytest.raises(InputError, match="gs://models/partial: uncommitted directory artifact"):
+        resolve_base_model(ModelConfig(name="gs://models/partial"), [], 128, tmp_path / "none")
 
 
 @pytest.mark.parametrize(

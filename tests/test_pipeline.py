@@ -90,11 +90,13 @@ def executor_metrics(run_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_main_job_runs_the_whole_dag_offline(tmp_path):
-    """`python pipelines/run_local.py` on configs/local.yaml, exactly as the README runs it."""
+    """`python pipelines/run_local.py` on configs/local.yaml, as the README runs it, with every step under
+    Cloud Storage FUSE semantics (renaming a non-empty directory under the pipeline root fails, as on Vertex AI)."""
     run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--pipeline-root",
-                          str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                          str(tmp_path), "--gcsfuse-semantics"], capture_output=True, text=True, cwd=ROOT,
                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"gcsfuse semantics under {tmp_path.resolve()}" in run.stdout
     run_dir = Path(re.search(r"Run finished in \d+ s: (\S+)", run.stdout).group(1))
     for task, output in [("prepare", "train"), ("base-model", "model"), ("tokenize", "tokenized"),
                          ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report"),
@@ -109,7 +111,7 @@ def test_main_job_runs_the_whole_dag_offline(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_yaml_loads_back_and_runs_locally(tmp_path):
+def test_compiled_yaml_loads_back_and_runs_locally(tmp_path, gcsfuse_semantics):
     from kfp import components, local
 
     path = compile_pipeline(CONFIG_DIR / "local.yaml", tmp_path / "local.yaml", "local", FAST)

@@ -63,7 +63,8 @@ def comparable(summary: dict) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "sig"), [("baseline", signal.SIGKILL), ("lora", signal.SIGTERM)])
-def test_killed_training_resumes_to_the_same_result(base_dir, tokenized_dir, tmp_path, mode, sig):
+def test_killed_training_resumes_to_the_same_result(base_dir, tokenized_dir, tmp_path, gcsfuse_semantics, mode, sig):
+    """Under gcsfuse semantics (tmp_path behaves as the /gcs/ mount), as on Vertex AI."""
     reference = tmp_path / "reference"
     run_to_end(train_command(mode, base_dir, tokenized_dir, reference))
     out = tmp_path / "model"
@@ -141,7 +142,8 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
         check_run_identity(tmp_path / "c", {"mode": "lora", "config": {"lr": 2}})
 
 
-def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch):
+def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch,
+                                                    gcsfuse_semantics):
     """The same stop path in-process: SIGTERM arrives during step 3, the trainer saves after step 4 and stops."""
     from transformers import TrainerCallback
 

@@ -1,6 +1,7 @@
 """The LoRA sweep: grid, trial selection, compiled ParallelFor spec, and a whole local run."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import yaml
 
 from components.config import CONFIG_DIR, SweepConfig, load_config
 from components.sweep import rank_trials, render_leaderboard, select_best
+from pipelines.gcsfuse import SWITCH_ENV
 from pipelines.sweep import SWEEP_TASKS, build_sweep_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,14 +77,16 @@ def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_runs_locally(tmp_path):
-    """Two trials on the tiny model, one epoch each, through the KFP local runner (about 75 s on 2 cores)."""
+    """Two trials on the tiny model, one epoch each, through the KFP local runner (about 75 s on 2 cores), under
+    Cloud Storage FUSE semantics ($BANGLASENTI_GCSFUSE_SEMANTICS=1)."""
     sets = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
             "train.epochs=1", "sweep.r=[2, 4]", "sweep.target_modules=[[query, value]]", "sweep.parallelism=1",
             "report.bootstrap_samples=200"]
     run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "sweep.py"), "--run-local", "--pipeline-root",
                           str(tmp_path), *[a for s in sets for a in ("--set", s)]],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, SWITCH_ENV: "1"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"gcsfuse semantics under {tmp_path.resolve()}" in run.stdout  # every step as on Vertex AI's /gcs/
     run_dir = next(tmp_path.iterdir())
     trials = []
     for i in range(2):
