@@ -15,6 +15,7 @@ trainer state) and resumes from one. On top of that:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ LOSS_STATE = "loss_state.json"
 RUN_IDENTITY = "run.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 VERTEX_CHECKPOINT_ENV = "AIP_CHECKPOINT_DIR"
+# Set on training jobs whose checkpoint location other runs share (pipelines/vertex.py).
+SHARED_CHECKPOINT_ENV = "BANGLASENTI_SHARED_CHECKPOINT_DIR"
 
 
 class Interrupted(RuntimeError):
@@ -106,6 +109,70 @@ def check_run_identity(root: Path, identity: dict[str, Any]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(identity, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def directory_digest(path: str | Path) -> str:
+    """sha256 over the relative name and sha256 of every file under `path` (the content a run starts from)."""
+    path = Path(path)
+    files = {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def run_identity(mode: str, config: dict[str, Any], base_dir: str | Path, tokenized_dir: str | Path) -> dict[str, Any]:
+    """What decides a training run's result: mode, effective config, and the content of its inputs."""
+    return {"mode": mode, "config": config, "data_sha256": directory_digest(tokenized_dir),
+            "base_model_sha256": directory_digest(base_dir)}
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recorded_identity(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / RUN_IDENTITY).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as another run's
+
+
+def run_checkpoint_dir(root: Path, identity: dict[str, Any], shared: bool | None = None) -> Path:
+    """Where this run keeps (and resumes) its checkpoints under `root`; never refuses a run.
+
+    `root` itself when it holds no other run's identity; else, and always when the location is shared between
+    runs (`SHARED_CHECKPOINT_ENV`, set by the pipeline on Vertex AI custom jobs), `root/run-<identity key>`.
+    """
+    if shared is None:
+        shared = os.environ.get(SHARED_CHECKPOINT_ENV) == "1"
+    own = root / f"run-{identity_key(identity)}"
+    if not shared:
+        recorded = _recorded_identity(root)
+        if recorded is None or recorded == identity:
+            check_run_identity(root, identity)
+            return root
+        differing = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+        print(f"{root} holds checkpoints of another run (differs in {', '.join(differing)}); "
+              f"this run keeps its own in {own}", flush=True)
+    if _recorded_identity(own) not in (None, identity):  # unreadable or altered: start this run afresh
+        shutil.rmtree(own, ignore_errors=True)
+    check_run_identity(own, identity)
+    return own
+
+
+def remove_checkpoints(ckpt: Path) -> None:
+    """Remove a finished run's checkpoints and identity; other runs' `run-*` locations beneath it stay."""
+    if not ckpt.is_dir():
+        return
+    for path in ckpt.iterdir():
+        if path.is_dir() and path.name.startswith("run-") and (path / RUN_IDENTITY).is_file():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ckpt.rmdir()
 
 
 @contextlib.contextmanager
