@@ -140,13 +140,14 @@ def _recorded_identity(root: Path) -> dict[str, Any] | None:
 def run_checkpoint_dir(root: Path, identity: dict[str, Any], shared: bool | None = None) -> Path:
     """Where this run keeps (and resumes) its checkpoints under `root`; never refuses a run.
 
-    `root` itself when it holds no other run's identity; else, and always when the location is shared between
-    runs (`SHARED_CHECKPOINT_ENV`, set by the pipeline on Vertex AI custom jobs), `root/run-<identity key>`.
+    `root/run-<identity key>` when the location is shared between runs (`SHARED_CHECKPOINT_ENV`, set by the
+    pipeline on Vertex AI custom jobs) or holds this run's checkpoints already; else `root` itself unless it
+    holds another run's identity.
     """
     if shared is None:
         shared = os.environ.get(SHARED_CHECKPOINT_ENV) == "1"
     own = root / f"run-{identity_key(identity)}"
-    if not shared:
+    if not shared and _recorded_identity(own) != identity:
         recorded = _recorded_identity(root)
         if recorded is None or recorded == identity:
             check_run_identity(root, identity)
