@@ -208,11 +208,12 @@ def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_lengt
 def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: str) -> dict[str, Any]:
     """Entry point of the KFP component (and of the command line)."""
     from components.config import config_from_json
+    from components.parameters import run_overrides
     from components.runtime import quiet_libraries
     from components.storage import read_parquet
 
     quiet_libraries()
-    cfg = config_from_json(config_json, {"model.name": model_name})
+    cfg = config_from_json(config_json, run_overrides(base_model=model_name))
     texts = read_parquet(train_path, ["text"])["text"].tolist() if cfg.model.name == TINY else []
     return resolve_base_model(cfg.model, texts, cfg.tokenize.max_length, out_dir)
 

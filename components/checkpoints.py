@@ -9,12 +9,16 @@ trainer state) and resumes from one. On top of that:
 - SIGTERM (a preempted Vertex AI job, a stopped container) saves a checkpoint at the end of the current step
   and ends training with `Interrupted`, so the next run with the same output location resumes there;
 - an epoch's shuffle order depends only on (seed, epoch), and the running training loss travels in the
-  checkpoint, so a resumed run ends with the same weights and metrics as an uninterrupted one.
+  checkpoint, so a resumed run ends with the same weights and metrics as an uninterrupted one;
+- a run's identity (effective config, content of the tokenized data and base model) is recorded beside its
+  checkpoints; a location holding another run's, or shared between runs (Vertex AI), gives each run a
+  sub-location keyed by its identity, so a run resumes only its own checkpoints and is never refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -25,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from components import storage
-from components.storage import InputError, atomic_file, fuse_path
+from components.storage import InputError, atomic_file, fuse_path, sha256_file
 
 MANIFEST = "checkpoint_manifest.json"
 LOSS_STATE = "loss_state.json"
 RUN_IDENTITY = "run.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 VERTEX_CHECKPOINT_ENV = "AIP_CHECKPOINT_DIR"
+# Set on training jobs whose checkpoint location other runs share (pipelines/vertex.py).
+SHARED_CHECKPOINT_ENV = "BANGLASENTI_SHARED_CHECKPOINT_DIR"
 
 
 class Interrupted(RuntimeError):
@@ -85,6 +91,71 @@ def check_run_identity(root: Path, identity: dict[str, Any]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(identity, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def directory_digest(path: str | Path) -> str:
+    """sha256 over the relative name and sha256 of every file under `path` (the content a run starts from)."""
+    path = Path(path)
+    files = {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def run_identity(mode: str, config: dict[str, Any], base_dir: str | Path, tokenized_dir: str | Path) -> dict[str, Any]:
+    """What decides a training run's result: mode, effective config, and the content of its inputs."""
+    return {"mode": mode, "config": config, "data_sha256": directory_digest(tokenized_dir),
+            "base_model_sha256": directory_digest(base_dir)}
+
+
+def identity_key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _recorded_identity(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / RUN_IDENTITY).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as another run's
+
+
+def run_checkpoint_dir(root: Path, identity: dict[str, Any], shared: bool | None = None) -> Path:
+    """Where this run keeps (and resumes) its checkpoints under `root`; never refuses a run.
+
+    `root/run-<identity key>` when the location is shared between runs (`SHARED_CHECKPOINT_ENV`, set by the
+    pipeline on Vertex AI custom jobs) or holds this run's checkpoints already; else `root` itself unless it
+    holds another run's identity.
+    """
+    if shared is None:
+        shared = os.environ.get(SHARED_CHECKPOINT_ENV) == "1"
+    own = root / f"run-{identity_key(identity)}"
+    if not shared and _recorded_identity(own) != identity:
+        recorded = _recorded_identity(root)
+        if recorded is None or recorded == identity:
+            check_run_identity(root, identity)
+            return root
+        differing = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+        print(f"{root} holds checkpoints of another run (differs in {', '.join(differing)}); "
+              f"this run keeps its own in {own}", flush=True)
+    if _recorded_identity(own) not in (None, identity):  # unreadable or altered: start this run afresh
+        shutil.rmtree(own, ignore_errors=True)
+    check_run_identity(own, identity)
+    return own
+
+
+def remove_checkpoints(ckpt: Path) -> None:
+    """Remove a finished run's checkpoints and identity; other runs' `run-*` locations beneath it stay."""
+    if not ckpt.is_dir():
+        return
+    for path in ckpt.iterdir():
+        if path.is_dir() and path.name.startswith("run-") and (path / RUN_IDENTITY).is_file():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ckpt.rmdir()
 
 
 @contextlib.contextmanager

@@ -323,7 +323,9 @@ class SweepConfig(_Strict):
                                   "output.dense"]],
         min_length=1, description="Target-module lists tried.",
     )
-    parallelism: int = Field(0, ge=0, description="Trials run at once (0 = no limit; the local runner caps it).")
+    parallelism: int = Field(
+        1, ge=0, description="Trials trained at once (0 = no limit). 1: with train-baseline, two TPU v3-8 jobs "
+        "(16 cores) at a time; raise it with your TPU quota (docs/vertex.md).")
 
     def grid(self) -> list[dict[str, Any]]:
         """Every (r, alpha, target_modules) combination, as ParallelFor items."""

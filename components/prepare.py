@@ -350,8 +350,9 @@ def run_prepare(config_json: str, data_uri: str, seed: int, train_path: str, val
                 report_path: str) -> PreparedData:
     """Entry point of the KFP component (and of the command line)."""
     from components.config import config_from_json
+    from components.parameters import run_overrides
 
-    cfg = config_from_json(config_json, {"data.uri": data_uri, "data.seed": seed})
+    cfg = config_from_json(config_json, run_overrides(data_uri=data_uri, data_seed=seed))
     with tempfile.TemporaryDirectory() as workdir:
         prepared = prepare_data(cfg.data.uri, cfg.data, Path(workdir))
     write_prepared(prepared, {"train": train_path, "val": val_path, "test": test_path}, report_path)

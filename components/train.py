@@ -15,7 +15,6 @@ location resumes from the last intact one and ends as an uninterrupted run would
 """
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -238,10 +237,12 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     from transformers import EarlyStoppingCallback, set_seed
 
     from components.checkpoints import (
-        check_run_identity,
         checkpoint_root,
         latest_valid_checkpoint,
+        remove_checkpoints,
         resumable_trainer_class,
+        run_checkpoint_dir,
+        run_identity,
         stop_on_sigterm,
     )
     from components.tokenization import load_tokenizer
@@ -256,8 +257,8 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     model = build_model(mode, base_dir, cfg, static_attention() if placement.static_shapes else None)
     counts = parameter_counts(model)
     out_dir = Path(out_dir)
-    ckpt = checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode)
-    check_run_identity(ckpt, {"mode": mode, "config": cfg.model_dump(mode="json")})
+    ckpt = run_checkpoint_dir(checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode),
+                              run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir))
     resume = latest_valid_checkpoint(ckpt)
     if resume is not None:
         print(f"resuming from {resume}", flush=True)
@@ -294,7 +295,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
         trainer.save_model(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    shutil.rmtree(ckpt, ignore_errors=True)
+    remove_checkpoints(ckpt)
     return summary
 
 
@@ -379,11 +380,11 @@ def train_lora(
     metrics: Output[Metrics],
 ):
     """Fine-tune LoRA adapters and the classifier head."""
+    from components.parameters import run_overrides
     from components.train import train_step
 
-    overrides = {"lora.r": lora_r, "lora.alpha": lora_alpha, "lora.target_modules": lora_target_modules,
-                 "train.lora_learning_rate": learning_rate, "train.epochs": epochs,
-                 "train.batch_size": batch_size, "train.seed": seed}
+    overrides = run_overrides(lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
+                              lora_learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
     train_step("lora", config_json, overrides, base_model, tokenized, model, metrics)
 
 
@@ -400,10 +401,10 @@ def train_baseline(
     metrics: Output[Metrics],
 ):
     """Fully fine-tune every weight (the baseline)."""
+    from components.parameters import run_overrides
     from components.train import train_step
 
-    overrides = {"train.baseline_learning_rate": learning_rate, "train.epochs": epochs,
-                 "train.batch_size": batch_size, "train.seed": seed}
+    overrides = run_overrides(baseline_learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
     train_step("baseline", config_json, overrides, base_model, tokenized, model, metrics)
 
 

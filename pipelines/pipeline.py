@@ -1,13 +1,18 @@
 """The pipeline factory: one DAG, built for a target (`local` runner or `vertex`).
 
-prepare -> base-model -> tokenize -> {train-lora, train-baseline} -> evaluate. The knobs a user changes per
-run are pipeline parameters whose defaults come from the config; everything else is compiled in as the
-config's JSON. Every step gets the git commit the pipeline was compiled from (and on Vertex its image) in its
-environment for the artifacts' lineage (components/lineage.py); pipelines/vertex.py holds the vertex settings.
+importer (raw data) -> prepare -> base-model -> tokenize -> {train-lora, train-baseline}
+-> evaluate, export-model. The knobs a user changes per run are pipeline parameters (components/parameters.py)
+whose defaults come from the config; everything else is compiled in as the config's JSON.
+
+Every pipeline variant (this one, pipelines/sweep.py, the registry upload of pipelines/registry.py) makes its
+tasks through one `Dag`, which configures each task it makes: the git commit the pipeline was compiled from
+(and on Vertex the image) in its environment for the artifacts' lineage (components/lineage.py); on Vertex
+also machine limits, retries and caching (pipelines/vertex.py).
 """
 
-
-from typing import Literal, NamedTuple
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics
@@ -17,7 +22,10 @@ from components.config import Config
 from components.evaluate import evaluate
 from components.export import export_model
 from components.lineage import git_commit, step_environment
+from components.parameters import pipeline_parameters
 from components.prepare import prepare
+from components.registry import read_metric, upload_model
+from components.sweep import select_best_trial
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
 from pipelines import vertex as on_vertex
@@ -25,6 +33,7 @@ from pipelines import vertex as on_vertex
 Target = Literal["local", "vertex"]
 TARGETS: tuple[str, ...] = ("local", "vertex")
 TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate", "export-model")
+TRAIN_STEPS = ("train_lora", "train_baseline")
 
 
 def _with_image(component, image: str):
@@ -33,22 +42,86 @@ def _with_image(component, image: str):
 
 
 def step_image(cfg: Config, name: str) -> str:
-    return cfg.pipeline.train_image if name.startswith("train") else cfg.pipeline.cpu_image
+    return cfg.pipeline.train_image if name in TRAIN_STEPS else cfg.pipeline.cpu_image
 
 
-def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, object]:
+def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, Any]:
     """The components of each step for a target: as defined for the local runner, in our images on Vertex,
     where the training steps are custom jobs."""
-    steps = {"prepare": prepare, "base_model": base_model_op, "tokenize": tokenize, "train_lora": train_lora,
-             "train_baseline": train_baseline, "evaluate": evaluate, "export": export_model}
+    steps = {"prepare": prepare, "base_model": base_model_op,
+             "tokenize": tokenize, "train_lora": train_lora, "train_baseline": train_baseline, "evaluate": evaluate,
+             "export": export_model, "select_best_trial": select_best_trial, "read_metric": read_metric,
+             "upload_model": upload_model}
     if target == "local":
         return steps
     if target != "vertex":
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     ops = {name: _with_image(comp, step_image(cfg, name)) for name, comp in steps.items()}
-    for name in ("train_lora", "train_baseline"):
+    for name in TRAIN_STEPS:
         ops[name] = on_vertex.custom_job_component(ops[name], cfg, step_environment(step_image(cfg, name), commit))
     return ops
+
+
+class Dag:
+    """Makes the tasks of a pipeline being defined, each configured the same way for the target."""
+
+    def __init__(self, cfg: Config, target: Target):
+        self.cfg, self.target, self.commit = cfg, target, git_commit()
+        self.ops = step_components(cfg, target, self.commit)
+        self.config_json = cfg.to_json()
+        self.vertex = target == "vertex"
+
+    def task(self, step: str, job: str | None = None, **args: Any):
+        """A task of `step` with `args`; a training step's custom job writes under the directory of `job`
+        (default: the step's task name)."""
+        op = self.ops[step]
+        if self.vertex and step in TRAIN_STEPS:
+            args |= on_vertex.job_arguments(op, self.cfg, job or step.replace("_", "-"))
+        return self.configure(op(**args), "train" if step in TRAIN_STEPS else "cpu")
+
+    def configure(self, task, kind: str):
+        if self.vertex:
+            on_vertex.configure_task(self.cfg, self.commit, task, kind)
+        elif kind != "importer":
+            for key, value in step_environment(None, self.commit).items():
+                task.set_env_variable(key, value)
+        return task
+
+    def data_steps(self, p: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """importer (the raw data as a Dataset node of the lineage graph, whatever the run's `data_uri`), prepare,
+        base-model and tokenize; returns the last three tasks."""
+        raw = self.configure(on_vertex.import_raw_data(self.cfg, p["data_uri"]), "importer")
+        prep = self.task("prepare", config_json=self.config_json, data_uri=p["data_uri"], seed=p["data_seed"],
+                         raw_data=raw.output)
+        base = self.task("base_model", config_json=self.config_json, model_name=p["base_model"],
+                         train=prep.outputs["train"])
+        tok = self.task("tokenize", config_json=self.config_json, base_model=base.outputs["model"],
+                        train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+        return prep, base, tok
+
+    def evaluate(self, prep, base, tok, lora_model, baseline_model):
+        return self.task("evaluate", config_json=self.config_json, base_model=base.outputs["model"],
+                         tokenized=tok.outputs["tokenized"], lora_model=lora_model, baseline_model=baseline_model,
+                         train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"],
+                         data_report=prep.outputs["report"])
+
+
+def run_parameter_pipeline(cfg: Config, pipeline: str, name: str, description: str, outputs: type,
+                           body: Callable[[dict[str, Any]], Any]):
+    """A KFP pipeline whose signature is the run parameters of `pipeline` (components/parameters.py) with the
+    config's values as defaults; `body` gets them as a dict."""
+    signature = inspect.Signature(
+        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default(cfg), annotation=p.kind)
+         for p in pipeline_parameters(pipeline)], return_annotation=outputs)
+
+    def pipeline_func(*args: Any, **kwargs: Any):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return body(dict(bound.arguments))
+
+    pipeline_func.__signature__ = signature  # type: ignore[attr-defined]
+    pipeline_func.__name__ = name.replace("-", "_")
+    return dsl.pipeline(name=name, description=description)(pipeline_func)
 
 
 class PipelineOutputs(NamedTuple):
@@ -58,68 +131,25 @@ class PipelineOutputs(NamedTuple):
     html_report: HTML
 
 
-def data_steps(ops: dict[str, object], cfg: Config, target: Target, data_uri, base_model, seed):
-    """prepare, base-model and tokenize inside a pipeline function (with the raw-data importer for gs:// data on
-    Vertex AI); returns the three tasks."""
-    raw = {}
-    if target == "vertex" and cfg.data.uri.startswith("gs://"):
-        raw = {"raw_data": on_vertex.import_raw_data(cfg, data_uri).output}
-    config_json = cfg.to_json()
-    prep = ops["prepare"](config_json=config_json, data_uri=data_uri, seed=seed, **raw)
-    base = ops["base_model"](config_json=config_json, model_name=base_model, train=prep.outputs["train"])
-    tok = ops["tokenize"](config_json=config_json, base_model=base.outputs["model"],
-                          train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
-    return prep, base, tok
-
-
 def build_pipeline(cfg: Config, target: Target = "local"):
     """Build the KFP pipeline for `cfg` and `target`."""
-    commit = git_commit()
-    ops = step_components(cfg, target, commit)
-    config_json = cfg.to_json()
-    vertex = target == "vertex"
 
-    def job_args(name: str) -> dict:
-        return on_vertex.job_arguments(ops[name.replace("-", "_")], cfg, name) if vertex else {}
+    def body(p: dict[str, Any]) -> PipelineOutputs:
+        dag = Dag(cfg, target)
+        prep, base, tok = dag.data_steps(p)
+        shared = {"config_json": dag.config_json, "epochs": p["epochs"], "batch_size": p["batch_size"],
+                  "seed": p["seed"], "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        lora = dag.task("train_lora", lora_r=p["lora_r"], lora_alpha=p["lora_alpha"],
+                        lora_target_modules=p["lora_target_modules"], learning_rate=p["lora_learning_rate"], **shared)
+        full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
+        evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
+        export = dag.task("export", base_model=base.outputs["model"], lora_model=lora.outputs["model"])
+        if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
+            from pipelines.registry import add_registry_upload
 
-    @dsl.pipeline(name=cfg.pipeline.name,
-                  description="Bengali sentiment: LoRA vs full fine-tuning of an XLM-R encoder.")
-    def banglasenti_pipeline(
-        data_uri: str = cfg.data.uri,
-        base_model: str = cfg.model.name,
-        lora_r: int = cfg.lora.r,
-        lora_alpha: int = cfg.lora.alpha,
-        lora_target_modules: list = list(cfg.lora.target_modules),  # noqa: B006 - KFP reads the default
-        lora_learning_rate: float = cfg.train.lora_learning_rate,
-        baseline_learning_rate: float = cfg.train.baseline_learning_rate,
-        epochs: int = cfg.train.epochs,
-        batch_size: int = cfg.train.batch_size,
-        seed: int = cfg.train.seed,
-    ) -> PipelineOutputs:
-        prep, base, tok = data_steps(ops, cfg, target, data_uri, base_model, seed)
-        shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                  "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
-        lora = ops["train_lora"](lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
-                                 learning_rate=lora_learning_rate, **shared, **job_args("train-lora"))
-        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared, **job_args("train-baseline"))
-        evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
-                                     tokenized=tok.outputs["tokenized"], lora_model=lora.outputs["model"],
-                                     baseline_model=full.outputs["model"], train=prep.outputs["train"],
-                                     val=prep.outputs["val"], test=prep.outputs["test"],
-                                     data_report=prep.outputs["report"])
-        export = ops["export"](base_model=base.outputs["model"], lora_model=lora.outputs["model"])
-        if vertex:
-            on_vertex.configure_tasks(cfg, commit, cpu_tasks=(prep, base, tok, evaluation, export),
-                                      train_tasks=(lora, full))
-            if cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
-                from pipelines.registry import add_registry_upload
-
-                add_registry_upload(cfg, evaluation, export)
-        else:
-            for task in (prep, base, tok, lora, full, evaluation, export):
-                for key, value in step_environment(None, commit).items():
-                    task.set_env_variable(key, value)
+            add_registry_upload(dag, evaluation, export)
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
                                data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
 
-    return banglasenti_pipeline
+    return run_parameter_pipeline(cfg, "main", cfg.pipeline.name, "Bengali sentiment: LoRA vs full fine-tuning of "
+                                  "an XLM-R encoder.", PipelineOutputs, body)

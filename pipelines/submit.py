@@ -33,16 +33,10 @@ import yaml
 
 from components.cli import EXPECTED_ERRORS, base_parser
 from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
+from components.parameters import PARAMETER_KEYS  # pipeline parameter -> the config keys it sets
 from components.storage import split_gs_uri
 from pipelines import preflight
 
-# Pipeline parameter -> the config keys it sets (seed seeds the split and the training).
-PARAMETER_KEYS: dict[str, tuple[str, ...]] = {
-    "data_uri": ("data.uri",), "base_model": ("model.name",), "lora_r": ("lora.r",), "lora_alpha": ("lora.alpha",),
-    "lora_target_modules": ("lora.target_modules",), "lora_learning_rate": ("train.lora_learning_rate",),
-    "baseline_learning_rate": ("train.baseline_learning_rate",), "epochs": ("train.epochs",),
-    "batch_size": ("train.batch_size",), "seed": ("train.seed", "data.seed"),
-}
 # Flags that set keys of the config's `vertex` section.
 FLAG_KEYS = {"project": "vertex.project", "region": "vertex.region", "staging_bucket": "vertex.staging_bucket",
              "pipeline_root": "vertex.pipeline_root", "service_account": "vertex.service_account",

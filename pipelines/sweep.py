@@ -6,8 +6,9 @@
 
 prepare -> base-model -> tokenize -> ParallelFor(grid){train-lora} -> select-best-trial -> evaluate (against
 train-baseline and the TF-IDF reference) and export-model. The grid (`sweep.*` in the config, expanded by
-`SweepConfig.grid()`) is the pipeline parameter `sweep_grid`, so a submission can replace it. The KFP local
-runner (kfp 2.17) runs ParallelFor and dsl.Collected; it runs at most two trials at once.
+`SweepConfig.grid()`) is the pipeline parameter `sweep_grid`, so a submission can replace it. At most
+`sweep.parallelism` trials train at once (default 1: with train-baseline, two TPU v3-8 jobs, 16 cores; see
+docs/vertex.md for raising it). The KFP local runner (kfp 2.17) runs ParallelFor and dsl.Collected.
 """
 
 import argparse
@@ -19,12 +20,11 @@ from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics
 
 from components.config import CONFIG_DIR, Config, ConfigError, load_config
-from components.sweep import select_best_trial
-from pipelines import vertex as on_vertex
-from pipelines.pipeline import Target, data_steps, step_components
+from pipelines.pipeline import Dag, Target, run_parameter_pipeline
 
-SWEEP_TASKS = ("prepare", "base-model", "tokenize", "for-loop-1", "select-best-trial", "train-baseline", "evaluate",
-               "export-model")
+SWEEP_TASKS = ("importer", "prepare", "base-model", "tokenize", "for-loop-1", "select-best-trial", "train-baseline",
+               "evaluate", "export-model")
+TRIAL_JOB = "train-lora-trial"  # the trials' custom jobs share one output directory (checkpoints keyed by trial)
 
 
 class SweepOutputs(NamedTuple):
@@ -35,50 +35,25 @@ class SweepOutputs(NamedTuple):
 
 
 def build_sweep_pipeline(cfg: Config, target: Target = "local"):
-    """The sweep pipeline for `cfg` and `target` (same step components as the main pipeline)."""
-    ops = step_components(cfg, target)
-    select = select_best_trial
-    if target == "vertex":
-        select = dsl.component(select_best_trial.python_func, base_image=cfg.pipeline.cpu_image,
-                               install_kfp_package=False)
-    config_json = cfg.to_json()
+    """The sweep pipeline for `cfg` and `target` (the same steps, made and configured as in the main pipeline)."""
 
-    def job_args(step: str, name: str) -> dict:
-        """On Vertex AI, each custom job's own output (and checkpoint) directory; a trial's is named by its task."""
-        return on_vertex.job_arguments(ops[step], cfg, name) if target == "vertex" else {}
-
-    @dsl.pipeline(name=f"{cfg.pipeline.name}-lora-sweep",
-                  description="Bengali sentiment: a LoRA (r, alpha, target modules) sweep against full fine-tuning.")
-    def lora_sweep_pipeline(
-        data_uri: str = cfg.data.uri,
-        base_model: str = cfg.model.name,
-        sweep_grid: list = cfg.sweep.grid(),  # noqa: B008 - KFP reads the default
-        lora_learning_rate: float = cfg.train.lora_learning_rate,
-        baseline_learning_rate: float = cfg.train.baseline_learning_rate,
-        epochs: int = cfg.train.epochs,
-        batch_size: int = cfg.train.batch_size,
-        seed: int = cfg.train.seed,
-    ) -> SweepOutputs:
-        prep, base, tok = data_steps(ops, cfg, target, data_uri, base_model, seed)
-        shared = {"config_json": config_json, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-                  "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
-        with dsl.ParallelFor(sweep_grid, parallelism=cfg.sweep.parallelism or None) as trial:
-            lora = ops["train_lora"](lora_r=trial.r, lora_alpha=trial.alpha, lora_target_modules=trial.target_modules,
-                                     learning_rate=lora_learning_rate, **shared,
-                                     **job_args("train_lora", f"train-lora-{dsl.PIPELINE_TASK_ID_PLACEHOLDER}"))
-        best = select(trials=dsl.Collected(lora.outputs["model"]))
-        full = ops["train_baseline"](learning_rate=baseline_learning_rate, **shared,
-                                     **job_args("train_baseline", "train-baseline"))
-        evaluation = ops["evaluate"](config_json=config_json, base_model=base.outputs["model"],
-                                     tokenized=tok.outputs["tokenized"], lora_model=best.outputs["best_model"],
-                                     baseline_model=full.outputs["model"], train=prep.outputs["train"],
-                                     val=prep.outputs["val"], test=prep.outputs["test"],
-                                     data_report=prep.outputs["report"])
-        ops["export"](base_model=base.outputs["model"], lora_model=best.outputs["best_model"])
+    def body(p: dict[str, Any]) -> SweepOutputs:
+        dag = Dag(cfg, target)
+        prep, base, tok = dag.data_steps(p)
+        shared = {"config_json": dag.config_json, "epochs": p["epochs"], "batch_size": p["batch_size"],
+                  "seed": p["seed"], "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        with dsl.ParallelFor(p["sweep_grid"], parallelism=cfg.sweep.parallelism or None) as trial:
+            lora = dag.task("train_lora", job=TRIAL_JOB, lora_r=trial.r, lora_alpha=trial.alpha,
+                            lora_target_modules=trial.target_modules, learning_rate=p["lora_learning_rate"], **shared)
+        best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
+        full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
+        evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
+        dag.task("export", base_model=base.outputs["model"], lora_model=best.outputs["best_model"])
         return SweepOutputs(report=evaluation.outputs["report"], html_report=evaluation.outputs["html_report"],
                             leaderboard=best.outputs["leaderboard"], metrics=evaluation.outputs["metrics"])
 
-    return lora_sweep_pipeline
+    return run_parameter_pipeline(cfg, "sweep", f"{cfg.pipeline.name}-lora-sweep", "Bengali sentiment: a LoRA (r, "
+                                  "alpha, target modules) sweep against full fine-tuning.", SweepOutputs, body)
 
 
 def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str, Any]:

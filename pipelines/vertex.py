@@ -4,14 +4,22 @@ train-lora and train-baseline become Vertex AI custom jobs through google-cloud-
 `create_custom_training_job_from_component` (machine profile `vertex.train.machine`, TPU v3-8 by default).
 A profile with a TPU topology (v5e) gets its worker pool specs passed to the job, since the wrapper has no
 topology argument. The other steps run in the CPU image with `vertex.cpu_steps` limits.
+
+A job's output and checkpoint directory holds no per-run value (the step cache keys on resolved inputs): it is
+named by a hash of the compiled config values that decide the training result (`training_key`), and the job
+keeps its checkpoints in a sub-location keyed by its run-time identity (components/checkpoints.py), so an
+identical resubmission hits the cache and a resubmission after a failure resumes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from kfp import dsl
 
+from components.checkpoints import SHARED_CHECKPOINT_ENV
 from components.config import Config
 from components.lineage import step_environment
 
@@ -49,7 +57,8 @@ def custom_job_component(component, cfg: Config, env: dict[str, str]):
         tensorboard=job.tensorboard,
         enable_web_access=job.enable_web_access,
         labels={**cfg.vertex.labels, "step": name},
-        env=[{"name": key, "value": value} for key, value in {**profile.env, **env}.items()],
+        env=[{"name": key, "value": value} for key, value in
+             {**profile.env, **env, SHARED_CHECKPOINT_ENV: "1"}.items()],
         strategy=job.strategy,
         max_wait_duration=job.max_wait_duration,
     )
@@ -60,14 +69,26 @@ def default_worker_pool_specs(job_component) -> list[dict[str, Any]]:
     return job_component.component_spec.inputs["worker_pool_specs"].default
 
 
-def job_arguments(job_component, cfg: Config, task_name: str) -> dict[str, Any]:
-    """Per-task custom job inputs: the job's output (and checkpoint) directory, and a TPU topology if any.
+def training_key(cfg: Config) -> str:
+    """Hash of the compiled values that decide a training result: data, model, tokenization, LoRA and training
+    settings, the training image and machine. Run parameters and input content are checked at run time."""
+    decisive = {**cfg.model_dump(mode="json", include={"data", "model", "tokenize", "lora", "train"}),
+                "train_image": cfg.pipeline.train_image, "machine": cfg.vertex.train.profile.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
-    Vertex AI sets AIP_MODEL_DIR and AIP_CHECKPOINT_DIR under the base output directory. It is scoped by the
-    pipeline job, so a retried task resumes from its own checkpoints and never from another run's.
+
+def output_directory(cfg: Config, job_name: str) -> str:
+    """The custom job's base output directory: the same for every run of the same compiled config.
+
+    Vertex AI sets AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR beneath it.
     """
     root = cfg.vertex.train.base_output_directory.rstrip("/") or dsl.PIPELINE_ROOT_PLACEHOLDER
-    args: dict[str, Any] = {"base_output_directory": f"{root}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}/{task_name}"}
+    return f"{root}/training/{job_name}/{training_key(cfg)}"
+
+
+def job_arguments(job_component, cfg: Config, job_name: str) -> dict[str, Any]:
+    """Per-task custom job inputs: the job's output (and checkpoint) directory, and a TPU topology if any."""
+    args: dict[str, Any] = {"base_output_directory": output_directory(cfg, job_name)}
     topology = cfg.vertex.train.profile.tpu_topology
     if topology:
         specs = [dict(spec) for spec in default_worker_pool_specs(job_component)]
@@ -77,27 +98,27 @@ def job_arguments(job_component, cfg: Config, task_name: str) -> dict[str, Any]:
     return args
 
 
-def configure_tasks(cfg: Config, commit: str, cpu_tasks, train_tasks) -> None:
-    """Machine size, lineage environment, retries and caching of the steps in the CPU image; retries and
-    caching of the custom job tasks (their machine and environment are in the jobs themselves)."""
-    steps, train = cfg.vertex.cpu_steps, cfg.vertex.train
-    for task in cpu_tasks:
+def configure_task(cfg: Config, commit: str, task, kind: str) -> None:
+    """Settings of one task by kind: `cpu` (a step in the CPU image: machine size, lineage environment,
+    retries), `train` (a custom job: retries; its machine and environment are in the job) or `importer`;
+    caching for all."""
+    if kind == "cpu":
+        steps = cfg.vertex.cpu_steps
         task.set_cpu_limit(steps.cpu_limit).set_memory_limit(steps.memory_limit)
         for key, value in step_environment(cfg.pipeline.cpu_image, commit).items():
             task.set_env_variable(key, value)
         if steps.retries:
             task.set_retry(steps.retries, **CPU_BACKOFF)
-    for task in train_tasks:
-        if train.retries:
-            task.set_retry(train.retries, **TRAIN_BACKOFF)
-    for task in (*cpu_tasks, *train_tasks):
-        task.set_caching_options(cfg.vertex.enable_caching)
+    elif kind == "train":
+        if cfg.vertex.train.retries:
+            task.set_retry(cfg.vertex.train.retries, **TRAIN_BACKOFF)
+    elif kind != "importer":
+        raise ValueError(f"task kind must be cpu, train or importer, got {kind!r}")
+    task.set_caching_options(cfg.vertex.enable_caching)
 
 
 def import_raw_data(cfg: Config, data_uri):
-    """The raw data already on GCS as a Dataset node of the lineage graph (the same URI is imported once)."""
-    task = dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset, reimport=False,
+    """The run's raw data (whatever its URI) as a Dataset node of the lineage graph (a URI is imported once)."""
+    return dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset, reimport=False,
                         metadata={"role": "raw data", "format": cfg.data.format,
                                   "text_column": cfg.data.text_column, "label_column": cfg.data.label_column})
-    task.set_caching_options(cfg.vertex.enable_caching)
-    return task

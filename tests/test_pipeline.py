@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR, load_config
+from components.config import CONFIG_DIR, config_from_json, load_config
+from components.parameters import MAIN, PARAMETER_KEYS, PARAMETERS, SWEEP, parameters_reference, pipeline_parameters
+from pipelines import submit
 from pipelines.compile import compile_pipeline
-from pipelines.pipeline import TASKS
+from pipelines.pipeline import TASKS, build_pipeline
+from pipelines.sweep import build_sweep_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGES = {
-    "prepare": set(),
+    "importer": set(),
+    "prepare": {"importer"},
     "base-model": {"prepare"},
     "tokenize": {"prepare", "base-model"},
     "train-lora": {"base-model", "tokenize"},
@@ -35,7 +39,7 @@ def load_spec(path: Path) -> dict:
 def test_compiled_spec_has_every_task_and_edge(tmp_path, target):
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", target))
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == set(TASKS)
+    assert set(tasks) == {"importer", *TASKS}
     for name, task in tasks.items():
         upstream = set(task.get("dependentTasks", []))
         for inp in task.get("inputs", {}).get("artifacts", {}).values():
@@ -44,24 +48,94 @@ def test_compiled_spec_has_every_task_and_edge(tmp_path, target):
 
 
 def test_pipeline_parameters_default_to_the_config(tmp_path):
-    cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
-    spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml"))
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml", {"data.seed": 7})
+    spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex", ["data.seed=7"]))
     params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
     assert params == {
-        "data_uri": cfg.data.uri, "base_model": cfg.model.name, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha,
-        "lora_target_modules": cfg.lora.target_modules, "lora_learning_rate": cfg.train.lora_learning_rate,
-        "baseline_learning_rate": cfg.train.baseline_learning_rate, "epochs": cfg.train.epochs,
-        "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
+        "data_uri": cfg.data.uri, "data_seed": 7, "base_model": cfg.model.name, "lora_r": cfg.lora.r,
+        "lora_alpha": cfg.lora.alpha, "lora_target_modules": cfg.lora.target_modules,
+        "lora_learning_rate": cfg.train.lora_learning_rate, "baseline_learning_rate": cfg.train.baseline_learning_rate,
+        "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
     }
-    embedded = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]["config_json"]
+    tasks = spec["root"]["dag"]["tasks"]
+    embedded = tasks["prepare"]["inputs"]["parameters"]["config_json"]
     assert json.loads(embedded["runtimeValue"]["constant"]) == json.loads(cfg.to_json())
+    # The split takes data_seed (data.seed of the YAML), the training takes seed (train.seed).
+    assert tasks["prepare"]["inputs"]["parameters"]["seed"] == {"componentInputParameter": "data_seed"}
+    for step in ("train-lora", "train-baseline"):
+        assert tasks[step]["inputs"]["parameters"]["seed"] == {"componentInputParameter": "seed"}
+
+
+KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", list: "LIST"}
+
+
+@pytest.mark.parametrize(("pipeline", "build"), [(MAIN, build_pipeline), (SWEEP, build_sweep_pipeline)])
+@pytest.mark.parametrize("target", ["local", "vertex"])
+def test_every_pipeline_signature_is_the_parameter_table(tmp_path, pipeline, build, target):
+    from kfp import compiler
+
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml", {"data.seed": 3, "train.seed": 5, "sweep.r": [2]})
+    compiler.Compiler().compile(build(cfg, target), package_path=str(tmp_path / "p.yaml"))
+    declared = load_spec(tmp_path / "p.yaml")["root"]["inputDefinitions"]["parameters"]
+    table = pipeline_parameters(pipeline)
+    assert list(declared) == sorted(p.name for p in table)
+    for p in table:
+        assert declared[p.name] == {"defaultValue": p.default(cfg), "isOptional": True,
+                                    "parameterType": KFP_TYPES[p.kind]}, p.name
+
+
+def test_the_parameter_table_names_real_config_keys():
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml", {"data.seed": 3, "train.seed": 5})
+    for p in PARAMETERS:
+        for key in p.keys:  # a key the schema does not have is rejected; the default is the config's own value
+            assert config_from_json(cfg.to_json(), {key: p.default(cfg)}) == cfg, key
+    assert {p.name for p in PARAMETERS if not p.keys} == {"sweep_grid"}
+    assert PARAMETER_KEYS["seed"] == ("train.seed",) and PARAMETER_KEYS["data_seed"] == ("data.seed",)
+    assert submit.PARAMETER_KEYS is PARAMETER_KEYS
+
+
+def test_configuration_doc_lists_the_parameter_table():
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert parameters_reference() in doc
+
+
+@pytest.mark.parametrize(("component", "given", "expected"), [
+    ("train_lora", {"lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["query"], "learning_rate": 1e-3,
+                    "epochs": 2, "batch_size": 8, "seed": 9},
+     {"lora.r": 4, "lora.alpha": 8, "lora.target_modules": ["query"], "train.lora_learning_rate": 1e-3,
+      "train.epochs": 2, "train.batch_size": 8, "train.seed": 9}),
+    ("train_baseline", {"learning_rate": 1e-5, "epochs": 2, "batch_size": 8, "seed": 9},
+     {"train.baseline_learning_rate": 1e-5, "train.epochs": 2, "train.batch_size": 8, "train.seed": 9}),
+])
+def test_training_components_turn_their_parameters_into_the_tables_keys(monkeypatch, component, given, expected):
+    from components import train
+
+    seen = {}
+    monkeypatch.setattr(train, "train_step", lambda mode, config_json, overrides, *a: seen.update(overrides))
+    getattr(train, component).python_func(config_json="{}", base_model=None, tokenized=None, model=None,
+                                          metrics=None, **given)
+    assert seen == expected
+
+
+def test_prepare_splits_with_its_own_seed(tmp_path):
+    """data.seed reaches the split through the data_seed parameter, train.seed does not."""
+    from components.prepare import run_prepare
+
+    cfg = load_config(CONFIG_DIR / "local.yaml", {"data.seed": 1, "train.seed": 99})
+    paths = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
+    prepared = run_prepare(cfg.to_json(), cfg.data.uri, 11, *paths, str(tmp_path / "r.md"))
+    assert prepared.stats["seed"] == 11
+    again = run_prepare(cfg.to_json(), cfg.data.uri, 12, *paths, str(tmp_path / "r.md"))
+    assert again.stats["seed"] == 12
+    assert set(again.splits["test"]["text"]) != set(prepared.splits["test"]["text"])
 
 
 def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path):
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex"))
     executors = spec["deploymentSpec"]["executors"]
-    images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()}
+    images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()
+              if "container" in ex}  # the importer has no container of ours
     cpu_steps = ("prepare", "base-model", "tokenize", "evaluate", "export-model")
     assert {name: images[name] for name in cpu_steps} == dict.fromkeys(cpu_steps, cfg.pipeline.cpu_image)
     for step in ("train-lora", "train-baseline"):  # custom jobs: the image is in the job's worker pool
@@ -69,7 +143,7 @@ def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path)
         assert [pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]] == [cfg.pipeline.train_image]
         assert "pip install" not in " ".join(pools["defaultValue"][0]["container_spec"]["command"])
     for ex in executors.values():
-        assert "pip install" not in " ".join(ex["container"]["command"])
+        assert "pip install" not in " ".join(ex.get("container", {}).get("command", []))
 
 
 def test_compile_command_writes_a_spec(tmp_path):
@@ -102,6 +176,8 @@ def test_main_job_runs_the_whole_dag_offline(tmp_path):
                          ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report"),
                          ("evaluate", "html_report"), ("export-model", "model")]:
         assert (run_dir / task / output).exists(), (task, output)
+    log = re.sub(r"\x1b\[\d+m", "", run.stdout + run.stderr)
+    assert "Task 'importer' finished with status SUCCESS" in log  # the raw data is a lineage node
     metrics = executor_metrics(run_dir)
     for model in ("lora", "baseline"):
         assert metrics[f"{model}_test_macro_f1"] > metrics["majority_class_test_macro_f1"] + 0.1
@@ -111,18 +187,28 @@ def test_main_job_runs_the_whole_dag_offline(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_yaml_loads_back_and_runs_locally(tmp_path, gcsfuse_semantics):
+def test_compiled_yaml_loads_back_and_runs_locally_on_gcs_data(tmp_path, gcs_emulator, gcsfuse_semantics):
+    """A saved template run with `data_uri=gs://...` (the GCS emulator): the raw data is imported at run time,
+    and data_seed (not seed) splits it."""
     from kfp import components, local
 
+    from components.storage import gcs_client
+
+    client = gcs_client()
+    bucket = client.lookup_bucket("raw-data-bucket") or client.create_bucket("raw-data-bucket")
+    bucket.blob("banglasenti/sample.csv").upload_from_filename(str(ROOT / "components" / "data" /
+                                                                    "bangla_sentiment_sample.csv"))
     path = compile_pipeline(CONFIG_DIR / "local.yaml", tmp_path / "local.yaml", "local", FAST)
     pipeline = components.load_component_from_file(str(path))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"))
-    task = pipeline(epochs=1, lora_r=4, seed=7)
+    uri = "gs://raw-data-bucket/banglasenti/sample.csv"
+    task = pipeline(epochs=1, lora_r=4, seed=7, data_seed=11, data_uri=uri)
     assert Path(task.outputs["report"].path).read_text(encoding="utf-8").startswith("# LoRA vs full fine-tuning")
     run_dir = next((tmp_path / "runs").iterdir())
     lora_meta = json.loads((run_dir / "train-lora" / "executor_output.json").read_text())
     model_meta = lora_meta["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert model_meta["lora"]["r"] == 4 and model_meta["epochs_run"] == 1 and model_meta["seed"] == 7
+    assert model_meta["split_seed"] == 11 and model_meta["source_uri"] == uri
 
 
 def test_main_job_reports_a_failing_step_in_one_line(tmp_path):

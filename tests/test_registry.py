@@ -32,7 +32,8 @@ def test_vertex_target_gates_the_upload_on_lora_macro_f1(tmp_path):
     upload = spec["components"]["comp-condition-1"]["dag"]["tasks"]["upload-model"]["inputs"]
     assert upload["artifacts"]["model"]["componentInputArtifact"] == "pipelinechannel--export-model-model"
     assert upload["parameters"]["display_name"]["runtimeValue"]["constant"] == "bs-lora"
-    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()
+              if "container" in ex}
     cpu = load_config(CONFIG_DIR / "banglasenti.yaml").pipeline.cpu_image
     assert images["exec-upload-model"] == images["exec-read-metric"] == cpu
 
@@ -65,6 +66,7 @@ def test_gate_on_the_local_runner(tmp_path, score, uploads):
     step runs (and fails here, with no Google Cloud credentials)."""
     from kfp import local
 
+    from pipelines.pipeline import Dag
     from pipelines.registry import add_registry_upload
 
     cfg = load_config(CONFIG_DIR / "local.yaml", {"registry.min_macro_f1": 0.6, "registry.project": "p"})
@@ -72,7 +74,7 @@ def test_gate_on_the_local_runner(tmp_path, score, uploads):
     @dsl.pipeline(name="gate")
     def gate():
         task = scored_model(score=score)
-        add_registry_upload(cfg, task, task)
+        add_registry_upload(Dag(cfg, "local"), task, task)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=False)
     gate()

@@ -12,7 +12,8 @@ import yaml
 from components.config import CONFIG_DIR, SweepConfig, load_config
 from components.sweep import rank_trials, render_leaderboard, select_best
 from pipelines.gcsfuse import SWITCH_ENV
-from pipelines.sweep import SWEEP_TASKS, build_sweep_pipeline
+from pipelines.sweep import SWEEP_TASKS, TRIAL_JOB, build_sweep_pipeline
+from pipelines.vertex import output_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,13 +67,26 @@ def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
     assert evaluate_lora == {"outputArtifactKey": "best_model", "producerTask": "select-best-trial"}
     loop_body = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["train-lora"]["inputs"]["parameters"]
     assert loop_body["lora_r"]["parameterExpressionSelector"] == 'parseJson(string_value)["r"]'
-    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()
+              if "container" in ex}
     assert images["exec-select-best-trial"] == cfg.pipeline.cpu_image
     pools = spec["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]["worker_pool_specs"]
     assert [pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]] == [cfg.pipeline.train_image]
-    # each trial's custom job writes (and resumes) under a directory of its own task
+    # the trials' custom jobs share a directory named by the config, the same in every run (each trial keeps its
+    # checkpoints in a sub-location keyed by its own identity: components/checkpoints.py)
     out_dir = loop_body["base_output_directory"]["runtimeValue"]["constant"]
-    assert out_dir.endswith("/{{$.pipeline_job_uuid}}/train-lora-{{$.pipeline_task_uuid}}")
+    assert out_dir == output_directory(cfg, TRIAL_JOB) and "uuid" not in out_dir
+
+
+def test_sweep_trains_one_trial_at_a_time_by_default(tmp_path):
+    """One trial and the baseline: two TPU v3-8 jobs (16 cores) at once, not one per trial plus the baseline."""
+    from kfp import compiler
+
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
+    assert cfg.sweep.parallelism == 1 and len(cfg.sweep.grid()) == 4
+    compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=str(tmp_path / "s.yaml"))
+    loop = yaml.safe_load((tmp_path / "s.yaml").read_text())["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 1
 
 
 @pytest.mark.slow

@@ -1,15 +1,21 @@
 """The compiled vertex target: custom training jobs, machine profiles, job settings, CPU steps, raw-data import,
-and no credential anywhere in the spec."""
+every variant's tasks configured alike, cache keys free of per-run values, resumption after a resubmission, and no
+credential anywhere in the spec."""
 
 import json
+import os
 import re
+import signal
+from pathlib import Path
 
 import pytest
 import yaml
 
+from components.checkpoints import SHARED_CHECKPOINT_ENV
 from components.config import CONFIG_DIR, MACHINE_PROFILES, ConfigError, load_config
 from components.lineage import GIT_COMMIT_ENV, IMAGE_ENV, git_commit
 from pipelines.compile import compile_pipeline
+from pipelines.vertex import training_key
 
 TRAIN_STEPS = ("train-lora", "train-baseline")
 CPU_STEPS = ("prepare", "base-model", "tokenize", "evaluate")
@@ -43,13 +49,15 @@ def test_train_steps_are_tpu_v3_8_custom_jobs_in_the_train_image(tmp_path):
         assert container["image_uri"] == "europe-west4-docker.pkg.dev/proj/banglasenti/tpu:v1"
         assert container["args"][-1] == step.replace("-", "_")  # the component function the job runs
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env == {"PJRT_DEVICE": "TPU", GIT_COMMIT_ENV: git_commit(), IMAGE_ENV: container["image_uri"]}
+        assert env == {"PJRT_DEVICE": "TPU", GIT_COMMIT_ENV: git_commit(), IMAGE_ENV: container["image_uri"],
+                       SHARED_CHECKPOINT_ENV: "1"}
         assert pool["disk_spec"] == {"boot_disk_type": "pd-ssd", "boot_disk_size_gb": 100}
         assert job["display_name"] == f"banglasenti-lora-vs-full-{step}"
         assert (job["timeout"], job["strategy"]) == ("86400s", "STANDARD")
         assert job["service_account"] == "{{$.pipeline_service_account}}"  # the run's own account
         assert job["labels"] == {"app": "banglasenti", "step": step}
-        assert job["base_output_directory"] == f"{{{{$.pipeline_root}}}}/{{{{$.pipeline_job_uuid}}}}/{step}"
+        key = training_key(load_config(CONFIG_DIR / "banglasenti.yaml", IMAGES))
+        assert job["base_output_directory"] == f"{{{{$.pipeline_root}}}}/training/{step}/{key}"
         task = spec["root"]["dag"]["tasks"][step]
         assert task["retryPolicy"]["maxRetryCount"] == 1 and task["cachingOptions"] == {"enableCache": True}
         launcher = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
@@ -101,7 +109,7 @@ def test_job_settings_come_from_the_config(tmp_path):
         assert job["labels"] == {"app": "banglasenti", "team": "nlp", "step": step}
         assert (job["strategy"], job["timeout"]) == ("SPOT", "7200s")
         assert job["tensorboard"] == "projects/123/locations/us-central1/tensorboards/456"
-        assert job["base_output_directory"] == f"gs://ckpt-bucket/jobs/{{{{$.pipeline_job_uuid}}}}/{step}"
+        assert re.fullmatch(rf"gs://ckpt-bucket/jobs/training/{step}/[0-9a-f]{{16}}", job["base_output_directory"])
         assert job["worker_pool_specs"][0]["disk_spec"] == {"boot_disk_type": "pd-standard", "boot_disk_size_gb": 200}
         task = spec["root"]["dag"]["tasks"][step]
         assert "retryPolicy" not in task and task["cachingOptions"] == {}
@@ -123,8 +131,11 @@ def test_bad_vertex_settings_name_the_key(override, key):
         load_config(CONFIG_DIR / "banglasenti.yaml", [override])
 
 
-def test_raw_data_on_gcs_is_imported_as_a_lineage_node(tmp_path):
-    spec = compiled(tmp_path, ["data.uri=gs://data-bucket/banglasenti.csv"])
+@pytest.mark.parametrize("uri", ["gs://data-bucket/banglasenti.csv", "https://example.org/banglasenti.csv"])
+def test_raw_data_is_imported_as_a_lineage_node_whatever_the_compiled_uri(tmp_path, uri):
+    """The importer takes the run's data_uri parameter, so a template compiled for https:// data and submitted
+    with --param data_uri=gs://... still records its raw data."""
+    spec = compiled(tmp_path, [f"data.uri={uri}"])
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["prepare"]["inputs"]["artifacts"]["raw_data"]["taskOutputArtifact"] == {
         "outputArtifactKey": "artifact", "producerTask": "importer"}
@@ -132,7 +143,255 @@ def test_raw_data_on_gcs_is_imported_as_a_lineage_node(tmp_path):
     assert importer["artifactUri"] == {"runtimeParameter": "uri"}
     assert tasks["importer"]["inputs"]["parameters"]["uri"] == {"componentInputParameter": "data_uri"}
     assert importer["typeSchema"]["schemaTitle"] == "system.Dataset"
-    assert "importer" not in compiled(tmp_path)["root"]["dag"]["tasks"]  # https:// data: read by prepare
+    assert tasks["importer"]["cachingOptions"] == {"enableCache": True}
+
+
+def dag_tasks(spec: dict):
+    """(task name, task, component) of every task, in the root DAG and in nested ones (conditions, loops)."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            yield name, task, spec["components"][task["componentRef"]["name"]]
+
+
+@pytest.mark.parametrize(("variant", "overrides"), [("main", ["registry.upload=true"]), ("sweep", [])])
+def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, overrides):
+    from kfp import compiler
+
+    from pipelines.sweep import build_sweep_pipeline
+
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml",
+                      [*IMAGES, "vertex.cpu_steps.retries=3", "vertex.train.retries=2", *overrides])
+    if variant == "main":
+        spec = compiled(tmp_path, ["vertex.cpu_steps.retries=3", "vertex.train.retries=2", *overrides])
+    else:
+        compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=str(tmp_path / "s.yaml"))
+        spec = yaml.safe_load((tmp_path / "s.yaml").read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    kinds = {"cpu": set(), "train": set(), "importer": set()}
+    for name, task, component in dag_tasks(spec):
+        if "executorLabel" not in component:
+            continue  # a condition or loop: its tasks are checked themselves
+        executor = executors[component["executorLabel"]]
+        assert task["cachingOptions"] == {"enableCache": True}, name
+        if "importer" in executor:
+            kinds["importer"].add(name)
+        elif "worker_pool_specs" in component["inputDefinitions"].get("parameters", {}):
+            kinds["train"].add(name)
+            assert task["retryPolicy"]["maxRetryCount"] == 2, name
+            [pool] = component["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
+            env = {e["name"]: e["value"] for e in pool["container_spec"]["env"]}
+            assert env[GIT_COMMIT_ENV] == git_commit() and env[IMAGE_ENV] == cfg.pipeline.train_image, name
+        else:
+            kinds["cpu"].add(name)
+            container = executor["container"]
+            assert container["image"] == cfg.pipeline.cpu_image, name
+            assert (container["resources"]["resourceCpuLimit"], container["resources"]["resourceMemoryLimit"]) == (
+                "8", "32G"), name
+            assert {e["name"]: e["value"] for e in container["env"]} == {GIT_COMMIT_ENV: git_commit(),
+                                                                       IMAGE_ENV: cfg.pipeline.cpu_image}, name
+            assert task["retryPolicy"]["maxRetryCount"] == 3, name
+    expected_cpu = {"prepare", "base-model", "tokenize", "evaluate", "export-model"}
+    expected_cpu |= {"read-metric", "upload-model"} if variant == "main" else {"select-best-trial"}
+    assert kinds == {"cpu": expected_cpu, "train": {"train-lora", "train-baseline"}, "importer": {"importer"}}
+
+
+def training_task_inputs(spec: dict) -> dict:
+    """What a training task's cache key is made of (kfp backend driver/cache.go: resolved input parameters and
+    artifacts, output specs, command, args and image): per task, its inputs, its component and its executor."""
+    out = {}
+    for name, task, component in dag_tasks(spec):
+        if name.startswith("train-"):
+            out[name] = {"inputs": task["inputs"], "component": component,
+                         "executor": spec["deploymentSpec"]["executors"][component["executorLabel"]]}
+    return out
+
+
+PER_RUN = re.compile(r"\{\{\$\.pipeline_(job|task)_(uuid|name|id)\}\}|\{\{\$\.pipeline_job_create_time")
+
+
+def test_identical_configs_give_identical_training_cache_keys(tmp_path):
+    first = training_task_inputs(compiled(tmp_path / "a"))
+    second = training_task_inputs(compiled(tmp_path / "b"))
+    assert set(first) == {"train-lora", "train-baseline"}
+    assert first == second
+    assert not PER_RUN.search(json.dumps(first))
+    changed = training_task_inputs(compiled(tmp_path / "c", ["train.warmup_ratio=0.1"]))
+    for step in first:
+        old, new = (t[step]["inputs"]["parameters"]["base_output_directory"]["runtimeValue"]["constant"]
+                    for t in (first, changed))
+        assert old != new and old.rsplit("/", 1)[0] == new.rsplit("/", 1)[0], step
+
+
+def test_sweep_training_cache_keys_hold_no_per_run_value(tmp_path):
+    from kfp import compiler
+
+    from pipelines.sweep import build_sweep_pipeline
+
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml", IMAGES)
+    keys = []
+    for name in ("a.yaml", "b.yaml"):
+        compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=str(tmp_path / name))
+        keys.append(training_task_inputs(yaml.safe_load((tmp_path / name).read_text())))
+    assert keys[0] == keys[1] and set(keys[0]) == {"train-lora", "train-baseline"}
+    assert not PER_RUN.search(json.dumps(keys[0]))
+
+
+@pytest.fixture
+def vertex_api(gcs_emulator, monkeypatch):
+    """The REST stand-in of Vertex AI and a pipeline-root bucket on the GCS emulator (owner: project `proj`)."""
+    from google.cloud.aiplatform.utils import resource_manager_utils
+
+    from components.storage import gcs_client
+    from tests.vertex_standin import VertexStandIn, serve
+
+    client = gcs_client()
+    found = client.lookup_bucket("cache-bucket") or client.create_bucket("cache-bucket")
+    monkeypatch.setattr(resource_manager_utils, "get_project_number",
+                        lambda project_id, credentials=None: str(found.project_number))
+    state = VertexStandIn()
+    server, thread = serve(state)
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_two_submissions_send_identical_training_task_inputs(vertex_api, capfd):
+    """Two submissions of the same run, as the service receives them: the training tasks' cache-relevant inputs
+    are identical, so the second run reuses the first one's training (and resumes it if it failed)."""
+    from pipelines.submit import main
+
+    args = ["--project", "proj", "--region", "us-central1", "--staging-bucket", "gs://cache-bucket",
+            *[a for image in IMAGES for a in ("--set", image)], "--api-endpoint", vertex_api.url]
+    for _ in range(2):
+        assert main(args) == 0, capfd.readouterr().err
+    first, second = (training_task_inputs(r.body["pipelineSpec"]) for r in vertex_api.created_jobs())
+    assert set(first) == {"train-lora", "train-baseline"} and first == second
+    assert not PER_RUN.search(json.dumps(first))
+    jobs = [r.query["pipelineJobId"][0] for r in vertex_api.created_jobs()]
+    assert jobs[0] != jobs[1]  # two runs, one set of training inputs
+
+
+def training_job_environment(spec: dict, step: str, root: Path) -> dict[str, str]:
+    """The environment Vertex AI gives the custom job of `step`: the job's own variables, and AIP_CHECKPOINT_DIR
+    beneath its base output directory (with the pipeline root at `root`)."""
+    job = job_inputs(spec, step)
+    env = {e["name"]: e["value"] for e in job["worker_pool_specs"][0]["container_spec"]["env"]}
+    base = job["base_output_directory"].replace("{{$.pipeline_root}}", str(root))
+    return {**env, "AIP_CHECKPOINT_DIR": f"{base}/checkpoints"}
+
+
+def identity_inputs(tmp_path: Path, data: bytes = b"tokens") -> tuple[Path, Path]:
+    base, tok = tmp_path / "base", tmp_path / "tok"
+    for folder, content in ((base, b"weights"), (tok, data)):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "file.bin").write_bytes(content)
+    return base, tok
+
+
+def committed_checkpoint(run_dir: Path, step: int) -> Path:
+    from components.checkpoints import write_manifest
+
+    ckpt = run_dir / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"w" * 8)
+    write_manifest(ckpt)
+    return ckpt
+
+
+def test_a_shared_checkpoint_location_keys_each_run_by_its_identity(tmp_path):
+    from components.checkpoints import (
+        RUN_IDENTITY,
+        latest_valid_checkpoint,
+        remove_checkpoints,
+        run_checkpoint_dir,
+        run_identity,
+    )
+
+    base, tok = identity_inputs(tmp_path)
+    root = tmp_path / "checkpoints" / "lora"
+    identity = run_identity("lora", {"train": {"epochs": 2}}, base, tok)
+    first = run_checkpoint_dir(root, identity, shared=True)
+    ckpt = committed_checkpoint(first, 10)
+    # the resubmitted run's job: same location, same identity -> resumes there
+    assert run_checkpoint_dir(root, run_identity("lora", {"train": {"epochs": 2}}, base, tok), shared=True) == first
+    assert latest_valid_checkpoint(first) == ckpt
+    # other data (a run with --param data_uri=...) or another setting: a location of its own, nothing refused
+    _, other_tok = identity_inputs(tmp_path / "other", b"other tokens")
+    for other in (run_identity("lora", {"train": {"epochs": 2}}, base, other_tok),
+                  run_identity("lora", {"train": {"epochs": 3}}, base, tok)):
+        location = run_checkpoint_dir(root, other, shared=True)
+        assert location.parent == root and location != first and latest_valid_checkpoint(location) is None
+        remove_checkpoints(location)
+        assert not location.exists() and latest_valid_checkpoint(first) == ckpt
+    (first / RUN_IDENTITY).write_text("{not json")  # a damaged identity: start afresh there, do not fail
+    assert run_checkpoint_dir(root, identity, shared=True) == first and latest_valid_checkpoint(first) is None
+    assert json.loads((first / RUN_IDENTITY).read_text()) == identity
+
+
+def test_an_unshared_location_is_used_directly_until_another_run_holds_it(tmp_path, capsys):
+    from components.checkpoints import RUN_IDENTITY, remove_checkpoints, run_checkpoint_dir, run_identity
+
+    base, tok = identity_inputs(tmp_path)
+    root = tmp_path / ".model.checkpoints"
+    mine = run_identity("lora", {"lr": 1}, base, tok)
+    assert run_checkpoint_dir(root, mine, shared=False) == root
+    assert run_checkpoint_dir(root, mine, shared=False) == root  # a rerun of the same run resumes there
+    ckpt = committed_checkpoint(root, 5)
+    theirs = run_identity("lora", {"lr": 2}, base, tok)
+    elsewhere = run_checkpoint_dir(root, theirs, shared=False)
+    assert elsewhere.parent == root and elsewhere.name.startswith("run-")
+    assert "holds checkpoints of another run (differs in config)" in capsys.readouterr().out
+    committed_checkpoint(elsewhere, 3)
+    remove_checkpoints(root)  # the first run finishes: the other run's location stays
+    assert not ckpt.exists() and not (root / RUN_IDENTITY).exists() and (elsewhere / RUN_IDENTITY).is_file()
+    assert run_checkpoint_dir(root, theirs, shared=False) == elsewhere  # and the other run resumes there
+
+
+@pytest.mark.slow
+def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monkeypatch, fast_cfg, base_dir,
+                                                                  tokenized_dir):
+    """A training job stopped mid-run (preempted), then the same job of a resubmitted run: it resumes from the
+    first job's checkpoint; a job with other inputs in the same directory starts afresh beside it."""
+    from transformers import TrainerCallback
+
+    from components import checkpoints, train
+    from components.checkpoints import Interrupted, latest_valid_checkpoint
+
+    for name, value in training_job_environment(compiled(tmp_path), "train-lora", tmp_path / "root").items():
+        monkeypatch.setenv(name, value)
+    ckpt_root = Path(os.environ["AIP_CHECKPOINT_DIR"]) / "lora"
+    original = checkpoints.resumable_trainer_class
+
+    class StopAtStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def stopped():
+        class Stopped(original()):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_callback(StopAtStep3())
+
+        return Stopped
+
+    overrides = {"train.checkpoint_steps": 0, "train.epochs": 1}
+    monkeypatch.setattr(checkpoints, "resumable_trainer_class", stopped)
+    with pytest.raises(Interrupted):
+        train.run_train("lora", fast_cfg.to_json(), overrides, str(base_dir), str(tokenized_dir), str(tmp_path / "a"))
+    [run_dir] = ckpt_root.iterdir()  # a sub-location keyed by the run's identity, never the shared root
+    assert run_dir.name.startswith("run-") and latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"
+    monkeypatch.setattr(checkpoints, "resumable_trainer_class", original)
+    other = train.run_train("lora", fast_cfg.to_json(), {**overrides, "train.lora_learning_rate": 1e-3},
+                            str(base_dir), str(tokenized_dir), str(tmp_path / "b"))
+    assert other["resumed_from_step"] == 0  # another run's checkpoints are not taken, nor is it refused
+    assert latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"  # and it leaves them alone
+    resumed = train.run_train("lora", fast_cfg.to_json(), overrides, str(base_dir), str(tokenized_dir),
+                              str(tmp_path / "c"))
+    assert resumed["resumed_from_step"] == 4 and resumed["epochs_run"] == 1
+    assert not run_dir.exists()  # removed once the model is saved
 
 
 def test_no_credential_or_secret_in_the_spec(tmp_path, monkeypatch):
