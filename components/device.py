@@ -5,6 +5,11 @@ PJRT_DEVICE=CPU with CPU_NUM_DEVICES=N runs the same path on this CPU). On XLA o
 device through SPMD: the parameters are replicated and each batch is sharded along its first dimension over a
 one-axis mesh ("data"), so XLA inserts the gradient all-reduce. The Trainer then sees one device and the
 global batch (per-device batch x devices).
+
+Precision has one path on every device: float32 weights and optimizer states, and bf16 autocast around the
+forward pass and loss when the precision is bf16 (components/train.py). torch_xla's XLA_USE_BF16 and
+XLA_DOWNCAST_BF16 (which accelerate sets on a TPU for bf16 mixed precision) store every float32 tensor as bf16,
+so that small updates vanish: training refuses to start when either is set.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Literal
 DeviceKind = Literal["xla", "cuda", "cpu"]
 Precision = Literal["bf16", "fp32"]
 MESH_AXIS = "data"
+DOWNCAST_ENV = ("XLA_USE_BF16", "XLA_DOWNCAST_BF16")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,15 @@ def resolve_precision(setting: str, kind: DeviceKind) -> Precision:
     return "fp32"
 
 
+def refuse_xla_downcast() -> None:
+    """Raise when torch_xla is told to store float32 tensors as bf16 (weights, gradients, optimizer states)."""
+    for name in DOWNCAST_ENV:
+        value = os.environ.get(name, "")
+        if value not in ("", "0"):
+            raise RuntimeError(f"{name}={value} is set: torch_xla would keep weights and optimizer states in bf16 "
+                               "and drop small updates; unset it (train.precision: bf16 autocasts on its own)")
+
+
 def _xla_mesh_devices() -> int:
     """Switch torch_xla to SPMD (before any tensor is on the device) with a data mesh over all devices."""
     import numpy as np
@@ -87,6 +102,8 @@ def _xla_mesh_devices() -> int:
 def prepare_placement(batch_size: int, eval_batch_size: int, precision: str = "auto") -> Placement:
     """Pick the device; on XLA, set up SPMD over every local device. Call before the model is moved."""
     kind = device_kind()
+    if kind == "xla":
+        refuse_xla_downcast()
     devices = _xla_mesh_devices() if kind == "xla" else 1
     return Placement(kind=kind, devices=devices, precision=resolve_precision(precision, kind),
                      per_device_batch=batch_size, per_device_eval_batch=eval_batch_size)
@@ -94,29 +111,51 @@ def prepare_placement(batch_size: int, eval_batch_size: int, precision: str = "a
 
 def shard_batches(loader):
     """On SPMD, shard every 2-D batch tensor along its first dimension over the data axis (1-D labels are
-    replicated: SPMD keeps the program's global meaning either way). Other loaders are returned unchanged."""
+    replicated: SPMD keeps the program's global meaning either way). Without SPMD the loader is returned
+    unchanged; under SPMD a loader that is not torch_xla's device loader is an error (its batches would run
+    replicated: every device computing the whole global batch)."""
     try:
         import torch_xla.distributed.parallel_loader as pl
         import torch_xla.distributed.spmd as xs
         import torch_xla.runtime as xr
     except ImportError:
         return loader
-    if isinstance(loader, pl.MpDeviceLoader) and xr.is_spmd():
-        loader._parallel_loader_kwargs["input_sharding"] = xs.ShardingSpec(xs.get_global_mesh(), (MESH_AXIS, None))
+    if not xr.is_spmd():
+        return loader
+    if not isinstance(loader, pl.MpDeviceLoader):
+        raise TypeError(f"cannot shard the batches of a {type(loader).__name__} under SPMD: "
+                        "expected torch_xla's MpDeviceLoader (what accelerate prepares on XLA)")
+    loader._parallel_loader_kwargs["input_sharding"] = xs.ShardingSpec(xs.get_global_mesh(), (MESH_AXIS, None))
     return loader
 
 
+def xla_sharding(tensor) -> str:
+    """How XLA lays `tensor` out over the devices, e.g. '{devices=[2,1]0,1}' (dimension 0 split in two)."""
+    import torch_xla
+
+    return torch_xla._XLAC._get_xla_sharding_spec(tensor) or "{unset}"
+
+
+def xla_element_type(tensor) -> str:
+    """The element type XLA stores `tensor` in ('f32', 'bf16'): `tensor.dtype` reads float32 even when torch_xla
+    stores it as bf16 (XLA_USE_BF16)."""
+    import torch_xla
+
+    return torch_xla._XLAC._get_xla_tensor_shape_type(tensor)
+
+
 def xla_counters() -> dict[str, int]:
-    """Graphs compiled and device-to-host transfers so far (zeros where XLA is not in use)."""
+    """Graphs compiled, graphs executed and device-to-host transfers so far (zeros where XLA is not in use)."""
     if device_kind() != "xla":
-        return {"compiles": 0, "host_transfers": 0}
+        return {"compiles": 0, "executions": 0, "host_transfers": 0}
     import torch_xla.debug.metrics as met
 
     def count(name: str) -> int:
         data = met.metric_data(name)
         return int(data[0]) if data else 0
 
-    return {"compiles": count("CompileTime"), "host_transfers": count("TransferFromDeviceTime")}
+    return {"compiles": count("CompileTime"), "executions": count("ExecuteReplicatedTime") + count("ExecuteTime"),
+            "host_transfers": count("TransferFromDeviceTime")}
 
 
 STATIC_ATTENTION = "sdpa_static_mask"

@@ -14,6 +14,7 @@ $AIP_CHECKPOINT_DIR on Vertex AI, else beside the output; a killed run started a
 location resumes from the last intact one and ends as an uninterrupted run would (components/checkpoints.py).
 """
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -22,7 +23,16 @@ from typing import Any, Literal
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components.config import CLASS_NAMES, NUM_CLASSES, Config
-from components.device import Placement, prepare_placement, shard_batches, static_attention, xla_counters
+from components.device import (
+    Placement,
+    prepare_placement,
+    refuse_xla_downcast,
+    shard_batches,
+    static_attention,
+    xla_counters,
+    xla_element_type,
+    xla_sharding,
+)
 from components.kfp_support import lightweight_component
 from components.storage import atomic_file, committed_directory, read_parquet, require_model_dir
 
@@ -144,7 +154,7 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
         num_train_epochs=t.epochs,
         per_device_train_batch_size=placement.global_batch,
         per_device_eval_batch_size=placement.global_eval_batch,
-        bf16=placement.precision == "bf16",
+        bf16=False,  # bf16 is the trainer's own autocast (BucketTrainer): float32 weights and optimizer states
         learning_rate=learning_rate(mode, cfg),
         lr_scheduler_type="linear",
         warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
@@ -173,16 +183,18 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
 
 
 def xla_graph_counts(record: dict[str, list[int]]):
-    """A callback recording, per epoch, XLA's compiles and device-to-host transfers in the step loop, and the
-    compiles after it (evaluation, logging, checkpointing)."""
+    """A callback recording, per epoch, the optimizer steps and XLA's compiles, graph executions and
+    device-to-host transfers in the step loop, and the compiles after it (evaluation, logging, checkpointing)."""
     from transformers import TrainerCallback
 
-    for key in ("step_loop_compiles", "step_loop_host_transfers", "after_loop_compiles"):
+    for key in ("step_loop_steps", "step_loop_compiles", "step_loop_executions", "step_loop_host_transfers",
+                "after_loop_compiles"):
         record[key] = []
 
     class GraphCounts(TrainerCallback):
         def __init__(self):
             self.last: dict[str, int] = {}
+            self.first_step = 0
 
         def _since_last(self) -> dict[str, int]:
             now = xla_counters()
@@ -191,6 +203,7 @@ def xla_graph_counts(record: dict[str, list[int]]):
             return delta
 
         def on_epoch_begin(self, args, state, control, **kwargs):
+            self.first_step = state.global_step
             if self.last:
                 record["after_loop_compiles"].append(self._since_last()["compiles"])
             else:
@@ -198,7 +211,9 @@ def xla_graph_counts(record: dict[str, list[int]]):
 
         def on_epoch_end(self, args, state, control, **kwargs):
             delta = self._since_last()
+            record["step_loop_steps"].append(state.global_step - self.first_step)
             record["step_loop_compiles"].append(delta["compiles"])
+            record["step_loop_executions"].append(delta["executions"])
             record["step_loop_host_transfers"].append(delta["host_transfers"])
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -207,16 +222,62 @@ def xla_graph_counts(record: dict[str, list[int]]):
     return GraphCounts()
 
 
+def xla_storage_types(record: dict[str, list[str]]):
+    """A callback recording, at each epoch end, the element types XLA stores the trainable parameters and the
+    optimizer states in (float32 master weights: 'f32' only)."""
+    from transformers import TrainerCallback
+
+    record["parameters"], record["optimizer_states"] = [], []
+
+    class StorageTypes(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            params = {xla_element_type(p) for p in model.parameters() if p.requires_grad}
+            states = {xla_element_type(value) for per_param in optimizer.state.values()
+                      for value in per_param.values() if hasattr(value, "device") and value.device.type == "xla"}
+            record["parameters"] = sorted(set(record["parameters"]) | params)
+            record["optimizer_states"] = sorted(set(record["optimizer_states"]) | states)
+
+    return StorageTypes()
+
+
 def bucket_trainer_class(base):
-    """`base` (a Trainer class) with static batch shapes on XLA: batches sharded over the devices, and each
-    phase's short last batch topped up to that phase's batch size (one compiled graph per bucket and phase)."""
+    """`base` (a Trainer class) with static batch shapes on XLA: batches sharded over the devices (also in an
+    epoch resumed mid-way), and each phase's short last batch topped up to that phase's batch size (one compiled
+    graph per bucket and phase); bf16 autocast of its own; an evaluation loss over the real rows only."""
+    import torch
 
     class BucketTrainer(base):
         def __init__(self, *args, placement: Placement, pad_token_id: int, **kwargs):
             fixed = placement.static_shapes
+            self.placement = placement
             self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
             collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
             super().__init__(*args, data_collator=collator, **kwargs)
+            # The model's loss is already the mean over a batch's real rows (one batch per optimizer step): no
+            # item count computed on the device beside the step (on a TPU, accelerate would run it as a graph of
+            # its own, through the xm.mark_step() of every gradient sync).
+            self.model_accepts_loss_kwargs = False
+            self.batch_shardings: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
+
+        def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+            """bf16 autocast around the forward pass and loss; weights and optimizer states stay float32."""
+            if self.placement.precision != "bf16":
+                return contextlib.nullcontext()
+            return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16,
+                                  cache_enabled=cache_enabled)
+
+        def _count_sharding(self, phase: str, inputs) -> None:
+            if self.placement.kind == "xla":
+                spec = xla_sharding(inputs["input_ids"])
+                self.batch_shardings[phase][spec] = self.batch_shardings[phase].get(spec, 0) + 1
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            self._count_sharding("train", inputs)
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        def prediction_step(self, model, inputs, *args, **kwargs):
+            self._count_sharding("eval", inputs)
+            return super().prediction_step(model, inputs, *args, **kwargs)
 
         def get_train_dataloader(self):
             return shard_batches(super().get_train_dataloader())
@@ -228,7 +289,40 @@ def bucket_trainer_class(base):
             finally:
                 self.data_collator = train_collator
 
+        def _run_epoch(self, *args, **kwargs):
+            # Resuming mid-epoch, the Trainer rebuilds the loader through accelerate's skip_first_batches, which
+            # drops the input sharding: shard the rebuilt loader too.
+            import transformers.trainer as hf_trainer
+
+            skip = hf_trainer.skip_first_batches
+            hf_trainer.skip_first_batches = lambda loader, num_batches=0: shard_batches(skip(loader, num_batches))
+            try:
+                return super()._run_epoch(*args, **kwargs)
+            finally:
+                hf_trainer.skip_first_batches = skip
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            """The Trainer's loss repeats each batch's mean over its rows, filler rows included: recompute it
+            over the real rows from the logits and labels (both already on the host)."""
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
+            if output.predictions is not None and output.label_ids is not None:
+                output.metrics[f"{metric_key_prefix}_loss"] = real_rows_loss(output.predictions, output.label_ids)
+            return output
+
     return BucketTrainer
+
+
+def real_rows_loss(logits, labels) -> float:
+    """Mean cross-entropy over the rows whose label is not IGNORED_LABEL (float64 on the host)."""
+    import numpy as np
+
+    real = labels != IGNORED_LABEL
+    rows = np.asarray(logits, dtype=np.float64)[real]
+    top = rows.max(axis=-1, keepdims=True)
+    log_probs = rows - top - np.log(np.exp(rows - top).sum(axis=-1, keepdims=True))
+    return float(-log_probs[np.arange(len(rows)), labels[real]].mean())
 
 
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
@@ -263,7 +357,8 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     if resume is not None:
         print(f"resuming from {resume}", flush=True)
     graphs: dict[str, list[int]] = {}
-    callbacks = [xla_graph_counts(graphs)] if placement.kind == "xla" else []
+    storage: dict[str, list[str]] = {}
+    callbacks = [xla_graph_counts(graphs), xla_storage_types(storage)] if placement.kind == "xla" else []
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     with stop_on_sigterm() as stop:
@@ -281,6 +376,8 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
             stop=stop,
             resume_from=str(resume) if resume else None,
         )
+        if placement.kind == "xla":
+            refuse_xla_downcast()  # accelerate sets it on a TPU if asked for bf16 mixed precision
         start = time.monotonic()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - start
@@ -291,6 +388,8 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
     if graphs:
         summary["xla_graphs"] = graphs
+        summary["xla_storage_types"] = storage
+        summary["xla_batch_shardings"] = trainer.batch_shardings
     with committed_directory(out_dir) as tmp:
         trainer.save_model(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings

@@ -85,3 +85,78 @@ def test_training_summary_records_device_and_batches(trained, fast_cfg):
         assert (placement["kind"], placement["devices"], placement["precision"]) == ("cpu", 1, "fp32")
         assert placement["global_batch"] == placement["per_device_batch"] == fast_cfg.train.batch_size
         assert "xla_graphs" not in summary
+
+
+class StaticPlacement(Placement):
+    """A CPU placement with XLA's static batch shapes: short batches topped up with filler rows."""
+
+    @property
+    def static_shapes(self) -> bool:
+        return True
+
+
+def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, fast_cfg, tmp_path):
+    from transformers import Trainer
+
+    from components.train import (
+        bucket_trainer_class,
+        load_tokenized_split,
+        real_rows_loss,
+        training_arguments,
+    )
+
+    val = load_tokenized_split(tokenized_dir, "val")
+    assert len(val) % 16, "the last evaluation batch must be short for filler rows to appear"
+    model = load_base_classifier(base_dir)
+    losses = {}
+    for name, placement in {"plain": Placement("cpu", 1, "fp32", 16, 16),
+                            "filled": StaticPlacement("cpu", 1, "fp32", 16, 16)}.items():
+        trainer = bucket_trainer_class(Trainer)(
+            model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path / name), placement),
+            placement=placement, pad_token_id=1, eval_dataset=val, compute_metrics=compute_val_metrics)
+        losses[name] = trainer.evaluate()["eval_loss"]
+    with torch.no_grad():
+        model.eval()
+        batch = BucketCollator(pad_token_id=1)(list(val))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = torch.nn.functional.cross_entropy(logits, batch["labels"]).item()
+        assert real_rows_loss(logits.numpy(), batch["labels"].numpy()) == pytest.approx(expected, rel=1e-6)
+    assert losses["filled"] == pytest.approx(losses["plain"], rel=1e-5)
+    assert losses["plain"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_bf16_is_the_trainers_own_autocast_over_float32_weights(base_dir, fast_cfg, tmp_path):
+    from transformers import Trainer
+
+    from components.train import bucket_trainer_class, training_arguments
+
+    placement = Placement("cpu", 1, "bf16", 4, 4)
+    args = training_arguments("baseline", fast_cfg, str(tmp_path), placement)
+    assert not args.bf16 and not args.fp16  # accelerate's mixed precision (XLA_USE_BF16 on a TPU) stays off
+    model = load_base_classifier(base_dir)
+    trainer = bucket_trainer_class(Trainer)(model=model, args=args, placement=placement, pad_token_id=1,
+                                            eval_dataset=features([4]))
+    batch = BucketCollator(pad_token_id=1)(features([4, 9, 6]))
+    with trainer.compute_loss_context_manager():
+        out = model(**batch)
+    assert out.logits.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    fp32 = Placement("cpu", 1, "fp32", 4, 4)
+    plain = bucket_trainer_class(Trainer)(model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path),
+                                                                                fp32), placement=fp32, pad_token_id=1,
+                                          eval_dataset=features([4]))
+    with plain.compute_loss_context_manager():
+        assert model(**batch).logits.dtype == torch.float32
+
+
+def test_xla_downcast_variables_are_refused(monkeypatch):
+    from components.device import refuse_xla_downcast
+
+    monkeypatch.delenv("XLA_USE_BF16", raising=False)
+    monkeypatch.delenv("XLA_DOWNCAST_BF16", raising=False)
+    refuse_xla_downcast()
+    monkeypatch.setenv("XLA_USE_BF16", "0")
+    refuse_xla_downcast()
+    monkeypatch.setenv("XLA_DOWNCAST_BF16", "1")
+    with pytest.raises(RuntimeError, match="XLA_DOWNCAST_BF16=1 is set"):
+        refuse_xla_downcast()

@@ -1,57 +1,151 @@
-"""Training on XLA for real, on its CPU backend with two devices (PJRT_DEVICE=CPU, CPU_NUM_DEVICES=2): data
-parallel through SPMD, one compiled graph per bucket and phase, no host sync in the step loop, a falling loss.
+"""Training on XLA for real, on its CPU backend with two devices (PJRT_DEVICE=CPU, CPU_NUM_DEVICES=2), taking
+the TPU's branches: tests/tpu_branch/ makes accelerate and transformers believe the device is a TPU (accelerate
+then sets XLA_USE_BF16 for bf16 mixed precision, and marks a step at every gradient sync). Checked inside the run:
+float32 weights and optimizer states on the device, every batch sharded over both devices, one graph executed per
+optimizer step, one compiled graph per bucket and phase, no host sync in the step loop; and on the saved weights:
+not bf16-rounded, small updates kept. A run killed with SIGTERM resumes sharded and ends with the same weights.
 
 These run in the XLA environment (torch 2.9.0 + torch_xla 2.9.0): `make test-xla`, which `make test` runs.
 """
 
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from components.checkpoints import MANIFEST, checkpoint_root
 from tests.conftest import FAST_OVERRIDES, ROOT
 
 pytestmark = pytest.mark.xla
 
 DEVICES = 2
 EPOCHS = 3
+SHARDED = "{devices=[2,1]0,1}"  # dimension 0 split over devices 0 and 1, the other dimension whole
+TPU_BRANCH = ROOT / "tests" / "tpu_branch"
+OVERRIDES = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16,
+             # Checkpoints at epoch ends only: a mid-epoch checkpoint is a device-to-host copy in the step loop.
+             "train.checkpoint_steps": 0}
 
 
-def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir) -> dict:
-    """The real train component in a fresh process on XLA's CPU backend; returns its training summary."""
-    # Checkpoints at epoch ends only: a mid-epoch checkpoint is a device-to-host copy inside the step loop.
-    overrides = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16,
-                 "train.checkpoint_steps": 0}
-    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
-    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES)}
-    done = subprocess.run(
-        [sys.executable, "-m", "components.train", "--mode", mode, "--config", str(ROOT / "configs" / "local.yaml"),
-         *sets, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
-    )
+@pytest.fixture(autouse=True)
+def _needs_torch_xla():
+    pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
+
+
+def xla_env(tpu_branch: bool = True, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), **extra}
+    paths = [str(TPU_BRANCH)] if tpu_branch else []
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def train_command(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> list[str]:
+    sets = [arg for key, value in {**OVERRIDES, **overrides}.items() for arg in ("--set", f"{key}={value}")]
+    return [sys.executable, "-m", "components.train", "--mode", mode, "--config", str(ROOT / "configs" / "local.yaml"),
+            *sets, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir)]
+
+
+def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> dict:
+    """The real train component in a fresh process on XLA's CPU backend (TPU branch); returns its summary."""
+    done = subprocess.run(train_command(mode, base_dir, tokenized_dir, out_dir, **overrides), cwd=ROOT,
+                          env=xla_env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out_dir / "training_summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def xla_trained(base_dir, tokenized_dir, tmp_path_factory):
+    """Train `mode` once per module: (model_dir, summary)."""
+    runs: dict[str, tuple] = {}
+
+    def get(mode: str):
+        if mode not in runs:
+            out = tmp_path_factory.mktemp(f"xla-{mode}") / mode
+            runs[mode] = (out, train_on_xla(mode, base_dir, tokenized_dir, out))
+        return runs[mode]
+
+    return get
 
 
 def buckets_used(tokenized_dir, split: str) -> int:
     return pd.read_parquet(tokenized_dir / f"{split}.parquet", columns=["length"])["length"].nunique()
 
 
+def float32_tensors(model_dir) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    tensors: dict[str, np.ndarray] = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        tensors.update({k: v for k, v in load_file(path).items() if v.dtype == np.float32})
+    return tensors
+
+
+def bf16_exact(values: np.ndarray) -> np.ndarray:
+    """Float32 values that a bf16 holds exactly (low 16 bits zero): what torch_xla's XLA_USE_BF16 leaves."""
+    return (values.view(np.uint32) & 0xFFFF) == 0
+
+
+def test_tpu_branch_mode_takes_accelerates_tpu_branch():
+    """The mode's premise: with the hook, accelerate's bf16 mixed precision sets XLA_USE_BF16 as on a TPU."""
+    script = ("import os; from accelerate import Accelerator; Accelerator(mixed_precision='bf16'); "
+              "print(os.environ.get('XLA_USE_BF16'))")
+    answers = []
+    for tpu_branch in (True, False):
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(tpu_branch), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        answers.append(done.stdout.strip().splitlines()[-1])
+    assert answers == ["1", "None"]
+
+
+@pytest.mark.parametrize("variable", ["XLA_USE_BF16", "XLA_DOWNCAST_BF16"])
+def test_training_refuses_bf16_storage(variable, base_dir, tokenized_dir, tmp_path):
+    done = subprocess.run(train_command("lora", base_dir, tokenized_dir, tmp_path / "out"), cwd=ROOT,
+                          env=xla_env(**{variable: "1"}), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: RuntimeError: ") and f"{variable}=1 is set" in last, last
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
+    script = ("import torch; from components.device import prepare_placement, shard_batches\n"
+              "prepare_placement(8, 16)\n"
+              "try:\n    shard_batches(torch.utils.data.DataLoader(list(range(4))))\n"
+              "except TypeError as err:\n    print('refused:', err)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "refused: cannot shard the batches of a DataLoader under SPMD" in done.stdout
+
+
 @pytest.mark.parametrize("mode", ["lora", "baseline"])
-def test_data_parallel_training_with_static_shapes(mode, base_dir, tokenized_dir, tmp_path):
-    pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
-    summary = train_on_xla(mode, base_dir, tokenized_dir, tmp_path / mode)
+def test_data_parallel_training_with_static_shapes(mode, xla_trained, tokenized_dir):
+    model_dir, summary = xla_trained(mode)
 
     placement = summary["placement"]
     assert placement["kind"] == "xla" and placement["devices"] == DEVICES
     assert placement["precision"] == "bf16"
     assert placement["global_batch"] == DEVICES * placement["per_device_batch"] == 16
 
+    # bf16 autocast, float32 storage: XLA holds the trainable weights and the optimizer states in f32.
+    assert summary["xla_storage_types"] == {"parameters": ["f32"], "optimizer_states": ["f32"]}
+
     graphs = summary["xla_graphs"]
     assert len(graphs["step_loop_compiles"]) == EPOCHS
+    # Every training and evaluation batch's input_ids was split over both devices.
+    shardings = summary["xla_batch_shardings"]
+    assert shardings["train"] == {SHARDED: sum(graphs["step_loop_steps"])}
+    assert list(shardings["eval"]) == [SHARDED]
+    # One graph executed per optimizer step: accelerate's per-step mark_step on a TPU adds none.
+    assert graphs["step_loop_executions"] == graphs["step_loop_steps"]
     # Training: at most one graph per bucket over the whole run, plus the first step's (it creates the optimizer
     # state). A bucket can first appear as a batch width in a later epoch (batches take their widest row).
     assert 1 <= sum(graphs["step_loop_compiles"]) <= buckets_used(tokenized_dir, "train") + 1
@@ -61,4 +155,65 @@ def test_data_parallel_training_with_static_shapes(mode, base_dir, tokenized_dir
 
     losses = [row["train_loss"] for row in summary["history"]]
     assert losses[-1] < losses[0], losses
-    assert (tmp_path / mode / "training_summary.json").exists()
+
+    # The saved float32 weights are not bf16-rounded (XLA_USE_BF16 left every one of them bf16-exact).
+    weights = float32_tensors(model_dir)
+    values = np.concatenate([w.ravel() for w in weights.values()])
+    assert bf16_exact(values).mean() < 0.01, f"{bf16_exact(values).sum()} of {values.size} values are bf16-exact"
+
+
+def test_small_updates_survive(xla_trained, base_dir):
+    """LayerNorm gains near 1 move by at most about the learning rate per step, less than half a bf16 spacing
+    there: stored as bf16 they would never move from bf16(base); in float32 they do."""
+    import torch
+
+    model_dir, summary = xla_trained("baseline")
+    assert 3 * summary["learning_rate"] < 2.0 ** -9  # Adam's step (<~3 lr) under half the bf16 spacing in [0.5, 1)
+    trained, base = float32_tensors(model_dir), float32_tensors(base_dir)
+    gains = [k for k in trained if "LayerNorm.weight" in k]
+    assert gains
+    before = np.concatenate([base[k].ravel() for k in gains])
+    after = np.concatenate([trained[k].ravel() for k in gains])
+    assert (np.abs(before) >= 0.5).all()
+    rounded = torch.from_numpy(before).to(torch.bfloat16).float().numpy()
+    moved = after != rounded
+    assert moved.mean() > 0.9, f"only {moved.sum()} of {moved.size} LayerNorm gains left bf16(base)"
+
+
+def weights_digest(model_dir) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(model_dir.glob("*.safetensors")))).hexdigest()
+
+
+def test_killed_training_resumes_sharded_to_the_same_weights(xla_trained, base_dir, tokenized_dir, tmp_path):
+    """SIGTERM mid-epoch, run again: the resumed epoch's batches stay sharded (accelerate's skip_first_batches
+    rebuilds the loader), the graph bound holds in the resumed process, the final weights equal an uninterrupted
+    run's."""
+    every = 10  # 555 rows / global batch 16 = 35 steps per epoch: the signal lands mid-epoch
+    reference_dir, reference = xla_trained("baseline")
+    out = tmp_path / "baseline"
+    cmd = train_command("baseline", base_dir, tokenized_dir, out, **{"train.checkpoint_steps": every})
+    ckpt = checkpoint_root(None, out, "baseline")
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=xla_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 1200
+    while not (ckpt / f"checkpoint-{every}" / MANIFEST).exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 2, err[-4000:]
+    assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM at step ")
+
+    resumed = train_on_xla("baseline", base_dir, tokenized_dir, out, **{"train.checkpoint_steps": every})
+    steps_per_epoch = reference["xla_graphs"]["step_loop_steps"][0]
+    start = resumed["resumed_from_step"]
+    assert start > every and start % steps_per_epoch, f"resumed at step {start}: not mid-epoch"
+
+    graphs = resumed["xla_graphs"]
+    assert sum(graphs["step_loop_steps"]) == EPOCHS * steps_per_epoch - start
+    assert resumed["xla_batch_shardings"]["train"] == {SHARDED: sum(graphs["step_loop_steps"])}
+    assert sum(graphs["step_loop_compiles"]) <= buckets_used(tokenized_dir, "train") + 1
+    assert resumed["xla_storage_types"] == {"parameters": ["f32"], "optimizer_states": ["f32"]}
+
+    assert [r["val_macro_f1"] for r in resumed["history"]] == [r["val_macro_f1"] for r in reference["history"]]
+    assert weights_digest(out) == weights_digest(reference_dir)
