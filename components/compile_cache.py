@@ -69,7 +69,9 @@ def setup_compile_cache(cfg: Config, out_dir: str | Path) -> str | None:
 
 
 def cache_counters() -> dict[str, int]:
-    """torch_xla's persistent-cache counters so far (hits load a stored graph; misses compile and store one)."""
+    """torch_xla's persistent-cache counters so far: a hit loads a stored graph, a miss compiles and stores one;
+    a deserialize failure found the graph stored but could not load it (and compiled it): XLA's CPU backend
+    cannot load executables at all ("Deserializing serialized executable not supported"), a TPU can."""
     import torch_xla.debug.metrics as met
 
     names = {"hits": "PersistentCacheHit", "misses": "PersistentCacheMiss", "loads": "PersistentCacheLoad",

@@ -166,7 +166,6 @@ def diagnostics_callback(record: dict[str, Any]):
 
                 record["graphs_compiled"] = xla_metric("CompileTime")["count"] - record["compiles_before_training"]
                 record["compile_time"] = xla_metric("CompileTime")
-                record["execute_time"] = xla_metric("ExecuteTime")
                 record["persistent_cache"] = cache_counters()
                 record["compile_cache_path"] = os.environ.get("XLA_PERSISTENT_CACHE_PATH", "")
                 record["metrics_report"] = met.metrics_report()

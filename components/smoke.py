@@ -83,8 +83,8 @@ def markdown(diagnostics: dict[str, Any]) -> str:
     row("XLA_USE_BF16 / XLA_DOWNCAST_BF16", lambda r: "/".join(v or "unset" for v in r["bf16_environment"].values()))
     row("graphs compiled", lambda r: r["graphs_compiled"])
     row("compile time (s)", lambda r: r["compile_time"]["total_seconds"])
-    row("persistent cache hits / misses", lambda r: f"{r['persistent_cache']['hits']} / "
-                                                    f"{r['persistent_cache']['misses']}")
+    row("persistent cache hits / misses / found, not loadable",
+        lambda r: "{hits} / {misses} / {deserialize_failures}".format(**r["persistent_cache"]))
     row("first step (s)", lambda r: r["step_seconds"]["first"])
     row("median later step (s)", lambda r: r["step_seconds"]["median_after_first"])
     row("steps", lambda r: r["steps"])
@@ -101,14 +101,15 @@ def write_diagnostics(diagnostics: dict[str, Any], json_path: str | Path, md_pat
         tmp.write_text(json.dumps(diagnostics, indent=2, default=str), encoding="utf-8")
 
 
-def smoke_step(config_json: str, steps: int, base_dir: str, tokenized_dir: str, json_path: str,
-               md_path: str) -> dict[str, Any]:
+def smoke_step(config_json: str, steps: int, base_dir: str, tokenized_dir: str, json_path: str, md_path: str,
+               modes: tuple[str, ...] = ("lora", "baseline")) -> dict[str, Any]:
     """Entry point of the KFP component (and of the command line)."""
     from components.config import config_from_json
     from components.runtime import quiet_libraries
 
     quiet_libraries()
-    diagnostics = run_smoke(config_from_json(config_json), base_dir, tokenized_dir, Path(json_path).parent, steps)
+    diagnostics = run_smoke(config_from_json(config_json), base_dir, tokenized_dir, Path(json_path).parent, steps,
+                            modes)
     write_diagnostics(diagnostics, json_path, md_path)
     return diagnostics
 
@@ -136,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenized", required=True, help="directory of tokenized splits")
     parser.add_argument("--output-dir", required=True, help="directory for diagnostics.json and diagnostics.md")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per mode")
+    parser.add_argument("--mode", dest="modes", action="append", choices=("lora", "baseline"),
+                        help="train only this mode (repeatable; default: both)")
 
     def work(args) -> None:
         cfg = load_cli_config(args)
         out = Path(args.output_dir)
         smoke_step(cfg.to_json(), args.steps, args.base_model, args.tokenized, str(out / "diagnostics.json"),
-                   str(out / "diagnostics.md"))
+                   str(out / "diagnostics.md"), tuple(args.modes or ("lora", "baseline")))
         print(out / "diagnostics.md")
 
     return run_cli(parser, work, argv)

@@ -43,12 +43,13 @@ def test_smoke_report_names_what_to_check():
            "parameter_dtypes": {"float32": 10}, "optimizer_state_dtypes": {"float32": 20},
            "trainable_bf16_exact_share": 0.0, "bf16_environment": {"XLA_USE_BF16": "", "XLA_DOWNCAST_BF16": ""},
            "graphs_compiled": 5, "compile_time": {"count": 5, "total_seconds": 61.5},
-           "persistent_cache": {"hits": 0, "misses": 5}, "step_seconds": {"first": 40.0, "median_after_first": 0.05},
+           "persistent_cache": {"hits": 0, "misses": 5, "loads": 0, "deserialize_failures": 0},
+           "step_seconds": {"first": 40.0, "median_after_first": 0.05},
            "steps": 50, "final_train_loss": 1.0986}
     text = markdown({"steps": 50, "compile_cache": "/gcs/b/root/xla-compile-cache/tpu", "runs": {"lora": run}})
     assert "| device | xla TPU x8 |" in text
     assert "`{devices=[8,1]0,1,2,3,4,5,6,7}`" in text
-    assert "| persistent cache hits / misses | 0 / 5 |" in text
+    assert "| persistent cache hits / misses / found, not loadable | 0 / 5 / 0 |" in text
     assert "| XLA_USE_BF16 / XLA_DOWNCAST_BF16 | unset/unset |" in text
     assert "| median later step (s) | 0.05 |" in text
 

@@ -1,7 +1,9 @@
 """The smoke job and the persistent compilation cache on XLA's CPU backend with two devices.
 
-Two identical smoke runs share one cache directory: the first compiles and stores every graph, the second
-loads them and compiles nothing. These run in the XLA environment: `make test-xla`.
+A second smoke run with the same cache directory finds every graph the first one compiled and stored (same
+graph hashes). The CPU backend cannot load a stored executable ("Deserializing serialized executable not
+supported" in torch_xla 2.9's PJRT CPU client), so there each found graph counts as a deserialize failure and
+is compiled again; a TPU loads it (a hit) and compiles nothing. These run in the XLA environment: `make test-xla`.
 """
 
 import json
@@ -19,7 +21,7 @@ DEVICES = 2
 STEPS = 6
 
 
-def smoke_on_xla(base_dir, tokenized_dir, out_dir) -> dict:
+def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str) -> dict:
     """`python -m components.smoke` in a fresh process on XLA's CPU backend; returns diagnostics.json."""
     overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
@@ -28,7 +30,7 @@ def smoke_on_xla(base_dir, tokenized_dir, out_dir) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "components.smoke", "--config", str(ROOT / "configs" / "local.yaml"), *sets,
          "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir),
-         "--steps", str(STEPS)],
+         "--steps", str(STEPS), *(arg for mode in modes for arg in ("--mode", mode))],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -36,18 +38,9 @@ def smoke_on_xla(base_dir, tokenized_dir, out_dir) -> dict:
     return json.loads((out_dir / "diagnostics.json").read_text())
 
 
-def test_smoke_diagnostics_and_a_second_run_compiles_nothing(base_dir, tokenized_dir, tmp_path):
+def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_path):
     pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
     first = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "first")
-    second = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "second")
-    print(json.dumps({run: {mode: {k: r[k] for k in ("graphs_compiled", "xla_graphs", "persistent_cache",
-                                                      "compile_time", "step_seconds")}
-                            for mode, r in d["runs"].items()} for run, d in (("first", first), ("second", second))},
-                     indent=1))
-
-    cache = first["compile_cache"]
-    assert cache.startswith(str(tmp_path / "xla-compile-cache" / "cpu-torch_xla-")) and second["compile_cache"] == cache
-    assert any(os.scandir(cache))
     for mode, run in first["runs"].items():
         assert run["device_kind"] == "xla" and run["device_type"] == "CPU" and run["device_count"] == DEVICES
         assert run["mesh"] == {"shape": [DEVICES], "axis_names": ["data"], "device_ids": list(range(DEVICES))}
@@ -55,14 +48,30 @@ def test_smoke_diagnostics_and_a_second_run_compiles_nothing(base_dir, tokenized
         assert run["batch"]["input_ids_sharding"].startswith(f"{{devices=[{DEVICES},1]"), run["batch"]
         assert set(run["parameter_dtypes"]) == {"float32"}, mode
         assert set(run["optimizer_state_dtypes"]) == {"float32"}, mode
+        assert run["optimizer"] == "torch.optim.adamw.AdamW"
         assert run["steps"] == STEPS and run["step_seconds"]["first"] > 0
         assert run["graphs_compiled"] >= 1 and run["compile_time"]["total_seconds"] > 0
-        assert "CompileTime" in run["metrics_report"] and "ExecuteTime" in run["metrics_report"]
-    # The cache: the first run stored what it compiled, the second loaded it and compiled no graph at all.
-    assert first["runs"]["baseline"]["persistent_cache"]["misses"] >= 1
-    for mode, run in second["runs"].items():
-        assert run["graphs_compiled"] == 0, (mode, run["xla_graphs"])
-        assert sum(run["xla_graphs"]["step_loop_compiles"]) == 0
-        assert run["persistent_cache"]["misses"] == 0
-    assert second["runs"]["baseline"]["persistent_cache"]["hits"] >= first["runs"]["baseline"]["persistent_cache"][
-        "misses"]
+        assert "Metric: CompileTime" in run["metrics_report"]
+        assert run["xla_graphs"]["step_loop_host_transfers"] == [0]
+
+    # Without a cache entry, every graph compiled is stored once.
+    cache = first["compile_cache"]
+    assert cache.startswith(str(tmp_path / "xla-compile-cache" / "cpu-torch_xla-"))
+    stored = first["runs"]["baseline"]["persistent_cache"]  # counters of the whole process (both modes)
+    compiled = first["runs"]["baseline"]["compile_time"]["count"]
+    assert stored["misses"] == compiled and stored["hits"] == 0
+    entries = len(os.listdir(cache))
+    assert entries >= compiled  # (the evaluation of the best epoch after training may add a graph)
+
+    # The same run again: every graph is found in the cache; none is new.
+    second = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "second", "lora")
+    again, before = second["runs"]["lora"], first["runs"]["lora"]
+    print(json.dumps({"without cache": {k: before[k] for k in ("graphs_compiled", "xla_graphs", "persistent_cache")},
+                      "with cache": {k: again[k] for k in ("graphs_compiled", "xla_graphs", "persistent_cache")}}))
+    assert second["compile_cache"] == cache
+    assert again["persistent_cache"]["misses"] == 0
+    found = again["persistent_cache"]["hits"] + again["persistent_cache"]["deserialize_failures"]
+    assert found == again["compile_time"]["count"] == before["persistent_cache"]["misses"]
+    assert len(os.listdir(cache)) == entries  # nothing new stored
+    if again["persistent_cache"]["hits"]:  # a backend that loads executables compiles nothing
+        assert again["graphs_compiled"] == 0
