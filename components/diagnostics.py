@@ -4,7 +4,8 @@ smoke job (components/smoke.py).
 `run_callbacks` gives the TensorBoard curve writer (components/curves.py) and, inside `recording(record)`, a
 recorder that fills `record` with: device kind and count, the SPMD mesh, the sharding of a training batch,
 parameter and optimizer-state dtypes (and how many float32 weights hold only bf16 values, which is what
-`XLA_USE_BF16` would leave), graphs compiled, compile, execution and step times, and torch_xla's metrics report.
+`XLA_USE_BF16` would leave), graphs compiled, compile and step times and persistent-cache lookups (all from
+train begin to train end, evaluations included), and torch_xla's metrics report (for the whole process).
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def diagnostics_callback(record: dict[str, Any]):
             record["bf16_environment"] = {name: os.environ.get(name, "") for name in BF16_ENV}
             if xla:
                 record.update(xla_device_facts())
-                record["compiles_before_training"] = xla_metric("CompileTime")["count"]
+                from components.compile_cache import cache_counters
+
+                self.before = {"compile": xla_metric("CompileTime"), "cache": cache_counters()}
             if model is not None:
                 self.hook = model.register_forward_pre_hook(self._see_batch, with_kwargs=True)
             self.started = time.monotonic()
@@ -164,9 +167,11 @@ def diagnostics_callback(record: dict[str, Any]):
 
                 from components.compile_cache import cache_counters
 
-                record["graphs_compiled"] = xla_metric("CompileTime")["count"] - record["compiles_before_training"]
-                record["compile_time"] = xla_metric("CompileTime")
-                record["persistent_cache"] = cache_counters()
+                compile_now, cache_now = xla_metric("CompileTime"), cache_counters()
+                record["graphs_compiled"] = compile_now["count"] - self.before["compile"]["count"]
+                record["compile_seconds"] = round(
+                    compile_now["total_seconds"] - self.before["compile"]["total_seconds"], 3)
+                record["persistent_cache"] = {k: cache_now[k] - self.before["cache"][k] for k in cache_now}
                 record["compile_cache_path"] = os.environ.get("XLA_PERSISTENT_CACHE_PATH", "")
                 record["metrics_report"] = met.metrics_report()
             if model is not None:

@@ -82,7 +82,7 @@ def markdown(diagnostics: dict[str, Any]) -> str:
     row("trainable weights bf16-exact", lambda r: r["trainable_bf16_exact_share"])
     row("XLA_USE_BF16 / XLA_DOWNCAST_BF16", lambda r: "/".join(v or "unset" for v in r["bf16_environment"].values()))
     row("graphs compiled", lambda r: r["graphs_compiled"])
-    row("compile time (s)", lambda r: r["compile_time"]["total_seconds"])
+    row("compile time (s)", lambda r: r["compile_seconds"])
     row("persistent cache hits / misses / found, not loadable",
         lambda r: "{hits} / {misses} / {deserialize_failures}".format(**r["persistent_cache"]))
     row("first step (s)", lambda r: r["step_seconds"]["first"])

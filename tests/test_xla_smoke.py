@@ -50,28 +50,25 @@ def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_pa
         assert set(run["optimizer_state_dtypes"]) == {"float32"}, mode
         assert run["optimizer"] == "torch.optim.adamw.AdamW"
         assert run["steps"] == STEPS and run["step_seconds"]["first"] > 0
-        assert run["graphs_compiled"] >= 1 and run["compile_time"]["total_seconds"] > 0
+        assert run["graphs_compiled"] >= 1 and run["compile_seconds"] > 0
         assert "Metric: CompileTime" in run["metrics_report"]
         assert run["xla_graphs"]["step_loop_host_transfers"] == [0]
-
-    # Without a cache entry, every graph compiled is stored once.
+        # Without a cache entry, every graph compiled is stored.
+        assert run["persistent_cache"]["misses"] == run["graphs_compiled"] and run["persistent_cache"]["hits"] == 0
     cache = first["compile_cache"]
     assert cache.startswith(str(tmp_path / "xla-compile-cache" / "cpu-torch_xla-"))
-    stored = first["runs"]["baseline"]["persistent_cache"]  # counters of the whole process (both modes)
-    compiled = first["runs"]["baseline"]["compile_time"]["count"]
-    assert stored["misses"] == compiled and stored["hits"] == 0
-    entries = len(os.listdir(cache))
-    assert entries >= compiled  # (the evaluation of the best epoch after training may add a graph)
+    entries = len(os.listdir(cache))  # also the graphs compiled outside training (moving the model, saving)
+    assert entries >= sum(run["graphs_compiled"] for run in first["runs"].values())
 
-    # The same run again: every graph is found in the cache; none is new.
+    # The same run again: every graph is found in the cache and none is stored anew.
     second = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "second", "lora")
     again, before = second["runs"]["lora"], first["runs"]["lora"]
-    print(json.dumps({"without cache": {k: before[k] for k in ("graphs_compiled", "xla_graphs", "persistent_cache")},
-                      "with cache": {k: again[k] for k in ("graphs_compiled", "xla_graphs", "persistent_cache")}}))
+    keys = ("graphs_compiled", "xla_graphs", "persistent_cache")
+    print(json.dumps({"without cache": {k: before[k] for k in keys}, "with cache": {k: again[k] for k in keys}}))
     assert second["compile_cache"] == cache
     assert again["persistent_cache"]["misses"] == 0
     found = again["persistent_cache"]["hits"] + again["persistent_cache"]["deserialize_failures"]
-    assert found == again["compile_time"]["count"] == before["persistent_cache"]["misses"]
-    assert len(os.listdir(cache)) == entries  # nothing new stored
+    assert found == before["graphs_compiled"] == again["graphs_compiled"] + again["persistent_cache"]["hits"]
+    assert len(os.listdir(cache)) == entries
     if again["persistent_cache"]["hits"]:  # a backend that loads executables compiles nothing
         assert again["graphs_compiled"] == 0
