@@ -4,7 +4,7 @@
 
 (a) original: every text padded to 256 tokens, fp32, batches in random order;
 (b) ours: each text padded to the smallest bucket (32/64/128), batches grouped by length, fp32 on the CPU and
-    bf16 autocast on CUDA (as on the TPU);
+    bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what this times);
 each for full fine-tuning and for LoRA, at the same batch size and with the same optimizer (PyTorch's fused
 AdamW, as the train component uses on CPU and CUDA), on the real xlm-roberta-base architecture
 (random initialisation, built offline: 12 layers, hidden 768, vocab 250,002) and real text lengths: the texts

@@ -163,6 +163,15 @@ class TrainConfig(_Strict):
         description="Checkpoint directory (a gs:// URI is used through the /gcs/ mount); None: $AIP_CHECKPOINT_DIR "
         "on Vertex AI, else beside the output. A rerun resumes from the last intact checkpoint there.",
     )
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: run the epochs).")
+    compile_cache_dir: str = Field(
+        "auto",
+        description="Persistent XLA compilation cache (a gs:// URI is used through the /gcs/ mount); auto: "
+        "<pipeline root>/xla-compile-cache on Vertex AI, xla-compile-cache beside the output elsewhere; '': off.",
+    )
+    tensorboard_dir: str = Field(
+        "", description="Also write TensorBoard curves here (local or gs://), besides $AIP_TENSORBOARD_LOG_DIR."
+    )
 
 
 class PipelineConfig(_Strict):

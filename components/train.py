@@ -152,6 +152,7 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
     return TrainingArguments(
         output_dir=checkpoint_dir,
         num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
         per_device_train_batch_size=placement.global_batch,
         per_device_eval_batch_size=placement.global_eval_batch,
         bf16=False,  # bf16 is the trainer's own autocast (BucketTrainer): float32 weights and optimizer states
@@ -160,8 +161,9 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
         warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        # XLA: torch_xla's AdamW (no host sync per step); CPU and CUDA: PyTorch's fused AdamW kernel
-        optim="adamw_torch_xla" if placement.kind == "xla" else "adamw_torch_fused",
+        # XLA: PyTorch's AdamW (torch_xla's "sync-free" AdamW is the same step without found_inf); CPU and
+        # CUDA: PyTorch's fused AdamW kernel
+        optim="adamw_torch" if placement.kind == "xla" else "adamw_torch_fused",
         eval_accumulation_steps=1 if placement.kind == "xla" else None,  # logits to host per batch, no growing concat
         eval_strategy="epoch",
         save_strategy="epoch",
@@ -343,6 +345,10 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    from components.compile_cache import setup_compile_cache
+    from components.diagnostics import run_callbacks
+
+    setup_compile_cache(cfg, out_dir)  # before SPMD starts: torch_xla reads the cache location once
     placement = prepare_placement(cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.precision)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(base_dir)
@@ -359,6 +365,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     graphs: dict[str, list[int]] = {}
     storage: dict[str, list[str]] = {}
     callbacks = [xla_graph_counts(graphs), xla_storage_types(storage)] if placement.kind == "xla" else []
+    callbacks.extend(run_callbacks(cfg, mode))  # TensorBoard curves; the smoke job's recorder
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     with stop_on_sigterm() as stop:

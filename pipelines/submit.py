@@ -5,6 +5,7 @@
         --set pipeline.train_image=us-central1-docker.pkg.dev/my-proj/banglasenti/tpu:v1 --dry-run
     python pipelines/submit.py ... --upload-data banglasenti.csv --experiment banglasenti --wait
     python pipelines/submit.py --template pipeline.yaml ... --param epochs=5 --param lora_r=8 --no-cache
+    python pipelines/submit.py --smoke ...    # first: ~50 steps of each mode on the TPU, with diagnostics
 
 --check reports, one line each, what would stop or slow the run (placeholder images, the bucket's location, a
 region without the training accelerator, a malformed service account, disabled APIs) and exits 2 if any of it
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         "blocks")
     add("--serviceusage-endpoint", help="Service Usage endpoint that --check asks for the enabled APIs "
         f"(default {preflight.SERVICEUSAGE_ENDPOINT})")
+    add("--smoke", action="store_true", help="submit the smoke pipeline instead (pipelines/smoke.py): a short "
+        "training of both modes on the training machine with a diagnostics artifact; run it first")
     add("--dry-run", action="store_true", help="print the complete request, run --check, and create nothing")
     add("--wait", action="store_true", help="follow the run until it ends; exit 1 unless it succeeds")
     add("--poll-seconds", type=float, default=30.0, help="seconds between state checks with --wait")
@@ -229,12 +232,14 @@ def load_submit_config(args: argparse.Namespace, params: dict[str, Any]) -> Conf
     return load_config(args.config, {**pairs, "vertex.labels": labels})
 
 
-def compile_spec(cfg: Config, path: Path) -> None:
+def compile_spec(cfg: Config, path: Path, smoke: bool = False) -> None:
     from kfp import compiler
 
     from pipelines.pipeline import build_pipeline
+    from pipelines.smoke import build_smoke_pipeline
 
-    compiler.Compiler().compile(build_pipeline(cfg, "vertex"), package_path=str(path))
+    pipeline = build_smoke_pipeline(cfg, "vertex") if smoke else build_pipeline(cfg, "vertex")
+    compiler.Compiler().compile(pipeline, package_path=str(path))
 
 
 def init_sdk(cfg: Config, api_endpoint: str | None, dry_run: bool, debug: bool = False) -> None:
@@ -327,10 +332,12 @@ def submit(args: argparse.Namespace) -> int:
                   "destination": upload_destination(args.upload_data, v.staging_bucket)}
         params["data_uri"] = upload["destination"]
         cfg = load_submit_config(args, params)
+    if args.smoke and args.template:
+        raise SubmitError("--smoke compiles the smoke pipeline now; it does not take --template")
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(args.template) if args.template else Path(args.output or Path(tmp) / "pipeline.yaml")
         if not args.template:
-            compile_spec(cfg, template)
+            compile_spec(cfg, template, smoke=args.smoke)
         try:
             spec = yaml.safe_load(template.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as err:
@@ -349,7 +356,8 @@ def submit(args: argparse.Namespace) -> int:
         from google.cloud import aiplatform
 
         job = aiplatform.PipelineJob(
-            display_name=args.display_name or cfg.pipeline.name, template_path=str(template), job_id=args.job_id,
+            display_name=args.display_name or spec.get("pipelineInfo", {}).get("name", cfg.pipeline.name),
+            template_path=str(template), job_id=args.job_id,
             pipeline_root=pipeline_root, parameter_values=params, enable_caching=args.enable_caching,
             labels=dict(v.labels), project=v.project, location=v.region)
     if args.dry_run:
