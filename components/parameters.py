@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MAIN, SWEEP = "main", "sweep"
+MAIN, SWEEP, SMOKE = "main", "sweep", "smoke"
+PIPELINES = (MAIN, SWEEP, SMOKE)
+SMOKE_STEPS = 50  # optimizer steps per mode of the smoke job: enough to see step times settle
 
 
 @dataclass(frozen=True)
@@ -19,11 +21,15 @@ class RunParameter:
     kind: type
     pipelines: tuple[str, ...] = (MAIN, SWEEP)
     note: str = ""
+    value: Any = None  # the default of a parameter that sets no config key
+
 
     def default(self, cfg) -> Any:
         """The parameter's default: the config's value of its key (sweep_grid: the expanded `sweep.*` grid)."""
         if self.name == "sweep_grid":
             return cfg.sweep.grid()
+        if not self.keys:
+            return self.value
         value: Any = cfg
         for part in self.keys[0].split("."):
             value = getattr(value, part)
@@ -31,9 +37,9 @@ class RunParameter:
 
 
 PARAMETERS: tuple[RunParameter, ...] = (
-    RunParameter("data_uri", ("data.uri",), str),
-    RunParameter("data_seed", ("data.seed",), int, note="seed of the split"),
-    RunParameter("base_model", ("model.name",), str),
+    RunParameter("data_uri", ("data.uri",), str, PIPELINES),
+    RunParameter("data_seed", ("data.seed",), int, PIPELINES, note="seed of the split"),
+    RunParameter("base_model", ("model.name",), str, PIPELINES),
     RunParameter("lora_r", ("lora.r",), int, (MAIN,)),
     RunParameter("lora_alpha", ("lora.alpha",), int, (MAIN,)),
     RunParameter("lora_target_modules", ("lora.target_modules",), list, (MAIN,)),
@@ -44,7 +50,8 @@ PARAMETERS: tuple[RunParameter, ...] = (
     RunParameter("baseline_learning_rate", ("train.baseline_learning_rate",), float),
     RunParameter("epochs", ("train.epochs",), int),
     RunParameter("batch_size", ("train.batch_size",), int),
-    RunParameter("seed", ("train.seed",), int, note="seed of initialisation, dropout and shuffling"),
+    RunParameter("seed", ("train.seed",), int, PIPELINES, note="seed of initialisation, dropout and shuffling"),
+    RunParameter("smoke_steps", (), int, (SMOKE,), note="optimizer steps per mode of the smoke job", value=SMOKE_STEPS),
 )
 BY_NAME: dict[str, RunParameter] = {p.name: p for p in PARAMETERS}
 # Pipeline parameter -> the config keys it sets.
@@ -52,9 +59,9 @@ PARAMETER_KEYS: dict[str, tuple[str, ...]] = {p.name: p.keys for p in PARAMETERS
 
 
 def pipeline_parameters(pipeline: str) -> tuple[RunParameter, ...]:
-    """The run parameters of one pipeline (`main` or `sweep`), in signature order."""
-    if pipeline not in (MAIN, SWEEP):
-        raise ValueError(f"pipeline must be {MAIN!r} or {SWEEP!r}, got {pipeline!r}")
+    """The run parameters of one pipeline (`main`, `sweep` or `smoke`), in signature order."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     return tuple(p for p in PARAMETERS if pipeline in p.pipelines)
 
 

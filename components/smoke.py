@@ -18,9 +18,10 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.config import Config
 from components.kfp_support import lightweight_component
+from components.parameters import SMOKE_STEPS
 from components.storage import atomic_file
 
-DEFAULT_STEPS = 50
+DEFAULT_STEPS = SMOKE_STEPS
 SUMMARY_KEYS = ("best_val_macro_f1", "final_train_loss", "wall_seconds", "train_examples_per_second", "placement",
                 "xla_graphs", "trainable_parameters", "total_parameters")
 

@@ -25,6 +25,7 @@ from components.lineage import git_commit, step_environment
 from components.parameters import pipeline_parameters
 from components.prepare import prepare
 from components.registry import read_metric, upload_model
+from components.smoke import smoke
 from components.sweep import select_best_trial
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
@@ -33,7 +34,7 @@ from pipelines import vertex as on_vertex
 Target = Literal["local", "vertex"]
 TARGETS: tuple[str, ...] = ("local", "vertex")
 TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate", "export-model")
-TRAIN_STEPS = ("train_lora", "train_baseline")
+TRAIN_STEPS = ("train_lora", "train_baseline", "smoke")  # custom jobs on the training machine
 
 
 def _with_image(component, image: str):
@@ -51,7 +52,7 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
     steps = {"prepare": prepare, "base_model": base_model_op,
              "tokenize": tokenize, "train_lora": train_lora, "train_baseline": train_baseline, "evaluate": evaluate,
              "export": export_model, "select_best_trial": select_best_trial, "read_metric": read_metric,
-             "upload_model": upload_model}
+             "upload_model": upload_model, "smoke": smoke}
     if target == "local":
         return steps
     if target != "vertex":

@@ -10,10 +10,19 @@ import pytest
 import yaml
 
 from components.config import CONFIG_DIR, config_from_json, load_config
-from components.parameters import MAIN, PARAMETER_KEYS, PARAMETERS, SWEEP, parameters_reference, pipeline_parameters
+from components.parameters import (
+    MAIN,
+    PARAMETER_KEYS,
+    PARAMETERS,
+    SMOKE,
+    SWEEP,
+    parameters_reference,
+    pipeline_parameters,
+)
 from pipelines import submit
 from pipelines.compile import compile_pipeline
 from pipelines.pipeline import TASKS, build_pipeline
+from pipelines.smoke import build_smoke_pipeline
 from pipelines.sweep import build_sweep_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +78,8 @@ def test_pipeline_parameters_default_to_the_config(tmp_path):
 KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", list: "LIST"}
 
 
-@pytest.mark.parametrize(("pipeline", "build"), [(MAIN, build_pipeline), (SWEEP, build_sweep_pipeline)])
+@pytest.mark.parametrize(("pipeline", "build"), [(MAIN, build_pipeline), (SWEEP, build_sweep_pipeline),
+                                                   (SMOKE, build_smoke_pipeline)])
 @pytest.mark.parametrize("target", ["local", "vertex"])
 def test_every_pipeline_signature_is_the_parameter_table(tmp_path, pipeline, build, target):
     from kfp import compiler
@@ -89,7 +99,7 @@ def test_the_parameter_table_names_real_config_keys():
     for p in PARAMETERS:
         for key in p.keys:  # a key the schema does not have is rejected; the default is the config's own value
             assert config_from_json(cfg.to_json(), {key: p.default(cfg)}) == cfg, key
-    assert {p.name for p in PARAMETERS if not p.keys} == {"sweep_grid"}
+    assert {p.name for p in PARAMETERS if not p.keys} == {"sweep_grid", "smoke_steps"}
     assert PARAMETER_KEYS["seed"] == ("train.seed",) and PARAMETER_KEYS["data_seed"] == ("data.seed",)
     assert submit.PARAMETER_KEYS is PARAMETER_KEYS
 
