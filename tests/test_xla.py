@@ -179,7 +179,7 @@ def test_small_updates_survive(xla_trained, base_dir):
     assert moved.mean() > 0.9, f"only {moved.sum()} of {moved.size} LayerNorm gains left bf16(base)"
 
 
-def test_killed_training_resumes_sharded_to_the_same_weights(xla_trained, base_dir, tokenized_dir, tmp_path):
+def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, base_dir, tokenized_dir, tmp_path):
     """SIGTERM mid-epoch, run again: the resumed epoch's batches stay sharded (accelerate's skip_first_batches
     rebuilds the loader), the graph bound holds in the resumed process, the curves follow an uninterrupted run's."""
     every = 10  # 555 rows / global batch 16 = 35 steps per epoch: the signal lands mid-epoch
