@@ -265,7 +265,8 @@ class CpuStepConfig(_Strict):
     cpu_limit: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", coerce_numbers_to_str=True,
                            description="CPUs of prepare, base-model, tokenize and evaluate.")
     memory_limit: str = Field("32G", pattern=r"^\d+(\.\d+)?[KMGT]i?$", description="Memory of those steps.")
-    retries: int = Field(2, ge=0, le=5, description="Retries of those steps (they rewrite their outputs atomically).")
+    retries: int = Field(2, ge=0, le=5,
+                         description="Retries of those steps (a retry clears and rewrites its uncommitted outputs).")
 
 
 class VertexConfig(_Strict):

@@ -329,7 +329,7 @@ def real_rows_loss(logits, labels) -> float:
 
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
                 out_dir: str | Path) -> dict[str, Any]:
-    """Train, keep the best epoch by val macro-F1, save it to `out_dir` (atomically); return the summary."""
+    """Train, keep the best epoch by val macro-F1, commit it to `out_dir` (manifest last); return the summary."""
     from transformers import EarlyStoppingCallback, set_seed
 
     from components.checkpoints import (
