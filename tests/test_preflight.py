@@ -10,7 +10,7 @@ from components.config import CONFIG_DIR
 from components.storage import gcs_client
 from pipelines import preflight
 from pipelines.compile import compile_pipeline
-from tests.vertex_standin import VertexStandIn, serve
+from tests.vertex_standin import running
 
 CPU = "us-central1-docker.pkg.dev/proj/banglasenti/cpu:v1"
 TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
@@ -25,12 +25,8 @@ def spec(tmp_path_factory):
 
 @pytest.fixture
 def standin():
-    state = VertexStandIn()
-    server, thread = serve(state)
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with running() as state:
+        yield state
 
 
 def test_worker_pools_are_found_in_components_and_in_nested_task_inputs(spec):

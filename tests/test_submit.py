@@ -13,7 +13,7 @@ from components.config import CONFIG_DIR
 from components.storage import gcs_client
 from pipelines.compile import compile_pipeline
 from pipelines.submit import main
-from tests.vertex_standin import VertexStandIn, serve
+from tests.vertex_standin import running
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "submit-bucket"
@@ -26,12 +26,8 @@ BASE = ["--project", "proj", "--region", "us-central1", "--staging-bucket", f"gs
 
 @pytest.fixture
 def standin():
-    state = VertexStandIn()
-    server, thread = serve(state)
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with running() as state:
+        yield state
 
 
 @pytest.fixture

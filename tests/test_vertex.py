@@ -248,18 +248,14 @@ def vertex_api(gcs_emulator, monkeypatch):
     from google.cloud.aiplatform.utils import resource_manager_utils
 
     from components.storage import gcs_client
-    from tests.vertex_standin import VertexStandIn, serve
+    from tests.vertex_standin import running
 
     client = gcs_client()
     found = client.lookup_bucket("cache-bucket") or client.create_bucket("cache-bucket")
     monkeypatch.setattr(resource_manager_utils, "get_project_number",
                         lambda project_id, credentials=None: str(found.project_number))
-    state = VertexStandIn()
-    server, thread = serve(state)
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with running() as state:
+        yield state
 
 
 def test_two_submissions_send_identical_training_task_inputs(vertex_api, capfd):

@@ -16,9 +16,11 @@ quota, permission and validation errors. What it lacks: IAM, quotas, capacity, r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -226,3 +228,16 @@ def serve(standin: VertexStandIn) -> tuple[ThreadingHTTPServer, threading.Thread
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return server, thread
+
+
+@contextlib.contextmanager
+def running() -> Iterator[VertexStandIn]:
+    """A stand-in served on loopback for the duration of the block."""
+    state = VertexStandIn()
+    server, thread = serve(state)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
