@@ -9,7 +9,8 @@ trainer state) and resumes from one. On top of that:
 - SIGTERM (a preempted Vertex AI job, a stopped container) saves a checkpoint at the end of the current step
   and ends training with `Interrupted`, so the next run with the same output location resumes there;
 - an epoch's shuffle order depends only on (seed, epoch), and the running training loss travels in the
-  checkpoint, so a resumed run ends with the same weights and metrics as an uninterrupted one;
+  checkpoint, and on XLA the device RNG (dropout) is seeded per optimizer step, so a resumed run ends with
+  the same weights and metrics as an uninterrupted one;
 - a run's identity (effective config, content of the tokenized data and base model) is recorded beside its
   checkpoints; a location holding another run's, or shared between runs (Vertex AI), gives each run a
   sub-location keyed by its identity, so a run resumes only its own checkpoints and is never refused.
