@@ -9,7 +9,8 @@ trainer state) and resumes from one. On top of that:
 - SIGTERM (a preempted Vertex AI job, a stopped container) saves a checkpoint at the end of the current step
   and ends training with `Interrupted`, so the next run with the same output location resumes there;
 - an epoch's shuffle order depends only on (seed, epoch), and the running training loss travels in the
-  checkpoint, so a resumed run ends with the same weights and metrics as an uninterrupted one;
+  checkpoint, and on XLA the device RNG (dropout) is seeded per optimizer step, so a resumed run ends with
+  the same weights and metrics as an uninterrupted one;
 - a run's identity (effective config, content of the tokenized data and base model) is recorded beside its
   checkpoints; a location holding another run's, or shared between runs (Vertex AI), gives each run a
   sub-location keyed by its identity, so a run resumes only its own checkpoints and is never refused.
@@ -177,6 +178,17 @@ def stop_on_sigterm() -> Iterator[dict[str, bool]]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def seed_xla_rng(seed: int, step: int) -> None:
+    """Seed the XLA device's RNG (dropout) from the run's seed and the optimizer step about to run.
+
+    torch_xla advances the device seed at every graph cut (`mark_step`), whatever ran, and a resumed process
+    cuts graphs that the interrupted one did not (loading the checkpoint), so the seed saved in a checkpoint
+    does not continue the stream. Seeded per step, the masks depend only on (seed, step): a resume is exact."""
+    import torch_xla.core.xla_model as xm
+
+    xm.set_rng_state((seed * 1_000_003 + step) % 2**63)
+
+
 def resumable_trainer_class():
     """A Trainer subclass (built lazily: transformers is imported only when training)."""
     import torch
@@ -203,6 +215,10 @@ def resumable_trainer_class():
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.trainer.restore_loss_state()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if args.device.type == "xla":
+                seed_xla_rng(args.seed, state.global_step)
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.every and state.global_step % self.every == 0:

@@ -148,7 +148,10 @@ def xla_counters() -> dict[str, int]:
     """Graphs compiled, graphs executed and device-to-host transfers so far (zeros where XLA is not in use)."""
     if device_kind() != "xla":
         return {"compiles": 0, "executions": 0, "host_transfers": 0}
+    import torch_xla.core.xla_model as xm
     import torch_xla.debug.metrics as met
+
+    xm.wait_device_ops()  # graphs run asynchronously: count each launched one once it has run
 
     def count(name: str) -> int:
         data = met.metric_data(name)
