@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from components import storage
-from components.storage import InputError, atomic_file, fuse_path, sha256_file
+from components.storage import InputError, atomic_file, content_digest, fuse_path
 
 MANIFEST = "checkpoint_manifest.json"
 LOSS_STATE = "loss_state.json"
@@ -94,17 +94,10 @@ def check_run_identity(root: Path, identity: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(identity, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def directory_digest(path: str | Path) -> str:
-    """sha256 over the relative name and sha256 of every file under `path` (the content a run starts from)."""
-    path = Path(path)
-    files = {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-
-
 def run_identity(mode: str, config: dict[str, Any], base_dir: str | Path, tokenized_dir: str | Path) -> dict[str, Any]:
     """What decides a training run's result: mode, effective config, and the content of its inputs."""
-    return {"mode": mode, "config": config, "data_sha256": directory_digest(tokenized_dir),
-            "base_model_sha256": directory_digest(base_dir)}
+    return {"mode": mode, "config": config, "data_sha256": content_digest(tokenized_dir),
+            "base_model_sha256": content_digest(base_dir)}
 
 
 def identity_key(identity: dict[str, Any]) -> str:

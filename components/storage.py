@@ -340,6 +340,18 @@ def commit_problem(directory: Path) -> str | None:
     return manifest_problem(directory, ARTIFACT_MANIFEST, check_sha256=False)
 
 
+def content_digest(directory: str | Path) -> str:
+    """sha256 over the relative name and sha256 of every file of `directory`: taken from its artifact manifest when
+    the directory is a committed artifact (no file is read again, which matters on /gcs/), else computed."""
+    directory = require_committed(directory)
+    try:
+        recorded = json.loads((directory / ARTIFACT_MANIFEST).read_text(encoding="utf-8"))["files"]
+        files = {name: entry["sha256"] for name, entry in recorded.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        files = {str(p.relative_to(directory)): sha256_file(p) for p in manifest_files(directory, ARTIFACT_MANIFEST)}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
 def require_committed(path: str | Path) -> Path:
     """`path`, unless it or the directory above it (an artifact's subdirectory: export's merged/) is an
     uncommitted or damaged directory artifact; then a one-line InputError naming it."""
