@@ -319,12 +319,11 @@ def bucket_trainer_class(base):
 def real_rows_loss(logits, labels) -> float:
     """Mean cross-entropy over the rows whose label is not IGNORED_LABEL (float64 on the host)."""
     import numpy as np
+    from scipy.special import log_softmax
 
     real = labels != IGNORED_LABEL
-    rows = np.asarray(logits, dtype=np.float64)[real]
-    top = rows.max(axis=-1, keepdims=True)
-    log_probs = rows - top - np.log(np.exp(rows - top).sum(axis=-1, keepdims=True))
-    return float(-log_probs[np.arange(len(rows)), labels[real]].mean())
+    log_probs = log_softmax(np.asarray(logits, dtype=np.float64)[real], axis=-1)
+    return float(-log_probs[np.arange(len(log_probs)), labels[real]].mean())
 
 
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
@@ -341,13 +340,12 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
         run_identity,
         stop_on_sigterm,
     )
+    from components.compile_cache import setup_compile_cache
+    from components.diagnostics import run_callbacks
     from components.tokenization import load_tokenizer
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    from components.compile_cache import setup_compile_cache
-    from components.diagnostics import run_callbacks
-
     setup_compile_cache(cfg, out_dir)  # before SPMD starts: torch_xla reads the cache location once
     placement = prepare_placement(cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.precision)
     set_seed(cfg.train.seed)
