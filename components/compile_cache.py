@@ -24,12 +24,6 @@ VERTEX_JOB_ENV = "CLOUD_ML_JOB_ID"  # set by Vertex AI inside a custom job
 CHECKPOINT_ENV = "AIP_CHECKPOINT_DIR"
 
 
-def pipeline_root(cfg: Config) -> str:
-    """The gs:// pipeline root as submit.py sets it: vertex.pipeline_root, else <staging bucket>/pipeline-root."""
-    v = cfg.vertex
-    return v.pipeline_root or (f"{v.staging_bucket.rstrip('/')}/pipeline-root" if v.staging_bucket else "")
-
-
 def cache_location(cfg: Config, out_dir: str | Path) -> Path | None:
     """The cache's base directory for `cfg` in this environment; None when it is turned off."""
     setting = cfg.train.compile_cache_dir
@@ -38,7 +32,7 @@ def cache_location(cfg: Config, out_dir: str | Path) -> Path | None:
     if setting != "auto":
         return Path(fuse_path(setting))
     if os.environ.get(VERTEX_JOB_ENV):
-        root = pipeline_root(cfg)
+        root = cfg.vertex.effective_pipeline_root()
         if root:
             return Path(fuse_path(root)) / CACHE_DIR_NAME
         if os.environ.get(CHECKPOINT_ENV):  # a template compiled without a bucket: the job's output directory

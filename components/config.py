@@ -297,6 +297,12 @@ class VertexConfig(_Strict):
             raise ValueError("reserved_ip_ranges need a network")
         return self
 
+    def effective_pipeline_root(self) -> str:
+        """The run's gs:// pipeline root: `pipeline_root`, else <staging bucket>/pipeline-root ("" when neither)."""
+        if self.pipeline_root:
+            return self.pipeline_root
+        return f"{self.staging_bucket.rstrip('/')}/pipeline-root" if self.staging_bucket else ""
+
 
 class ReferenceConfig(_Strict):
     enabled: bool = Field(True, description="Train the TF-IDF + logistic regression reference in evaluate.")

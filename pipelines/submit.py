@@ -323,7 +323,7 @@ def submit(args: argparse.Namespace) -> int:
         raise SubmitError("no project: pass --project or set vertex.project")
     if args.experiment and not EXPERIMENT_NAME.match(args.experiment):
         raise SubmitError(f"--experiment {args.experiment!r}: use lowercase letters, digits and -, at most 128")
-    pipeline_root = v.pipeline_root or (f"{v.staging_bucket.rstrip('/')}/pipeline-root" if v.staging_bucket else "")
+    pipeline_root = v.effective_pipeline_root()
     if not pipeline_root:
         raise SubmitError("no pipeline root: pass --pipeline-root or --staging-bucket (gs://...)")
     upload = None
