@@ -58,7 +58,7 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --ge
 locks: setup  ## regenerate containers/locks/*.txt from pyproject.toml (needs PyPI)
 	$(BIN)/uv pip compile pyproject.toml --extra tpu -c containers/constraints.txt $(LOCK_FLAGS) \
 		-o containers/locks/tpu.txt
-	$(BIN)/uv pip compile pyproject.toml --extra vertex -c containers/constraints.txt -c containers/locks/tpu.txt \
+	$(BIN)/uv pip compile pyproject.toml --extra vertex --extra serve -c containers/constraints.txt -c containers/locks/tpu.txt \
 		$(LOCK_FLAGS) \
 		-o containers/locks/cpu.txt
 	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
