@@ -25,7 +25,7 @@ PROJECT, REGION = "proj", "europe-west4"
 CPU = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/cpu:v1"
 SERVE = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/serve:v1"
 SETTINGS = [f"vertex.region={REGION}", f"pipeline.serve_image={SERVE}", f"pipeline.cpu_image={CPU}",
-            "vertex.pipeline_root=gs://bucket/root"]
+            f"pipeline.train_image={CPU.replace('/cpu:', '/tpu:')}", "vertex.pipeline_root=gs://bucket/root"]
 CONFUSION = [[40, 5, 5], [4, 30, 6], [10, 10, 60]]
 
 
@@ -98,6 +98,17 @@ def test_batch_prediction_is_compiled_only_when_asked(tmp_path):
                        "registry.batch_predict_output=gs://out/preds")
     batch = spec["components"]["comp-condition-1"]["dag"]["tasks"]["model-batch-predict"]
     assert constant(batch, "gcs_destination_output_uri_prefix") == "gs://out/preds"
+
+
+def test_the_check_names_a_placeholder_serving_image(tmp_path):
+    from pipelines import preflight
+
+    spec, _ = compiled(tmp_path, "registry.upload=true")
+    assert preflight.image_findings(spec) == []
+    spec, _ = compiled(tmp_path, "registry.upload=true",
+                       "pipeline.serve_image=us-docker.pkg.dev/my-project/banglasenti/serve:COMMIT_SHA")
+    [finding] = preflight.image_findings(spec)
+    assert "serve:COMMIT_SHA" in finding.message and "pipeline.serve_image" in finding.message
 
 
 def test_a_bad_serving_image_is_named():
