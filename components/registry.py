@@ -12,12 +12,14 @@ service account. The served model is the export's `merged/` directory, run by th
 (containers/serve.Dockerfile), which follows Vertex AI's custom-container contract on the port and routes below.
 """
 
+import re
 from typing import Any, NamedTuple
 
 from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp.dsl import ClassificationMetrics, Input, Metrics, Model, Output
 
 from components.kfp_support import lightweight_component
+from components.storage import InputError
 
 MERGED_DIR = "merged"  # components.export.MERGED, repeated so this module imports nothing heavy
 SERVE_PORT = 8080
@@ -28,8 +30,8 @@ CLASSIFICATION_SCHEMA = "gs://google-cloud-aiplatform/schema/modelevaluation/cla
 EVALUATION_NAME = "test split"
 
 
-class RegistryError(RuntimeError):
-    """The registry is not in a state this step can add a version to (named in the message)."""
+class RegistryError(InputError):
+    """The registry refused a call or is not in a state this step can add a version to (named in the message)."""
 
 
 def model_client(location: str, api_endpoint: str | None = None):
@@ -153,31 +155,46 @@ def register(client, *, project: str, location: str, parent_model: str, display_
              serving_image: str, selected: str, classes: list[str], confusion: list[list[int]], macro_f1: float,
              accuracy: float, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """Add the exported model as a version of the registry model, import its evaluation, and make it the default
-    version when it beats the current one. Returns what was done (the step's VertexModel metadata)."""
+    version when it beats the current one. Returns what was done (the step's VertexModel metadata); a refused call
+    is a one-line RegistryError."""
+    from google.api_core.exceptions import GoogleAPICallError
+
+    try:
+        return _register(client, project, location, parent_model, display_name, artifact_uri, serving_image, selected,
+                         classes, confusion, macro_f1, accuracy, labels or {})
+    except GoogleAPICallError as err:
+        message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", err.message or "")  # the REST transport's prefix
+        raise RegistryError(f"Model Registry ({location}): {err.code} {message}") from err
+
+
+def _register(client, project: str, location: str, parent_model: str, display_name: str, artifact_uri: str,
+              serving_image: str, selected: str, classes: list[str], confusion: list[list[int]], macro_f1: float,
+              accuracy: float, labels: dict[str, str]) -> dict[str, Any]:
     parent = parent_model or find_parent_model(client, project, location, display_name)
     current = champion(client, parent) if parent else None
     wins = challenger_wins(macro_f1, current)
     description = f"{selected} model; test macro-F1 {macro_f1:.4f}"
     version = upload_version(client, project, location, parent, display_name, artifact_uri, serving_image,
-                             description, labels or {})
+                             description, labels)
     evaluation, slices = evaluation_request(classes, confusion, macro_f1, accuracy,
                                             {"selected": selected, "test_macro_f1": macro_f1})
     evaluation_name = import_evaluation(client, version, evaluation, slices)
     if wins and current is not None:  # a new model's first version is its default already
         client.merge_version_aliases(name=version, version_aliases=[DEFAULT_ALIAS])
     model_name, version_id = version.split("@")
-    return {"resourceName": version, "model": model_name, "version_id": version_id, "artifact_uri": artifact_uri,
-            "selected": selected, "test_macro_f1": macro_f1, "is_default_version": wins,
-            "champion_version": current.version if current else "",
-            "champion_test_macro_f1": current.macro_f1 if current and current.macro_f1 is not None else -1.0,
-            "evaluation": evaluation_name}
+    result = {"resourceName": version, "model": model_name, "version_id": version_id, "artifact_uri": artifact_uri,
+              "selected": selected, "test_macro_f1": macro_f1, "is_default_version": wins,
+              "champion_version": current.version if current else "", "evaluation": evaluation_name}
+    if current is not None and current.macro_f1 is not None:
+        result["champion_test_macro_f1"] = current.macro_f1
+    return result
 
 
 def confusion_rows(metadata: dict[str, Any]) -> tuple[list[str], list[list[int]]]:
     """Classes and rows of a KFP ClassificationMetrics confusion matrix (`log_confusion_matrix`'s layout)."""
     matrix = metadata.get("confusionMatrix")
     if not matrix:
-        raise KeyError(f"no confusionMatrix in the evaluate step's confusion artifact; have {sorted(metadata)}")
+        raise InputError(f"no confusionMatrix in the evaluate step's confusion artifact; have {sorted(metadata)}")
     classes = [spec["displayName"] for spec in matrix["annotationSpecs"]]
     return classes, [[int(v) for v in r["row"]] for r in matrix["rows"]]
 
@@ -186,7 +203,7 @@ def selected_key(model_metadata: dict[str, Any], metric: str = "test_macro_f1") 
     """Which model the export chose (its `selected` metadata, "lora" when absent) and that model's metric key."""
     selected = str(model_metadata.get("selected") or "lora")
     if selected not in ("lora", "baseline"):
-        raise ValueError(f"export metadata selected={selected!r}: expected lora or baseline")
+        raise InputError(f"export metadata selected={selected!r}: expected lora or baseline")
     return selected, f"{selected}_{metric}"
 
 
@@ -194,10 +211,11 @@ def selected_key(model_metadata: dict[str, Any], metric: str = "test_macro_f1") 
 def selected_macro_f1(metrics: Input[Metrics], model: Input[Model]) -> float:
     """Test macro-F1 of the model the export step chose, as a parameter that dsl.If can test."""
     from components.registry import selected_key
+    from components.storage import InputError
 
     _, key = selected_key(dict(model.metadata))
     if key not in metrics.metadata:
-        raise KeyError(f"metric {key!r} not found; have {sorted(metrics.metadata)}")
+        raise InputError(f"metric {key!r} not found in the evaluate step's metrics; have {sorted(metrics.metadata)}")
     return float(metrics.metadata[key])
 
 

@@ -18,6 +18,7 @@ from components.registry import (
     selected_macro_f1,
     upload_model,
 )
+from components.storage import InputError
 from pipelines.compile import compile_pipeline
 from tests.vertex_standin import _integral, running
 
@@ -134,9 +135,9 @@ def test_selected_macro_f1_reads_the_exported_models_score(tmp_path, metadata, e
 
 def test_selected_macro_f1_names_what_is_missing(tmp_path):
     model = dsl.Model(uri=str(tmp_path / "model"), metadata={"selected": "baseline"})
-    with pytest.raises(KeyError, match="baseline_test_macro_f1"):
+    with pytest.raises(InputError, match="baseline_test_macro_f1"):
         selected_macro_f1.python_func(metrics=dsl.Metrics(uri=str(tmp_path / "m"), metadata={}), model=model)
-    with pytest.raises(ValueError, match="selected='tfidf'"):
+    with pytest.raises(InputError, match="selected='tfidf'"):
         selected_macro_f1.python_func(metrics=dsl.Metrics(uri=str(tmp_path / "m"), metadata={}),
                                       model=dsl.Model(uri=str(tmp_path / "x"), metadata={"selected": "tfidf"}))
 
@@ -269,9 +270,7 @@ def test_a_configured_parent_gets_the_version_without_a_lookup(standin):
 
 
 def test_an_unknown_parent_is_named(standin):
-    from google.api_core.exceptions import NotFound
-
-    with pytest.raises(NotFound, match="models/77"):
+    with pytest.raises(RegistryError, match=r"Model Registry \(europe-west4\): 404 Model .*models/77 not found"):
         run_register(standin, 0.7, parent_model=f"projects/{PROJECT}/locations/{REGION}/models/77")
     assert standin.calls("/models:upload") == []
 
