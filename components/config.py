@@ -357,7 +357,8 @@ class RegistryConfig(_Strict):
     upload: bool = Field(False, description="Vertex target: upload the exported model to the Model Registry as a new "
                          "version (the default version only when it beats the current default's test macro-F1).")
     min_macro_f1: Fraction = Field(0.6, description="Upload only when the exported model's test macro-F1 reaches this.")
-    display_name: str = Field("banglasenti", min_length=1, description="Display name of the registry model.")
+    display_name: str = Field("banglasenti", pattern=r'^[^"]{1,128}$',
+                              description="Display name of the registry model (at most 128 characters, no \").")
     parent_model: str = Field(
         "", pattern=r"^(projects/[^/]+/locations/[^/]+/models/[^/@]+)?$",
         description="Registry model that gets the versions (projects/P/locations/L/models/ID); empty: the one named "
