@@ -181,6 +181,10 @@ class PipelineConfig(_Strict):
         "python:3.11-slim", description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
     )
     train_image: Image = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
+    serve_image: Image = Field(
+        "python:3.11-slim", description="Serving image of the exported model (containers/serve.Dockerfile): the "
+        "registry records it with each uploaded version; batch prediction runs it."
+    )
 
 
 GCS_URI = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
@@ -350,15 +354,34 @@ class SweepConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
-    upload: bool = Field(False, description="Vertex target: upload the merged LoRA model to the Model Registry.")
-    min_macro_f1: Fraction = Field(0.6, description="Upload only when the LoRA test macro-F1 reaches this.")
-    display_name: str = Field("banglasenti-lora", description="Display name in the Model Registry.")
-    project: str = Field("", description="Google Cloud project; empty = the pipeline job's own project.")
-    location: str = Field("us-central1", description="Region of the Model Registry.")
-    serving_image: str = Field(
-        "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest",
-        description="Serving container image recorded with the uploaded model.",
+    upload: bool = Field(False, description="Vertex target: upload the exported model to the Model Registry as a new "
+                         "version (the default version only when it beats the current default's test macro-F1).")
+    min_macro_f1: Fraction = Field(0.6, description="Upload only when the exported model's test macro-F1 reaches this.")
+    display_name: str = Field("banglasenti", pattern=r'^[^"]{1,128}$',
+                              description="Display name of the registry model (at most 128 characters, no \").")
+    parent_model: str = Field(
+        "", pattern=r"^(projects/[^/]+/locations/[^/]+/models/[^/@]+)?$",
+        description="Registry model that gets the versions (projects/P/locations/L/models/ID); empty: the one named "
+        "display_name, created by the first upload.",
     )
+    project: str = Field("", description="Google Cloud project; empty = the pipeline job's own project.")
+    location: str = Field("", description="Region of the Model Registry; empty: vertex.region.")
+    batch_predict_source: OptionalGcsUri = Field(
+        "", description='gs:// JSONL of {"text": ...} lines: a batch prediction job of the new version reads it; '
+        "empty: no batch prediction."
+    )
+    batch_predict_output: OptionalGcsUri = Field(
+        "", description="gs:// prefix of the batch predictions; empty: <pipeline root>/batch-predictions."
+    )
+    batch_predict_machine_type: str = Field("n1-standard-4", min_length=1,
+                                            description="Machine type of the batch prediction job.")
+    batch_predict_max_replicas: PositiveInt = Field(1, description="Most machines of the batch prediction job.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RegistryConfig:
+        if self.batch_predict_source and not self.upload:
+            raise ValueError("batch_predict_source predicts with the uploaded version: it needs upload: true")
+        return self
 
 
 class Config(_Strict):

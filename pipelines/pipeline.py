@@ -24,7 +24,6 @@ from components.export import export_model
 from components.lineage import git_commit, step_environment
 from components.parameters import pipeline_parameters
 from components.prepare import prepare
-from components.registry import read_metric, upload_model
 from components.smoke import smoke
 from components.sweep import select_best_trial
 from components.tokenization import tokenize
@@ -51,8 +50,11 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
     where the training steps are custom jobs."""
     steps = {"prepare": prepare, "base_model": base_model_op,
              "tokenize": tokenize, "train_lora": train_lora, "train_baseline": train_baseline, "evaluate": evaluate,
-             "export": export_model, "select_best_trial": select_best_trial, "read_metric": read_metric,
-             "upload_model": upload_model, "smoke": smoke}
+             "export": export_model, "select_best_trial": select_best_trial, "smoke": smoke}
+    if cfg.registry.upload:  # google-cloud-pipeline-components (the vertex extra) only when asked
+        from components.registry import selected_macro_f1, upload_model
+
+        steps |= {"selected_macro_f1": selected_macro_f1, "upload_model": upload_model}
     if target == "local":
         return steps
     if target != "vertex":

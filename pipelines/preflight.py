@@ -65,17 +65,21 @@ def worker_pools(spec: dict) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def step_images(spec: dict) -> set[str]:
-    """Every image a step or custom job of the spec runs."""
+    """Every image a step or custom job of the spec runs, and the serving image the registry step records."""
     images = {e["container"]["image"] for e in spec.get("deploymentSpec", {}).get("executors", {}).values()
               if "image" in e.get("container", {})}
-    return images | {p.get("container_spec", {}).get("image_uri", "") for _, p in worker_pools(spec)} - {""}
+    dags = [spec.get("root", {}).get("dag", {})] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
+    params = [t.get("inputs", {}).get("parameters", {}) for dag in dags for t in dag.get("tasks", {}).values()]
+    serving = {p.get("serving_image", {}).get("runtimeValue", {}).get("constant") for p in params}
+    return images | {p.get("container_spec", {}).get("image_uri", "") for _, p in worker_pools(spec)} | \
+        {i for i in serving if isinstance(i, str)} - {""}
 
 
 def image_findings(spec: dict) -> list[Finding]:
     """Images still set to a placeholder of configs/banglasenti.yaml or to the local runner's label."""
     return [Finding(ERROR, "image", f"{image!r} is a placeholder: set pipeline.cpu_image and pipeline.train_image "
-                    "to the images you built (docs/containers.md), e.g. --set pipeline.cpu_image=REGION-docker.pkg.dev/"
-                    "PROJECT_ID/banglasenti/cpu:TAG")
+                    "(with registry.upload also pipeline.serve_image) to the images you built (docs/containers.md), "
+                    "e.g. --set pipeline.cpu_image=REGION-docker.pkg.dev/PROJECT_ID/banglasenti/cpu:TAG")
             for image in sorted(step_images(spec))
             if "/my-project/" in image or image.endswith(":COMMIT_SHA") or image == LOCAL_IMAGE]
 

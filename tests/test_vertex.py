@@ -196,7 +196,7 @@ def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, over
     expected_cpu = {"prepare", "base-model", "tokenize"}
     if variant != "smoke":
         expected_cpu |= {"evaluate", "export-model"}
-        expected_cpu |= {"read-metric", "upload-model"} if variant == "main" else {"select-best-trial"}
+        expected_cpu |= {"selected-macro-f1", "upload-model"} if variant == "main" else {"select-best-trial"}
     expected_train = {"smoke"} if variant == "smoke" else {"train-lora", "train-baseline"}
     assert kinds == {"cpu": expected_cpu, "train": expected_train, "importer": {"importer"}}
 
