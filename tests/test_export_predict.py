@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +12,6 @@ import torch
 
 from components.export import ADAPTER, MERGED, export_lora
 from components.predict import PROBABILITY_COLUMNS, load_model, predict_texts, write_predictions
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +213,10 @@ def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, 
 
 
 def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
-    from components.config import load_config
+    from components.config import CONFIG_DIR, load_config
     from components.model_card import BANGLASENTI_URI, render_model_card
 
-    cfg = load_config(ROOT / "configs" / "banglasenti.yaml")
+    cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
     facts = {"config": cfg, "trained_on": {"source_uri": BANGLASENTI_URI, "base_model": "FacebookAI/xlm-roberta-base",
                                            "source_sha256": "ab" * 32},
              "selection": {"selected": "baseline", "selection_reason": "higher validation macro-F1",
