@@ -65,7 +65,9 @@ def choose_model(select: str, scores: dict[str, float]) -> tuple[str, str]:
     if "baseline" not in scores:
         return "lora", f"only the LoRA model was given (validation macro-F1 {shown})"
     if select == "best":
-        selected = "lora" if scores["lora"] >= scores["baseline"] else "baseline"
+        if scores["lora"] == scores["baseline"]:
+            return "lora", f"equal validation macro-F1 ({shown}; export.select=best): LoRA, the smaller, on a tie"
+        selected = "lora" if scores["lora"] > scores["baseline"] else "baseline"
         return selected, f"higher validation macro-F1 ({shown}; export.select=best)"
     return select, f"export.select={select} (validation macro-F1 {shown})"
 

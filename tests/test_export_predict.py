@@ -207,7 +207,8 @@ def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, 
     assert "TF-IDF + logistic regression (reference)" in text and "**(served)**" in text
     assert "| embedded sample | components/data/bangla_sentiment_sample.csv | Apache-2.0 |" in text
     assert "de-duplicated before splitting" in text and "### Rows" in text  # prepare's report, demoted
-    assert "romanised Bengali" in text and "Label noise" in text and "Domains" in text
+    assert "romanised Bengali" in text and "Label noise of the sources: one author's labels" in text
+    assert "Domains: trained on products, food" in text and "95 % bootstrap intervals" in text
     assert f"learning rate | {trained['lora'][1]['learning_rate']} | {trained['baseline'][1]['learning_rate']} |" \
         in text
 
@@ -229,6 +230,7 @@ def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
     assert "sustcsenlp/bn_sentiment_noisy_dataset" in meta["datasets"] and "demo" not in meta["tags"]
     assert "| BanglaBook reviews | github.com/mohsinulkabir14/BanglaBook | CC BY-NC-SA 4.0 |" in text
     assert "DEMO" not in text and "below the TF-IDF reference (0.6900 < 0.7200)" in text
+    assert "SentNoB part whose negative and neutral labels look swapped" in text
     other = render_model_card({**facts, "config": cfg.model_copy(update={"export": cfg.export.model_copy(
         update={"license": "mit"})}), "trained_on": {"source_uri": "gs://b/mine.csv"}})
     assert card_front_matter(other)["license"] == "mit" and "not known to the pipeline" in other
