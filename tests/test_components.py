@@ -146,3 +146,7 @@ def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path)
     card = (Path(out.path) / MODEL_CARD).read_text(encoding="utf-8")
     assert "Data-quality report of the prepare step" in card and "TF-IDF + logistic regression" in card
     assert f"Served (`merged/`): **{meta['selected']}**" in card
+    served = f"Exported and served: **{meta['selected']}** ({meta['selection_reason']})."
+    assert served in Path(chain["report"].path).read_text(encoding="utf-8")  # evaluate's report says it too
+    assert f"Exported and served: <strong>{meta['selected']}</strong>" in Path(chain["html_report"].path).read_text(
+        encoding="utf-8")
