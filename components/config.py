@@ -384,6 +384,15 @@ class RegistryConfig(_Strict):
         return self
 
 
+class ExportConfig(_Strict):
+    select: Literal["best", "lora", "baseline"] = Field(
+        "best", description="Model exported, served and registered: the better by validation macro-F1, or this one."
+    )
+    license: str = Field(
+        "", description="Licence id in the model card; empty: derived from the training data's licences."
+    )
+
+
 class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -396,6 +405,7 @@ class Config(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -149,6 +149,8 @@ def render_comparison(results: dict[str, Any], summaries: dict[str, dict[str, An
             lines += [f"> **WARNING: {name} collapsed: it predicts one class for every test example.**", ""]
         elif not m["beats_majority_class"]:
             lines += [f"> **WARNING: {name} does not beat the majority-class macro-F1.**", ""]
+    if "served" in results:
+        lines += [f"Exported and served: **{results['served']['model']}** ({results['served']['reason']}).", ""]
     lines += ["| model | macro-F1 | accuracy | weighted F1 | trainable params | train wall s | examples/s |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in models.items():
@@ -217,6 +219,18 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
 PAIRS = [("lora", "baseline"), ("lora", "reference"), ("baseline", "reference")]
 
 
+def served_model(summaries: dict[str, dict[str, Any]], select: str) -> dict[str, Any]:
+    """{"served": {"model", "reason"}}: the model export-model serves (components.export.choose_model), or {}."""
+    from components.export import choose_model
+
+    scores = {name: float(summaries[name]["best_val_macro_f1"]) for name in ("lora", "baseline")
+              if "best_val_macro_f1" in summaries.get(name, {})}
+    if "lora" not in scores:
+        return {}
+    model, reason = choose_model(select if "baseline" in scores else "lora", scores)
+    return {"served": {"model": model, "reason": reason}}
+
+
 def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, tokenized_dir: str,
                  report_path: str, split_paths: dict[str, str] | None = None, html_path: str | None = None,
                  data_report: str | None = None, data_findings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -241,6 +255,7 @@ def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, to
     results["uncertainty"] = compare(y_true, preds, [p for p in PAIRS if p[0] in preds and p[1] in preds],
                                      r.bootstrap_samples, r.confidence, r.seed)
     results["summaries"] = {name: {k: v for k, v in s.items() if k != "history"} for name, s in summaries.items()}
+    results.update(served_model(summaries, cfg.export.select))
     with atomic_file(report_path) as tmp:
         tmp.write_text(render_comparison(results, summaries), encoding="utf-8")
     if html_path:

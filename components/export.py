@@ -1,23 +1,31 @@
-"""export: the LoRA adapter merged into its base model (merge_and_unload), and the adapter itself, in HF format.
+"""export: the model to serve (the better of LoRA and full fine-tuning by validation macro-F1), in HF format.
 
-    python -m components.export --base-model runs/base --lora runs/lora --output-dir runs/export
+    python -m components.export --base-model runs/base --lora runs/lora --baseline runs/full \\
+        --metrics runs/eval/metrics.json --splits runs/prep --data-uri sample --output-dir runs/export
 
-Writes `merged/` (a plain save_pretrained classifier with its tokenizer, loadable without PEFT; what
-`components.predict` and the Model Registry upload use) and `adapter/` (the PEFT adapter and classifier head
-with the tokenizer, to apply to the same base model). The merged model's logits are checked against the
-adapter's on a few texts before anything is written.
+Writes `merged/`: the served model (what `components.predict`, `components.serve` and the Model Registry upload
+use), a plain save_pretrained classifier loadable without PEFT, with its tokenizer, `serving.json` (which model
+it is, why, how its inputs are tokenized, whether it is only a demo) and the model card; it is committed by its
+own manifest, so a copy of merged/ alone (Vertex AI copies the artifact directory it serves) can still be
+checked. `adapter/`: the LoRA adapter and classifier head with the tokenizer (always kept). `baseline/`: the full
+fine-tuned model when LoRA is served (when the baseline is served, it is merged/). `README.md`: the model card.
+`export.select` (config) chooses: `best` (validation macro-F1; LoRA on a tie), `lora` or `baseline`. A merged
+LoRA model's logits are checked against the adapter's on a few texts before anything is written.
 """
 
 import json
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import Input, Model, Output
+from kfp.dsl import Input, Markdown, Metrics, Model, Output
 
 from components.kfp_support import lightweight_component
-from components.storage import committed_directory, copy_artifact_tree
+from components.storage import ARTIFACT_MANIFEST, COMMITTED, committed_directory, copy_artifact_tree, write_manifest
 
-MERGED, ADAPTER = "merged", "adapter"
+MERGED, ADAPTER, BASELINE = "merged", "adapter", "baseline"
+SERVING_INFO = "serving.json"
+MODEL_CARD = "README.md"
+CANDIDATES = ("lora", "baseline")
 CHECK_TEXTS = ["খুব ভালো লাগলো", "একদম বাজে সার্ভিস", "আজ বৃহস্পতিবার", "দাম একটু বেশি কিন্তু মান ভালো"]
 MAX_LOGIT_DIFFERENCE = 1e-4
 
@@ -38,46 +46,157 @@ def merge_lora(base_dir: str | Path, lora_dir: str | Path):
     return load_trained_model(lora_dir, base_dir).merge_and_unload().eval()
 
 
-def export_lora(base_dir: str | Path, lora_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write merged/ and adapter/ under `out_dir` (committed once complete); return sizes and the logit check."""
-    from components.evaluate import load_trained_model, model_size_bytes
+def validation_macro_f1(model_dir: str | Path) -> float:
+    """The best validation macro-F1 the training step recorded in the model directory."""
+    from components.evaluate import load_training_summary
+    from components.storage import InputError
+
+    summary = load_training_summary(model_dir)
+    if "best_val_macro_f1" not in summary:
+        raise InputError(f"{model_dir}: no training_summary.json with best_val_macro_f1 (not a trained model?)")
+    return float(summary["best_val_macro_f1"])
+
+
+def choose_model(select: str, scores: dict[str, float]) -> tuple[str, str]:
+    """(selected model, the reason in words) from `export.select` and the validation macro-F1 of each candidate."""
+    if select not in ("best", *CANDIDATES):
+        raise ValueError(f"export.select must be best, lora or baseline, got {select!r}")
+    shown = ", ".join(f"{name} {scores[name]:.4f}" for name in CANDIDATES if name in scores)
+    if "baseline" not in scores:
+        return "lora", f"only the LoRA model was given (validation macro-F1 {shown})"
+    if select == "best":
+        if scores["lora"] == scores["baseline"]:
+            return "lora", f"equal validation macro-F1 ({shown}; export.select=best): LoRA, the smaller, on a tie"
+        selected = "lora" if scores["lora"] > scores["baseline"] else "baseline"
+        return selected, f"higher validation macro-F1 ({shown}; export.select=best)"
+    return select, f"export.select={select} (validation macro-F1 {shown})"
+
+
+def export_models(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str | Path | None,
+                  out_dir: str | Path, select: str = "best", card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write merged/ (the selected model), adapter/, baseline/ (when not served) and the model card under
+    `out_dir` (committed once complete); return the summary (the export artifact's metadata).
+
+    `card`: what the model card and serving.json say beyond the models themselves (components.model_card.CardFacts
+    keys: config, trained_on, metrics, data_report)."""
+    from components.evaluate import load_trained_model, load_training_summary, model_size_bytes
+    from components.model_card import demo_warning, render_model_card
     from components.runtime import quiet_libraries
     from components.tokenization import load_tokenizer
 
     quiet_libraries()
+    card = dict(card or {})
+    dirs = {"lora": Path(lora_dir), **({"baseline": Path(baseline_dir)} if baseline_dir else {})}
+    scores = {name: validation_macro_f1(path) for name, path in dirs.items()}
+    selected, reason = choose_model(select, scores)
     tokenizer = load_tokenizer(lora_dir)
     merged = merge_lora(base_dir, lora_dir)
     difference = max_logit_difference(merged, load_trained_model(lora_dir, base_dir), tokenizer, CHECK_TEXTS)
     if difference > MAX_LOGIT_DIFFERENCE:
         raise RuntimeError(f"merged model differs from the adapter: max logit difference {difference:.2e}")
+    summaries = {name: load_training_summary(path) for name, path in dirs.items()}
+    trained_on = card.get("trained_on") or {}
+    warning = demo_warning(trained_on)
+    summary: dict[str, Any] = {
+        "selected": selected, "selection_reason": reason, "select": select,
+        **{f"{name}_val_macro_f1": score for name, score in scores.items()},
+        "max_logit_difference": difference, "merged_dir": MERGED, "adapter_dir": ADAPTER,
+        "demo": bool(warning), **({"warning": warning} if warning else {}),
+    }
+    cfg = card.get("config")
+    info = {key: summary[key] for key in ("selected", "selection_reason", "select", "demo")}
+    info["val_macro_f1"] = scores
+    info["trained_on"] = trained_on
+    if warning:
+        info["warning"] = warning
+    if cfg is not None:
+        info["tokenize"] = cfg.tokenize.model_dump()
+    metrics = card.get("metrics") or {}
+    if f"{selected}_test_macro_f1" in metrics:
+        summary["test_macro_f1"] = info["test_macro_f1"] = float(metrics[f"{selected}_test_macro_f1"])
     with committed_directory(out_dir) as out:
-        merged.save_pretrained(str(out / MERGED))
-        tokenizer.save_pretrained(str(out / MERGED))
-        copy_artifact_tree(Path(lora_dir), out / ADAPTER)
-        summary = {"merged_bytes": model_size_bytes(out / MERGED), "adapter_bytes": model_size_bytes(out / ADAPTER),
-                   "max_logit_difference": difference, "merged_dir": MERGED, "adapter_dir": ADAPTER}
-        (out / "export.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        if selected == "lora":
+            merged.save_pretrained(str(out / MERGED))
+            tokenizer.save_pretrained(str(out / MERGED))
+        else:
+            copy_artifact_tree(dirs["baseline"], out / MERGED)
+        copy_artifact_tree(dirs["lora"], out / ADAPTER)
+        if selected == "lora" and "baseline" in dirs:
+            copy_artifact_tree(dirs["baseline"], out / BASELINE)
+            summary["baseline_dir"] = BASELINE
+        summary["merged_bytes"] = model_size_bytes(out / MERGED)
+        summary["adapter_bytes"] = model_size_bytes(out / ADAPTER)
+        text = render_model_card({**card, "selection": info, "summaries": summaries, "files": summary})
+        for directory in (out, out / MERGED):
+            (directory / MODEL_CARD).write_text(text, encoding="utf-8")
+        (out / MERGED / SERVING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_manifest(out / MERGED, ARTIFACT_MANIFEST, state=COMMITTED)  # merged/ checkable on its own
+        (out / "export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return summary
 
 
-@lightweight_component
-def export_model(base_model: Input[Model], lora_model: Input[Model], model: Output[Model]):
-    """Merge the LoRA adapter into the base model; save the merged model and the adapter (HF format)."""
-    from components.export import export_lora
+def export_lora(base_dir: str | Path, lora_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Export the LoRA model alone (no baseline to compare with)."""
+    return export_models(base_dir, lora_dir, None, out_dir, "lora")
 
-    model.metadata.update(export_lora(base_model.path, lora_model.path, model.path))
+
+@lightweight_component
+def export_model(config_json: str, base_model: Input[Model], lora_model: Input[Model],
+                 baseline_model: Input[Model], metrics: Input[Metrics], data_report: Input[Markdown],
+                 model: Output[Model]):
+    """Export the model to serve (the better by validation macro-F1 unless export.select says), the LoRA adapter,
+    the other model and the model card."""
+    from components.export import run_export_step
+
+    run_export_step(config_json, base_model, lora_model, baseline_model, metrics, data_report, model)
+
+
+def run_export_step(config_json: str, base_model, lora_model, baseline_model, metrics, data_report, model) -> None:
+    """What the export component does with its artifacts."""
+    from components.config import config_from_json
+    from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
+
+    cfg = config_from_json(config_json)
+    trained_on = {**carry(lora_model, DATA_KEYS), **carry(lora_model, BASE_MODEL_KEYS)}
+    report = Path(data_report.path)
+    card = {"config": cfg, "trained_on": trained_on, "metrics": dict(metrics.metadata),
+            "data_report": report.read_text(encoding="utf-8") if report.is_file() else None,
+            "data_findings": dict(data_report.metadata)}
+    model.metadata.update(export_models(base_model.path, lora_model.path, baseline_model.path, model.path,
+                                        cfg.export.select, card))
+    stamp(model, **trained_on, lora_model_uri=lora_model.uri, baseline_model_uri=baseline_model.uri)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.cli import base_parser, run_cli
+    from components.cli import base_parser, load_cli_config, run_cli
+    from components.storage import InputError
 
     parser = base_parser(__doc__)
-    parser.add_argument("--base-model", required=True, help="base model directory the adapter was trained on")
+    parser.add_argument("--base-model", required=True, help="base model directory the models were trained on")
     parser.add_argument("--lora", required=True, help="trained LoRA model directory")
-    parser.add_argument("--output-dir", required=True, help="directory for merged/ and adapter/")
+    parser.add_argument("--baseline", help="trained full fine-tuning model directory (without it: LoRA is exported)")
+    parser.add_argument("--metrics", help="evaluate's metrics.json (test metrics for the model card)")
+    parser.add_argument("--splits", help="prepare's output directory (its report.md goes into the model card)")
+    parser.add_argument("--data-uri", help="the data the models were trained on, as given to prepare")
+    parser.add_argument("--output-dir", required=True, help="directory for merged/, adapter/ and the model card")
 
     def work(args) -> None:
-        print(json.dumps(export_lora(args.base_model, args.lora, args.output_dir)))
+        from components.evaluate import flat_metrics
+
+        cfg = load_cli_config(args)
+        flat = {}
+        if args.metrics:
+            try:
+                flat = flat_metrics(json.loads(Path(args.metrics).read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError) as err:
+                raise InputError(f"{args.metrics}: not evaluate's metrics.json ({err})") from None
+        report = Path(args.splits) / "report.md" if args.splits else None
+        trained_on = {"source_uri": args.data_uri or cfg.data.uri, "base_model": cfg.model.name}
+        card = {"config": cfg, "trained_on": trained_on, "metrics": flat,
+                "data_report": report.read_text(encoding="utf-8") if report and report.is_file() else None}
+        select = cfg.export.select if args.baseline else "lora"
+        print(json.dumps(export_models(args.base_model, args.lora, args.baseline, args.output_dir, select, card),
+                         ensure_ascii=False))
 
     return run_cli(parser, work, argv)
 

@@ -4,18 +4,26 @@
     python -m components.predict --model runs/export --input reviews.csv --output predictions.parquet
     python -m components.predict --model runs/lora --base-model runs/base --input data.tsv \\
         --set data.text_column=review
+    python -m components.predict --model runs/export --input gs://b/texts.jsonl --output gs://b/pred.jsonl \\
+        --output-format vertex
 
 --model takes a merged or fully fine-tuned save_pretrained directory, an export directory (its merged/ is
 used), or a LoRA adapter directory together with --base-model. Input tables are csv/tsv/jsonl/parquet (local,
 https:// or gs://) read like prepare reads them (`data.text_column`, `data.format`); texts are cleaned,
 tokenized to the same bucket lengths as in training and predicted in batches (`train.eval_batch_size`).
-Without --output, one JSON object per text is printed; with it, the format follows the extension.
+Without --output, one JSON object per text is printed; with it (local or gs://), the format follows the extension.
+A JSONL input holds one `{"text": ...}` object per line, as Vertex AI batch prediction reads instances;
+`--output-format vertex` writes `{"instance": ..., "prediction": {"label", "label_id", "scores"}}` lines as
+Vertex AI batch prediction and components.serve answer. Input order is kept. An exported model says which
+trained model it holds and whether it is only a demo (trained on the embedded sample or the tiny base): a
+demo model's predictions carry a `warning`, also printed on stderr.
 """
 
 import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +43,32 @@ def resolve_model_dir(model: str | Path) -> Path:
         raise InputError(f"{model}: no such model directory")
     require_committed(model)
     return model / MERGED if (model / MERGED / "config.json").exists() else model
+
+
+def model_info(model_dir: str | Path) -> dict[str, Any]:
+    """What the export recorded beside a served model (components.export.SERVING_INFO), or {}."""
+    from components.export import SERVING_INFO
+
+    path = Path(model_dir) / SERVING_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return info
+
+
+def serving_config(info: dict[str, Any], cfg: Config | None = None) -> Config:
+    """`cfg` (default settings when None) with the tokenization the model was trained with, when recorded."""
+    from components.config import TokenizeConfig
+
+    cfg = cfg or Config()
+    if "tokenize" not in info:
+        return cfg
+    return cfg.model_copy(update={"tokenize": TokenizeConfig.model_validate(info["tokenize"])})
 
 
 def load_model(model: str | Path, base_model: str | Path | None):
@@ -69,13 +103,41 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
     return out
 
 
+def read_jsonl_texts(path: Path, column: str) -> list[str]:
+    """The `column` string of every line of a JSONL file of objects; a bad line is named."""
+    from components.prepare import check_utf8
+
+    check_utf8(path)
+    texts = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise InputError(f"{path}: line {lineno}: not valid JSON ({err})") from None
+            if not isinstance(record, dict) or column not in record:
+                raise InputError(f"{path}: line {lineno}: expected an object with a {column!r} field")
+            if not isinstance(record[column], str):
+                raise InputError(f"{path}: line {lineno}: {column!r} must be a string, got "
+                                 f"{type(record[column]).__name__}")
+            texts.append(record[column])
+    if not texts:
+        raise InputError(f"{path}: no lines")
+    return texts
+
+
 def read_texts(uri: str, cfg: Config) -> list[str]:
     """The text column of a csv/tsv/jsonl/parquet table (local, https:// or gs://)."""
-    from components.prepare import as_text, read_table
+    from components.prepare import as_text, detect_format, read_table
     from components.storage import local_copy
 
     with tempfile.TemporaryDirectory() as workdir:
-        frame = read_table(local_copy(uri, Path(workdir)), cfg.data.format)
+        path = local_copy(uri, Path(workdir))
+        if detect_format(path, cfg.data.format) == "jsonl":
+            return read_jsonl_texts(path, cfg.data.text_column)
+        frame = read_table(path, cfg.data.format)
     if cfg.data.text_column not in frame.columns:
         raise InputError(f"{uri}: missing column {cfg.data.text_column!r}; found {list(frame.columns)} "
                          "(choose one with --set data.text_column=NAME)")
@@ -97,6 +159,43 @@ def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
             raise InputError(f"{path}: unsupported output extension {suffix!r} (use .csv, .tsv, .jsonl or .parquet)")
 
 
+def vertex_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Vertex AI batch prediction's output lines: {"instance": {"text"}, "prediction": {label, label_id, scores}}."""
+    records = []
+    for row in frame.to_dict(orient="records"):
+        prediction = {"label": row["label"], "label_id": int(row["label_id"]),
+                      "scores": {name: float(row[col]) for name, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS)}}
+        if "warning" in row:
+            prediction["warning"] = row["warning"]
+        records.append({"instance": {"text": row["text"]}, "prediction": prediction})
+    return records
+
+
+def write_output(frame: pd.DataFrame, output: str, output_format: str) -> None:
+    """Write predictions to a local path or gs:// URI; `vertex` format: JSONL lines of vertex_records."""
+    from components.storage import split_gs_uri
+
+    suffix = Path(output).suffix.lower()
+    if output_format == "vertex" and suffix not in (".jsonl", ".ndjson"):
+        raise InputError(f"{output}: --output-format vertex writes JSONL (use .jsonl)")
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / f"predictions{suffix}" if output.startswith("gs://") else Path(output)
+        if output_format == "vertex":
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in vertex_records(frame)),
+                               encoding="utf-8")
+        else:
+            write_predictions(frame, path)
+        if output.startswith("gs://"):
+            from components.storage import _gcs_error, _gcs_faults, gcs_client, gcs_retry
+
+            bucket, key = split_gs_uri(output)
+            try:
+                gcs_client().bucket(bucket).blob(key).upload_from_filename(str(path), retry=gcs_retry())
+            except _gcs_faults() as err:
+                raise _gcs_error(output, err) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from components.cli import base_parser, load_cli_config, run_cli
     from components.runtime import quiet_libraries
@@ -107,19 +206,28 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="table of texts: csv/tsv/jsonl/parquet, local, https:// or gs://")
     source.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    parser.add_argument("--output", help="write predictions here (.csv/.tsv/.jsonl/.parquet) instead of stdout")
+    parser.add_argument("--output", help="write predictions here (.csv/.tsv/.jsonl/.parquet, local or gs://) "
+                        "instead of stdout")
+    parser.add_argument("--output-format", choices=("table", "vertex"), default="table",
+                        help="table: one flat record per text; vertex: {instance, prediction} JSONL lines")
 
     def work(args) -> None:
         quiet_libraries()
         cfg = load_cli_config(args)
         texts = args.text if args.text else read_texts(args.input, cfg)
         model, tokenizer = load_model(args.model, args.base_model)
-        predictions = predict_texts(texts, model, tokenizer, cfg)
+        info = model_info(resolve_model_dir(args.model))
+        predictions = predict_texts(texts, model, tokenizer, serving_config(info, cfg))
+        if info.get("warning"):
+            predictions["warning"] = info["warning"]
+            print(f"warning: {info['warning']}", file=sys.stderr)
         if args.output:
-            write_predictions(predictions, args.output)
+            write_output(predictions, args.output, args.output_format)
             print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
         else:
-            for record in predictions.to_dict(orient="records"):
+            records = vertex_records(predictions) if args.output_format == "vertex" else predictions.to_dict(
+                orient="records")
+            for record in records:
                 print(json.dumps(record, ensure_ascii=False, default=int))
 
     return run_cli(parser, work, argv)

@@ -223,7 +223,10 @@ def render_html(results: dict[str, Any], summaries: dict[str, dict[str, Any]], s
     """The whole report page."""
     models = results["models"]
     curves = {name: s for name, s in summaries.items() if s.get("history")}
+    served = results.get("served")
     body = [f"<h1>{escape(title)}: test results</h1>", *warnings_html(results),
+            *([f"<p>Exported and served: <strong>{escape(served['model'])}</strong> ({escape(served['reason'])}).</p>"]
+              if served else []),
             "<h2>Headline</h2>", headline_html(results),
             "<h2>Is the difference real?</h2>", tests_html(results),
             "<h2>Confusion matrices</h2>", _img(png_data_uri(confusion_figure(models)), "confusion matrices"),

@@ -146,7 +146,9 @@ def build_pipeline(cfg: Config, target: Target = "local"):
                         lora_target_modules=p["lora_target_modules"], learning_rate=p["lora_learning_rate"], **shared)
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
-        export = dag.task("export", base_model=base.outputs["model"], lora_model=lora.outputs["model"])
+        export = dag.task("export", config_json=dag.config_json, base_model=base.outputs["model"],
+                          lora_model=lora.outputs["model"], baseline_model=full.outputs["model"],
+                          metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
         if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
             from pipelines.registry import add_registry_upload
 

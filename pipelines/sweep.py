@@ -48,7 +48,9 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
         best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
-        dag.task("export", base_model=base.outputs["model"], lora_model=best.outputs["best_model"])
+        dag.task("export", config_json=dag.config_json, base_model=base.outputs["model"],
+                 lora_model=best.outputs["best_model"], baseline_model=full.outputs["model"],
+                 metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
         return SweepOutputs(report=evaluation.outputs["report"], html_report=evaluation.outputs["html_report"],
                             leaderboard=best.outputs["leaderboard"], metrics=evaluation.outputs["metrics"])
 

@@ -52,6 +52,7 @@ def chain(tmp_path_factory, fast_cfg):
                          data_report=a["data_report"], metrics=a["metrics"], lora_confusion=a["lora_confusion"],
                          baseline_confusion=a["baseline_confusion"], reference_confusion=a["reference_confusion"],
                          report=a["report"], html_report=a["html_report"])
+    a["config_json"] = cfg
     return a
 
 
@@ -124,3 +125,28 @@ def test_trained_models_and_the_report_carry_lineage(chain):
     report = chain["report"].metadata
     assert report["lora_test_macro_f1"] == chain["metrics"].metadata["lora_test_macro_f1"]
     assert report["base_model_sha256"] == base["content_sha256"] and report["source_uri"] == "sample"
+
+
+def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path):
+    from components.export import MERGED, MODEL_CARD, SERVING_INFO, export_model
+
+    out = artifact(dsl.Model, tmp_path / "export")
+    export_model.python_func(config_json=chain["config_json"],
+                             base_model=chain["base"], lora_model=chain["lora"], baseline_model=chain["baseline"],
+                             metrics=chain["metrics"], data_report=chain["data_report"], model=out)
+    meta = out.metadata
+    scores = {name: chain[name].metadata["best_val_macro_f1"] for name in ("lora", "baseline")}
+    assert meta["selected"] == ("baseline" if scores["baseline"] > scores["lora"] else "lora")
+    assert (meta["lora_val_macro_f1"], meta["baseline_val_macro_f1"]) == (scores["lora"], scores["baseline"])
+    assert meta["test_macro_f1"] == chain["metrics"].metadata[f"{meta['selected']}_test_macro_f1"]
+    assert meta["demo"] is True and meta["source_uri"] == "sample" and meta["base_model"] == "tiny"
+    assert meta["lora_model_uri"] == chain["lora"].uri and meta["baseline_model_uri"] == chain["baseline"].uri
+    info = json.loads((Path(out.path) / MERGED / SERVING_INFO).read_text(encoding="utf-8"))
+    assert info["selected"] == meta["selected"] and info["trained_on"]["source_uri"] == "sample"
+    card = (Path(out.path) / MODEL_CARD).read_text(encoding="utf-8")
+    assert "Data-quality report of the prepare step" in card and "TF-IDF + logistic regression" in card
+    assert f"Served (`merged/`): **{meta['selected']}**" in card
+    served = f"Exported and served: **{meta['selected']}** ({meta['selection_reason']})."
+    assert served in Path(chain["report"].path).read_text(encoding="utf-8")  # evaluate's report says it too
+    assert f"Exported and served: <strong>{meta['selected']}</strong>" in Path(chain["html_report"].path).read_text(
+        encoding="utf-8")

@@ -40,11 +40,17 @@ LOCKS = CONTAINERS / "locks"
 BASE_IMAGE = re.compile(r"python:(?P<minor>3\.\d+)\.\d+-slim-(?P<debian>bookworm)(@sha256:[0-9a-f]{64})?")
 GLIBC = {"bookworm": "2_36"}  # manylinux tag of each Debian release's glibc
 REGISTRY_TAG = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/{name}:$COMMIT_SHA"
-# What each image must say: its final user, workdir and default command (its lock is locks/<name>.txt).
+# What each image must say: its lock (locks/<lock>.txt), final user, workdir, default command, and the Cloud
+# Build step it waits for.
 IMAGES = {
-    "cpu": {"user": "10001:10001", "workdir": "/home/app", "cmd": "components.prepare"},
-    "tpu": {"user": "0:0", "workdir": "/workspace", "cmd": "components.train"},
+    "cpu": {"lock": "cpu", "user": "10001:10001", "workdir": "/home/app", "cmd": ["components.prepare", "--help"],
+            "after": "check-commit"},
+    "tpu": {"lock": "tpu", "user": "0:0", "workdir": "/workspace", "cmd": ["components.train", "--help"],
+            "after": "check-commit"},
+    "serve": {"lock": "cpu", "user": "10001:10001", "workdir": "/home/app", "cmd": ["components.serve"],
+              "after": "cpu"},
 }
+LOCK_NAMES = sorted({spec["lock"] for spec in IMAGES.values()})
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
@@ -144,11 +150,12 @@ def test_two_stages_on_one_pinned_python_matching_the_locks(name):
 def test_build_stage_installs_the_lock_with_hashes_then_the_project(name):
     build = stages(dockerfile(name))[0]
     copies = values(build, "COPY")
-    assert f"containers/locks/build.txt containers/locks/{name}.txt /tmp/locks/" in copies
+    lock = IMAGES[name]["lock"]
+    assert f"containers/locks/build.txt containers/locks/{lock}.txt /tmp/locks/" in copies
     runs = [" ".join(shlex.split(r)) for r in values(build, "RUN")]
     installs = [r for r in runs if "pip install" in r]
     assert installs[0] == ("pip install --require-hashes --no-deps -r /tmp/locks/build.txt && "
-                           f"pip install --require-hashes --no-build-isolation -r /tmp/locks/{name}.txt")
+                           f"pip install --require-hashes --no-build-isolation -r /tmp/locks/{lock}.txt")
     assert installs[-1] == "pip install --no-deps --no-build-isolation . && pip check"
     assert {"pyproject.toml README.md ./", "components/ components/", "pipelines/ pipelines/"} <= set(copies)
     assert "PATH=/opt/venv/bin:$PATH" in values(build, "ENV")
@@ -163,13 +170,24 @@ def test_runtime_stage_user_workdir_entrypoint(name):
     assert values(final, "WORKDIR") == [want["workdir"]]
     assert json.loads(values(final, "ENTRYPOINT")[-1]) == ["python", "-m"]
     cmd = json.loads(values(final, "CMD")[-1])
-    assert cmd == [want["cmd"], "--help"] and find_spec(cmd[0]), cmd
+    assert cmd == want["cmd"] and find_spec(cmd[0]), cmd
     env = " ".join(values(final, "ENV"))
     assert "PATH=/opt/venv/bin:$PATH" in env and "PYTHONUNBUFFERED=1" in env
 
 
-def test_cpu_image_runs_as_a_created_non_root_user():
-    final = stages(dockerfile("cpu"))[1]
+def test_serving_image_shares_the_cpu_build_stage_and_serves_on_8080():
+    """Instruction for instruction the CPU image's build stage: one set of cached layers for both images."""
+    strip = lambda stage: [(i["instruction"], i["value"]) for i in stage]  # noqa: E731
+    assert strip(stages(dockerfile("serve"))[0]) == strip(stages(dockerfile("cpu"))[0])
+    final = stages(dockerfile("serve"))[1]
+    assert values(final, "EXPOSE") == ["8080"] and "AIP_HTTP_PORT=8080" in " ".join(values(final, "ENV"))
+    assert "fastapi" in lock_versions("cpu") and "uvicorn" in lock_versions("cpu")
+    check_satisfies(lock_versions("cpu"), pyproject()["project"]["optional-dependencies"]["serve"], "cpu.txt")
+
+
+@pytest.mark.parametrize("name", ["cpu", "serve"])
+def test_cpu_images_run_as_a_created_non_root_user(name):
+    final = stages(dockerfile(name))[1]
     uid, gid = values(final, "USER")[-1].split(":")
     assert int(uid) > 0 and int(gid) > 0
     assert any(f"--uid {uid}" in run and "useradd" in run for run in values(final, "RUN"))
@@ -259,7 +277,7 @@ def test_cloudbuild_builds_and_pushes_every_image_tagged_with_the_commit():
         assert build_args == ["REVISION=$COMMIT_SHA", "SOURCE_URL=$_SOURCE_URL"]
         tag = args[args.index("--tag") + 1]
         assert tag == REGISTRY_TAG.replace("{name}", name)
-        assert steps[name]["waitFor"] == ["check-commit"]
+        assert steps[name]["waitFor"] == [IMAGES[name]["after"]]
         tags.append(tag)
     assert build["images"] == tags
 
@@ -317,7 +335,7 @@ def check_satisfies(lock: dict[str, str], requirements: list[str], lock_name: st
             f"{lock_name}: {name}=={lock[name]} does not satisfy {text} (pyproject.toml): run `make locks`")
 
 
-@pytest.mark.parametrize("name", ["build", *IMAGES])
+@pytest.mark.parametrize("name", ["build", *LOCK_NAMES])
 def test_every_locked_package_is_pinned_with_hashes(name):
     pins = read_lock(LOCKS / f"{name}.txt")
     assert pins
@@ -352,7 +370,7 @@ def test_images_carry_the_kfp_that_compiles_the_pipeline():
     """Components run with install_kfp_package=False: the image's kfp runs what this kfp compiled."""
     lines = (CONTAINERS / "constraints.txt").read_text().splitlines()
     (pinned,) = [Requirement(line) for line in lines if line.startswith("kfp")]
-    for name in IMAGES:
+    for name in LOCK_NAMES:
         assert pinned.specifier.contains(lock_versions(name)["kfp"]), f"{name}.txt: kfp differs from constraints.txt"
     locked, compiler = Version(lock_versions("cpu")["kfp"]), Version(version("kfp"))
     assert locked.release[:2] == compiler.release[:2], (
@@ -449,7 +467,7 @@ def resolved(name: str, tmp_path_factory) -> list[dict]:
 
 @pytest.mark.network
 @needs_target
-@pytest.mark.parametrize("name", ["build", *IMAGES])
+@pytest.mark.parametrize("name", ["build", *LOCK_NAMES])
 def test_lock_resolves_against_pypi(name, tmp_path_factory):
     """Resolving the lock alone picks exactly the locked versions: it is complete and PyPI has them."""
     versions = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
@@ -459,7 +477,7 @@ def test_lock_resolves_against_pypi(name, tmp_path_factory):
 
 @pytest.mark.network
 @needs_target
-@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize("name", LOCK_NAMES)
 def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(name, tmp_path, tmp_path_factory):
     """The Dockerfile's --no-build-isolation steps, in a venv: the lock's sdists, then the project's wheel."""
     sdists = [item["metadata"]["name"] for item in resolved(name, tmp_path_factory)

@@ -34,7 +34,7 @@ EDGES = {
     "train-lora": {"base-model", "tokenize"},
     "train-baseline": {"base-model", "tokenize"},
     "evaluate": {"prepare", "base-model", "tokenize", "train-lora", "train-baseline"},
-    "export-model": {"base-model", "train-lora"},
+    "export-model": {"prepare", "base-model", "train-lora", "train-baseline", "evaluate"},
 }
 FAST = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
         "train.epochs=2"]

@@ -1,0 +1,258 @@
+"""components.serve: the real server on loopback, real HTTP requests, an exported model."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.config import CLASS_NAMES
+from components.export import MERGED, export_models
+from components.serve import ModelHolder, create_app, load_served_model, parse_instances
+from components.storage import SAMPLE_PATH, InputError
+from tests.conftest import free_port
+
+HEALTH, PREDICT = "/v1/models/banglasenti/health", "/v1/models/banglasenti:predict"  # as Vertex AI sets them
+MAX_INSTANCES, MAX_BODY = 128, 65536
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, trained, base_dir, fast_cfg) -> Path:
+    out = tmp_path_factory.mktemp("served") / "export"
+    card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"}}
+    export_models(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
+    return out
+
+
+def sample_texts(n: int) -> list[str]:
+    return pd.read_csv(SAMPLE_PATH)["text"].tolist()[:n]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180, health: str = HEALTH) -> list[int]:
+    """Poll health until 200; the statuses seen on the way."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            status = httpx.get(url + health, timeout=5).status_code
+            seen.append(status)
+            if status == 200:
+                return seen
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server not ready after {timeout} s; health answered {seen[-5:]}")
+
+
+def start_server(model: str | Path, **env: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    environ = {**os.environ, "AIP_STORAGE_URI": str(model), "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": HEALTH,
+               "AIP_PREDICT_ROUTE": PREDICT, **env}
+    proc = subprocess.Popen([sys.executable, "-m", "components.serve", "--host", "127.0.0.1"], env=environ,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(export_dir):
+    proc, url = start_server(export_dir, BANGLASENTI_SERVE_MAX_INSTANCES=str(MAX_INSTANCES),
+                             BANGLASENTI_SERVE_MAX_BODY_BYTES=str(MAX_BODY))
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+
+def predict(url: str, texts: list[str]) -> list[dict]:
+    body = json.dumps({"instances": [{"text": t} for t in texts]}, ensure_ascii=False).encode()
+    resp = httpx.post(url + PREDICT, content=body, headers={"content-type": "application/json"}, timeout=120)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["predictions"]
+
+
+def cli_predictions(export_dir: Path, texts: list[str], tmp_path: Path) -> list[dict]:
+    """`python -m components.predict` on a JSONL of instances, Vertex batch prediction's output format."""
+    source, out = tmp_path / "instances.jsonl", tmp_path / "predictions.jsonl"
+    source.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "components.predict", "--model", str(export_dir), "--input",
+                          str(source), "--output", str(out), "--output-format", "vertex"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    assert "warning: DEMO MODEL" in run.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["instance"]["text"] for r in rows] == texts
+    return [r["prediction"] for r in rows]
+
+
+def assert_same_predictions(served: list[dict], expected: list[dict]) -> None:
+    assert len(served) == len(expected)
+    assert [p["label"] for p in served] == [p["label"] for p in expected]
+    assert [p["label_id"] for p in served] == [p["label_id"] for p in expected]
+    scores = np.array([[p["scores"][c] for c in CLASS_NAMES] for p in served])
+    np.testing.assert_allclose(scores, [[p["scores"][c] for c in CLASS_NAMES] for p in expected], atol=1e-5)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_served_predictions_equal_the_predict_command(server, export_dir, tmp_path):
+    texts = sample_texts(300) + ["", "   একদম   বাজে  ", "খুব ভালো " * 80]  # empty, unclean, truncated
+    served = [p for start in range(0, len(texts), 100) for p in predict(server, texts[start:start + 100])]
+    expected = cli_predictions(export_dir, texts, tmp_path)
+    assert_same_predictions(served, expected)
+    assert {p["label"] for p in served} <= set(CLASS_NAMES)
+    assert all(p["warning"].startswith("DEMO MODEL") for p in served)  # trained on the sample, tiny base
+    assert [p["label_id"] for p in served] == [CLASS_NAMES.index(p["label"]) for p in served]
+
+
+def test_health_reports_the_served_model(server):
+    resp = httpx.get(server + HEALTH)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ready"
+    model = body["model"]
+    assert model["selected"] in ("lora", "baseline") and set(model["val_macro_f1"]) == {"lora", "baseline"}
+    assert model["selected"] == max(model["val_macro_f1"], key=lambda k: (model["val_macro_f1"][k], k == "lora"))
+    assert model["demo"] is True and "embedded 694-row demo sample" in model["warning"]
+    assert "tiny offline base" in model["warning"]
+    assert model["labels"] == list(CLASS_NAMES) and model["tokenize"]["buckets"] == [32, 64, 128]
+    assert httpx.get(server + "/health").status_code == 404  # the routes Vertex AI gave, not the defaults
+
+
+BAD = [
+    (b"not json", "body is not JSON"),
+    (b"\xff\xfe{", "body is not JSON"),
+    (b"[1, 2]", "body must be a JSON object"),
+    (b"{}", 'no "instances"'),
+    (b'{"instances": {"text": "x"}}', '"instances" must be a list'),
+    (b'{"instances": []}', '"instances" is empty'),
+    (b'{"instances": ["just a string"]}', 'instances[0]: expected an object with a "text" field'),
+    (b'{"instances": [{"text": "ok"}, {"txt": "x"}]}', 'instances[1]: expected an object'),
+    (b'{"instances": [{"text": 5}]}', "instances[0].text: expected a string, got int"),
+    (b'{"instances": [{"text": null}]}', "instances[0].text: expected a string, got NoneType"),
+    (json.dumps({"instances": [{"text": "a"}] * (MAX_INSTANCES + 1)}).encode(),
+     f"too many instances: {MAX_INSTANCES + 1} (at most {MAX_INSTANCES} per request)"),
+    (json.dumps({"instances": [{"text": "ক" * MAX_BODY}]}).encode(), "body too long"),
+]
+
+
+@pytest.mark.parametrize(("body", "reason"), BAD, ids=[r for _, r in BAD])
+def test_bad_requests_get_400_with_a_one_line_reason(server, body, reason):
+    resp = httpx.post(server + PREDICT, content=body, timeout=60)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert reason in error and "\n" not in error
+    assert httpx.get(server + HEALTH).status_code == 200  # still up
+    assert len(predict(server, ["ভালো"])) == 1
+
+
+def test_a_long_body_without_content_length_is_refused_too(server):
+    def chunks():
+        yield b'{"instances": [{"text": "'
+        for _ in range(MAX_BODY // 1000 + 2):
+            yield b"a" * 1000
+        yield b'"}]}'
+
+    resp = httpx.post(server + PREDICT, content=chunks(), timeout=60)  # chunked transfer encoding
+    assert resp.status_code == 400 and "body too long" in resp.json()["error"]
+    assert httpx.get(server + HEALTH).status_code == 200
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    texts = sample_texts(96)
+    expected = predict(server, texts)
+    groups = [texts[i::12] for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda group: predict(server, group), groups * 2))
+    for group, answer in zip(groups * 2, answers):
+        assert_same_predictions(answer, [expected[texts.index(t)] for t in group])
+
+
+def test_health_is_503_until_the_model_is_loaded(export_dir):
+    import uvicorn
+
+    gate = threading.Event()
+
+    def load():
+        gate.wait(60)
+        return load_served_model(str(export_dir))
+
+    holder = ModelHolder(load)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(holder), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    threading.Thread(target=holder.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loading = httpx.get(url + "/health")
+        assert loading.status_code == 503 and loading.json() == {"status": "loading"}
+        early = httpx.post(url + "/predict", json={"instances": [{"text": "ভালো"}]})
+        assert early.status_code == 503 and "loading" in early.json()["error"]
+        gate.set()
+        assert wait_ready(url, timeout=120, health="/health")[-1] == 200
+        answer = httpx.post(url + "/predict", json={"instances": [{"text": "ভালো"}, {"text": "বাজে"}]}, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_an_uncommitted_or_pickled_model_is_refused(export_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir / MERGED, broken)
+    (broken / "config.json").write_text("{}", encoding="utf-8")  # no longer what the manifest recorded
+    proc, _ = start_server(broken)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2 and "uncommitted directory artifact" in err and str(broken) in err
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(export_dir / MERGED, pickled, ignore=shutil.ignore_patterns("*.safetensors", "artifact_*"))
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(InputError, match=r"no \*\.safetensors weights"):
+        load_served_model(str(pickled))
+    with pytest.raises(InputError, match="no such model directory"):
+        load_served_model(str(tmp_path / "absent"))
+
+
+def test_no_model_is_a_one_line_error():
+    env = {k: v for k, v in os.environ.items() if k != "AIP_STORAGE_URI"}
+    run = subprocess.run([sys.executable, "-m", "components.serve"], capture_output=True, text=True, env=env)
+    assert run.returncode == 2 and "AIP_STORAGE_URI" in run.stderr
+
+
+def test_loads_from_cloud_storage(export_dir, gcs_emulator, monkeypatch):
+    from components.storage import gcs_client
+
+    client = gcs_client()
+    bucket = client.create_bucket("serving-models")
+    for path in (export_dir / MERGED).rglob("*"):
+        if path.is_file():
+            bucket.blob(f"run/export/{MERGED}/{path.relative_to(export_dir / MERGED)}").upload_from_filename(str(path))
+    served = load_served_model(f"gs://serving-models/run/export/{MERGED}")
+    local = load_served_model(str(export_dir))
+    texts = sample_texts(20)
+    assert_same_predictions(served.predict(texts), local.predict(texts))
+    assert served.info["selected"] == local.info["selected"]
+    with pytest.raises(InputError, match="no objects under this prefix"):
+        load_served_model("gs://serving-models/nothing/here")
+
+
+def test_parse_instances_accepts_vertex_parameters():
+    assert parse_instances(b'{"instances": [{"text": "a", "id": 1}], "parameters": {}}', 4) == ["a"]
