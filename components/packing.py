@@ -158,10 +158,13 @@ def packed_forward(model, batch: dict[str, Any]):
     import torch
     from transformers.modeling_outputs import SequenceClassifierOutput
 
+    from components.device import replicated
+
     inner, head = classifier_of(model)
     mask = block_diagonal_mask(batch["segment_ids"], getattr(inner.config, "_attn_implementation", None))
     with head_reads_slots(head, batch["cls_index"]):
         logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"]).logits
+    logits = replicated(logits)  # SPMD: evaluation reads the logits back every batch
     loss = None
     if batch.get("labels") is not None:
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORED_LABEL)

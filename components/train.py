@@ -96,8 +96,11 @@ def load_base_classifier(base_dir: str | Path, attn_implementation: str | None =
 def build_model(mode: Mode, base_dir: str | Path, cfg: Config, attn_implementation: str | None = None):
     """The model to train: the base classifier, wrapped with LoRA adapters in lora mode."""
     model = load_base_classifier(base_dir, attn_implementation)
-    if mode == "baseline":
-        return model
+    return model if mode == "baseline" else with_lora(model, cfg)
+
+
+def with_lora(model, cfg: Config):
+    """`model` wrapped with the configured LoRA adapters (PEFT SEQ_CLS: the head trained through modules_to_save)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets: str | list[str] = cfg.lora.target_modules
