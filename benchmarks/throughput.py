@@ -287,6 +287,8 @@ def in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"benchmark worker failed ({job.get('setting', job['kind'])}):\n{done.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["load_average_1min_after"] = os.getloadavg()[0]
+    print("RESULT " + json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}), file=sys.stderr,
+          flush=True)
     return result
 
 
