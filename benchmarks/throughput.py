@@ -1,17 +1,24 @@
 """Training throughput: the original project's settings against ours, side by side in one run.
 
-    python benchmarks/throughput.py [--examples 128] [--batch-size 16] [--json results.json]
+    python benchmarks/throughput.py [--examples 128] [--batch-size 16] [--repeats 3] [--json results.json]
 
 (a) original: every text padded to 256 tokens, fp32, batches in random order;
-(b) ours: each text padded to the smallest bucket (32/64/128), batches grouped by length, fp32 on the CPU and
-    bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what this times);
-each for full fine-tuning and for LoRA, at the same batch size and with the same optimizer (PyTorch's fused
-AdamW, as the train component uses on CPU and CUDA), on the real xlm-roberta-base architecture
+(b) buckets: each text padded to the smallest bucket (32/64/128), batches grouped by length;
+(c) packed: texts packed into rows of 128 tokens, `--slots` texts a row (components/packing.py), a batch of
+    batch-size texts taking batch-size/slots rows;
+(b) and (c) in fp32 on the CPU and bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what
+this times); each for full fine-tuning and for LoRA, at the same batch size in texts and with the same optimizer
+(PyTorch's fused AdamW, as the train component uses on CPU and CUDA), through the project's own code: its
+collators (BucketCollator, PackedCollator), LoRA wrapping (components.train.with_lora with the default config)
+and loss (the model's for padded batches, components.packing.packed_forward for packed rows), on the real
+xlm-roberta-base architecture
 (random initialisation, built offline: 12 layers, hidden 768, vocab 250,002) and real text lengths: the texts
 of ../shared/data/banglasenti/val.csv when present, else the project's sample, tokenized with a SentencePiece
 Unigram model trained on them. Every configuration runs the same examples in a fresh process (so peak memory
-is its own); the matrix-multiply peak of the machine is measured in the same run. FLOPs are counted by
-torch.utils.flop_counter on one step per batch shape.
+is its own), `--repeats` times round-robin (every configuration once, then again), so that load from other
+processes on the machine falls on all of them alike; the report gives medians and the load average seen. The
+matrix-multiply peak of the machine is measured in the same run. FLOPs are counted by torch.utils.flop_counter
+on one step per batch shape.
 
 `--lengths-from earlier.json` replays the token lengths recorded by an earlier run (on another machine, say),
 so both machines time the same batches without the data.
@@ -38,7 +45,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
 SAMPLE_DATA = ROOT / "components" / "data" / "bangla_sentiment_sample.csv"
 ORIGINAL_LENGTH = 256
 NUM_LABELS = 3
-LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+PACKED_ROW = 128
 
 # The architecture of FacebookAI/xlm-roberta-base (its config.json), built without the Hub.
 XLMR_BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -92,9 +99,31 @@ def bucketed_batches(lengths: list[int], batch_size: int, buckets: list[int], se
     return batches
 
 
+def packed_batches(lengths: list[int], batch_size: int, slots: int, seed: int) -> list[dict[str, Any]]:
+    """Rows packed by the project's pack_rows, batch_size/slots rows a batch, batches in random order."""
+    sys.path.insert(0, str(ROOT))
+    from components.packing import pack_rows, rows_per_batch
+
+    clipped = [min(n, PACKED_ROW) for n in lengths]
+    rows = [[clipped[i] for i in row] for row in pack_rows(clipped, PACKED_ROW, slots)]
+    random.Random(seed).shuffle(rows)
+    per_batch = rows_per_batch(batch_size, slots)
+    return [{"packed": rows[k:k + per_batch], "width": PACKED_ROW, "slots": slots}
+            for k in range(0, len(rows), per_batch)]
+
+
+def batch_texts(spec: dict[str, Any]) -> int:
+    return sum(len(r) for r in spec["packed"]) if "packed" in spec else len(spec["rows"])
+
+
+def batch_real_tokens(spec: dict[str, Any]) -> int:
+    return sum(sum(r) for r in spec["packed"]) if "packed" in spec else sum(spec["rows"])
+
+
 def padding_efficiency(batches: list[dict[str, Any]], batch_size: int) -> float:
-    real = sum(sum(b["rows"]) for b in batches)
-    return real / sum(b["width"] * batch_size for b in batches)
+    """Real tokens over the tokens computed (padded batches are topped up to batch_size rows)."""
+    computed = sum(b["width"] * (len(b["packed"]) if "packed" in b else batch_size) for b in batches)
+    return sum(batch_real_tokens(b) for b in batches) / computed
 
 
 # --------------------------------------------------------------------------- one configuration (a worker)
@@ -108,37 +137,57 @@ def pick_device(name: str) -> str:
 
 
 def build_model(arch: dict[str, Any], mode: str, seed: int):
+    """The architecture with a 3-class head (random initialisation); LoRA as the train component wraps it."""
     import torch
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
+    from components.config import Config
+    from components.train import with_lora
+
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(XLMRobertaConfig(**arch, num_labels=NUM_LABELS))
-    if mode == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
+    return with_lora(model, Config()) if mode == "lora" else model
 
-        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=16, lora_alpha=32,
-                                                 lora_dropout=0.1, target_modules=LORA_TARGETS))
-    return model
+
+def random_text(n: int, vocab: int, rng) -> list[int]:
+    """`n` tokens: <s>, random pieces, </s>."""
+    import torch
+
+    middle = torch.randint(3, vocab, (max(n - 2, 0),), generator=rng).tolist()
+    return [XLMR_BASE["bos_token_id"], *middle, XLMR_BASE["eos_token_id"]][:n]
 
 
 def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, rng):
-    """Random token ids at the given real lengths, padded to the batch width; full batches only."""
+    """Random token ids at the given real lengths, collated by the project's collators: padded rows to the batch
+    width (a short batch topped up with filler rows, as on XLA), or packed rows."""
     import torch
 
-    rows = (spec["rows"] * batch_size)[:batch_size]  # a short last batch is topped up to the same batch size
-    ids = torch.full((batch_size, spec["width"]), XLMR_BASE["pad_token_id"], dtype=torch.long)
-    mask = torch.zeros((batch_size, spec["width"]), dtype=torch.long)
-    for r, n in enumerate(rows):
-        ids[r, :n] = torch.randint(3, vocab, (n,), generator=rng)
-        mask[r, :n] = 1
-    labels = torch.randint(0, NUM_LABELS, (batch_size,), generator=rng)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    from components.packing import PackedCollator
+    from components.train import BucketCollator
+
+    pad = XLMR_BASE["pad_token_id"]
+    if "packed" in spec:
+        records = [{"texts": [random_text(n, vocab, rng) for n in row],
+                    "labels": torch.randint(0, NUM_LABELS, (len(row),), generator=rng).tolist(),
+                    "index": list(range(len(row)))} for row in spec["packed"]]
+        batch = PackedCollator(pad, spec["width"], spec["slots"])(records)
+    else:
+        features = []
+        for n in spec["rows"]:
+            ids = random_text(n, vocab, rng)
+            features.append({"input_ids": ids + [pad] * (spec["width"] - n),
+                             "attention_mask": [1] * n + [0] * (spec["width"] - n),
+                             "label": int(torch.randint(0, NUM_LABELS, (1,), generator=rng))})
+        batch = BucketCollator(pad, batch_size)(features)
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def run_config(job: dict[str, Any]) -> dict[str, Any]:
     """Time one (setting, mode) on every batch once, after one untimed step per batch shape."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    from components.packing import packed_forward
 
     device = pick_device(job["device"])
     arch = XLMR_TINY if job["arch"] == "tiny" else XLMR_BASE
@@ -152,7 +201,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
 
     def step(batch) -> None:
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
-            loss = model(**batch).loss
+            loss = packed_forward(model, batch).loss if "segment_ids" in batch else model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -162,14 +211,14 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
         if device == "cuda":
             torch.cuda.synchronize()
 
-    flops_by_width: dict[int, int] = {}
+    flops_by_shape: dict[tuple[int, ...], int] = {}
     for batch in batches:  # warm-up: one step per shape, FLOPs counted there
-        width = batch["input_ids"].shape[1]
-        if width not in flops_by_width:
+        shape = tuple(batch["input_ids"].shape)
+        if shape not in flops_by_shape:
             counter = FlopCounterMode(display=False)
             with counter:
                 step(batch)
-            flops_by_width[width] = counter.get_total_flops()
+            flops_by_shape[shape] = counter.get_total_flops()
     sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -178,10 +227,10 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
         step(batch)
     sync()
     seconds = time.perf_counter() - start
-    examples = sum(len(spec["rows"]) for spec in job["batches"])
-    real_tokens = sum(sum(spec["rows"]) for spec in job["batches"])
+    examples = sum(batch_texts(spec) for spec in job["batches"])
+    real_tokens = sum(batch_real_tokens(spec) for spec in job["batches"])
     padded_tokens = sum(b["input_ids"].numel() for b in batches)
-    flops = sum(flops_by_width[b["input_ids"].shape[1]] for b in batches)
+    flops = sum(flops_by_shape[tuple(b["input_ids"].shape)] for b in batches)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
@@ -189,7 +238,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
         "examples": examples, "batches": len(batches), "seconds": seconds,
         "examples_per_s": examples / seconds, "tokens_per_s": real_tokens / seconds,
         "padded_tokens_per_s": padded_tokens / seconds,
-        "padding_efficiency": padding_efficiency(job["batches"], job["batch_size"]),
+        "padding_efficiency": real_tokens / padded_tokens,
         "flops_per_example": flops / examples, "achieved_flops_per_s": flops / seconds,
         "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
         "trainable_parameters": sum(p.numel() for p in params),
@@ -214,6 +263,7 @@ def matmul_peak(device: str, precision: str, size: int, repeats: int = 5) -> flo
 
 
 def worker(job_path: str) -> None:
+    sys.path.insert(0, str(ROOT))  # the project's collators, LoRA wrapping and packed forward
     job = json.loads(Path(job_path).read_text())
     if job["kind"] == "peak":
         device = pick_device(job["device"])
@@ -235,7 +285,11 @@ def in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise SystemExit(f"benchmark worker failed ({job.get('setting', job['kind'])}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["load_average_1min_after"] = os.getloadavg()[0]
+    print("RESULT " + json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}), file=sys.stderr,
+          flush=True)
+    return result
 
 
 # --------------------------------------------------------------------------- the run
@@ -250,6 +304,23 @@ def machine_facts(device: str) -> dict[str, Any]:
     return facts
 
 
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's repetitions: the median of every timing, the rest from the first."""
+    import statistics
+
+    timed = ("seconds", "examples_per_s", "tokens_per_s", "padded_tokens_per_s", "achieved_flops_per_s")
+    return {**runs[0], **{key: statistics.median(r[key] for r in runs) for key in timed},
+            "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs), "repetitions": len(runs)}
+
+
+def speedup(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
+    """Examples/s of a over b: the ratio of the medians, and per repetition (where both ran)."""
+    import statistics
+
+    med = statistics.median(r["examples_per_s"] for r in a) / statistics.median(r["examples_per_s"] for r in b)
+    return {"of_medians": med, "per_repetition": [x["examples_per_s"] / y["examples_per_s"] for x, y in zip(a, b)]}
+
+
 def render_table(report: dict[str, Any]) -> str:
     head = (f"{'setting':<9} {'mode':<5} {'prec':<5} {'ex/s':>8} {'tok/s':>9} {'pad eff':>7} {'GFLOP/ex':>8} "
             f"{'TFLOP/s':>8} {'% peak':>6} {'peak MB':>8}")
@@ -260,8 +331,11 @@ def render_table(report: dict[str, Any]) -> str:
                      f"{r['achieved_flops_per_s'] / 1e12:>8.3f} {100 * r['share_of_matmul_peak']:>6.1f} "
                      f"{r['peak_memory_bytes'] / 2**20:>8.0f}")
     lines.append("")
-    for mode, ratio in report["speedup_examples_per_s"].items():
-        lines.append(f"ours / original, examples/s, {mode}: {ratio:.2f}x")
+    for name, by_mode in report["speedups_examples_per_s"].items():
+        for mode, ratio in by_mode.items():
+            lines.append(f"{name}, examples/s, {mode}: {ratio['of_medians']:.2f}x "
+                         f"(per repetition: {', '.join(f'{x:.2f}' for x in ratio['per_repetition'])})")
+    lines.append(f"1-minute load average after each worker: {report['load_average']}")
     for precision, peak in report["matmul_peak_flops_per_s"].items():
         lines.append(f"matmul peak ({precision}): {peak / 1e12:.3f} TFLOP/s")
     return "\n".join(lines)
@@ -272,7 +346,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, help="csv with a text column (default: shared val.csv, else sample)")
     parser.add_argument("--lengths-from", type=Path, help="replay the token lengths of an earlier --json report")
     parser.add_argument("--examples", type=int, default=128, help="examples timed per configuration")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="texts a batch")
+    parser.add_argument("--slots", type=int, default=8, help="texts a packed row of 128 tokens")
+    parser.add_argument("--repeats", type=int, default=3, help="round-robin repetitions of every configuration")
+    parser.add_argument("--original-repeats", type=int, help="repetitions of the (slow) original (default: all)")
+    parser.add_argument("--settings", default="original,buckets,packed", help="which settings to time")
     parser.add_argument("--buckets", default="32,64,128", help="our bucket lengths, comma-separated")
     parser.add_argument("--modes", default="full,lora", help="full and/or lora")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -305,23 +383,35 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data or (SHARED_DATA if SHARED_DATA.exists() else SAMPLE_DATA)
         data_name, all_lengths = data.name, token_lengths(data, args.tokenizer_vocab)
     lengths = random.Random(args.seed).sample(all_lengths, min(args.examples, len(all_lengths)))
-    settings = {
-        "original": ("fp32", original_batches(lengths, args.batch_size, args.seed)),
-        "ours": (precision, bucketed_batches(lengths, args.batch_size, buckets, args.seed)),
+    every = {
+        "original": lambda: ("fp32", original_batches(lengths, args.batch_size, args.seed)),
+        "buckets": lambda: (precision, bucketed_batches(lengths, args.batch_size, buckets, args.seed)),
+        "packed": lambda: (precision, packed_batches(lengths, args.batch_size, args.slots, args.seed)),
     }
+    chosen = [name for name in args.settings.split(",") if name]
+    if not chosen or set(chosen) - set(every):
+        raise SystemExit(f"--settings: expected some of {sorted(every)}, got {args.settings!r}")
+    settings = {name: every[name]() for name in chosen}
     base_job = {"kind": "train", "device": device, "arch": args.arch, "batch_size": args.batch_size,
                 "seed": args.seed}
-    results = []
-    for mode in modes:
-        for setting, (prec, batches) in settings.items():
-            print(f"timing {setting} / {mode} ({len(batches)} batches) ...", file=sys.stderr, flush=True)
-            results.append(in_subprocess({**base_job, "setting": setting, "mode": mode, "precision": prec,
-                                          "batches": batches}))
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    original_repeats = args.repeats if args.original_repeats is None else args.original_repeats
+    for repetition in range(args.repeats):  # round-robin: load from elsewhere falls on every configuration alike
+        for mode in modes:
+            for setting, (prec, batches) in settings.items():
+                if setting == "original" and repetition >= original_repeats:
+                    continue
+                print(f"[{repetition + 1}/{args.repeats}] timing {setting} / {mode} ({len(batches)} batches) ...",
+                      file=sys.stderr, flush=True)
+                runs.setdefault((setting, mode), []).append(in_subprocess(
+                    {**base_job, "setting": setting, "mode": mode, "precision": prec, "batches": batches}))
     peaks = {prec: in_subprocess({"kind": "peak", "device": device, "precision": prec, "size": args.matmul_size})
              ["matmul_flops_per_s"] for prec in sorted({"fp32", precision})}
+    results = [median_result(rs) for rs in runs.values()]
     for r in results:
         r["share_of_matmul_peak"] = r["achieved_flops_per_s"] / peaks[r["precision"]]
-    by_key = {(r["setting"], r["mode"]): r for r in results}
+    pairs = [(a, b) for a, b in (("buckets", "original"), ("packed", "original"), ("packed", "buckets"))
+             if a in settings and b in settings]
     report = {
         "machine": machine_facts(device),
         "arch": args.arch, "batch_size": args.batch_size, "buckets": buckets, "examples": len(lengths),
@@ -329,9 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         "length_summary": {"median": sorted(lengths)[len(lengths) // 2], "max": max(lengths),
                            "share_over_128": sum(n > 128 for n in lengths) / len(lengths)},
         "matmul_peak_flops_per_s": peaks,
+        "repeats": args.repeats, "original_repeats": original_repeats, "slots": args.slots,
         "results": results,
-        "speedup_examples_per_s": {m: by_key["ours", m]["examples_per_s"] / by_key["original", m]["examples_per_s"]
-                                   for m in modes},
+        "repetitions": {f"{s}/{m}": [r["examples_per_s"] for r in rs] for (s, m), rs in runs.items()},
+        "load_average": [round(r["load_average_1min_after"], 2) for rs in runs.values() for r in rs],
+        "speedups_examples_per_s": {f"{a} / {b}": {m: speedup(runs[a, m], runs[b, m]) for m in modes}
+                                    for a, b in pairs},
     }
     print(render_table(report))
     if args.json:

@@ -111,6 +111,14 @@ class TokenizeConfig(_Strict):
         default_factory=lambda: [32, 64, 128],
         description="Static padded lengths; each text is padded to the smallest bucket that holds it.",
     )
+    packing: bool = Field(
+        True,
+        description="Pack several texts into rows of max_length tokens (block-diagonal attention) instead of "
+        "padding each to its bucket, in training, evaluation and prediction.",
+    )
+    pack_slots: PositiveInt = Field(
+        8, description="Most texts per packed row; a batch of train.batch_size texts takes batch_size/pack_slots rows."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TokenizeConfig:

@@ -179,3 +179,17 @@ def static_attention() -> str:
     AttentionInterface.register(STATIC_ATTENTION, sdpa_attention_forward)
     AttentionMaskInterface.register(STATIC_ATTENTION, sdpa_mask_always)
     return STATIC_ATTENTION
+
+
+def replicated(tensor):
+    """`tensor` laid out whole on every device under SPMD (unchanged elsewhere). A sharded tensor read back to the
+    host costs a freshly compiled gather program on each read; a replicated one is read as it is."""
+    try:
+        import torch_xla.distributed.spmd as xs
+        import torch_xla.runtime as xr
+    except ImportError:
+        return tensor
+    if not xr.is_spmd() or tensor.device.type != "xla":
+        return tensor
+    xs.mark_sharding(tensor, xs.get_global_mesh(), (None,) * tensor.dim())
+    return tensor

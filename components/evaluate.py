@@ -50,11 +50,19 @@ def load_trained_model(model_dir: str | Path, base_dir: str | Path):
     return model.eval()
 
 
-def predict_logits(model, dataset, batch_size: int, pad_token_id: int) -> np.ndarray:
-    """Logits for every example of a tokenized split, in order."""
+def predict_logits(model, dataset, batch_size: int, pad_token_id: int, packing=None) -> np.ndarray:
+    """Logits for every example of a tokenized split, in order; with a TokenizeConfig whose `packing` is on,
+    the texts are packed into rows (`batch_size` text slots a batch)."""
     import torch
 
     from components.train import BucketCollator
+
+    if packing is not None and packing.packing:
+        from components.packing import packed_logits
+
+        lengths = [int(np.sum(mask)) for mask in dataset["attention_mask"]]
+        return packed_logits(model, dataset["input_ids"], lengths, batch_size, pad_token_id, packing.max_length,
+                             packing.pack_slots)
 
     collate = BucketCollator(pad_token_id)
     outputs = []
@@ -67,14 +75,16 @@ def predict_logits(model, dataset, batch_size: int, pad_token_id: int) -> np.nda
 
 
 def predict_test(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
-                 batch_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Test labels and every model's predicted classes."""
+                 batch_size: int, packing=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Test labels and every model's predicted classes (texts packed into rows with a TokenizeConfig whose
+    `packing` is on)."""
     from components.tokenization import load_tokenizer
     from components.train import load_tokenized_split
 
     test = load_tokenized_split(tokenized_dir, "test")
     pad_id = load_tokenizer(base_dir).pad_token_id
-    preds = {name: predict_logits(load_trained_model(model_dir, base_dir), test, batch_size, pad_id).argmax(axis=-1)
+    preds = {name: predict_logits(load_trained_model(model_dir, base_dir), test, batch_size, pad_id,
+                                  packing).argmax(axis=-1)
              for name, model_dir in model_dirs.items()}
     return np.asarray(test["label"]), preds
 
@@ -245,7 +255,7 @@ def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, to
 
     quiet_libraries()
     cfg = config_from_json(config_json)
-    y_true, preds = predict_test(model_dirs, base_dir, tokenized_dir, cfg.train.eval_batch_size)
+    y_true, preds = predict_test(model_dirs, base_dir, tokenized_dir, cfg.train.eval_batch_size, cfg.tokenize)
     summaries = {name: load_training_summary(path) for name, path in model_dirs.items()}
     if split_paths and cfg.reference.enabled:
         preds["reference"], summaries["reference"] = reference_predictions(split_paths, y_true, cfg.reference)

@@ -94,7 +94,7 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
     frame = pd.DataFrame({"text": [clean_text(as_text(t)) for t in texts], "label": 0})
     table, _ = tokenize_frame(frame, tokenizer, cfg.tokenize)
     dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
-    logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id)
+    logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id, cfg.tokenize)
     probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     ids = probs.argmax(axis=-1)
     out = pd.DataFrame({"text": list(texts), "label": [CLASS_NAMES[i] for i in ids], "label_id": ids})

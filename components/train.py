@@ -5,7 +5,8 @@
 
 LoRA (PEFT, task_type SEQ_CLS: the classifier head is trained through modules_to_save) or full fine-tuning;
 AdamW with linear warmup and decay, grad-norm clipping, val macro-F1 every epoch, best epoch kept, early
-stopping, one seed for init, dropout and shuffling, batches grouped by length and padded to the buckets.
+stopping, one seed for init, dropout and shuffling; texts packed into full rows (`tokenize.packing`,
+components/packing.py) or batches grouped by length and padded to the buckets.
 The output directory is a save_pretrained directory (adapter + head for LoRA, full weights for the
 baseline) with the tokenizer.
 
@@ -17,6 +18,7 @@ location resumes from the last intact one and ends as an uninterrupted run would
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,8 +96,11 @@ def load_base_classifier(base_dir: str | Path, attn_implementation: str | None =
 def build_model(mode: Mode, base_dir: str | Path, cfg: Config, attn_implementation: str | None = None):
     """The model to train: the base classifier, wrapped with LoRA adapters in lora mode."""
     model = load_base_classifier(base_dir, attn_implementation)
-    if mode == "baseline":
-        return model
+    return model if mode == "baseline" else with_lora(model, cfg)
+
+
+def with_lora(model, cfg: Config):
+    """`model` wrapped with the configured LoRA adapters (PEFT SEQ_CLS: the head trained through modules_to_save)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets: str | list[str] = cfg.lora.target_modules
@@ -144,6 +149,15 @@ def learning_rate(mode: Mode, cfg: Config) -> float:
     return cfg.train.lora_learning_rate if mode == "lora" else cfg.train.baseline_learning_rate
 
 
+def batch_rows(per_device_texts: int, cfg: Config, placement: Placement) -> int:
+    """The Trainer's batch size: the global batch in texts, or with packing in rows (whole rows per device)."""
+    from components.packing import rows_per_batch
+
+    if not cfg.tokenize.packing:
+        return per_device_texts * placement.devices
+    return rows_per_batch(per_device_texts, cfg.tokenize.pack_slots) * placement.devices
+
+
 def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: Placement):
     """Trainer settings; on XLA the Trainer's one (SPMD) device takes the global batch."""
     from transformers import TrainingArguments
@@ -153,8 +167,8 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
         output_dir=checkpoint_dir,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
-        per_device_train_batch_size=placement.global_batch,
-        per_device_eval_batch_size=placement.global_eval_batch,
+        per_device_train_batch_size=batch_rows(placement.per_device_batch, cfg, placement),
+        per_device_eval_batch_size=batch_rows(placement.per_device_eval_batch, cfg, placement),
         bf16=False,  # bf16 is the trainer's own autocast (BucketTrainer): float32 weights and optimizer states
         learning_rate=learning_rate(mode, cfg),
         lr_scheduler_type="linear",
@@ -242,18 +256,38 @@ def xla_storage_types(record: dict[str, list[str]]):
     return StorageTypes()
 
 
+@dataclass(frozen=True)
+class PackedRows:
+    """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch."""
+
+    row_length: int
+    slots: int
+    train_rows: int
+    eval_rows: int
+
+
 def bucket_trainer_class(base):
     """`base` (a Trainer class) with static batch shapes on XLA: batches sharded over the devices (also in an
     epoch resumed mid-way), and each phase's short last batch topped up to that phase's batch size (one compiled
     graph per bucket and phase); bf16 autocast of its own; an evaluation loss over the real rows only."""
     import torch
 
+    from components.packing import PackedCollator, packed_forward
+
     class BucketTrainer(base):
-        def __init__(self, *args, placement: Placement, pad_token_id: int, **kwargs):
+        def __init__(self, *args, placement: Placement, pad_token_id: int, packing: PackedRows | None = None,
+                     **kwargs):
             fixed = placement.static_shapes
             self.placement = placement
-            self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
-            collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
+            self.packing = packing
+            if packing is None:
+                self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
+                collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
+            else:  # rows of packed texts; on XLA every batch topped up to its phase's number of rows
+                self.eval_collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
+                                                    packing.eval_rows if fixed else None)
+                collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
+                                          packing.train_rows if fixed else None)
             super().__init__(*args, data_collator=collator, **kwargs)
             # The model's loss is already the mean over a batch's real rows (one batch per optimizer step): no
             # item count computed on the device beside the step (on a TPU, accelerate would run it as a graph of
@@ -267,6 +301,13 @@ def bucket_trainer_class(base):
                 return contextlib.nullcontext()
             return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16,
                                   cache_enabled=cache_enabled)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """Packed rows: logits per text slot, loss the mean over the filled slots (texts, not rows)."""
+            if self.packing is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = packed_forward(model, inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
 
         def _count_sharding(self, phase: str, inputs) -> None:
             if self.placement.kind == "xla":
@@ -350,8 +391,18 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     placement = prepare_placement(cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.precision)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(base_dir)
-    train_set = load_tokenized_split(tokenized_dir, "train")
-    val_set = load_tokenized_split(tokenized_dir, "val")
+    tok = cfg.tokenize
+    if tok.packing:
+        from components.packing import load_packed_split
+
+        train_set, val_set = (load_packed_split(tokenized_dir, name, tok.max_length, tok.pack_slots)
+                              for name in ("train", "val"))
+        packing = PackedRows(tok.max_length, tok.pack_slots, batch_rows(placement.per_device_batch, cfg, placement),
+                             batch_rows(placement.per_device_eval_batch, cfg, placement))
+    else:
+        train_set = load_tokenized_split(tokenized_dir, "train")
+        val_set = load_tokenized_split(tokenized_dir, "val")
+        packing = None
     model = build_model(mode, base_dir, cfg, static_attention() if placement.static_shapes else None)
     counts = parameter_counts(model)
     out_dir = Path(out_dir)
@@ -372,6 +423,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
             args=training_arguments(mode, cfg, str(ckpt), placement),
             placement=placement,
             pad_token_id=tokenizer.pad_token_id,
+            packing=packing,
             train_dataset=train_set,
             eval_dataset=val_set,
             processing_class=tokenizer,
@@ -391,6 +443,11 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
     summary["final_train_loss"] = trainer.whole_run_training_loss()
     summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
+    if packing is not None:  # the Trainer counts rows: examples are texts
+        texts_per_row = sum(len(labels) for labels in train_set["labels"]) / max(len(train_set), 1)
+        summary["train_examples_per_second"] = round(summary["train_examples_per_second"] * texts_per_row, 2)
+        summary["packing"] = {"row_length": packing.row_length, "slots": packing.slots,
+                              "train_rows": len(train_set), "texts_per_row": round(texts_per_row, 3)}
     if graphs:
         summary["xla_graphs"] = graphs
         summary["xla_storage_types"] = storage

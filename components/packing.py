@@ -1,0 +1,208 @@
+"""Packing: several short texts share one row of fixed length, each attending only to itself.
+
+A row holds at most `slots` texts and `row_length` tokens. Each text keeps its own positions (XLM-R's
+`padding_idx + 1, padding_idx + 2, ...`, as if it were alone), the attention mask is block-diagonal by segment
+(padding tokens form a segment of their own, so that no query row is fully masked), and the classifier reads
+each text's `<s>` token, gathered per slot. Logits and labels are per slot (`rows * slots`); empty slots are
+labelled IGNORED_LABEL, which the loss and the metrics skip. Every batch has the same shape, so XLA compiles one
+graph per phase.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+IGNORED_LABEL = -100  # cross-entropy's ignore_index: empty slots and filler rows
+
+
+def pack_rows(lengths: Sequence[int], row_length: int, slots: int) -> list[list[int]]:
+    """Indices of the texts in each row: best-fit decreasing (the longest text first, into the fullest row that
+    still holds it and has a free slot). Deterministic; at most `slots` texts and `row_length` tokens per row."""
+    if slots < 1 or row_length < 1:
+        raise ValueError(f"slots and row_length must be positive, got {slots} and {row_length}")
+    rows: list[list[int]] = []
+    room: list[int] = []
+    open_rows: list[list[int]] = [[] for _ in range(row_length + 1)]  # room left -> rows with a free slot
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        n = int(lengths[i])
+        if not 0 < n <= row_length:
+            raise ValueError(f"text {i} has {n} tokens: packing needs 1 to {row_length}")
+        row = next((open_rows[r].pop() for r in range(n, row_length + 1) if open_rows[r]), None)
+        if row is None:
+            row = len(rows)
+            rows.append([])
+            room.append(row_length)
+        rows[row].append(i)
+        room[row] -= n
+        if len(rows[row]) < slots and room[row] > 0:
+            open_rows[room[row]].append(row)
+    return [sorted(r) for r in rows]
+
+
+def rows_per_batch(texts: int, slots: int) -> int:
+    """Rows that hold a batch of `texts` text slots."""
+    return math.ceil(texts / slots)
+
+
+def packed_records(input_ids: Sequence[Sequence[int]], lengths: Sequence[int], labels: Sequence[int],
+                   row_length: int, slots: int) -> list[dict[str, list[int]]]:
+    """One record per row: the texts' real tokens (`texts`), their labels, their input positions (`index`) and
+    the row's length (one for all: the length-grouped sampler then shuffles rows at random)."""
+    return [{"texts": [list(map(int, input_ids[i][: int(lengths[i])])) for i in row],
+             "labels": [int(labels[i]) for i in row], "index": list(row), "length": row_length}
+            for row in pack_rows(lengths, row_length, slots)]
+
+
+def packing_efficiency(lengths: Sequence[int], row_length: int, slots: int, batch_texts: int) -> dict[str, Any]:
+    """Rows, filled slots and the share of real tokens, batches topped up to whole batches of rows."""
+    rows = pack_rows(lengths, row_length, slots)
+    per_batch = rows_per_batch(batch_texts, slots)
+    padded_rows = math.ceil(len(rows) / per_batch) * per_batch if rows else 0
+    return {"rows": len(rows), "slots_filled": round(len(lengths) / max(len(rows) * slots, 1), 4),
+            "padding_efficiency": round(sum(map(int, lengths)) / max(padded_rows * row_length, 1), 4)}
+
+
+class PackedCollator:
+    """Rows of packed texts into one batch: input_ids, segment_ids (1..slots; 0 for padding), position_ids,
+    cls_index (the offset of each slot's `<s>`, 0 when empty) and labels per slot (IGNORED_LABEL when empty);
+    with `with_index`, the texts' input positions per slot (-1 when empty).
+
+    With `rows`, a short batch is topped up with empty rows, so that XLA sees one batch shape.
+    """
+
+    def __init__(self, pad_token_id: int, row_length: int, slots: int, rows: int | None = None,
+                 with_index: bool = False):
+        self.pad_token_id = pad_token_id
+        self.row_length = row_length
+        self.slots = slots
+        self.rows = rows
+        self.with_index = with_index
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        rows, width, slots = max(len(features), self.rows or 0), self.row_length, self.slots
+        ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
+        segments = torch.zeros((rows, width), dtype=torch.long)
+        positions = torch.full((rows, width), self.pad_token_id, dtype=torch.long)  # padding_idx for padding
+        cls_index = torch.zeros((rows, slots), dtype=torch.long)
+        labels = torch.full((rows * slots,), IGNORED_LABEL, dtype=torch.long)
+        index = torch.full((rows * slots,), -1, dtype=torch.long)
+        for r, feature in enumerate(features):
+            if len(feature["texts"]) > slots:
+                raise ValueError(f"a row holds {len(feature['texts'])} texts, more than {slots} slots")
+            offset = 0
+            for k, tokens in enumerate(feature["texts"]):
+                n = len(tokens)
+                if offset + n > width:
+                    raise ValueError(f"a row holds {offset + n} tokens, more than {width}")
+                ids[r, offset:offset + n] = torch.as_tensor(tokens, dtype=torch.long)
+                segments[r, offset:offset + n] = k + 1
+                # RoBERTa's create_position_ids_from_input_ids for this text alone
+                positions[r, offset:offset + n] = torch.arange(self.pad_token_id + 1, self.pad_token_id + 1 + n)
+                cls_index[r, k] = offset
+                labels[r * slots + k] = int(feature["labels"][k])
+                index[r * slots + k] = int(feature["index"][k])
+                offset += n
+        batch = {"input_ids": ids, "segment_ids": segments, "position_ids": positions, "cls_index": cls_index,
+                 "labels": labels}
+        if self.with_index:
+            batch["index"] = index
+        return batch
+
+
+def block_diagonal_mask(segment_ids, attn_implementation: str | None):
+    """(rows, 1, L, L) mask: a token attends to the tokens of its own segment. Boolean (True = attend) for SDPA
+    implementations; additive float for eager attention."""
+    import torch
+
+    same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    if attn_implementation == "eager":
+        return torch.zeros(same.shape, dtype=torch.float32, device=same.device).masked_fill(
+            ~same, torch.finfo(torch.float32).min)
+    return same
+
+
+def classifier_of(model):
+    """The sequence classifier under a PEFT wrapper, and its head module (PEFT's modules_to_save wrapper)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(inner, "classifier"):
+        raise TypeError(f"{type(inner).__name__} has no classifier head to read the <s> tokens with")
+    return inner, inner.classifier
+
+
+@contextlib.contextmanager
+def head_reads_slots(head, cls_index):
+    """While open, the head sees each slot's `<s>` state ((rows * slots, 1, hidden)) instead of each row's first."""
+    import torch
+
+    def gather(module, args, kwargs):
+        features = args[0]
+        hidden = features.shape[-1]
+        picked = torch.gather(features, 1, cls_index.unsqueeze(-1).expand(-1, -1, hidden))
+        return (picked.reshape(-1, 1, hidden), *args[1:]), kwargs
+
+    handle = head.register_forward_pre_hook(gather, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def packed_forward(model, batch: dict[str, Any]):
+    """Logits per slot ((rows * slots, classes)) and, with labels, the mean cross-entropy over the filled slots.
+    The model is called as a whole (PEFT adapters included), with the block-diagonal mask and per-text positions."""
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from components.device import replicated
+
+    inner, head = classifier_of(model)
+    mask = block_diagonal_mask(batch["segment_ids"], getattr(inner.config, "_attn_implementation", None))
+    with head_reads_slots(head, batch["cls_index"]):
+        logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"]).logits
+    logits = replicated(logits)  # SPMD: evaluation reads the logits back every batch
+    loss = None
+    if batch.get("labels") is not None:
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORED_LABEL)
+    return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def packed_logits(model, input_ids: Sequence[Sequence[int]], lengths: Sequence[int], batch_texts: int,
+                  pad_token_id: int, row_length: int, slots: int):
+    """Logits of every text, in input order (numpy, float32): texts packed into rows, `batch_texts` slots a batch."""
+    import numpy as np
+    import torch
+
+    records = packed_records(input_ids, lengths, [0] * len(lengths), row_length, slots)
+    collate = PackedCollator(pad_token_id, row_length, slots, with_index=True)
+    per_batch = rows_per_batch(batch_texts, slots)
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for start in range(0, len(records), per_batch):
+            batch = collate(records[start:start + per_batch])
+            index = batch.pop("index")
+            batch.pop("labels")
+            logits = packed_forward(model, batch).logits.float().numpy()
+            if out is None:
+                out = np.zeros((len(lengths), logits.shape[-1]), dtype=np.float32)
+            filled = index.numpy() >= 0
+            out[index.numpy()[filled]] = logits[filled]
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def load_packed_split(tokenized_dir, name: str, row_length: int, slots: int):
+    """A tokenized split packed into rows, as a datasets.Dataset (texts, labels, index per row)."""
+    from pathlib import Path
+
+    import datasets
+
+    from components.storage import read_parquet
+
+    frame = read_parquet(Path(tokenized_dir) / f"{name}.parquet", ["input_ids", "label", "num_tokens"])
+    records = packed_records(frame["input_ids"].tolist(), frame["num_tokens"].tolist(), frame["label"].tolist(),
+                             row_length, slots)
+    return datasets.Dataset.from_list(records)
