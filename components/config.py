@@ -112,7 +112,7 @@ class TokenizeConfig(_Strict):
         description="Static padded lengths; each text is padded to the smallest bucket that holds it.",
     )
     packing: bool = Field(
-        True,
+        False,
         description="Pack several texts into rows of max_length tokens (block-diagonal attention) instead of "
         "padding each to its bucket, in training, evaluation and prediction.",
     )

@@ -129,15 +129,15 @@ def test_evaluation_and_prediction_keep_input_order(trained, base_dir, tokenized
     from components.evaluate import load_trained_model, predict_logits
     from components.train import load_tokenized_split
 
-    assert fast_cfg.tokenize.packing
+    tokenize = fast_cfg.tokenize.model_copy(update={"packing": True})
     model = load_trained_model(trained["lora"][0], base_dir)
     test = load_tokenized_split(tokenized_dir, "test")
-    packed = predict_logits(model, test, 16, 1, fast_cfg.tokenize)
+    packed = predict_logits(model, test, 16, 1, tokenize)
     bucketed = predict_logits(model, test, 16, 1)
     np.testing.assert_allclose(packed, bucketed, atol=2e-5, rtol=1e-4)
     # reversed input, reversed output
     reversed_set = test.select(list(range(len(test)))[::-1])
-    np.testing.assert_allclose(predict_logits(model, reversed_set, 16, 1, fast_cfg.tokenize), packed[::-1],
+    np.testing.assert_allclose(predict_logits(model, reversed_set, 16, 1, tokenize), packed[::-1],
                                atol=2e-5, rtol=1e-4)
 
 
@@ -170,3 +170,20 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     expected_loss = torch.nn.functional.cross_entropy(logits, torch.tensor(texts["label"].to_numpy())).item()
     assert out.metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-4)
     assert real_rows_loss(out.predictions, out.label_ids) == pytest.approx(expected_loss, rel=1e-4)
+
+
+def test_training_on_packed_rows_counts_texts(fast_cfg, base_dir, tokenized_dir, tmp_path):
+    """A LoRA run with tokenize.packing trains on packed rows and reports every train text once per epoch."""
+    import pandas as pd
+
+    from components.train import run_train
+
+    summary = run_train("lora", fast_cfg.to_json(), {"tokenize.packing": True}, str(base_dir), str(tokenized_dir),
+                        str(tmp_path / "lora"))
+    assert summary["packing"]["slots"] == fast_cfg.tokenize.pack_slots
+    assert summary["packing"]["row_length"] == fast_cfg.tokenize.max_length
+    texts = len(pd.read_parquet(tokenized_dir / "train.parquet", columns=["label"]))
+    packing = summary["packing"]
+    assert packing["train_rows"] < texts
+    assert round(packing["texts_per_row"] * packing["train_rows"]) == texts
+    assert 0.0 <= summary["best_val_macro_f1"] <= 1.0

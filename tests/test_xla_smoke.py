@@ -44,7 +44,7 @@ def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_pa
     for mode, run in first["runs"].items():
         assert run["device_kind"] == "xla" and run["device_type"] == "CPU" and run["device_count"] == DEVICES
         assert run["mesh"] == {"shape": [DEVICES], "axis_names": ["data"], "device_ids": list(range(DEVICES))}
-        assert run["batch"]["input_ids_shape"] == [DEVICES, 128]  # 8 texts a device: one packed row of 8 slots
+        assert run["batch"]["input_ids_shape"][0] == 8 * DEVICES
         assert run["batch"]["input_ids_sharding"].startswith(f"{{devices=[{DEVICES},1]"), run["batch"]
         assert set(run["parameter_dtypes"]) == {"float32"}, mode
         assert set(run["optimizer_state_dtypes"]) == {"float32"}, mode
