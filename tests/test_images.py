@@ -123,7 +123,7 @@ def test_xla_cpu_in_tpu_image():
     out = podman("run", "--rm", "--network", "none", "--env", "PJRT_DEVICE=CPU", "--entrypoint", "python", image,
                  "-c", code, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-2:] == ["xla", "80.0"]
+    assert out.stdout.split()[-2:] == ["xla", "83.0"]  # [[5, 14], [14, 50]]
 
 
 def run_dag(runner: str, root: Path) -> tuple[dict[str, float], str]:
