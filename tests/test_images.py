@@ -62,6 +62,20 @@ def run_in(image: str, *args: str, user: str | None = None, env: dict[str, str] 
     return result.stdout
 
 
+def test_atomic_files_are_readable_by_other_steps(tmp_path):
+    """A file written through atomic_file gets open()'s mode (0666 less the umask), not mkstemp's 0600: the TPU
+    image's steps write as root, the CPU image's steps read as uid 10001."""
+    from components.storage import atomic_file
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "model.safetensors") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 @images
 @pytest.mark.parametrize("name,user,workdir,cmd", [("cpu", "10001:10001", "/home/app", "components.prepare"),
                                                    ("tpu", "0:0", "/workspace", "components.train")])
