@@ -234,6 +234,9 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # as open() would make it (mkstemp: 0600), for steps running as other users
     tmp = Path(name)
     try:
         yield tmp

@@ -30,8 +30,10 @@ from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
 from pipelines import vertex as on_vertex
 
-Target = Literal["local", "vertex"]
-TARGETS: tuple[str, ...] = ("local", "vertex")
+Target = Literal["local", "docker", "vertex"]
+TARGETS: tuple[str, ...] = ("local", "docker", "vertex")
+# The local runner in the images (pipelines/run_local.py --runner docker): the TPU image trains on XLA's CPU backend.
+DOCKER_TRAIN_ENV = {"PJRT_DEVICE": "CPU"}
 TASKS = ("prepare", "base-model", "tokenize", "train-lora", "train-baseline", "evaluate", "export-model")
 TRAIN_STEPS = ("train_lora", "train_baseline", "smoke")  # custom jobs on the training machine
 
@@ -46,8 +48,8 @@ def step_image(cfg: Config, name: str) -> str:
 
 
 def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, Any]:
-    """The components of each step for a target: as defined for the local runner, in our images on Vertex,
-    where the training steps are custom jobs."""
+    """The components of each step for a target: as defined for the local runner, in our images for the local
+    runner in containers (`docker`) and on Vertex, where the training steps are custom jobs."""
     steps = {"prepare": prepare, "base_model": base_model_op,
              "tokenize": tokenize, "train_lora": train_lora, "train_baseline": train_baseline, "evaluate": evaluate,
              "export": export_model, "select_best_trial": select_best_trial, "smoke": smoke}
@@ -57,9 +59,11 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
         steps |= {"selected_macro_f1": selected_macro_f1, "upload_model": upload_model}
     if target == "local":
         return steps
-    if target != "vertex":
+    if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     ops = {name: _with_image(comp, step_image(cfg, name)) for name, comp in steps.items()}
+    if target == "docker":
+        return ops
     for name in TRAIN_STEPS:
         ops[name] = on_vertex.custom_job_component(ops[name], cfg, step_environment(step_image(cfg, name), commit))
     return ops
@@ -86,7 +90,11 @@ class Dag:
         if self.vertex:
             on_vertex.configure_task(self.cfg, self.commit, task, kind)
         elif kind != "importer":
-            for key, value in step_environment(None, self.commit).items():
+            image = None if self.target == "local" else step_image(self.cfg, "train_lora" if kind == "train" else "")
+            env = step_environment(image, self.commit)
+            if self.target == "docker" and kind == "train":
+                env |= DOCKER_TRAIN_ENV
+            for key, value in env.items():
                 task.set_env_variable(key, value)
         return task
 

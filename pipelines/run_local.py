@@ -1,26 +1,40 @@
-"""Run the whole pipeline on this machine with the KFP local runner (subprocesses, no containers).
+"""Run the whole pipeline on this machine with the KFP local runner: in subprocesses, or in the images.
 
     python pipelines/run_local.py                                  # configs/local.yaml: sample data, tiny base
     python pipelines/run_local.py --set train.epochs=2 --set data.uri=my_data.csv
     python pipelines/run_local.py --config configs/banglasenti.yaml  # the full experiment (needs the Hub)
     python pipelines/run_local.py --gcsfuse-semantics               # artifacts behave as on Vertex's /gcs/
+    python pipelines/run_local.py --runner docker                   # every step in its image (make images)
 
 Branches run one after another. Artifacts go under `pipeline.local_root` (default runs/); the paths of
 every artifact and of the reports are printed at the end. With --gcsfuse-semantics (or
 BANGLASENTI_GCSFUSE_SEMANTICS=1) every step refuses, under the pipeline root, what Cloud Storage FUSE refuses
 (renaming a non-empty directory, hard links): see pipelines/gcsfuse.py.
+
+With --runner docker every step runs in the image Vertex AI would use (kfp's DockerRunner through the API at
+$DOCKER_HOST, e.g. podman's: `make engine`), as the image's user, without network; the training steps in the TPU
+image on XLA's CPU backend (PJRT_DEVICE=CPU). The steps see the artifact root as /gcs/<name>/ like on Vertex:
+/gcs/<name> on this machine is a link to it (docs/containers.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from components.config import CONFIG_DIR, Config, ConfigError, load_config
-from pipelines.pipeline import build_pipeline
+from pipelines.pipeline import Target, build_pipeline
+
+RUNNERS = ("subprocess", "docker")
+# The images `make images` builds (podman names local images localhost/NAME:latest).
+LOCAL_IMAGES = {"pipeline.cpu_image": "localhost/banglasenti-cpu:latest",
+                "pipeline.train_image": "localhost/banglasenti-tpu:latest"}
+GCS_MOUNT = Path("/gcs")  # where Vertex AI's steps see gs:// (Cloud Storage FUSE)
 
 
 def init_local_runner(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False) -> Path:
@@ -39,11 +53,48 @@ def init_local_runner(cfg: Config, pipeline_root: str | Path | None = None, gcsf
     return root
 
 
-def run_local(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False) -> dict[str, Any]:
-    """Run the DAG with kfp.local's SubprocessRunner in this Python environment; return the run's paths."""
-    init_local_runner(cfg, pipeline_root, gcsfuse_semantics)
+def gcs_view(root: Path) -> Path:
+    """/gcs/<name>, a link to the artifact root `root`, so that paths are the same here and in the containers
+    (kfp mounts the pipeline root at its own path) and look like Vertex AI's /gcs/<bucket>/."""
+    view = GCS_MOUNT / f"banglasenti-{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+    GCS_MOUNT.mkdir(exist_ok=True)
+    if not view.is_symlink() or view.resolve() != root:
+        tmp = view.with_name(view.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(root)
+        tmp.replace(view)
+    return view
+
+
+def init_docker_runner(cfg: Config, pipeline_root: str | Path | None = None) -> Path:
+    """kfp.local's DockerRunner (the API at $DOCKER_HOST), steps without network, artifacts under the pipeline
+    root seen as /gcs/<name>/ in the containers and here (returned). The images' non-root user writes there."""
+    from kfp import local
+
+    root = Path(pipeline_root or cfg.pipeline.local_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o777)  # the CPU image's user (uid 10001) makes each run's directories
+    view = gcs_view(root)
+    # Vertex AI and Kubernetes replace the image's entrypoint (python -m) with the component's command; the
+    # DockerRunner passes that command as the container's arguments, so `env` runs it as the program.
+    runner = local.DockerRunner(network_mode="none", entrypoint=["/usr/bin/env"])
+    local.init(runner=runner, pipeline_root=str(view), raise_on_error=True)
+    return view
+
+
+def run_local(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False,
+              runner: str = "subprocess") -> dict[str, Any]:
+    """Run the DAG with kfp.local's SubprocessRunner in this Python environment, or (`runner="docker"`) every
+    step in its image (cfg.pipeline.cpu_image, cfg.pipeline.train_image); return the run's paths."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    target: Target = "docker" if runner == "docker" else "local"
+    if runner == "docker":
+        init_docker_runner(cfg, pipeline_root)
+    else:
+        init_local_runner(cfg, pipeline_root, gcsfuse_semantics)
     start = time.monotonic()
-    task = build_pipeline(cfg, "local")()
+    task = build_pipeline(cfg, target)()
     wall = time.monotonic() - start
     report = Path(task.outputs["report"].path)
     return {
@@ -70,14 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-root", help="where artifacts go (default: the config's pipeline.local_root)")
     parser.add_argument("--gcsfuse-semantics", action="store_true",
                         help="refuse what Cloud Storage FUSE refuses under the pipeline root (as on Vertex AI)")
+    parser.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                        help="subprocess: this Python environment; docker: each step in its image, through the "
+                        "Docker API at $DOCKER_HOST (images: pipeline.cpu_image, pipeline.train_image; default the "
+                        "ones `make images` builds)")
     args = parser.parse_args(argv)
+    if args.runner == "docker" and args.gcsfuse_semantics:
+        parser.error("--gcsfuse-semantics applies to the subprocess runner")
+    images = [f"{key}={value}" for key, value in LOCAL_IMAGES.items()] if args.runner == "docker" else []
+    if args.runner == "docker" and not os.environ.get("DOCKER_HOST"):
+        print("note: DOCKER_HOST is not set; the docker SDK uses its default socket", file=sys.stderr)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, images + args.overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = run_local(cfg, args.pipeline_root, args.gcsfuse_semantics)
+        result = run_local(cfg, args.pipeline_root, args.gcsfuse_semantics, args.runner)
     except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"; logs are above
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,175 @@
+"""The local runner in the images: the `docker` target's spec (fast), then (marker `images`; `make test-images`
+builds the images first) what each built image is, steps run in the CPU image as its user without network into a
+mounted /gcs, XLA on the TPU image's CPU backend, and the whole DAG in the images through kfp's DockerRunner and
+podman's Docker API, against the subprocess run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import CONFIG_DIR, load_config
+from pipelines.pipeline import TASKS, build_pipeline
+from pipelines.run_local import LOCAL_IMAGES
+from tests.images import ROOT, local_image, podman
+
+LOCKS = ROOT / "containers" / "locks"
+images = pytest.mark.images
+
+
+def test_docker_target_runs_each_step_in_its_image(tmp_path):
+    """Every step in the image Vertex AI would run it in, the training steps on XLA's CPU backend, and no custom
+    jobs (the local runner cannot run those)."""
+    from kfp import compiler
+
+    cfg = load_config(CONFIG_DIR / "local.yaml", [f"{k}={v}" for k, v in LOCAL_IMAGES.items()])
+    compiler.Compiler().compile(build_pipeline(cfg, "docker"), package_path=str(tmp_path / "p.yaml"))
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"importer", *TASKS}
+    for name in TASKS:
+        container = spec["deploymentSpec"]["executors"][tasks[name]["componentRef"]["name"].replace("comp-", "exec-")][
+            "container"]
+        train = name.startswith("train-")
+        assert container["image"] == LOCAL_IMAGES["pipeline.train_image" if train else "pipeline.cpu_image"], name
+        assert "pip install" not in " ".join(container["command"]), name
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env.get("BANGLASENTI_IMAGE") == container["image"], name
+        assert (env.get("PJRT_DEVICE") == "CPU") == train, name
+
+
+def locked(lock: str, package: str) -> str:
+    for line in (LOCKS / f"{lock}.txt").read_text().splitlines():
+        if line.startswith(f"{package}=="):
+            return line.split("==", 1)[1].split()[0].rstrip("\\").strip()
+    raise AssertionError(f"{package} not in {lock}.txt")
+
+
+def run_in(image: str, *args: str, user: str | None = None, env: dict[str, str] | None = None,
+           volumes: dict[Path, str] | None = None) -> str:
+    """`podman run` of the image's entrypoint (python -m) with ARGS, no network; stdout."""
+    cmd = ["run", "--rm", "--network", "none"]
+    cmd += ["--user", user] if user else []
+    cmd += [f"--env={k}={v}" for k, v in (env or {}).items()]
+    cmd += [f"--volume={host}:{inside}" for host, inside in (volumes or {}).items()]
+    result = podman(*cmd, image, *args, check=False)
+    assert result.returncode == 0, f"{image} {' '.join(args)}: rc {result.returncode}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_atomic_files_are_readable_by_other_steps(tmp_path):
+    """A file written through atomic_file gets open()'s mode (0666 less the umask), not mkstemp's 0600: the TPU
+    image's steps write as root, the CPU image's steps read as uid 10001."""
+    from components.storage import atomic_file
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "model.safetensors") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@images
+@pytest.mark.parametrize("name,user,workdir,cmd", [("cpu", "10001:10001", "/home/app", "components.prepare"),
+                                                   ("tpu", "0:0", "/workspace", "components.train")])
+def test_image_config(name, user, workdir, cmd):
+    """User, workdir, entrypoint and command as the Dockerfile says, and the commit label."""
+    config = json.loads(podman("image", "inspect", local_image(name)).stdout)[0]["Config"]
+    assert config["User"] == user
+    assert config["WorkingDir"] == workdir
+    assert config["Entrypoint"] == ["python", "-m"]
+    assert config["Cmd"][0] == cmd
+    assert config["Labels"]["org.opencontainers.image.revision"] not in ("", "unknown")
+
+
+@pytest.mark.parametrize("name", ["cpu", "tpu"])
+@images
+def test_image_packages(name):
+    """The lock's torch and kfp, the project installed (not the source tree), pip check clean, the user's uid."""
+    image = local_image(name)
+    code = ("import importlib.metadata as m, os, components, json; print(json.dumps({'torch': m.version('torch'), "
+            "'kfp': m.version('kfp'), 'components': components.__file__, 'uid': os.getuid()}))")
+    seen = json.loads(podman("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code).stdout)
+    assert seen["torch"] == locked(name, "torch")
+    assert seen["kfp"] == locked(name, "kfp")
+    assert seen["components"].startswith("/opt/venv/lib/python3.11/site-packages/components/")
+    assert seen["uid"] == (10001 if name == "cpu" else 0)
+    check = podman("run", "--rm", "--network", "none", "--entrypoint", "pip", image, "check", check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@images
+def test_steps_in_cpu_image(tmp_path):
+    """prepare then base-model run in the CPU image as uid 10001, offline, writing into the directory mounted
+    at /gcs (as on Vertex AI); what they write belongs to that user."""
+    image = local_image("cpu")
+    out = tmp_path / "bucket"
+    out.mkdir()
+    out.chmod(0o777)
+    small = ["--set", "model.tiny.pretrain_steps=20", "--set", "model.tiny.hidden_size=64",
+             "--set", "model.tiny.intermediate_size=128"]
+    prep = json.loads(run_in(image, "components.prepare", "--input", "sample", "--output-dir", "/gcs/bucket/prepare",
+                             volumes={out: "/gcs/bucket"}).strip().splitlines()[-1])
+    assert sum(prep["rows_out"].values()) > 600 and prep["report"] == "/gcs/bucket/prepare/report.md"
+    run_in(image, "components.base_model", *small, "--train", "/gcs/bucket/prepare/train.parquet",
+           "--output-dir", "/gcs/bucket/base", volumes={out: "/gcs/bucket"})
+    for path in (out / "prepare" / "train.parquet", out / "base" / "config.json"):
+        assert path.is_file(), path
+        assert path.stat().st_uid == 10001
+    assert (out / "prepare" / "test.parquet").stat().st_size > 0
+
+
+@images
+def test_xla_cpu_in_tpu_image():
+    """torch_xla in the TPU image computes on its CPU backend (PJRT_DEVICE=CPU; the image says TPU)."""
+    image = local_image("tpu")
+    env = podman("run", "--rm", "--network", "none", "--entrypoint", "printenv", image, "PJRT_DEVICE").stdout
+    assert env.strip() == "TPU"
+    code = ("import torch, torch_xla, torch_xla.core.xla_model as xm; d = xm.xla_device(); "
+            "x = torch.arange(6., device=d).reshape(2, 3); print(d.type, (x @ x.T).sum().item())")
+    out = podman("run", "--rm", "--network", "none", "--env", "PJRT_DEVICE=CPU", "--entrypoint", "python", image,
+                 "-c", code, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["xla", "83.0"]  # [[5, 14], [14, 50]]
+
+
+def run_dag(runner: str, root: Path) -> tuple[dict[str, float], str]:
+    """`pipelines/run_local.py --runner RUNNER` on configs/local.yaml; its printed test macro-F1s, and stdout."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # The tiny base's pre-training stops at pretrain_max_seconds: lifted, so that both runs do all 500 steps
+    # however loaded the machine is (at 300 s, a loaded machine did 43-109 steps).
+    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--runner", runner,
+                           "--pipeline-root", str(root), "--set", "model.tiny.pretrain_max_seconds=36000"],
+                          capture_output=True, text=True, env=env, timeout=5400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("Test macro-F1: "))
+    scores = dict(item.rsplit(" ", 1) for item in line.removeprefix("Test macro-F1: ").split(", "))
+    return {name: float(value) for name, value in scores.items()}, proc.stdout
+
+
+@images
+@pytest.mark.slow
+def test_dag_in_images(tmp_path):
+    """The whole DAG through kfp's DockerRunner (podman's Docker API): each step in its image as the image's user,
+    the artifact root seen as /gcs/<name>/; the test macro-F1 of both models against the subprocess run."""
+    local_image("cpu"), local_image("tpu")
+    root = tmp_path / "docker"
+    scores, stdout = run_dag("docker", root)
+    (run,) = [p for p in root.iterdir() if p.is_dir()]
+    assert {p.name for p in run.iterdir() if p.is_dir()} >= set(TASKS)
+    assert "/gcs/banglasenti-docker-" in stdout
+    assert (run / "prepare" / "train").stat().st_uid == 10001  # CPU image: uid 10001
+    assert (run / "train-lora" / "model").stat().st_uid == 0  # TPU image: root
+    lineage = json.loads((run / "train-lora" / "executor_output.json").read_text())
+    assert "localhost/banglasenti-tpu:latest" in json.dumps(lineage)
+    reference, _ = run_dag("subprocess", tmp_path / "subprocess")
+    # torch-free figures: the same data split and the same scikit-learn give the same scores.
+    assert scores["reference"] == reference["reference"]
+    assert scores["majority_class"] == reference["majority_class"]
