@@ -34,11 +34,10 @@ setup-xla: $(XLA_STAMP)
 run: setup  ## the whole pipeline locally on the embedded sample and the tiny base model, offline
 	$(BIN)/python pipelines/run_local.py
 
-test: setup  ## lint, then every test (the slow pipeline runs, the XLA tests and the images included)
+test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests included; the images: make test-images)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not xla and not images"
 	$(MAKE) test-xla
-	$(MAKE) test-images
 
 test-fast: setup  ## unit and component tests only
 	$(BIN)/python -m pytest -m "not slow and not network and not xla and not images"
