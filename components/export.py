@@ -135,11 +135,6 @@ def export_models(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str 
     return summary
 
 
-def export_lora(base_dir: str | Path, lora_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Export the LoRA model alone (no baseline to compare with)."""
-    return export_models(base_dir, lora_dir, None, out_dir, "lora")
-
-
 @lightweight_component
 def export_model(config_json: str, base_model: Input[Model], lora_model: Input[Model],
                  baseline_model: Input[Model], metrics: Input[Metrics], data_report: Input[Markdown],

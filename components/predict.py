@@ -105,24 +105,17 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
 
 def read_jsonl_texts(path: Path, column: str) -> list[str]:
     """The `column` string of every line of a JSONL file of objects; a bad line is named."""
-    from components.prepare import check_utf8
+    from components.prepare import check_utf8, jsonl_records
 
     check_utf8(path)
     texts = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise InputError(f"{path}: line {lineno}: not valid JSON ({err})") from None
-            if not isinstance(record, dict) or column not in record:
-                raise InputError(f"{path}: line {lineno}: expected an object with a {column!r} field")
-            if not isinstance(record[column], str):
-                raise InputError(f"{path}: line {lineno}: {column!r} must be a string, got "
-                                 f"{type(record[column]).__name__}")
-            texts.append(record[column])
+    for lineno, record in jsonl_records(path):
+        if column not in record:
+            raise InputError(f"{path}: line {lineno}: expected an object with a {column!r} field")
+        if not isinstance(record[column], str):
+            raise InputError(f"{path}: line {lineno}: {column!r} must be a string, got "
+                             f"{type(record[column]).__name__}")
+        texts.append(record[column])
     if not texts:
         raise InputError(f"{path}: no lines")
     return texts

@@ -13,6 +13,7 @@ import json
 import re
 import tempfile
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ def detect_format(path: Path, fmt: str) -> str:
     return found
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    records = []
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file; a line that is not a JSON object is named."""
     with open(path, encoding="utf-8-sig") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -53,8 +54,11 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 raise InputError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}: line {lineno}: expected a JSON object")
-            records.append(record)
-    return pd.DataFrame.from_records(records)
+            yield lineno, record
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    return pd.DataFrame.from_records([record for _, record in jsonl_records(path)])
 
 
 def check_utf8(path: Path) -> None:

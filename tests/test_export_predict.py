@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from components.export import ADAPTER, MERGED, export_lora
+from components.export import ADAPTER, MERGED, export_models
 from components.predict import PROBABILITY_COLUMNS, load_model, predict_texts, write_predictions
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, trained, base_dir):
     out = tmp_path_factory.mktemp("export") / "lora"
-    return out, export_lora(base_dir, trained["lora"][0], out)
+    return out, export_models(base_dir, trained["lora"][0], None, out, "lora")  # LoRA alone
 
 
 def test_export_writes_a_merged_model_and_the_adapter(exported, trained):
