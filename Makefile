@@ -80,9 +80,6 @@ BUILD_MOUNTS ?= $(foreach f,/etc/pip.conf /etc/xdg/pip /etc/ssl/certs/ca-certifi
 TORCH_INDEX ?=
 TORCH_INDEX_CONF := $(if $(TORCH_INDEX),$(CURDIR)/$(VENV)/torch-index.pip.conf)
 DOCKERFILES := $(sort $(wildcard containers/*.Dockerfile))
-# IMAGES_PRUNE=1: drop the build cache of a lock once the images that share it are built (before the next lock's
-# build and at the end): each build stage keeps an 8 GB venv layer, and a build needs ~35 GB while it runs.
-IMAGES_PRUNE ?= 0
 
 engine:  ## podman + runc + debootstrap from Debian, configured, its Docker API at $(DOCKER_HOST) (idempotent)
 	containers/engine.sh
@@ -95,10 +92,8 @@ base: engine  ## the stand-in for the images' pinned Python base, where no regis
 
 images: base  ## build every containers/*.Dockerfile from the locks (hash-checked), reusing the layer cache
 	$(if $(TORCH_INDEX),mkdir -p $(VENV) && printf '[global]\nextra-index-url = %s\n' "$(TORCH_INDEX)" > $(TORCH_INDEX_CONF))
-	set -e; prev=; for f in $(DOCKERFILES); do name=$$(basename $$f .Dockerfile); \
-		lock=$$(grep -o 'locks/[a-z]*\.txt' $$f | grep -v build.txt | head -1); \
-		if [ "$(IMAGES_PRUNE)" = 1 ] && [ -n "$$prev" ] && [ "$$lock" != "$$prev" ]; then podman image prune -f >/dev/null; fi; \
-		prev=$$lock; tag=localhost/$(IMAGE_PREFIX)-$$name:latest; echo "== $$tag"; start=$$(date +%s); \
+	set -e; for f in $(DOCKERFILES); do name=$$(basename $$f .Dockerfile); \
+		tag=localhost/$(IMAGE_PREFIX)-$$name:latest; echo "== $$tag"; start=$$(date +%s); \
 		old=$$(podman image inspect --format '{{.Id}}' $$tag 2>/dev/null || true); \
 		podman build --pull=missing --layers $(BUILD_MOUNTS) \
 			$(if $(TORCH_INDEX),-v $(TORCH_INDEX_CONF):/root/.config/pip/pip.conf:ro) \
@@ -107,7 +102,6 @@ images: base  ## build every containers/*.Dockerfile from the locks (hash-checke
 		echo "== $$tag built in $$(( $$(date +%s) - start )) s"; \
 		if [ -n "$$old" ] && [ "$$old" != "$$(podman image inspect --format '{{.Id}}' $$tag)" ]; then \
 			podman rmi "$$old" >/dev/null 2>&1 || true; fi; done
-	$(if $(filter 1,$(IMAGES_PRUNE)),podman image prune -f >/dev/null)
 	podman images --filter reference='$(IMAGE_PREFIX)-*'
 
 test-images: setup images  ## build the images, then run steps and the whole DAG in them (tests/test_images.py)

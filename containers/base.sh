@@ -5,8 +5,8 @@
 # image under that name made by this very script is kept (FORCE=1 rebuilds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE=$(sed -n 's/^FROM \([^ ]*\) AS build$/\1/p' containers/cpu.Dockerfile)
-[ -n "$BASE" ] || { echo "base.sh: no 'FROM ... AS build' line in containers/cpu.Dockerfile" >&2; exit 1; }
+BASE=$(sed -n 's/^FROM \([^ ]*\).*$/\1/p' containers/cpu.Dockerfile | head -1)
+[ -n "$BASE" ] || { echo "base.sh: no FROM line in containers/cpu.Dockerfile" >&2; exit 1; }
 REF=docker.io/library/${BASE%%@*}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # libpython3.11: torch_xla's _XLAC links libpython3.11.so.1.0, which the real base has (a shared-library build).

@@ -2,40 +2,38 @@
 # (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, AIP_STORAGE_URI; docs/serving.md).
 # Build from the repository root (docs/containers.md):
 #   docker build -f containers/serve.Dockerfile --build-arg REVISION="$(git rev-parse HEAD)" -t banglasenti-serve .
-# The build stage is the CPU image's, line for line (containers/cpu.Dockerfile, the same lock with the serve
-# extra: fastapi, uvicorn), so the two images share its layers in the build cache.
-
-FROM python:3.11.14-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-COPY containers/locks/build.txt containers/locks/cpu.txt /tmp/locks/
-# setuptools (pinned) first, so the one sdist in the lock and the project build without unpinned downloads.
-RUN pip install --require-hashes --no-deps -r /tmp/locks/build.txt \
-    && pip install --require-hashes --no-build-isolation -r /tmp/locks/cpu.txt
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY components/ components/
-COPY pipelines/ pipelines/
-RUN pip install --no-deps --no-build-isolation . && pip check
+# Up to the project's install this is containers/cpu.Dockerfile instruction for instruction (the same lock, which
+# holds the serve extra: fastapi, uvicorn), so the build cache gives both images the very same layers and the
+# serving image adds only metadata.
 
 FROM python:3.11.14-slim-bookworm
-ARG REVISION=unknown
-ARG SOURCE_URL=unknown
-LABEL org.opencontainers.image.title="banglasenti-pipeline prediction server" \
-      org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
-RUN useradd --no-log-init --create-home --uid 10001 --user-group app
-COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HF_HOME=/home/app/.cache/huggingface \
-    AIP_HTTP_PORT=8080
+    HF_HOME=/home/app/.cache/huggingface
+# A non-root user; /gcs (KFP's local path for gs:// artifacts) exists and is theirs where nothing mounts it.
+RUN useradd --no-log-init --create-home --uid 10001 --user-group app \
+    && mkdir /gcs && chown app:app /gcs
+COPY containers/locks/build.txt containers/locks/cpu.txt /tmp/locks/
+# setuptools (pinned) first, so the one sdist in the lock and the project build without unpinned downloads.
+RUN python -m venv /opt/venv \
+    && pip install --require-hashes --no-deps -r /tmp/locks/build.txt \
+    && pip install --require-hashes --no-build-isolation -r /tmp/locks/cpu.txt
+COPY pyproject.toml README.md /tmp/src/
+COPY components/ /tmp/src/components/
+COPY pipelines/ /tmp/src/pipelines/
+RUN pip install --no-deps --no-build-isolation /tmp/src && pip check && rm -rf /tmp/src
+ENV AIP_HTTP_PORT=8080
 WORKDIR /home/app
 USER 10001:10001
 EXPOSE 8080
 # Vertex AI sets AIP_STORAGE_URI to its copy of the model; by hand: `docker run -e AIP_STORAGE_URI=gs://... IMAGE`
 ENTRYPOINT ["python", "-m"]
 CMD ["components.serve"]
+ARG REVISION=unknown
+ARG SOURCE_URL=unknown
+LABEL org.opencontainers.image.title="banglasenti-pipeline prediction server" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"

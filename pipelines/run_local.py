@@ -71,6 +71,9 @@ def init_docker_runner(cfg: Config, pipeline_root: str | Path | None = None) -> 
     root seen as /gcs/<name>/ in the containers and here (returned). The images' non-root user writes there."""
     from kfp import local
 
+    from pipelines import container_run
+
+    container_run.install()  # a failed step is reported as failed (kfp's own start loses its exit status here)
     root = Path(pipeline_root or cfg.pipeline.local_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o777)  # the CPU image's user (uid 10001) makes each run's directories

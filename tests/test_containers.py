@@ -131,82 +131,106 @@ def test_each_hadolint_ignore_is_justified_in_place(name):
 
 # --- the Dockerfiles, parsed -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_two_stages_on_one_pinned_python_matching_the_locks(name):
+def instructions(name: str) -> list[dict]:
+    """The Dockerfile's one stage (every image is a single stage: the dependencies' layer is not copied twice)."""
     parsed = stages(dockerfile(name))
-    assert len(parsed) == 2, "a build stage and a runtime stage"
-    froms = [stage[0]["value"] for stage in parsed]
-    assert froms[0].split()[1:] == ["AS", "build"]
-    images = {f.split()[0] for f in froms}
-    assert len(images) == 1, f"both stages on the same base: {images}"
-    match = BASE_IMAGE.fullmatch(images.pop())
-    assert match, f"{froms}: a python slim image pinned to a patch release and a Debian release"
+    assert len(parsed) == 1, f"{name}.Dockerfile: one stage, {len(parsed)} found"
+    return parsed[0]
+
+
+def strip(stage: list[dict]) -> list[tuple[str, str]]:
+    return [(i["instruction"], i["value"]) for i in stage]
+
+
+LOCK_INSTALL = ("python -m venv /opt/venv && pip install --require-hashes --no-deps -r /tmp/locks/build.txt && "
+                "pip install --require-hashes --no-build-isolation -r /tmp/locks/{lock}.txt")
+PROJECT_INSTALL = "pip install --no-deps --no-build-isolation /tmp/src && pip check && rm -rf /tmp/src"
+
+
+def layer_index(stage: list[dict], run: str) -> int:
+    """Position of the RUN instruction `run` (whitespace-normalised) in the stage."""
+    runs = [i for i, ins in enumerate(stage) if ins["instruction"] == "RUN"
+            and " ".join(shlex.split(ins["value"])) == run]
+    assert len(runs) == 1, f"expected one RUN {run!r}"
+    return runs[0]
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_one_stage_on_a_pinned_python_matching_the_locks(name):
+    (image,) = values(instructions(name), "FROM")
+    match = BASE_IMAGE.fullmatch(image)
+    assert match, f"{image}: a python slim image pinned to a patch release and a Debian release"
     flags = lock_flags()
     assert f"--python-version {match['minor']}" in flags
     assert f"--python-platform x86_64-manylinux_{GLIBC[match['debian']]}" in flags
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_build_stage_installs_the_lock_with_hashes_then_the_project(name):
-    build = stages(dockerfile(name))[0]
-    copies = values(build, "COPY")
+def test_lock_layer_first_then_the_project_in_a_small_layer(name):
+    """The locked dependencies (hash-checked) come from the locks alone, before any of the project's files is
+    copied: a change to components/ rebuilds only the project's layer."""
+    stage = instructions(name)
     lock = IMAGES[name]["lock"]
-    assert f"containers/locks/build.txt containers/locks/{lock}.txt /tmp/locks/" in copies
-    runs = [" ".join(shlex.split(r)) for r in values(build, "RUN")]
-    installs = [r for r in runs if "pip install" in r]
-    assert installs[0] == ("pip install --require-hashes --no-deps -r /tmp/locks/build.txt && "
-                           f"pip install --require-hashes --no-build-isolation -r /tmp/locks/{lock}.txt")
-    assert installs[-1] == "pip install --no-deps --no-build-isolation . && pip check"
-    assert {"pyproject.toml README.md ./", "components/ components/", "pipelines/ pipelines/"} <= set(copies)
-    assert "PATH=/opt/venv/bin:$PATH" in values(build, "ENV")
+    deps, project = layer_index(stage, LOCK_INSTALL.format(lock=lock)), layer_index(stage, PROJECT_INSTALL)
+    copies = [(i, ins["value"]) for i, ins in enumerate(stage) if ins["instruction"] == "COPY"]
+    assert [c for _, c in copies] == [f"containers/locks/build.txt containers/locks/{lock}.txt /tmp/locks/",
+                                      "pyproject.toml README.md /tmp/src/", "components/ /tmp/src/components/",
+                                      "pipelines/ /tmp/src/pipelines/"]
+    assert copies[0][0] < deps < copies[1][0] and copies[-1][0] < project
+    assert [i for i, ins in enumerate(stage) if ins["instruction"] == "RUN"][-1] == project, "nothing after it"
+    env = " ".join(values(stage, "ENV"))
+    assert "PATH=/opt/venv/bin:$PATH" in env and "PIP_NO_CACHE_DIR=1" in env and "PYTHONUNBUFFERED=1" in env
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_runtime_stage_user_workdir_entrypoint(name):
-    final = stages(dockerfile(name))[1]
+def test_user_workdir_entrypoint(name):
+    stage = instructions(name)
     want = IMAGES[name]
-    assert "--from=build /opt/venv /opt/venv" in values(final, "COPY")
-    assert values(final, "USER")[-1] == want["user"]
-    assert values(final, "WORKDIR") == [want["workdir"]]
-    assert json.loads(values(final, "ENTRYPOINT")[-1]) == ["python", "-m"]
-    cmd = json.loads(values(final, "CMD")[-1])
+    assert values(stage, "USER")[-1] == want["user"]
+    assert values(stage, "WORKDIR") == [want["workdir"]]
+    assert json.loads(values(stage, "ENTRYPOINT")[-1]) == ["python", "-m"]
+    cmd = json.loads(values(stage, "CMD")[-1])
     assert cmd == want["cmd"] and find_spec(cmd[0]), cmd
-    env = " ".join(values(final, "ENV"))
-    assert "PATH=/opt/venv/bin:$PATH" in env and "PYTHONUNBUFFERED=1" in env
 
 
-def test_serving_image_shares_the_cpu_build_stage_and_serves_on_8080():
-    """Instruction for instruction the CPU image's build stage: one set of cached layers for both images."""
-    strip = lambda stage: [(i["instruction"], i["value"]) for i in stage]  # noqa: E731
-    assert strip(stages(dockerfile("serve"))[0]) == strip(stages(dockerfile("cpu"))[0])
-    final = stages(dockerfile("serve"))[1]
-    assert values(final, "EXPOSE") == ["8080"] and "AIP_HTTP_PORT=8080" in " ".join(values(final, "ENV"))
+def test_serving_image_shares_the_cpu_image_layers_and_serves_on_8080():
+    """Instruction for instruction the CPU image up to the project's install: the same cached layers (the whole
+    venv and the project), so the serving image adds only metadata."""
+    cpu, serve = instructions("cpu"), instructions("serve")
+    shared = layer_index(cpu, PROJECT_INSTALL) + 1
+    assert strip(serve[:shared]) == strip(cpu[:shared])
+    assert {ins["instruction"] for ins in serve[shared:]} <= {"ENV", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT",
+                                                              "CMD", "ARG", "LABEL"}
+    assert values(serve, "EXPOSE") == ["8080"] and "AIP_HTTP_PORT=8080" in " ".join(values(serve, "ENV"))
     assert "fastapi" in lock_versions("cpu") and "uvicorn" in lock_versions("cpu")
     check_satisfies(lock_versions("cpu"), pyproject()["project"]["optional-dependencies"]["serve"], "cpu.txt")
 
 
 @pytest.mark.parametrize("name", ["cpu", "serve"])
 def test_cpu_images_run_as_a_created_non_root_user(name):
-    final = stages(dockerfile(name))[1]
-    uid, gid = values(final, "USER")[-1].split(":")
+    stage = instructions(name)
+    uid, gid = values(stage, "USER")[-1].split(":")
     assert int(uid) > 0 and int(gid) > 0
-    assert any(f"--uid {uid}" in run and "useradd" in run for run in values(final, "RUN"))
+    assert any(f"--uid {uid}" in run and "useradd" in run for run in values(stage, "RUN"))
 
 
 def test_tpu_image_runs_as_root_for_the_tpu_devices_and_says_so():
     text = dockerfile("tpu").read_text()
     assert "# hadolint ignore=DL3002\nUSER 0:0\n" in text and "/dev/accel" in text
-    assert "PJRT_DEVICE=TPU" in " ".join(values(stages(dockerfile("tpu"))[1], "ENV"))
+    assert "PJRT_DEVICE=TPU" in " ".join(values(instructions("tpu"), "ENV"))
 
 
 @pytest.mark.parametrize("name", IMAGES)
-def test_oci_labels_carry_source_and_revision_from_build_args(name):
-    final = stages(dockerfile(name))[1]
-    args = {a.split("=")[0] for a in values(final, "ARG")}
-    labels = " ".join(values(final, "LABEL"))
+def test_oci_labels_carry_source_and_revision_from_build_args_after_every_layer(name):
+    """ARG and LABEL come last, so a new commit (REVISION) changes the image's metadata, not its cached layers."""
+    stage = instructions(name)
+    args = {a.split("=")[0] for a in values(stage, "ARG")}
+    labels = " ".join(values(stage, "LABEL"))
     assert {"REVISION", "SOURCE_URL"} <= args
     assert 'org.opencontainers.image.revision="${REVISION}"' in labels
     assert 'org.opencontainers.image.source="${SOURCE_URL}"' in labels
+    first_arg = min(i for i, ins in enumerate(stage) if ins["instruction"] == "ARG")
+    assert all(ins["instruction"] in ("ARG", "LABEL") for ins in stage[first_arg:])
 
 
 # --- the build context ---------------------------------------------------------------------------------------
