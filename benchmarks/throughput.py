@@ -162,8 +162,8 @@ def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, r
     width (a short batch topped up with filler rows, as on XLA), or packed rows."""
     import torch
 
+    from components.collation import BucketCollator
     from components.packing import PackedCollator
-    from components.train import BucketCollator
 
     pad = XLMR_BASE["pad_token_id"]
     if "packed" in spec:

@@ -188,16 +188,19 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):  # -> pand
     return frame[columns] if columns else frame
 
 
-def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors") -> Path:
-    """A saved model directory with its config and safetensors weights (pickled weights are never loaded)."""
+def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors",
+                      source: str | None = None) -> Path:
+    """A saved model directory with its config and safetensors weights (pickled weights are never loaded); errors
+    name `source` (e.g. the gs:// URI it was downloaded from), else the path."""
     path = Path(path)
+    name = source or str(path)
     if not path.is_dir():
-        raise InputError(f"{path}: no such model directory")
-    require_committed(path)
+        raise InputError(f"{name}: no such model directory")
+    require_committed(path, name)
     if not (path / config).is_file():
-        raise InputError(f"{path}: not a model directory (no {config})")
+        raise InputError(f"{name}: not a model directory (no {config})")
     if not any(path.glob(weights)):
-        raise InputError(f"{path}: no {weights} weights (pickled weights are not loaded)")
+        raise InputError(f"{name}: no {weights} weights (pickled weights are not loaded)")
     return path
 
 
@@ -343,27 +346,38 @@ def commit_problem(directory: Path) -> str | None:
     return manifest_problem(directory, ARTIFACT_MANIFEST, check_sha256=False)
 
 
+def files_digest(files: dict[str, str]) -> str:
+    """sha256 over {relative name: sha256} of a directory's files."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def directory_digest(directory: str | Path) -> str:
+    """The content digest of `directory`, every file read (its artifact manifest left out)."""
+    directory = Path(directory)
+    return files_digest({str(p.relative_to(directory)): sha256_file(p)
+                         for p in manifest_files(directory, ARTIFACT_MANIFEST)})
+
+
 def content_digest(directory: str | Path) -> str:
     """sha256 over the relative name and sha256 of every file of `directory`: taken from its artifact manifest when
     the directory is a committed artifact (no file is read again, which matters on /gcs/), else computed."""
     directory = require_committed(directory)
     try:
         recorded = json.loads((directory / ARTIFACT_MANIFEST).read_text(encoding="utf-8"))["files"]
-        files = {name: entry["sha256"] for name, entry in recorded.items()}
+        return files_digest({name: entry["sha256"] for name, entry in recorded.items()})
     except (OSError, ValueError, KeyError, TypeError):
-        files = {str(p.relative_to(directory)): sha256_file(p) for p in manifest_files(directory, ARTIFACT_MANIFEST)}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        return directory_digest(directory)
 
 
-def require_committed(path: str | Path) -> Path:
+def require_committed(path: str | Path, source: str | None = None) -> Path:
     """`path`, unless it or the directory above it (an artifact's subdirectory: export's merged/) is an
-    uncommitted or damaged directory artifact; then a one-line InputError naming it."""
+    uncommitted or damaged directory artifact; then a one-line InputError naming it (or `source`)."""
     path = Path(path)
     for directory in (path, path.parent):
         if (directory / ARTIFACT_MANIFEST).exists():
             problem = commit_problem(directory)
             if problem:
-                raise InputError(f"{directory}: uncommitted directory artifact ({problem}); "
+                raise InputError(f"{source or directory}: uncommitted directory artifact ({problem}); "
                                  "run the step that writes it again")
             break
     return path

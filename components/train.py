@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.config import CLASS_NAMES, NUM_CLASSES, Config
+from components.collation import IGNORED_LABEL, BucketCollator, load_tokenized_split
+from components.config import Config
 from components.device import (
     Placement,
     prepare_placement,
@@ -36,61 +37,11 @@ from components.device import (
     xla_sharding,
 )
 from components.kfp_support import lightweight_component
-from components.storage import atomic_file, committed_directory, read_parquet, require_model_dir
+from components.modeling import load_base_classifier
+from components.storage import atomic_file, committed_directory
 
 Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
-IGNORED_LABEL = -100  # cross-entropy's ignore_index: filler rows of padded batches
-
-
-class BucketCollator:
-    """Stack pre-padded examples; a batch takes the largest bucket in it (still a bucket length).
-
-    With `batch_size`, a short batch (the last of an epoch) is topped up with filler rows labelled -100, which
-    the loss and the metrics ignore, so that XLA sees one batch shape per bucket.
-    """
-
-    def __init__(self, pad_token_id: int, batch_size: int | None = None):
-        self.pad_token_id = pad_token_id
-        self.batch_size = batch_size
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        rows = max(len(features), self.batch_size or 0)
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=torch.long)
-        mask[len(features):, 0] = 1  # filler rows attend to one pad token
-        labels = torch.full((rows,), IGNORED_LABEL, dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
-            mask[row, :n] = torch.as_tensor(feature["attention_mask"], dtype=torch.long)
-            labels[row] = int(feature["label"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def load_tokenized_split(tokenized_dir: str | Path, name: str):
-    """A tokenized split as a datasets.Dataset (input_ids, attention_mask, label, length)."""
-    import datasets
-
-    frame = read_parquet(Path(tokenized_dir) / f"{name}.parquet", ["input_ids", "attention_mask", "label", "length"])
-    return datasets.Dataset.from_pandas(frame, preserve_index=False)
-
-
-def load_base_classifier(base_dir: str | Path, attn_implementation: str | None = None):
-    """The base encoder with a fresh 3-class head (id2label set)."""
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(require_model_dir(base_dir)),
-        use_safetensors=True,
-        attn_implementation=attn_implementation,
-        num_labels=NUM_CLASSES,
-        id2label=dict(enumerate(CLASS_NAMES)),
-        label2id={name: i for i, name in enumerate(CLASS_NAMES)},
-    )
 
 
 def build_model(mode: Mode, base_dir: str | Path, cfg: Config, attn_implementation: str | None = None):
@@ -383,7 +334,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     )
     from components.compile_cache import setup_compile_cache
     from components.diagnostics import run_callbacks
-    from components.tokenization import load_tokenizer
+    from components.encoding import load_tokenizer
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -518,8 +469,11 @@ def train_step(mode: Mode, config_json: str, overrides: dict[str, Any], base_mod
                metrics) -> None:
     """What both training components do with their artifacts."""
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp, training_lineage
+    from components.runtime import progress
 
     summary = run_train(mode, config_json, overrides, base_model.path, tokenized.path, model.path)
+    progress(f"{mode}: {summary['epochs_run']} epochs, best val macro-F1 {summary['best_val_macro_f1']:.4f} (epoch "
+             f"{summary['best_epoch']}), {summary['train_examples_per_second']:g} train examples/s")
     publish(mode, summary, model, metrics)
     stamp(model, **training_lineage(config_json, overrides), **carry(base_model, BASE_MODEL_KEYS),
           **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))

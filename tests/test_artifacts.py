@@ -65,11 +65,11 @@ def test_a_killed_writer_leaves_a_directory_every_reader_refuses(tmp_path):
                                     "base_model_reuse", "select_best"])
 def test_readers_refuse_an_uncommitted_artifact(reader, base_dir, tokenized_dir, tmp_path):
     from components.base_model import resolve_base_model
+    from components.collation import load_tokenized_split
     from components.config import ModelConfig
+    from components.encoding import load_tokenizer
     from components.predict import resolve_model_dir
     from components.sweep import select_best
-    from components.tokenization import load_tokenizer
-    from components.train import load_tokenized_split
 
     source = tokenized_dir if reader == "load_tokenized_split" else base_dir
     broken = tmp_path / "artifact"
