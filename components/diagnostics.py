@@ -77,13 +77,12 @@ def xla_device_facts() -> dict[str, Any]:
 
 def tensor_sharding(tensor) -> str:
     """The XLA sharding annotation of a device tensor ('' when replicated or not on XLA)."""
-    try:
-        import torch_xla
-    except ImportError:
-        return ""
     if tensor.device.type != "xla":
         return ""
-    return torch_xla._XLAC._get_xla_sharding_spec(tensor)
+    from components.device import xla_sharding
+
+    spec = xla_sharding(tensor)
+    return "" if spec == "{unset}" else spec
 
 
 def dtype_counts(tensors) -> dict[str, int]:

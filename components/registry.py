@@ -139,12 +139,12 @@ def import_evaluation(client, version: str, evaluation: dict[str, Any], slices: 
     from google.protobuf import json_format
 
     message = aiplatform_v1.ModelEvaluation()
-    json_format.ParseDict(evaluation, message._pb)
+    json_format.ParseDict(evaluation, aiplatform_v1.ModelEvaluation.pb(message))
     imported = client.import_model_evaluation(parent=version, model_evaluation=message)
     batch = []
     for s in slices:
         one = aiplatform_v1.ModelEvaluationSlice()
-        json_format.ParseDict(s, one._pb)
+        json_format.ParseDict(s, aiplatform_v1.ModelEvaluationSlice.pb(one))
         batch.append(one)
     client.batch_import_model_evaluation_slices(parent=imported.name, model_evaluation_slices=batch)
     return imported.name

@@ -222,8 +222,12 @@ def bucket_trainer_class(base):
     epoch resumed mid-way), and each phase's short last batch topped up to that phase's batch size (one compiled
     graph per bucket and phase); bf16 autocast of its own; an evaluation loss over the real rows only."""
     import torch
+    from transformers import Trainer
 
     from components.packing import PackedCollator, packed_forward
+    from components.private_api import private, require_private, set_private
+
+    require_private(Trainer, "_run_epoch")  # overridden below
 
     class BucketTrainer(base):
         def __init__(self, *args, placement: Placement, pad_token_id: int, packing: PackedRows | None = None,
@@ -288,12 +292,13 @@ def bucket_trainer_class(base):
             # drops the input sharding: shard the rebuilt loader too.
             import transformers.trainer as hf_trainer
 
-            skip = hf_trainer.skip_first_batches
-            hf_trainer.skip_first_batches = lambda loader, num_batches=0: shard_batches(skip(loader, num_batches))
+            skip = private(hf_trainer, "skip_first_batches")
+            set_private(hf_trainer, "skip_first_batches",
+                        lambda loader, num_batches=0: shard_batches(skip(loader, num_batches)), "transformers.trainer")
             try:
                 return super()._run_epoch(*args, **kwargs)
             finally:
-                hf_trainer.skip_first_batches = skip
+                set_private(hf_trainer, "skip_first_batches", skip, "transformers.trainer")
 
         def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                             metric_key_prefix="eval"):
