@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from components.config import Config
-from components.private_api import private, private_module
+from components.private_api import private_attr
 from components.storage import fuse_path
 
 CACHE_DIR_NAME = "xla-compile-cache"
@@ -56,7 +56,7 @@ def setup_compile_cache(cfg: Config, out_dir: str | Path) -> str | None:
     import torch_xla.runtime as xr
 
     path = base / f"{os.environ.get('PJRT_DEVICE', 'xla').lower()}-torch_xla-{torch_xla.__version__}"
-    cache_is_set = private(private_module("torch_xla._XLAC"), "_xla_computation_cache_is_initialized")
+    cache_is_set = private_attr("torch_xla:_XLAC", "_xla_computation_cache_is_initialized")
     if os.environ.get(PATH_ENV) or cache_is_set():
         return os.environ.get(PATH_ENV) or None
     path.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from components.private_api import private, private_module
+from components.private_api import private, private_attr
 
 DeviceKind = Literal["xla", "cuda", "cpu"]
 Precision = Literal["bf16", "fp32"]
@@ -135,13 +135,13 @@ def shard_batches(loader):
 
 def xla_sharding(tensor) -> str:
     """How XLA lays `tensor` out over the devices, e.g. '{devices=[2,1]0,1}' (dimension 0 split in two)."""
-    return private(private_module("torch_xla._XLAC"), "_get_xla_sharding_spec")(tensor) or "{unset}"
+    return private_attr("torch_xla:_XLAC", "_get_xla_sharding_spec")(tensor) or "{unset}"
 
 
 def xla_element_type(tensor) -> str:
     """The element type XLA stores `tensor` in ('f32', 'bf16'): `tensor.dtype` reads float32 even when torch_xla
     stores it as bf16 (XLA_USE_BF16)."""
-    return private(private_module("torch_xla._XLAC"), "_get_xla_tensor_shape_type")(tensor)
+    return private_attr("torch_xla:_XLAC", "_get_xla_tensor_shape_type")(tensor)
 
 
 def xla_counters() -> dict[str, int]:

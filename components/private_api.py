@@ -1,10 +1,10 @@
-"""Every use of another library's private API, in one table, and the one function that reaches it.
+"""Every use of another library's private API, in one table, and the functions that reach it.
 
-The project overrides or reads a few private names of transformers, accelerate/torch_xla, the Vertex AI SDK and
+The project overrides or reads a few private names of transformers, torch_xla, the Vertex AI SDK and
 google-cloud-pipeline-components where no public API does the job. Each is listed in PRIVATE with why; code
-reaches them only through `private()` (or, for an overridden method, checks them with `require_private()`), and
-`missing_private_api()` says, for the installed versions, which of them an upgrade has removed
-(tests/test_private_api.py fails with that message).
+reaches them only through `private()` / `private_attr()` / `set_private()` (an overridden method is checked with
+`require_private()`), and `missing_private_api()` says, for the installed versions, which of them an upgrade has
+removed (tests/test_private_api.py fails with that message).
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ PRIVATE = (
                "checkpoints: the running loss", instance=True),
     PrivateUse("torch_xla", "torch_xla.distributed.parallel_loader:MpDeviceLoader", "_parallel_loader_kwargs",
                "device: batches sharded over the SPMD mesh (components/device.py)", instance=True),
-    PrivateUse("torch_xla", "torch_xla._XLAC", "_get_xla_sharding_spec", "device, diagnostics: a tensor's sharding"),
-    PrivateUse("torch_xla", "torch_xla._XLAC", "_get_xla_tensor_shape_type",
+    PrivateUse("torch_xla", "torch_xla:_XLAC", "_get_xla_sharding_spec", "device, diagnostics: a tensor's sharding"),
+    PrivateUse("torch_xla", "torch_xla:_XLAC", "_get_xla_tensor_shape_type",
                "device: the element type XLA stores a tensor in"),
-    PrivateUse("torch_xla", "torch_xla._XLAC", "_xla_computation_cache_is_initialized",
+    PrivateUse("torch_xla", "torch_xla:_XLAC", "_xla_computation_cache_is_initialized",
                "compile_cache: the persistent cache is set once per process"),
     PrivateUse("google-cloud-aiplatform", "google.cloud.aiplatform.pipeline_jobs:PipelineJob", "_gca_resource",
                "submit: the request job.submit() would send (pipelines/submit.py)", instance=True),
@@ -89,11 +89,14 @@ def private(obj: Any, name: str, owner: str | None = None) -> Any:
         raise AttributeError(gone(use)) from None
 
 
-def private_module(name: str) -> Any:
-    """A private module listed in PRIVATE as an owner (e.g. torch_xla._XLAC)."""
-    if not any(use.owner == name for use in PRIVATE):
-        raise KeyError(f"{name} is not in components.private_api.PRIVATE: list it there with why it is used")
-    return importlib.import_module(name)
+def private_attr(owner: str, name: str) -> Any:
+    """`<owner>.<name>` for an entry of PRIVATE given by its owner path (e.g. "torch_xla:_XLAC", the extension
+    module torch_xla loads), with the same clear error when it is gone."""
+    use = _use(owner, name)
+    try:
+        return getattr(_resolve(owner), name)
+    except (ImportError, AttributeError):
+        raise AttributeError(gone(use)) from None
 
 
 def set_private(obj: Any, name: str, value: Any, owner: str) -> None:

@@ -64,3 +64,9 @@ def private_accesses(path: Path) -> list[str]:
 def test_no_private_name_is_reached_directly():
     files = [*ROOT.glob("components/*.py"), *ROOT.glob("pipelines/*.py"), *ROOT.glob("benchmarks/*.py")]
     assert [hit for path in files for hit in private_accesses(path)] == []
+
+
+@pytest.mark.xla
+def test_torch_xla_has_every_private_name_used():
+    """In the XLA environment (make test-xla): torch_xla's entries, the device loader's included."""
+    assert missing_private_api(("torch_xla", "transformers")) == []
