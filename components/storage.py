@@ -1,7 +1,7 @@
 """Reading inputs from local paths, https:// URLs and gs:// URIs; writing outputs that are safe on Cloud Storage FUSE.
 
 On Vertex AI every artifact lives on a Cloud Storage FUSE mount (/gcs/...), which refuses to rename a non-empty
-directory and has no hard links (docs/architecture.md). So a file is written to a temporary name and replaced
+directory and has no hard links (docs/reliability.md). So a file is written to a temporary name and replaced
 (`atomic_file`), and a directory is written in place and committed by a manifest written last
 (`committed_directory`); readers refuse a directory whose manifest says it is unfinished (`require_committed`).
 """
