@@ -28,9 +28,9 @@ class PrivateUse:
 TRAINER = "transformers.trainer:Trainer"
 PRIVATE = (
     PrivateUse("transformers", TRAINER, "_run_epoch",
-               "train: a loader rebuilt for a mid-epoch resume is sharded again (components/train.py)"),
+               "training: a loader rebuilt for a mid-epoch resume is sharded again (components/training.py)"),
     PrivateUse("transformers", "transformers.trainer", "skip_first_batches",
-               "train: the loader of a mid-epoch resume, wrapped to be sharded (the name transformers.trainer calls)"),
+               "training: the loader of a mid-epoch resume, wrapped to be sharded (the name the Trainer calls)"),
     PrivateUse("transformers", TRAINER, "_get_train_sampler",
                "checkpoints: the shuffle depends on (seed, epoch) only (components/checkpoints.py)"),
     PrivateUse("transformers", TRAINER, "_save_checkpoint",

@@ -75,7 +75,7 @@ def one_by_one(model, texts) -> torch.Tensor:
 
 def lora_with_nonzero_adapters(base_dir, fast_cfg):
     """A LoRA model whose adapters change the output (LoRA's B starts at zero, which would hide a wrong path)."""
-    from components.train import build_model
+    from components.training import build_model
 
     torch.manual_seed(0)
     model = build_model("lora", base_dir, fast_cfg)
@@ -88,7 +88,7 @@ def lora_with_nonzero_adapters(base_dir, fast_cfg):
 
 @pytest.mark.parametrize("mode", ["baseline", "lora"])
 def test_packed_logits_match_each_text_alone(mode, base_dir, tokenized_dir, fast_cfg):
-    from components.train import build_model
+    from components.training import build_model
 
     model = (lora_with_nonzero_adapters(base_dir, fast_cfg) if mode == "lora"
              else build_model("baseline", base_dir, fast_cfg)).eval()
@@ -151,7 +151,7 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     from components.metrics import headline_metrics
     from components.modeling import load_trained_model
     from components.packing import load_packed_split
-    from components.train import PackedRows, bucket_trainer_class, compute_val_metrics, real_rows_loss
+    from components.training import PackedRows, bucket_trainer_class, compute_val_metrics, real_rows_loss
 
     model = load_trained_model(trained["baseline"][0], base_dir)
     val = load_packed_split(tokenized_dir, "val", ROW, SLOTS)

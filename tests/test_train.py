@@ -8,7 +8,7 @@ from components.config import load_config
 from components.encoding import load_tokenizer
 from components.inference import predict_logits
 from components.modeling import load_trained_model
-from components.train import build_model, epoch_history
+from components.training import build_model, epoch_history
 
 
 def test_collator_keeps_bucket_shapes():
@@ -113,6 +113,6 @@ def test_training_is_reproducible(base_dir, tokenized_dir, fast_cfg, trained, tm
 
 def test_local_config_learning_rates_are_set_per_mode():
     cfg = load_config(None, {"train.lora_learning_rate": 1e-3, "train.baseline_learning_rate": 1e-5})
-    from components.train import learning_rate
+    from components.training import learning_rate
 
     assert (learning_rate("lora", cfg), learning_rate("baseline", cfg)) == (1e-3, 1e-5)
