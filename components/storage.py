@@ -230,6 +230,13 @@ def download_gcs_directory(uri: str, dest: Path) -> list[str]:
     return sorted(names)
 
 
+def open_mode() -> int:
+    """The mode open() gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; it is renamed onto `final` only if the block succeeds."""
@@ -237,9 +244,7 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # as open() would make it (mkstemp: 0600), for steps running as other users
+    os.chmod(name, open_mode())  # mkstemp makes 0600 files: steps running as other users read them
     tmp = Path(name)
     try:
         yield tmp
@@ -334,7 +339,18 @@ def committed_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
+    readable_by_other_users(final)
     write_manifest(final, ARTIFACT_MANIFEST, state=COMMITTED)
+
+
+def readable_by_other_users(directory: Path) -> None:
+    """Give every file under `directory` at least open()'s mode: libraries that write through a private temporary
+    file (safetensors' adapter weights: 0600) would leave it unreadable to a step running as another user (the
+    TPU image's steps run as root, the CPU image's as uid 10001)."""
+    mode = open_mode()
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & mode) != mode:
+            path.chmod((path.stat().st_mode & 0o777) | mode)
 
 
 def commit_problem(directory: Path) -> str | None:
