@@ -43,7 +43,7 @@ test-fast: setup  ## unit and component tests only
 	$(BIN)/python -m pytest -m "not slow and not network and not xla and not images"
 
 test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA environment)
-	$(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py tests/test_xla_smoke.py
+	$(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py tests/test_xla_smoke.py tests/test_private_api.py
 
 benchmark: setup  ## training throughput, the original's settings against ours (see docs/performance.md)
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/cpu.json

@@ -9,7 +9,7 @@
 (b) and (c) in fp32 on the CPU and bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what
 this times); each for full fine-tuning and for LoRA, at the same batch size in texts and with the same optimizer
 (PyTorch's fused AdamW, as the train component uses on CPU and CUDA), through the project's own code: its
-collators (BucketCollator, PackedCollator), LoRA wrapping (components.train.with_lora with the default config)
+collators (BucketCollator, PackedCollator), LoRA wrapping (components.training.with_lora with the default config)
 and loss (the model's for padded batches, components.packing.packed_forward for packed rows), on the real
 xlm-roberta-base architecture
 (random initialisation, built offline: 12 layers, hidden 768, vocab 250,002) and real text lengths: the texts
@@ -142,7 +142,7 @@ def build_model(arch: dict[str, Any], mode: str, seed: int):
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     from components.config import Config
-    from components.train import with_lora
+    from components.training import with_lora
 
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(XLMRobertaConfig(**arch, num_labels=NUM_LABELS))
@@ -162,8 +162,8 @@ def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, r
     width (a short batch topped up with filler rows, as on XLA), or packed rows."""
     import torch
 
+    from components.collation import BucketCollator
     from components.packing import PackedCollator
-    from components.train import BucketCollator
 
     pad = XLMR_BASE["pad_token_id"]
     if "packed" in spec:

@@ -11,7 +11,6 @@ weights that have seen Bengali rather than from noise.
 """
 
 
-import hashlib
 import json
 import math
 import shutil
@@ -24,29 +23,19 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 from components.config import ModelConfig, TinyModelConfig
 from components.kfp_support import lightweight_component
+from components.runtime import progress
 from components.storage import (
     ARTIFACT_MANIFEST,
     InputError,
-    commit_problem,
     committed_directory,
+    directory_digest,
     download_gcs_directory,
-    manifest_files,
+    require_model_dir,
 )
 
 TINY = "tiny"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4 (XLM-R: the same first four)
 MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
-
-
-def directory_sha256(path: Path) -> str:
-    """A content hash over every file (relative name and bytes) under `path`, its artifact manifest left out."""
-    digest = hashlib.sha256()
-    for file in manifest_files(path, ARTIFACT_MANIFEST):
-        digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def train_unigram_tokenizer(texts: list[str], vocab_size: int):
@@ -159,16 +148,6 @@ def resolve_hub_model(name: str, revision: str | None, out_dir: Path) -> dict[st
     return {"revision": info.sha}
 
 
-def _check_model_dir(path: Path, source: str) -> None:
-    problem = commit_problem(path)
-    if problem:
-        raise InputError(f"{source}: uncommitted directory artifact ({problem}); run the step that writes it again")
-    if not (path / "config.json").is_file():
-        raise InputError(f"{source}: not a model directory (no config.json)")
-    if not any(path.glob("*.safetensors")):
-        raise InputError(f"{source}: no *.safetensors weights (pickled weights are not loaded)")
-
-
 def copy_model_dir(source: Path, out_dir: Path) -> None:
     for pattern in MODEL_FILE_PATTERNS:
         for file in source.glob(pattern):
@@ -184,24 +163,29 @@ def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_lengt
     with committed_directory(out_dir) as tmp:
         if name == TINY:
             meta["kind"] = "tiny"
+            progress(f"building the tiny offline XLM-R: masked-LM pre-training on {len(train_texts)} train texts, "
+                     f"{model_cfg.tiny.pretrain_steps} steps (at most {model_cfg.tiny.pretrain_max_seconds:g} s)")
             meta.update(build_tiny_base(train_texts, model_cfg.tiny, max_length, tmp))
+            progress(f"pre-trained {meta['pretrain_steps']} steps in {meta['pretrain_seconds']:g} s, masked-LM loss "
+                     f"{meta['pretrain_loss_first']:.2f} -> {meta['pretrain_loss_last']:.2f}")
         elif name.startswith("gs://"):
             meta["kind"] = "gcs"
             with tempfile.TemporaryDirectory() as download:
                 download_gcs_directory(name, Path(download))
-                _check_model_dir(Path(download), name)
+                require_model_dir(Path(download), source=name)
                 copy_model_dir(Path(download), tmp)
         elif Path(name).expanduser().is_dir():
             meta["kind"] = "local"
             source = Path(name).expanduser()
-            _check_model_dir(source, name)
+            require_model_dir(source, source=name)
             copy_model_dir(source, tmp)
         elif name.startswith(("/", ".", "~")):
             raise InputError(f"{name}: no such model directory")
         else:
             meta["kind"] = "hub"
             meta.update(resolve_hub_model(name, model_cfg.revision, tmp))
-        meta["content_sha256"] = directory_sha256(tmp)
+        meta["content_sha256"] = directory_digest(tmp)
+    progress(f"base model {name} ({meta['kind']}) ready")
     return meta
 
 

@@ -188,6 +188,8 @@ def resumable_trainer_class():
     from transformers import Trainer, TrainerCallback
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
+    from components.private_api import TRAINER, private, require_private, set_private
+
     class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         """Length-grouped shuffling whose order depends only on (seed, epoch), so a resumed epoch repeats it."""
 
@@ -219,6 +221,9 @@ def resumable_trainer_class():
             if self.stop["requested"]:
                 control.should_save = True  # ResumableTrainer._save_checkpoint then raises Interrupted
 
+    for name in ("_get_train_sampler", "_save_checkpoint"):  # overridden below
+        require_private(Trainer, name)
+
     class ResumableTrainer(Trainer):
         """Trainer with step checkpoints, committed manifests, SIGTERM stops and exact resumption."""
 
@@ -240,8 +245,9 @@ def resumable_trainer_class():
             super()._save_checkpoint(model, trial)
             path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             (path / "training_args.bin").unlink(missing_ok=True)  # a pickle, never read back
-            loss = {"tr_loss": float(self._tr_loss.item()), "total_loss_scalar": self._total_loss_scalar,
-                    "globalstep_last_logged": self._globalstep_last_logged}
+            loss = {"tr_loss": float(private(self, "_tr_loss", TRAINER).item()),
+                    "total_loss_scalar": private(self, "_total_loss_scalar", TRAINER),
+                    "globalstep_last_logged": private(self, "_globalstep_last_logged", TRAINER)}
             (path / LOSS_STATE).write_text(json.dumps(loss), encoding="utf-8")
             write_manifest(path)
             if self.stop["requested"] and self.state.global_step < self.state.max_steps:
@@ -255,12 +261,12 @@ def resumable_trainer_class():
             if not self.resume_from:
                 return
             saved = json.loads((Path(self.resume_from) / LOSS_STATE).read_text(encoding="utf-8"))
-            self._tr_loss = torch.tensor(saved["tr_loss"], device=self.args.device)
-            self._total_loss_scalar = saved["total_loss_scalar"]
-            self._globalstep_last_logged = saved["globalstep_last_logged"]
+            set_private(self, "_tr_loss", torch.tensor(saved["tr_loss"], device=self.args.device), TRAINER)
+            set_private(self, "_total_loss_scalar", saved["total_loss_scalar"], TRAINER)
+            set_private(self, "_globalstep_last_logged", saved["globalstep_last_logged"], TRAINER)
 
         def whole_run_training_loss(self) -> float:
             """Mean training loss over every step of the run, including those before a resume."""
-            return self._total_loss_scalar / max(self.state.global_step, 1)
+            return private(self, "_total_loss_scalar", TRAINER) / max(self.state.global_step, 1)
 
     return ResumableTrainer

@@ -14,9 +14,11 @@ from components.storage import InputError, one_line
 EXPECTED_ERRORS = (ConfigError, InputError, Interrupted)
 
 
-def base_parser(doc: str | None) -> argparse.ArgumentParser:
+def base_parser(doc: str | None, config_default: str | None = None,
+                config_help: str = "experiment YAML (default: built-in defaults)") -> argparse.ArgumentParser:
+    """--config (default `config_default`), --set KEY=VALUE (repeatable) and --debug."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="experiment YAML (default: built-in defaults)")
+    parser.add_argument("--config", default=config_default, help=config_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -30,12 +32,13 @@ def load_cli_config(args: argparse.Namespace, extra: dict[str, Any] | None = Non
     return load_config(args.config, pairs)
 
 
-def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], None],
+def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], int | None],
             argv: list[str] | None = None) -> int:
-    """Parse, run, and turn failures into one line on stderr (tracebacks only with --debug)."""
+    """Parse, run, and turn failures into one line on stderr (tracebacks only with --debug); the exit status is
+    what `work` returns (None: 0)."""
     args = parser.parse_args(argv)
     try:
-        work(args)
+        status = work(args)
     except EXPECTED_ERRORS as err:
         if args.debug:
             raise
@@ -47,4 +50,4 @@ def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace]
         print(f"error: {err.__class__.__name__}: {one_line(err)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
-    return 0
+    return status or 0

@@ -7,7 +7,7 @@ by torch_xla on the graph's hash, each written once; the directory is split by P
 version, so other hardware or another release never reads them.
 
 torch_xla reads the location once, when its computation cache first starts: `setup_compile_cache` must run
-before SPMD starts and before any tensor reaches the device (train.py calls it before `prepare_placement`).
+before SPMD starts and before any tensor reaches the device (training.py calls it before `prepare_placement`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from components.config import Config
+from components.private_api import private_attr
 from components.storage import fuse_path
 
 CACHE_DIR_NAME = "xla-compile-cache"
@@ -55,7 +56,8 @@ def setup_compile_cache(cfg: Config, out_dir: str | Path) -> str | None:
     import torch_xla.runtime as xr
 
     path = base / f"{os.environ.get('PJRT_DEVICE', 'xla').lower()}-torch_xla-{torch_xla.__version__}"
-    if os.environ.get(PATH_ENV) or torch_xla._XLAC._xla_computation_cache_is_initialized():
+    cache_is_set = private_attr("torch_xla:_XLAC", "_xla_computation_cache_is_initialized")
+    if os.environ.get(PATH_ENV) or cache_is_set():
         return os.environ.get(PATH_ENV) or None
     path.mkdir(parents=True, exist_ok=True)
     xr.initialize_cache(str(path), readonly=False)

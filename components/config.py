@@ -35,7 +35,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class TinyModelConfig(_Strict):
+    """model.tiny: the small XLM-R built offline (tokenizer and masked-LM pre-training on the train split)."""
+
+    vocab_size: PositiveInt = Field(4000, description="Target size of the Unigram vocabulary trained on train texts.")
+    hidden_size: PositiveInt = Field(128, description="Hidden size (xlm-roberta-base: 768).")
+    num_hidden_layers: PositiveInt = Field(2, description="Encoder layers (xlm-roberta-base: 12).")
+    num_attention_heads: PositiveInt = Field(4, description="Attention heads; must divide hidden_size.")
+    intermediate_size: PositiveInt = Field(512, description="Feed-forward size (xlm-roberta-base: 3072).")
+    pretrain_steps: int = Field(400, ge=0, description="Masked-LM pre-training steps on the train texts.")
+    pretrain_max_seconds: PositiveFloat = Field(
+        600.0, description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit)."
+    )
+    pretrain_batch_size: PositiveInt = Field(32, description="Masked-LM batch size.")
+    pretrain_learning_rate: PositiveFloat = Field(1e-3, description="Masked-LM peak learning rate.")
+    seed: int = Field(42, description="Seed of the tiny model's initialisation and masking.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("num_attention_heads must divide hidden_size")
+        return self
+
+
 class DataConfig(_Strict):
+    """data: where the labelled table is, how to read, clean, de-duplicate and split it."""
+
     uri: str = Field("sample", description="Raw data: 'sample' (embedded), a local path, https:// URL or gs:// URI.")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
         "auto", description="File format; 'auto' reads it from the extension."
@@ -75,28 +100,9 @@ class DataConfig(_Strict):
         return self
 
 
-class TinyModelConfig(_Strict):
-    vocab_size: PositiveInt = Field(4000, description="Target size of the Unigram vocabulary trained on train texts.")
-    hidden_size: PositiveInt = Field(128, description="Hidden size (xlm-roberta-base: 768).")
-    num_hidden_layers: PositiveInt = Field(2, description="Encoder layers (xlm-roberta-base: 12).")
-    num_attention_heads: PositiveInt = Field(4, description="Attention heads; must divide hidden_size.")
-    intermediate_size: PositiveInt = Field(512, description="Feed-forward size (xlm-roberta-base: 3072).")
-    pretrain_steps: int = Field(400, ge=0, description="Masked-LM pre-training steps on the train texts.")
-    pretrain_max_seconds: PositiveFloat = Field(
-        600.0, description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit)."
-    )
-    pretrain_batch_size: PositiveInt = Field(32, description="Masked-LM batch size.")
-    pretrain_learning_rate: PositiveFloat = Field(1e-3, description="Masked-LM peak learning rate.")
-    seed: int = Field(42, description="Seed of the tiny model's initialisation and masking.")
-
-    @model_validator(mode="after")
-    def _check(self) -> TinyModelConfig:
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("num_attention_heads must divide hidden_size")
-        return self
-
-
 class ModelConfig(_Strict):
+    """model: the base encoder (a Hub id, a local or gs:// directory, or tiny)."""
+
     name: str = Field(
         "tiny",
         description="Base model: a Hugging Face Hub id, a local or gs:// directory, or 'tiny' (built offline).",
@@ -106,6 +112,8 @@ class ModelConfig(_Strict):
 
 
 class TokenizeConfig(_Strict):
+    """tokenize: truncation length, bucket lengths, and packing of short texts into rows."""
+
     max_length: PositiveInt = Field(128, description="Longer texts are truncated to this many tokens.")
     buckets: list[PositiveInt] = Field(
         default_factory=lambda: [32, 64, 128],
@@ -130,6 +138,8 @@ class TokenizeConfig(_Strict):
 
 
 class LoraConfig(_Strict):
+    """lora: the adapters (rank, scaling, dropout, target modules)."""
+
     r: PositiveInt = Field(16, description="LoRA rank.")
     alpha: PositiveInt = Field(32, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: Fraction = Field(0.1, description="Dropout on the LoRA input.")
@@ -148,6 +158,8 @@ class LoraConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """train: optimisation, evaluation, early stopping and checkpoints of both training steps."""
+
     epochs: PositiveInt = Field(10, description="Maximum training epochs.")
     batch_size: PositiveInt = Field(32, description="Training batch size per device.")
     eval_batch_size: PositiveInt = Field(64, description="Evaluation batch size per device.")
@@ -183,6 +195,8 @@ class TrainConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
+    """pipeline: names, images and artifact roots of the compiled pipeline."""
+
     name: str = Field("banglasenti-lora-vs-full", description="Pipeline name.")
     local_root: str = Field("runs", description="Where the local runner writes artifacts.")
     cpu_image: Image = Field(
@@ -211,6 +225,8 @@ OptionalGcsUri = Annotated[str, AfterValidator(_gcs_uri_or_empty)]
 
 
 class MachineProfile(_Strict):
+    """A training machine: accelerator, cores and what the runtime needs to use them."""
+
     machine_type: str = Field(..., min_length=1, description="Compute Engine machine type of the training job.")
     accelerator_type: str = Field(
         "", description="Vertex AI accelerator type (TPU_V3, NVIDIA_TESLA_A100, ...); empty: none."
@@ -239,6 +255,8 @@ MACHINE_PROFILES: dict[str, dict[str, Any]] = {
 
 
 class TrainJobConfig(_Strict):
+    """vertex.train: the custom job that runs a training step."""
+
     machine: str = Field(
         "tpu-v3-8", description="Machine profile of train-lora and train-baseline: a key of profiles.")
     profiles: dict[str, MachineProfile] = Field(
@@ -274,6 +292,8 @@ class TrainJobConfig(_Strict):
 
 
 class CpuStepConfig(_Strict):
+    """vertex.cpu: machine resources of the CPU steps."""
+
     cpu_limit: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", coerce_numbers_to_str=True,
                            description="CPUs of prepare, base-model, tokenize and evaluate.")
     memory_limit: str = Field("32G", pattern=r"^\d+(\.\d+)?[KMGT]i?$", description="Memory of those steps.")
@@ -282,6 +302,8 @@ class CpuStepConfig(_Strict):
 
 
 class VertexConfig(_Strict):
+    """vertex: project, region, service account, network and machines of a Vertex AI run."""
+
     project: str = Field("", description="Google Cloud project id (submit.py --project overrides it).")
     region: str = Field("us-central1", description="Vertex AI region; it must offer the training machine profile.")
     staging_bucket: OptionalGcsUri = Field("", description="gs:// bucket for staging and uploaded data.")
@@ -317,6 +339,8 @@ class VertexConfig(_Strict):
 
 
 class ReferenceConfig(_Strict):
+    """reference: the TF-IDF + logistic regression reference model."""
+
     enabled: bool = Field(True, description="Train the TF-IDF + logistic regression reference in evaluate.")
     ngram_min: PositiveInt = Field(1, description="Shortest character n-gram (within word boundaries).")
     ngram_max: PositiveInt = Field(4, description="Longest character n-gram.")
@@ -335,12 +359,16 @@ class ReferenceConfig(_Strict):
 
 
 class ReportConfig(_Strict):
+    """report: bootstrap intervals and paired tests of the comparison report."""
+
     bootstrap_samples: PositiveInt = Field(1000, description="Bootstrap resamples of the test split for intervals.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap confidence intervals.")
     seed: int = Field(0, description="Seed of the bootstrap resampling.")
 
 
 class SweepConfig(_Strict):
+    """sweep: the LoRA grid of the sweep pipeline."""
+
     r: list[PositiveInt] = Field(default_factory=lambda: [8, 16], min_length=1, description="LoRA ranks tried.")
     alpha_ratio: list[PositiveFloat] = Field(
         default_factory=lambda: [2.0], min_length=1, description="alpha / r values tried (alpha = ratio x r)."
@@ -362,6 +390,8 @@ class SweepConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
+    """registry: Model Registry upload, versions and batch prediction."""
+
     upload: bool = Field(False, description="Vertex target: upload the exported model to the Model Registry as a new "
                          "version (the default version only when it beats the current default's test macro-F1).")
     min_macro_f1: Fraction = Field(0.6, description="Upload only when the exported model's test macro-F1 reaches this.")
@@ -393,6 +423,8 @@ class RegistryConfig(_Strict):
 
 
 class ExportConfig(_Strict):
+    """export: which trained model is served, and its license."""
+
     select: Literal["best", "lora", "baseline"] = Field(
         "best", description="Model exported, served and registered: the better by validation macro-F1, or this one."
     )
@@ -402,6 +434,8 @@ class ExportConfig(_Strict):
 
 
 class Config(_Strict):
+    """The whole experiment: every section with its defaults."""
+
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)

@@ -7,7 +7,7 @@ one-axis mesh ("data"), so XLA inserts the gradient all-reduce. The Trainer then
 global batch (per-device batch x devices).
 
 Precision has one path on every device: float32 weights and optimizer states, and bf16 autocast around the
-forward pass and loss when the precision is bf16 (components/train.py). torch_xla's XLA_USE_BF16 and
+forward pass and loss when the precision is bf16 (components/training.py). torch_xla's XLA_USE_BF16 and
 XLA_DOWNCAST_BF16 (which accelerate sets on a TPU for bf16 mixed precision) store every float32 tensor as bf16,
 so that small updates vanish: training refuses to start when either is set.
 """
@@ -19,10 +19,13 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from components.private_api import private, private_attr
+
 DeviceKind = Literal["xla", "cuda", "cpu"]
 Precision = Literal["bf16", "fp32"]
 MESH_AXIS = "data"
 DOWNCAST_ENV = ("XLA_USE_BF16", "XLA_DOWNCAST_BF16")
+MP_DEVICE_LOADER = "torch_xla.distributed.parallel_loader:MpDeviceLoader"
 
 
 @dataclass(frozen=True)
@@ -125,23 +128,20 @@ def shard_batches(loader):
     if not isinstance(loader, pl.MpDeviceLoader):
         raise TypeError(f"cannot shard the batches of a {type(loader).__name__} under SPMD: "
                         "expected torch_xla's MpDeviceLoader (what accelerate prepares on XLA)")
-    loader._parallel_loader_kwargs["input_sharding"] = xs.ShardingSpec(xs.get_global_mesh(), (MESH_AXIS, None))
+    kwargs = private(loader, "_parallel_loader_kwargs", MP_DEVICE_LOADER)
+    kwargs["input_sharding"] = xs.ShardingSpec(xs.get_global_mesh(), (MESH_AXIS, None))
     return loader
 
 
 def xla_sharding(tensor) -> str:
     """How XLA lays `tensor` out over the devices, e.g. '{devices=[2,1]0,1}' (dimension 0 split in two)."""
-    import torch_xla
-
-    return torch_xla._XLAC._get_xla_sharding_spec(tensor) or "{unset}"
+    return private_attr("torch_xla:_XLAC", "_get_xla_sharding_spec")(tensor) or "{unset}"
 
 
 def xla_element_type(tensor) -> str:
     """The element type XLA stores `tensor` in ('f32', 'bf16'): `tensor.dtype` reads float32 even when torch_xla
     stores it as bf16 (XLA_USE_BF16)."""
-    import torch_xla
-
-    return torch_xla._XLAC._get_xla_tensor_shape_type(tensor)
+    return private_attr("torch_xla:_XLAC", "_get_xla_tensor_shape_type")(tensor)
 
 
 def xla_counters() -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""What a training run shows about its device: the callbacks train.py adds to every run, and the recorder of the
+"""What a training run shows about its device: the callbacks training.py adds to every run, and the recorder of the
 smoke job (components/smoke.py).
 
 `run_callbacks` gives the TensorBoard curve writer (components/curves.py) and, inside `recording(record)`, a
@@ -36,7 +36,7 @@ def recording(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def run_callbacks(cfg: Config, mode: str) -> list:
-    """The callbacks train.py adds: TensorBoard curves when asked for, the recorder inside `recording`."""
+    """The callbacks training.py adds: TensorBoard curves when asked for, the recorder inside `recording`."""
     from components.curves import curves_callback
 
     callbacks = [curves_callback(cfg.train.tensorboard_dir, mode)]
@@ -77,13 +77,12 @@ def xla_device_facts() -> dict[str, Any]:
 
 def tensor_sharding(tensor) -> str:
     """The XLA sharding annotation of a device tensor ('' when replicated or not on XLA)."""
-    try:
-        import torch_xla
-    except ImportError:
-        return ""
     if tensor.device.type != "xla":
         return ""
-    return torch_xla._XLAC._get_xla_sharding_spec(tensor)
+    from components.device import xla_sharding
+
+    spec = xla_sharding(tensor)
+    return "" if spec == "{unset}" else spec
 
 
 def dtype_counts(tensors) -> dict[str, int]:

@@ -21,65 +21,23 @@ import numpy as np
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.config import CLASS_NAMES
+from components.inference import predict_logits
 from components.kfp_support import lightweight_component
-from components.storage import atomic_file, read_parquet, require_model_dir
+from components.modeling import load_trained_model, load_training_summary, model_size_bytes
+from components.storage import atomic_file, read_parquet
 
-ADAPTER_CONFIG = "adapter_config.json"
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1")
 # prepare's findings (its report artifact's metadata) shown in the HTML report, in this order
 DATA_FINDINGS = ("source", "split_method", "seed", "rows_in", "dropped_empty", "dropped_non_bengali",
                  "exact_duplicate_rows", "conflicting_texts", "dedup_removed_rows", "cross_split_texts",
                  "non_bengali_rows", "latin_majority_rows")
 
 
-def load_trained_model(model_dir: str | Path, base_dir: str | Path):
-    """A trained artifact in eval mode: a PEFT adapter on its base model, or full weights."""
-    from transformers import AutoModelForSequenceClassification
-
-    model_dir = Path(model_dir)
-    if (model_dir / ADAPTER_CONFIG).exists():
-        from peft import PeftModel
-
-        from components.train import load_base_classifier
-
-        require_model_dir(model_dir, ADAPTER_CONFIG, "adapter_model.safetensors")
-        model = PeftModel.from_pretrained(load_base_classifier(base_dir), str(model_dir))
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(require_model_dir(model_dir)),
-                                                                   use_safetensors=True)
-    return model.eval()
-
-
-def predict_logits(model, dataset, batch_size: int, pad_token_id: int, packing=None) -> np.ndarray:
-    """Logits for every example of a tokenized split, in order; with a TokenizeConfig whose `packing` is on,
-    the texts are packed into rows (`batch_size` text slots a batch)."""
-    import torch
-
-    from components.train import BucketCollator
-
-    if packing is not None and packing.packing:
-        from components.packing import packed_logits
-
-        lengths = [int(np.sum(mask)) for mask in dataset["attention_mask"]]
-        return packed_logits(model, dataset["input_ids"], lengths, batch_size, pad_token_id, packing.max_length,
-                             packing.pack_slots)
-
-    collate = BucketCollator(pad_token_id)
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(dataset), batch_size):
-            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            batch.pop("labels")
-            outputs.append(model(**batch).logits.float())
-    return torch.cat(outputs).numpy()
-
-
 def predict_test(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
                  batch_size: int, packing=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Test labels and every model's predicted classes (texts packed into rows with a TokenizeConfig whose
     `packing` is on)."""
-    from components.tokenization import load_tokenizer
-    from components.train import load_tokenized_split
+    from components.collation import load_tokenized_split
+    from components.encoding import load_tokenizer
 
     test = load_tokenized_split(tokenized_dir, "test")
     pad_id = load_tokenizer(base_dir).pad_token_id
@@ -123,11 +81,6 @@ def reference_predictions(split_paths: dict[str, str], y_true: np.ndarray, cfg) 
     return predict_reference(model, frames["test"]["text"]), summary
 
 
-def model_size_bytes(model_dir: str | Path) -> int:
-    """Bytes of the weights saved in a model directory (safetensors files)."""
-    return sum(p.stat().st_size for p in Path(model_dir).rglob("*.safetensors"))
-
-
 def data_quality_summary(split_paths: dict[str, str], report_text: str | None,
                          findings: dict[str, Any] | None) -> dict[str, Any]:
     """Label counts per split (from the prepared splits), prepare's findings and its Markdown report."""
@@ -143,11 +96,6 @@ def data_quality_summary(split_paths: dict[str, str], report_text: str | None,
     shown = {key: int(found[key]) if isinstance(found[key], float) and found[key].is_integer() else found[key]
              for key in DATA_FINDINGS if key in found}
     return {"label_counts": counts, "findings": shown, "markdown": report_text}
-
-
-def load_training_summary(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / "training_summary.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def render_comparison(results: dict[str, Any], summaries: dict[str, dict[str, Any]]) -> str:
@@ -206,32 +154,12 @@ def uncertainty_lines(unc: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """Scalar metrics with distinct keys per model (Vertex Experiments merges all Metrics into one row)."""
-    flat: dict[str, float] = {}
-    for name, m in results["models"].items():
-        for key in HEADLINE:
-            flat[f"{name}_test_{key}"] = m[key]
-        for cls, p in m["per_class"].items():
-            flat[f"{name}_test_f1_{cls}"] = p["f1"]
-        flat[f"{name}_collapsed"] = float(m["collapsed"])
-    flat["majority_class_test_macro_f1"] = results["majority_class"]["macro_f1"]
-    for test in results.get("uncertainty", {}).get("paired_tests", []):
-        pair = f"{test['a']}_vs_{test['b']}"
-        flat[f"{pair}_macro_f1_delta"] = test["bootstrap_macro_f1_delta"]
-        flat[f"{pair}_bootstrap_p"] = test["bootstrap_p_value"]
-        flat[f"{pair}_mcnemar_p"] = test["mcnemar_p_value"]
-    for name, ci in results.get("uncertainty", {}).get("intervals", {}).items():
-        flat[f"{name}_test_macro_f1_ci_low"], flat[f"{name}_test_macro_f1_ci_high"] = ci["macro_f1"]
-    return flat
-
-
 PAIRS = [("lora", "baseline"), ("lora", "reference"), ("baseline", "reference")]
 
 
 def served_model(summaries: dict[str, dict[str, Any]], select: str) -> dict[str, Any]:
-    """{"served": {"model", "reason"}}: the model export-model serves (components.export.choose_model), or {}."""
-    from components.export import choose_model
+    """{"served": {"model", "reason"}}: the model export-model serves (components.modeling.choose_model), or {}."""
+    from components.modeling import choose_model
 
     scores = {name: float(summaries[name]["best_val_macro_f1"]) for name in ("lora", "baseline")
               if "best_val_macro_f1" in summaries.get(name, {})}
@@ -250,7 +178,7 @@ def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, to
     shown; with `html_path` the HTML report is written beside the Markdown one."""
 
     from components.config import config_from_json
-    from components.runtime import quiet_libraries
+    from components.runtime import progress, quiet_libraries
     from components.stats import compare
 
     quiet_libraries()
@@ -279,6 +207,8 @@ def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, to
     for name, m in results["models"].items():
         if m["collapsed"]:
             print(f"WARNING: {name} collapsed to a single predicted class", flush=True)
+    progress("test macro-F1: " + ", ".join(f"{name} {m['macro_f1']:.4f}" for name, m in results["models"].items())
+             + f", majority class {results['majority_class']['macro_f1']:.4f}")
     return results
 
 
@@ -303,8 +233,9 @@ def evaluate(
     """Test-set metrics of both trained models and the TF-IDF reference, confusion matrices, and the
     comparison report (Markdown and HTML)."""
     from components.config import CLASS_NAMES
-    from components.evaluate import flat_metrics, run_evaluate
+    from components.evaluate import run_evaluate
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp
+    from components.metrics import flat_metrics
 
     dirs = {"lora": lora_model.path, "baseline": baseline_model.path}
     splits = {"train": train.path, "val": val.path, "test": test.path}
@@ -345,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                                str(data_report) if data_report and data_report.exists() else None)
         with atomic_file(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        from components.metrics import flat_metrics
+
         print(json.dumps({k: round(v, 4) for k, v in flat_metrics(results).items() if "test_macro_f1" in k}))
 
     return run_cli(parser, work, argv)

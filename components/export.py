@@ -20,12 +20,9 @@ from typing import Any
 from kfp.dsl import Input, Markdown, Metrics, Model, Output
 
 from components.kfp_support import lightweight_component
+from components.modeling import ADAPTER, BASELINE, MERGED, MODEL_CARD, SERVING_INFO, choose_model, merge_lora
 from components.storage import ARTIFACT_MANIFEST, COMMITTED, committed_directory, copy_artifact_tree, write_manifest
 
-MERGED, ADAPTER, BASELINE = "merged", "adapter", "baseline"
-SERVING_INFO = "serving.json"
-MODEL_CARD = "README.md"
-CANDIDATES = ("lora", "baseline")
 CHECK_TEXTS = ["খুব ভালো লাগলো", "একদম বাজে সার্ভিস", "আজ বৃহস্পতিবার", "দাম একটু বেশি কিন্তু মান ভালো"]
 MAX_LOGIT_DIFFERENCE = 1e-4
 
@@ -39,37 +36,15 @@ def max_logit_difference(model_a, model_b, tokenizer, texts: list[str]) -> float
         return float((model_a(**batch).logits - model_b(**batch).logits).abs().max())
 
 
-def merge_lora(base_dir: str | Path, lora_dir: str | Path):
-    """The adapter applied to its base model and merged into the weights: a plain transformers model."""
-    from components.evaluate import load_trained_model
-
-    return load_trained_model(lora_dir, base_dir).merge_and_unload().eval()
-
-
 def validation_macro_f1(model_dir: str | Path) -> float:
     """The best validation macro-F1 the training step recorded in the model directory."""
-    from components.evaluate import load_training_summary
+    from components.modeling import load_training_summary
     from components.storage import InputError
 
     summary = load_training_summary(model_dir)
     if "best_val_macro_f1" not in summary:
         raise InputError(f"{model_dir}: no training_summary.json with best_val_macro_f1 (not a trained model?)")
     return float(summary["best_val_macro_f1"])
-
-
-def choose_model(select: str, scores: dict[str, float]) -> tuple[str, str]:
-    """(selected model, the reason in words) from `export.select` and the validation macro-F1 of each candidate."""
-    if select not in ("best", *CANDIDATES):
-        raise ValueError(f"export.select must be best, lora or baseline, got {select!r}")
-    shown = ", ".join(f"{name} {scores[name]:.4f}" for name in CANDIDATES if name in scores)
-    if "baseline" not in scores:
-        return "lora", f"only the LoRA model was given (validation macro-F1 {shown})"
-    if select == "best":
-        if scores["lora"] == scores["baseline"]:
-            return "lora", f"equal validation macro-F1 ({shown}; export.select=best): LoRA, the smaller, on a tie"
-        selected = "lora" if scores["lora"] > scores["baseline"] else "baseline"
-        return selected, f"higher validation macro-F1 ({shown}; export.select=best)"
-    return select, f"export.select={select} (validation macro-F1 {shown})"
 
 
 def export_models(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str | Path | None,
@@ -79,10 +54,10 @@ def export_models(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str 
 
     `card`: what the model card and serving.json say beyond the models themselves (components.model_card.CardFacts
     keys: config, trained_on, metrics, data_report)."""
-    from components.evaluate import load_trained_model, load_training_summary, model_size_bytes
+    from components.encoding import load_tokenizer
     from components.model_card import demo_warning, render_model_card
+    from components.modeling import load_trained_model, load_training_summary, model_size_bytes
     from components.runtime import quiet_libraries
-    from components.tokenization import load_tokenizer
 
     quiet_libraries()
     card = dict(card or {})
@@ -150,6 +125,7 @@ def run_export_step(config_json: str, base_model, lora_model, baseline_model, me
     """What the export component does with its artifacts."""
     from components.config import config_from_json
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
+    from components.runtime import progress
 
     cfg = config_from_json(config_json)
     trained_on = {**carry(lora_model, DATA_KEYS), **carry(lora_model, BASE_MODEL_KEYS)}
@@ -159,6 +135,7 @@ def run_export_step(config_json: str, base_model, lora_model, baseline_model, me
             "data_findings": dict(data_report.metadata)}
     model.metadata.update(export_models(base_model.path, lora_model.path, baseline_model.path, model.path,
                                         cfg.export.select, card))
+    progress(f"exported {model.metadata['selected']} for serving: {model.metadata['selection_reason']}")
     stamp(model, **trained_on, lora_model_uri=lora_model.uri, baseline_model_uri=baseline_model.uri)
 
 
@@ -176,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True, help="directory for merged/, adapter/ and the model card")
 
     def work(args) -> None:
-        from components.evaluate import flat_metrics
+        from components.metrics import flat_metrics
 
         cfg = load_cli_config(args)
         flat = {}

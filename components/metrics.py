@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from components.config import CLASS_NAMES, NUM_CLASSES
 
 LABELS = list(range(NUM_CLASSES))
+HEADLINE = ("accuracy", "macro_f1", "weighted_f1")  # the scores every report leads with
 
 
 def headline_metrics(y_true, y_pred) -> dict[str, float]:
@@ -47,3 +48,25 @@ def majority_class_metrics(train_labels, y_true) -> dict[str, float]:
     """What always predicting the most frequent train label scores on `y_true`."""
     majority = Counter(np.asarray(train_labels).tolist()).most_common(1)[0][0]
     return headline_metrics(y_true, np.full(len(y_true), majority))
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """Scalar metrics with distinct keys per model (Vertex Experiments merges all Metrics into one row)."""
+    flat: dict[str, float] = {}
+    from components.metrics import HEADLINE
+
+    for name, m in results["models"].items():
+        for key in HEADLINE:
+            flat[f"{name}_test_{key}"] = m[key]
+        for cls, p in m["per_class"].items():
+            flat[f"{name}_test_f1_{cls}"] = p["f1"]
+        flat[f"{name}_collapsed"] = float(m["collapsed"])
+    flat["majority_class_test_macro_f1"] = results["majority_class"]["macro_f1"]
+    for test in results.get("uncertainty", {}).get("paired_tests", []):
+        pair = f"{test['a']}_vs_{test['b']}"
+        flat[f"{pair}_macro_f1_delta"] = test["bootstrap_macro_f1_delta"]
+        flat[f"{pair}_bootstrap_p"] = test["bootstrap_p_value"]
+        flat[f"{pair}_mcnemar_p"] = test["mcnemar_p_value"]
+    for name, ci in results.get("uncertainty", {}).get("intervals", {}).items():
+        flat[f"{name}_test_macro_f1_ci_low"], flat[f"{name}_test_macro_f1_ci_high"] = ci["macro_f1"]
+    return flat

@@ -36,7 +36,7 @@ PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
 
 def resolve_model_dir(model: str | Path) -> Path:
     """An export directory's merged/ model, or the directory itself."""
-    from components.export import MERGED
+    from components.modeling import MERGED
 
     model = Path(model)
     if not model.is_dir():
@@ -46,8 +46,8 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def model_info(model_dir: str | Path) -> dict[str, Any]:
-    """What the export recorded beside a served model (components.export.SERVING_INFO), or {}."""
-    from components.export import SERVING_INFO
+    """What the export recorded beside a served model (components.modeling.SERVING_INFO), or {}."""
+    from components.modeling import SERVING_INFO
 
     path = Path(model_dir) / SERVING_INFO
     if not path.is_file():
@@ -73,8 +73,8 @@ def serving_config(info: dict[str, Any], cfg: Config | None = None) -> Config:
 
 def load_model(model: str | Path, base_model: str | Path | None):
     """(model in eval mode, tokenizer) from a merged/full directory or an adapter with its base."""
-    from components.evaluate import ADAPTER_CONFIG, load_trained_model
-    from components.tokenization import load_tokenizer
+    from components.encoding import load_tokenizer
+    from components.modeling import ADAPTER_CONFIG, load_trained_model
 
     model_dir = resolve_model_dir(model)
     if (model_dir / ADAPTER_CONFIG).exists() and base_model is None:
@@ -87,9 +87,9 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
     import datasets
     import torch
 
-    from components.evaluate import predict_logits
-    from components.prepare import as_text, clean_text
-    from components.tokenization import tokenize_frame
+    from components.encoding import tokenize_frame
+    from components.inference import predict_logits
+    from components.tables import as_text, clean_text
 
     frame = pd.DataFrame({"text": [clean_text(as_text(t)) for t in texts], "label": 0})
     table, _ = tokenize_frame(frame, tokenizer, cfg.tokenize)
@@ -105,7 +105,7 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
 
 def read_jsonl_texts(path: Path, column: str) -> list[str]:
     """The `column` string of every line of a JSONL file of objects; a bad line is named."""
-    from components.prepare import check_utf8, jsonl_records
+    from components.tables import check_utf8, jsonl_records
 
     check_utf8(path)
     texts = []
@@ -123,8 +123,8 @@ def read_jsonl_texts(path: Path, column: str) -> list[str]:
 
 def read_texts(uri: str, cfg: Config) -> list[str]:
     """The text column of a csv/tsv/jsonl/parquet table (local, https:// or gs://)."""
-    from components.prepare import as_text, detect_format, read_table
     from components.storage import local_copy
+    from components.tables import as_text, detect_format, read_table
 
     with tempfile.TemporaryDirectory() as workdir:
         path = local_copy(uri, Path(workdir))

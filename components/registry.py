@@ -21,7 +21,6 @@ from kfp.dsl import ClassificationMetrics, Input, Metrics, Model, Output
 from components.kfp_support import lightweight_component
 from components.storage import InputError
 
-MERGED_DIR = "merged"  # components.export.MERGED, repeated so this module imports nothing heavy
 SERVE_PORT = 8080
 HEALTH_ROUTE = "/health"
 PREDICT_ROUTE = "/predict"
@@ -140,12 +139,12 @@ def import_evaluation(client, version: str, evaluation: dict[str, Any], slices: 
     from google.protobuf import json_format
 
     message = aiplatform_v1.ModelEvaluation()
-    json_format.ParseDict(evaluation, message._pb)
+    json_format.ParseDict(evaluation, aiplatform_v1.ModelEvaluation.pb(message))
     imported = client.import_model_evaluation(parent=version, model_evaluation=message)
     batch = []
     for s in slices:
         one = aiplatform_v1.ModelEvaluationSlice()
-        json_format.ParseDict(s, one._pb)
+        json_format.ParseDict(s, aiplatform_v1.ModelEvaluationSlice.pb(one))
         batch.append(one)
     client.batch_import_model_evaluation_slices(parent=imported.name, model_evaluation_slices=batch)
     return imported.name
@@ -233,14 +232,15 @@ def upload_model(
     vertex_model: Output[VertexModel],
 ):
     """Upload the export step's model as a new registry version with its test evaluation; default only if it wins."""
-    from components.registry import MERGED_DIR, confusion_rows, model_client, register, selected_key
+    from components.modeling import MERGED
+    from components.registry import confusion_rows, model_client, register, selected_key
     from components.storage import require_committed
 
     require_committed(model.path)  # the export step's directory artifact, read through the /gcs/ mount
     selected, key = selected_key(dict(model.metadata))
     classes, confusion = confusion_rows(dict((lora_confusion if selected == "lora" else baseline_confusion).metadata))
     result = register(model_client(location), project=project, location=location, parent_model=parent_model,
-                      display_name=display_name, artifact_uri=f"{model.uri.rstrip('/')}/{MERGED_DIR}",
+                      display_name=display_name, artifact_uri=f"{model.uri.rstrip('/')}/{MERGED}",
                       serving_image=serving_image, selected=selected, classes=classes, confusion=confusion,
                       macro_f1=float(metrics.metadata[key]),
                       accuracy=float(metrics.metadata[f"{selected}_test_accuracy"]),

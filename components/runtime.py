@@ -1,12 +1,20 @@
-"""Process-wide settings shared by the steps: quiet library logs, library versions for lineage."""
+"""Process-wide settings shared by the steps: quiet library logs, progress lines, library versions for lineage."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 import warnings
 
 LINEAGE_PACKAGES = ("torch", "transformers", "peft", "datasets", "tokenizers", "scikit-learn", "kfp", "torch_xla")
+PROGRESS_MARK = "» "  # a step's progress line: what the local run shows of the step (pipelines/run_log.py)
+
+
+def progress(message: str) -> None:
+    """One line of what the step is doing or did (rows, epochs, scores), on stderr (a command's stdout stays its
+    result; kfp's runners show both streams), flushed at once."""
+    print(f"{PROGRESS_MARK}{message}", file=sys.stderr, flush=True)
 
 
 def quiet_libraries() -> None:

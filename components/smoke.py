@@ -3,7 +3,7 @@
     python -m components.smoke --base-model runs/base --tokenized runs/tok --output-dir runs/smoke [--steps 50]
 
 Runs `--steps` optimizer steps (then one evaluation) of LoRA and of full fine-tuning with the real training code
-(components/train.py) and writes `diagnostics.json` and `diagnostics.md`: device kind and count, SPMD mesh, a
+(components/training.py) and writes `diagnostics.json` and `diagnostics.md`: device kind and count, SPMD mesh, a
 training batch's sharding, parameter and optimizer-state dtypes, graphs compiled, compile and step times, the
 persistent compilation cache's hits and misses, and torch_xla's metrics report. On Vertex AI it is the `smoke`
 pipeline (`python pipelines/submit.py --smoke ...`, pipelines/smoke.py), a custom job on the training machine.
@@ -42,7 +42,7 @@ def run_smoke(cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_
     from components.compile_cache import setup_compile_cache
     from components.diagnostics import recording
     from components.runtime import library_versions
-    from components.train import train_model
+    from components.training import train_model
 
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")

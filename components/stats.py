@@ -11,8 +11,6 @@ import numpy as np
 
 from components.config import NUM_CLASSES
 
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1")
-
 
 def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
     """`samples` rows of `n` indices drawn with replacement (one row per bootstrap resample)."""

@@ -188,16 +188,19 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):  # -> pand
     return frame[columns] if columns else frame
 
 
-def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors") -> Path:
-    """A saved model directory with its config and safetensors weights (pickled weights are never loaded)."""
+def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors",
+                      source: str | None = None) -> Path:
+    """A saved model directory with its config and safetensors weights (pickled weights are never loaded); errors
+    name `source` (e.g. the gs:// URI it was downloaded from), else the path."""
     path = Path(path)
+    name = source or str(path)
     if not path.is_dir():
-        raise InputError(f"{path}: no such model directory")
-    require_committed(path)
+        raise InputError(f"{name}: no such model directory")
+    require_committed(path, name)
     if not (path / config).is_file():
-        raise InputError(f"{path}: not a model directory (no {config})")
+        raise InputError(f"{name}: not a model directory (no {config})")
     if not any(path.glob(weights)):
-        raise InputError(f"{path}: no {weights} weights (pickled weights are not loaded)")
+        raise InputError(f"{name}: no {weights} weights (pickled weights are not loaded)")
     return path
 
 
@@ -227,6 +230,13 @@ def download_gcs_directory(uri: str, dest: Path) -> list[str]:
     return sorted(names)
 
 
+def open_mode() -> int:
+    """The mode open() gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; it is renamed onto `final` only if the block succeeds."""
@@ -234,9 +244,7 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # as open() would make it (mkstemp: 0600), for steps running as other users
+    os.chmod(name, open_mode())  # mkstemp makes 0600 files: steps running as other users read them
     tmp = Path(name)
     try:
         yield tmp
@@ -331,7 +339,18 @@ def committed_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
+    readable_by_other_users(final)
     write_manifest(final, ARTIFACT_MANIFEST, state=COMMITTED)
+
+
+def readable_by_other_users(directory: Path) -> None:
+    """Give every file under `directory` at least open()'s mode: libraries that write through a private temporary
+    file (safetensors' adapter weights: 0600) would leave it unreadable to a step running as another user (the
+    TPU image's steps run as root, the CPU image's as uid 10001)."""
+    mode = open_mode()
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & mode) != mode:
+            path.chmod((path.stat().st_mode & 0o777) | mode)
 
 
 def commit_problem(directory: Path) -> str | None:
@@ -343,27 +362,38 @@ def commit_problem(directory: Path) -> str | None:
     return manifest_problem(directory, ARTIFACT_MANIFEST, check_sha256=False)
 
 
+def files_digest(files: dict[str, str]) -> str:
+    """sha256 over {relative name: sha256} of a directory's files."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def directory_digest(directory: str | Path) -> str:
+    """The content digest of `directory`, every file read (its artifact manifest left out)."""
+    directory = Path(directory)
+    return files_digest({str(p.relative_to(directory)): sha256_file(p)
+                         for p in manifest_files(directory, ARTIFACT_MANIFEST)})
+
+
 def content_digest(directory: str | Path) -> str:
     """sha256 over the relative name and sha256 of every file of `directory`: taken from its artifact manifest when
     the directory is a committed artifact (no file is read again, which matters on /gcs/), else computed."""
     directory = require_committed(directory)
     try:
         recorded = json.loads((directory / ARTIFACT_MANIFEST).read_text(encoding="utf-8"))["files"]
-        files = {name: entry["sha256"] for name, entry in recorded.items()}
+        return files_digest({name: entry["sha256"] for name, entry in recorded.items()})
     except (OSError, ValueError, KeyError, TypeError):
-        files = {str(p.relative_to(directory)): sha256_file(p) for p in manifest_files(directory, ARTIFACT_MANIFEST)}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        return directory_digest(directory)
 
 
-def require_committed(path: str | Path) -> Path:
+def require_committed(path: str | Path, source: str | None = None) -> Path:
     """`path`, unless it or the directory above it (an artifact's subdirectory: export's merged/) is an
-    uncommitted or damaged directory artifact; then a one-line InputError naming it."""
+    uncommitted or damaged directory artifact; then a one-line InputError naming it (or `source`)."""
     path = Path(path)
     for directory in (path, path.parent):
         if (directory / ARTIFACT_MANIFEST).exists():
             problem = commit_problem(directory)
             if problem:
-                raise InputError(f"{directory}: uncommitted directory artifact ({problem}); "
+                raise InputError(f"{source or directory}: uncommitted directory artifact ({problem}); "
                                  "run the step that writes it again")
             break
     return path

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from kfp import compiler
 
-from components.config import CONFIG_DIR, ConfigError, load_config
+from components.cli import base_parser, run_cli
+from components.config import CONFIG_DIR, load_config
 from pipelines.pipeline import TARGETS, build_pipeline
 
 
@@ -27,20 +27,14 @@ def compile_pipeline(config_path: str | Path, output: str | Path, target: str = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(CONFIG_DIR / "banglasenti.yaml"), help="experiment YAML")
+    parser = base_parser(__doc__, str(CONFIG_DIR / "banglasenti.yaml"), "experiment YAML")
     parser.add_argument("--output", default="pipeline.yaml", help="where to write the compiled pipeline")
     parser.add_argument("--target", choices=TARGETS, default="vertex", help="where the pipeline will run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        path = compile_pipeline(args.config, args.output, args.target, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+
+    def work(args: argparse.Namespace) -> None:
+        print(f"wrote {compile_pipeline(args.config, args.output, args.target, args.overrides)}")
+
+    return run_cli(parser, work, argv)
 
 
 if __name__ == "__main__":

@@ -110,17 +110,28 @@ class Dag:
                         train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
         return prep, base, tok
 
+    def training_inputs(self, p: dict[str, Any], base, tok) -> dict[str, Any]:
+        """The arguments both training steps take from the run parameters and the data steps."""
+        return {"config_json": self.config_json, "epochs": p["epochs"], "batch_size": p["batch_size"],
+                "seed": p["seed"], "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+
     def evaluate(self, prep, base, tok, lora_model, baseline_model):
         return self.task("evaluate", config_json=self.config_json, base_model=base.outputs["model"],
                          tokenized=tok.outputs["tokenized"], lora_model=lora_model, baseline_model=baseline_model,
                          train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"],
                          data_report=prep.outputs["report"])
 
+    def export(self, prep, base, lora_model, baseline_model, evaluation):
+        """export-model: the served model chosen from the two trained ones, with its model card."""
+        return self.task("export", config_json=self.config_json, base_model=base.outputs["model"],
+                         lora_model=lora_model, baseline_model=baseline_model,
+                         metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
 
-def run_parameter_pipeline(cfg: Config, pipeline: str, name: str, description: str, outputs: type,
-                           body: Callable[[dict[str, Any]], Any]):
+
+def run_parameter_pipeline(cfg: Config, target: Target, pipeline: str, name: str, description: str,
+                           outputs: type, body: Callable[[Dag, dict[str, Any]], Any]):
     """A KFP pipeline whose signature is the run parameters of `pipeline` (components/parameters.py) with the
-    config's values as defaults; `body` gets them as a dict."""
+    config's values as defaults; `body` gets a Dag for `target` and the parameters as a dict."""
     signature = inspect.Signature(
         [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default(cfg), annotation=p.kind)
          for p in pipeline_parameters(pipeline)], return_annotation=outputs)
@@ -128,35 +139,24 @@ def run_parameter_pipeline(cfg: Config, pipeline: str, name: str, description: s
     def pipeline_func(*args: Any, **kwargs: Any):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        return body(dict(bound.arguments))
+        return body(Dag(cfg, target), dict(bound.arguments))
 
     pipeline_func.__signature__ = signature  # type: ignore[attr-defined]
     pipeline_func.__name__ = name.replace("-", "_")
     return dsl.pipeline(name=name, description=description)(pipeline_func)
 
 
-class PipelineOutputs(NamedTuple):
-    report: Markdown
-    metrics: Metrics
-    data_report: Markdown
-    html_report: HTML
-
-
 def build_pipeline(cfg: Config, target: Target = "local"):
     """Build the KFP pipeline for `cfg` and `target`."""
 
-    def body(p: dict[str, Any]) -> PipelineOutputs:
-        dag = Dag(cfg, target)
+    def body(dag: Dag, p: dict[str, Any]) -> PipelineOutputs:
         prep, base, tok = dag.data_steps(p)
-        shared = {"config_json": dag.config_json, "epochs": p["epochs"], "batch_size": p["batch_size"],
-                  "seed": p["seed"], "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        shared = dag.training_inputs(p, base, tok)
         lora = dag.task("train_lora", lora_r=p["lora_r"], lora_alpha=p["lora_alpha"],
                         lora_target_modules=p["lora_target_modules"], learning_rate=p["lora_learning_rate"], **shared)
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
-        export = dag.task("export", config_json=dag.config_json, base_model=base.outputs["model"],
-                          lora_model=lora.outputs["model"], baseline_model=full.outputs["model"],
-                          metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
+        export = dag.export(prep, base, lora.outputs["model"], full.outputs["model"], evaluation)
         if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
             from pipelines.registry import add_registry_upload
 
@@ -164,5 +164,12 @@ def build_pipeline(cfg: Config, target: Target = "local"):
         return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
                                data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
 
-    return run_parameter_pipeline(cfg, "main", cfg.pipeline.name, "Bengali sentiment: LoRA vs full fine-tuning of "
-                                  "an XLM-R encoder.", PipelineOutputs, body)
+    return run_parameter_pipeline(cfg, target, "main", cfg.pipeline.name, "Bengali sentiment: LoRA vs full "
+                                  "fine-tuning of an XLM-R encoder.", PipelineOutputs, body)
+
+
+class PipelineOutputs(NamedTuple):
+    report: Markdown
+    metrics: Metrics
+    data_report: Markdown
+    html_report: HTML

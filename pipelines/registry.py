@@ -27,9 +27,10 @@ def registry_location(cfg: Config) -> str:
 
 def registry_project(cfg: Config) -> str:
     """`registry.project`, else the placeholder Vertex AI fills with the pipeline job's project."""
-    from google_cloud_pipeline_components._placeholders import PROJECT_ID_PLACEHOLDER
+    from components.private_api import private_attr
 
-    return cfg.registry.project or PROJECT_ID_PLACEHOLDER
+    return cfg.registry.project or private_attr("google_cloud_pipeline_components._placeholders",
+                                                "PROJECT_ID_PLACEHOLDER")
 
 
 def batch_predict_output(cfg: Config) -> str:

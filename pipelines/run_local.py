@@ -7,9 +7,11 @@
     python pipelines/run_local.py --runner docker                   # every step in its image (make images)
 
 Branches run one after another. Artifacts go under `pipeline.local_root` (default runs/); the paths of
-every artifact and of the reports are printed at the end. With --gcsfuse-semantics (or
-BANGLASENTI_GCSFUSE_SEMANTICS=1) every step refuses, under the pipeline root, what Cloud Storage FUSE refuses
-(renaming a non-empty directory, hard links): see pipelines/gcsfuse.py.
+every artifact and of the reports are printed at the end. The terminal shows a line per step (what it did: rows,
+epochs, macro-F1); kfp's whole log goes to <root>/local-run-<time>.log (--verbose shows it instead).
+
+With --gcsfuse-semantics (or BANGLASENTI_GCSFUSE_SEMANTICS=1) every step refuses, under the pipeline root, what
+Cloud Storage FUSE refuses (renaming a non-empty directory, hard links): see pipelines/gcsfuse.py.
 
 With --runner docker every step runs in the image Vertex AI would use (kfp's DockerRunner through the API at
 $DOCKER_HOST, e.g. podman's: `make engine`), as the image's user, without network; the training steps in the TPU
@@ -20,15 +22,20 @@ image on XLA's CPU backend (PJRT_DEVICE=CPU). The steps see the artifact root as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from components.cli import base_parser, run_cli
 from components.config import CONFIG_DIR, Config, ConfigError, load_config
+from components.storage import atomic_file
 from pipelines.pipeline import Target, build_pipeline
+from pipelines.run_log import quiet_run
 
 RUNNERS = ("subprocess", "docker")
 # The images `make images` builds (podman names local images localhost/NAME:latest).
@@ -117,10 +124,7 @@ def list_artifacts(run_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(CONFIG_DIR / "local.yaml"), help="experiment YAML")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=2 (repeatable)")
+    parser = base_parser(__doc__, str(CONFIG_DIR / "local.yaml"), "experiment YAML")
     parser.add_argument("--pipeline-root", help="where artifacts go (default: the config's pipeline.local_root)")
     parser.add_argument("--gcsfuse-semantics", action="store_true",
                         help="refuse what Cloud Storage FUSE refuses under the pipeline root (as on Vertex AI)")
@@ -128,21 +132,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="subprocess: this Python environment; docker: each step in its image, through the "
                         "Docker API at $DOCKER_HOST (images: pipeline.cpu_image, pipeline.train_image; default the "
                         "ones `make images` builds)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show kfp's whole log (executor inputs, outputs) instead of a line per step")
+    return run_cli(parser, run_command, argv)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the pipeline as the command line asks and print where everything went; 1 if a step failed."""
     if args.runner == "docker" and args.gcsfuse_semantics:
-        parser.error("--gcsfuse-semantics applies to the subprocess runner")
+        raise ConfigError("--gcsfuse-semantics applies to the subprocess runner")
     images = [f"{key}={value}" for key, value in LOCAL_IMAGES.items()] if args.runner == "docker" else []
     if args.runner == "docker" and not os.environ.get("DOCKER_HOST"):
         print("note: DOCKER_HOST is not set; the docker SDK uses its default socket", file=sys.stderr)
+    cfg = load_config(args.config, images + args.overrides)
+    root = Path(args.pipeline_root or cfg.pipeline.local_root).resolve()
+    log = root / f"local-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    if not args.verbose:
+        print(f"kfp's whole log: {log}", flush=True)
     try:
-        cfg = load_config(args.config, images + args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        result = run_local(cfg, args.pipeline_root, args.gcsfuse_semantics, args.runner)
-    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"; logs are above
-        print(f"error: {err}", file=sys.stderr)
+        with contextlib.nullcontext() if args.verbose else quiet_run(log):
+            result = run_local(cfg, root, args.gcsfuse_semantics, args.runner)
+    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"
+        print(f"error: {err}" + ("" if args.verbose else f" (kfp's whole log: {log})"), file=sys.stderr)
         return 1
     print(f"\nRun finished in {result['wall_seconds']:.0f} s: {result['run_dir']}")
     for path in list_artifacts(result["run_dir"]):
@@ -152,9 +163,18 @@ def main(argv: list[str] | None = None) -> int:
                                          for name in ("lora", "baseline", "reference", "majority_class")
                                          if f"{name}_test_macro_f1" in metrics))
     print(f"Comparison report: {result['report']}")
-    print(f"HTML report: {result['html_report']}")
+    print(f"HTML report: {browsable_html(result['html_report']).as_uri()}")
     print(f"Data-quality report: {result['data_report']}")
     return 0
+
+
+def browsable_html(html_report: Path) -> Path:
+    """A copy of the HTML report artifact named report.html beside it (the artifact's name has no extension, so a
+    browser or file manager would not open it as a page)."""
+    page = html_report.with_name("report.html")
+    with atomic_file(page) as tmp:
+        shutil.copyfile(html_report, tmp)
+    return page
 
 
 if __name__ == "__main__":

@@ -17,21 +17,20 @@ from components.parameters import SMOKE
 from pipelines.pipeline import Dag, Target, run_parameter_pipeline
 
 
-class SmokeOutputs(NamedTuple):
-    diagnostics: Artifact
-    report: Markdown
-
-
 def build_smoke_pipeline(cfg: Config, target: Target = "vertex"):
     """The smoke pipeline for `cfg` and `target`."""
 
-    def body(p: dict[str, Any]) -> SmokeOutputs:
-        dag = Dag(cfg, target)
+    def body(dag: Dag, p: dict[str, Any]) -> SmokeOutputs:
         _, base, tok = dag.data_steps(p)
         run = dag.task("smoke", config_json=dag.config_json, steps=p["smoke_steps"], base_model=base.outputs["model"],
                        tokenized=tok.outputs["tokenized"])
         run.set_caching_options(False)  # a diagnostic: it measures this run
         return SmokeOutputs(diagnostics=run.outputs["diagnostics"], report=run.outputs["report"])
 
-    return run_parameter_pipeline(cfg, SMOKE, f"{cfg.pipeline.name}-smoke", "A short training of both modes on the "
-                                  "training machine, with device diagnostics.", SmokeOutputs, body)
+    return run_parameter_pipeline(cfg, target, SMOKE, f"{cfg.pipeline.name}-smoke", "A short training of both modes "
+                                  "on the training machine, with device diagnostics.", SmokeOutputs, body)
+
+
+class SmokeOutputs(NamedTuple):
+    diagnostics: Artifact
+    report: Markdown

@@ -35,6 +35,7 @@ import yaml
 from components.cli import EXPECTED_ERRORS, base_parser
 from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
 from components.parameters import PARAMETER_KEYS  # pipeline parameter -> the config keys it sets
+from components.private_api import private
 from components.storage import split_gs_uri
 from pipelines import preflight
 
@@ -263,7 +264,8 @@ def create_request(job, cfg: Config) -> dict[str, Any]:
     """The CreatePipelineJobRequest that job.submit() sends, with the run-as account and network it sets."""
     from google.cloud.aiplatform_v1 import CreatePipelineJobRequest, PipelineJob
 
-    resource = PipelineJob(job._gca_resource)  # a copy: submit() sets these on the SDK's own resource
+    # a copy: submit() sets these on the SDK's own resource
+    resource = PipelineJob(private(job, "_gca_resource", "google.cloud.aiplatform.pipeline_jobs:PipelineJob"))
     resource.service_account = cfg.vertex.service_account
     resource.network = cfg.vertex.network
     resource.reserved_ip_ranges = list(cfg.vertex.reserved_ip_ranges)

@@ -12,14 +12,14 @@ docs/vertex.md for raising it). The KFP local runner (kfp 2.17) runs ParallelFor
 """
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics
 
-from components.config import CONFIG_DIR, Config, ConfigError, load_config
+from components.cli import base_parser, run_cli
+from components.config import CONFIG_DIR, Config, load_config
 from pipelines.pipeline import Dag, Target, run_parameter_pipeline
 
 SWEEP_TASKS = ("importer", "prepare", "base-model", "tokenize", "for-loop-1", "select-best-trial", "train-baseline",
@@ -27,35 +27,31 @@ SWEEP_TASKS = ("importer", "prepare", "base-model", "tokenize", "for-loop-1", "s
 TRIAL_JOB = "train-lora-trial"  # the trials' custom jobs share one output directory (checkpoints keyed by trial)
 
 
-class SweepOutputs(NamedTuple):
-    report: Markdown
-    html_report: HTML
-    leaderboard: Markdown
-    metrics: Metrics
-
-
 def build_sweep_pipeline(cfg: Config, target: Target = "local"):
     """The sweep pipeline for `cfg` and `target` (the same steps, made and configured as in the main pipeline)."""
 
-    def body(p: dict[str, Any]) -> SweepOutputs:
-        dag = Dag(cfg, target)
+    def body(dag: Dag, p: dict[str, Any]) -> SweepOutputs:
         prep, base, tok = dag.data_steps(p)
-        shared = {"config_json": dag.config_json, "epochs": p["epochs"], "batch_size": p["batch_size"],
-                  "seed": p["seed"], "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        shared = dag.training_inputs(p, base, tok)
         with dsl.ParallelFor(p["sweep_grid"], parallelism=cfg.sweep.parallelism or None) as trial:
             lora = dag.task("train_lora", job=TRIAL_JOB, lora_r=trial.r, lora_alpha=trial.alpha,
                             lora_target_modules=trial.target_modules, learning_rate=p["lora_learning_rate"], **shared)
         best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
-        dag.task("export", config_json=dag.config_json, base_model=base.outputs["model"],
-                 lora_model=best.outputs["best_model"], baseline_model=full.outputs["model"],
-                 metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
+        dag.export(prep, base, best.outputs["best_model"], full.outputs["model"], evaluation)
         return SweepOutputs(report=evaluation.outputs["report"], html_report=evaluation.outputs["html_report"],
                             leaderboard=best.outputs["leaderboard"], metrics=evaluation.outputs["metrics"])
 
-    return run_parameter_pipeline(cfg, "sweep", f"{cfg.pipeline.name}-lora-sweep", "Bengali sentiment: a LoRA (r, "
-                                  "alpha, target modules) sweep against full fine-tuning.", SweepOutputs, body)
+    return run_parameter_pipeline(cfg, target, "sweep", f"{cfg.pipeline.name}-lora-sweep", "Bengali sentiment: a "
+                                  "LoRA (r, alpha, target modules) sweep against full fine-tuning.", SweepOutputs, body)
+
+
+class SweepOutputs(NamedTuple):
+    report: Markdown
+    html_report: HTML
+    leaderboard: Markdown
+    metrics: Metrics
 
 
 def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str, Any]:
@@ -69,33 +65,26 @@ def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kfp import compiler
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="experiment YAML (default: local.yaml with --run-local, else "
-                                         "banglasenti.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
+    parser = base_parser(__doc__, config_help="experiment YAML (default: local.yaml with --run-local, else "
+                         "banglasenti.yaml)")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--run-local", action="store_true", help="run with the KFP local runner")
     mode.add_argument("--output", help="compile for Vertex AI into this YAML file")
     parser.add_argument("--pipeline-root", help="local runs: where artifacts go")
-    args = parser.parse_args(argv)
+    return run_cli(parser, sweep_command, argv)
+
+
+def sweep_command(args: argparse.Namespace) -> None:
+    """Compile the sweep (--output) or run it locally (--run-local) and print its leaderboard and reports."""
+    from kfp import compiler
+
     default = "local.yaml" if args.run_local else "banglasenti.yaml"
-    try:
-        cfg = load_config(args.config or CONFIG_DIR / default, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config or CONFIG_DIR / default, args.overrides)
     if args.output:
         compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=args.output)
         print(f"wrote {args.output}")
-        return 0
-    try:
-        result = run_sweep_local(cfg, args.pipeline_root)
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return
+    result = run_sweep_local(cfg, args.pipeline_root)
     print(result["leaderboard"].read_text(encoding="utf-8"))
     metrics = result["metrics"]
     print("Test macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
@@ -103,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
                                         in metrics))
     for name in ("leaderboard", "report", "html_report"):
         print(f"{name}: {result[name]}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,27 @@ def manifest(directory):
     return json.loads((directory / ARTIFACT_MANIFEST).read_text())
 
 
+def test_a_committed_directory_is_readable_by_other_users(tmp_path):
+    """A library that writes a file 0600 (safetensors' adapter weights) leaves it readable once committed: the TPU
+    image's steps write as root, the CPU image's read as uid 10001."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with committed_directory(tmp_path / "model") as target:
+            (target / "sub").mkdir()
+            for name in ("adapter_model.safetensors", "sub/tokenizer.json"):
+                (target / name).write_bytes(b"x")
+                (target / name).chmod(0o600)
+            (target / "run.sh").write_bytes(b"x")
+            (target / "run.sh").chmod(0o700)
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    assert modes == {"adapter_model.safetensors": 0o644, "tokenizer.json": 0o644, "run.sh": 0o744,
+                     ARTIFACT_MANIFEST: 0o644}
+
+
 def test_a_committed_directory_lists_every_file_written_before_its_manifest(tmp_path):
     out = tmp_path / "model"
     with committed_directory(out) as target:
@@ -65,11 +86,11 @@ def test_a_killed_writer_leaves_a_directory_every_reader_refuses(tmp_path):
                                     "base_model_reuse", "select_best"])
 def test_readers_refuse_an_uncommitted_artifact(reader, base_dir, tokenized_dir, tmp_path):
     from components.base_model import resolve_base_model
+    from components.collation import load_tokenized_split
     from components.config import ModelConfig
+    from components.encoding import load_tokenizer
     from components.predict import resolve_model_dir
     from components.sweep import select_best
-    from components.tokenization import load_tokenizer
-    from components.train import load_tokenized_split
 
     source = tokenized_dir if reader == "load_tokenized_split" else base_dir
     broken = tmp_path / "artifact"

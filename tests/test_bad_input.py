@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from components import base_model, evaluate, prepare, tokenization, train
 from components.config import DataConfig
-from components.prepare import clean_text, prepare_data
+from components.prepare import prepare_data
 from components.storage import InputError
+from components.tables import clean_text
 from tests.test_prepare import make_frame
 
 GOOD = make_frame(10).to_csv(index=False)

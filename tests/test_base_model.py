@@ -6,13 +6,12 @@ import torch
 
 from components.base_model import (
     SPECIAL_TOKENS,
-    directory_sha256,
     resolve_base_model,
     tiny_model_config,
     train_unigram_tokenizer,
 )
 from components.config import ModelConfig, TinyModelConfig
-from components.storage import ARTIFACT_MANIFEST, InputError
+from components.storage import ARTIFACT_MANIFEST, InputError, content_digest
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def test_pretraining_lowers_the_masked_lm_loss(train_texts, tmp_path):
     meta = resolve_base_model(ModelConfig(name="tiny", tiny=cfg), train_texts, 128, tmp_path / "m")
     assert meta["pretrain_steps"] == 60
     assert meta["pretrain_loss_last"] < meta["pretrain_loss_first"] - 0.5
-    assert meta["content_sha256"] == directory_sha256(tmp_path / "m")
+    assert meta["content_sha256"] == content_digest(tmp_path / "m")
 
 
 def test_tiny_base_is_reproducible(train_texts, tmp_path):
@@ -68,7 +67,7 @@ def test_tiny_base_is_reproducible(train_texts, tmp_path):
 def test_local_directory_is_copied_with_its_hash(base_dir, tmp_path):
     meta = resolve_base_model(ModelConfig(name=str(base_dir)), [], 128, tmp_path / "copy")
     assert meta["kind"] == "local"
-    assert meta["content_sha256"] == directory_sha256(base_dir)
+    assert meta["content_sha256"] == content_digest(base_dir)
 
 
 def test_gcs_directory_is_downloaded(base_dir, tmp_path, gcs_emulator):
@@ -79,7 +78,7 @@ def test_gcs_directory_is_downloaded(base_dir, tmp_path, gcs_emulator):
         bucket.blob(f"tiny/{file.name}").upload_from_filename(str(file))
     meta = resolve_base_model(ModelConfig(name="gs://models/tiny"), [], 128, tmp_path / "from-gcs")
     assert meta["kind"] == "gcs"
-    assert meta["content_sha256"] == directory_sha256(base_dir)
+    assert meta["content_sha256"] == content_digest(base_dir)
     with pytest.raises(InputError, match="no objects"):
         resolve_base_model(ModelConfig(name="gs://models/absent"), [], 128, tmp_path / "none")
     assert not (tmp_path / "none").exists()
@@ -134,4 +133,4 @@ def test_hub_model_is_downloaded_at_its_resolved_commit(tmp_path, monkeypatch, b
     assert calls["snapshot"][:2] == ("FacebookAI/xlm-roberta-base", "a" * 40)
     assert "*.safetensors" in calls["snapshot"][2] and not any("bin" in p for p in calls["snapshot"][2])
     assert meta == {"base_model": "FacebookAI/xlm-roberta-base", "kind": "hub", "revision": "a" * 40,
-                    "content_sha256": directory_sha256(tmp_path / "hub")}
+                    "content_sha256": content_digest(tmp_path / "hub")}

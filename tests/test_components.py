@@ -128,7 +128,8 @@ def test_trained_models_and_the_report_carry_lineage(chain):
 
 
 def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path):
-    from components.export import MERGED, MODEL_CARD, SERVING_INFO, export_model
+    from components.export import export_model
+    from components.modeling import MERGED, MODEL_CARD, SERVING_INFO
 
     out = artifact(dsl.Model, tmp_path / "export")
     export_model.python_func(config_json=chain["config_json"],

@@ -19,7 +19,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_training_writes_train_and_validation_curves(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch):
-    from components.train import train_model
+    from components.training import train_model
 
     monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(tmp_path / "vertex-logs"))
     cfg = config_from_json(fast_cfg.to_json(), {"train.tensorboard_dir": str(tmp_path / "local-logs")})

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from components.collation import IGNORED_LABEL, BucketCollator
 from components.device import Placement, device_kind, prepare_placement, resolve_precision
-from components.train import IGNORED_LABEL, BucketCollator, compute_val_metrics, load_base_classifier
+from components.modeling import load_base_classifier
+from components.training import compute_val_metrics
 
 
 def test_cpu_without_pjrt_device(monkeypatch):
@@ -98,12 +100,8 @@ class StaticPlacement(Placement):
 def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, fast_cfg, tmp_path):
     from transformers import Trainer
 
-    from components.train import (
-        bucket_trainer_class,
-        load_tokenized_split,
-        real_rows_loss,
-        training_arguments,
-    )
+    from components.collation import load_tokenized_split
+    from components.training import bucket_trainer_class, real_rows_loss, training_arguments
 
     val = load_tokenized_split(tokenized_dir, "val")
     assert len(val) % 16, "the last evaluation batch must be short for filler rows to appear"
@@ -128,7 +126,7 @@ def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, f
 def test_bf16_is_the_trainers_own_autocast_over_float32_weights(base_dir, fast_cfg, tmp_path):
     from transformers import Trainer
 
-    from components.train import bucket_trainer_class, training_arguments
+    from components.training import bucket_trainer_class, training_arguments
 
     placement = Placement("cpu", 1, "bf16", 4, 4)
     args = training_arguments("baseline", fast_cfg, str(tmp_path), placement)

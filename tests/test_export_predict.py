@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from components.export import ADAPTER, MERGED, export_models
+from components.export import export_models
+from components.modeling import ADAPTER, MERGED
 from components.predict import PROBABILITY_COLUMNS, load_model, predict_texts, write_predictions
 
 
@@ -36,8 +37,9 @@ def test_export_writes_a_merged_model_and_the_adapter(exported, trained):
 
 def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, tokenized_dir, prepared_dir,
                                                    fast_cfg):
-    from components.evaluate import load_trained_model, predict_logits
-    from components.train import load_tokenized_split
+    from components.collation import load_tokenized_split
+    from components.inference import predict_logits
+    from components.modeling import load_trained_model
 
     test = load_tokenized_split(tokenized_dir, "test")
     adapter = load_trained_model(trained["lora"][0], base_dir)
@@ -55,7 +57,7 @@ def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_write_predictions_round_trips(tmp_path, suffix):
-    from components.prepare import read_table
+    from components.tables import read_table
 
     frame = pd.DataFrame({"text": ["ভালো", "খারাপ"], "label": ["positive", "negative"], "label_id": [1, 0],
                           "p_negative": [0.1, 0.8], "p_positive": [0.7, 0.1], "p_neutral": [0.2, 0.1]})
@@ -104,7 +106,7 @@ def test_predict_command_prints_texts_and_needs_a_base_for_an_adapter(exported, 
     ("best", {"lora": 0.41}, "lora"),
 ])
 def test_choose_model_by_validation_macro_f1(select, scores, chosen):
-    from components.export import choose_model
+    from components.modeling import choose_model
 
     selected, reason = choose_model(select, scores)
     assert selected == chosen
@@ -112,7 +114,7 @@ def test_choose_model_by_validation_macro_f1(select, scores, chosen):
 
 
 def test_choose_model_refuses_an_unknown_choice():
-    from components.export import choose_model
+    from components.modeling import choose_model
 
     with pytest.raises(ValueError, match="export.select"):
         choose_model("worst", {"lora": 0.1, "baseline": 0.2})
@@ -129,7 +131,8 @@ def logits_on(model_dir, texts):
 
 @pytest.fixture(scope="module")
 def eval_metrics(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_path_factory):
-    from components.evaluate import flat_metrics, run_evaluate
+    from components.evaluate import run_evaluate
+    from components.metrics import flat_metrics
 
     out = tmp_path_factory.mktemp("eval")
     splits = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
@@ -141,7 +144,8 @@ def eval_metrics(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_p
 @pytest.mark.parametrize("select", ["baseline", "best"])
 def test_export_serves_the_selected_model_and_keeps_both(select, trained, base_dir, fast_cfg, prepared_dir,
                                                         eval_metrics, tmp_path):
-    from components.export import BASELINE, MODEL_CARD, SERVING_INFO, export_models
+    from components.export import export_models
+    from components.modeling import BASELINE, MODEL_CARD, SERVING_INFO
     from components.storage import require_committed
 
     out = tmp_path / "export"
@@ -185,7 +189,8 @@ def card_front_matter(text: str) -> dict:
 
 
 def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, eval_metrics, tmp_path):
-    from components.export import MODEL_CARD, export_models
+    from components.export import export_models
+    from components.modeling import MODEL_CARD
 
     out = tmp_path / "export"
     card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"},

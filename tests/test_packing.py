@@ -75,7 +75,7 @@ def one_by_one(model, texts) -> torch.Tensor:
 
 def lora_with_nonzero_adapters(base_dir, fast_cfg):
     """A LoRA model whose adapters change the output (LoRA's B starts at zero, which would hide a wrong path)."""
-    from components.train import build_model
+    from components.training import build_model
 
     torch.manual_seed(0)
     model = build_model("lora", base_dir, fast_cfg)
@@ -88,7 +88,7 @@ def lora_with_nonzero_adapters(base_dir, fast_cfg):
 
 @pytest.mark.parametrize("mode", ["baseline", "lora"])
 def test_packed_logits_match_each_text_alone(mode, base_dir, tokenized_dir, fast_cfg):
-    from components.train import build_model
+    from components.training import build_model
 
     model = (lora_with_nonzero_adapters(base_dir, fast_cfg) if mode == "lora"
              else build_model("baseline", base_dir, fast_cfg)).eval()
@@ -126,8 +126,9 @@ def test_loss_and_gradients_count_texts_not_rows(base_dir, tokenized_dir, fast_c
 
 def test_evaluation_and_prediction_keep_input_order(trained, base_dir, tokenized_dir, fast_cfg):
     """Packed and bucketed evaluation give the same logits, in the split's order; so do predictions."""
-    from components.evaluate import load_trained_model, predict_logits
-    from components.train import load_tokenized_split
+    from components.collation import load_tokenized_split
+    from components.inference import predict_logits
+    from components.modeling import load_trained_model
 
     tokenize = fast_cfg.tokenize.model_copy(update={"packing": True})
     model = load_trained_model(trained["lora"][0], base_dir)
@@ -147,10 +148,10 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     from transformers import Trainer, TrainingArguments
 
     from components.device import Placement
-    from components.evaluate import load_trained_model
     from components.metrics import headline_metrics
+    from components.modeling import load_trained_model
     from components.packing import load_packed_split
-    from components.train import PackedRows, bucket_trainer_class, compute_val_metrics, real_rows_loss
+    from components.training import PackedRows, bucket_trainer_class, compute_val_metrics, real_rows_loss
 
     model = load_trained_model(trained["baseline"][0], base_dir)
     val = load_packed_split(tokenized_dir, "val", ROW, SLOTS)

@@ -186,8 +186,17 @@ def test_main_job_runs_the_whole_dag_offline(tmp_path):
                          ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report"),
                          ("evaluate", "html_report"), ("export-model", "model")]:
         assert (run_dir / task / output).exists(), (task, output)
-    log = re.sub(r"\x1b\[\d+m", "", run.stdout + run.stderr)
-    assert "Task 'importer' finished with status SUCCESS" in log  # the raw data is a lineage node
+    # the terminal: a line per step with what it did; kfp's whole log in the file it names
+    for line in ("prepare: ", "base-model: pre-trained ", "tokenize: tokenized to max_length",
+                 "train-lora: lora: ", "train-baseline: baseline: ", "evaluate: test macro-F1: lora ",
+                 "export-model: exported "):
+        assert f"\n{line}" in run.stdout, line
+    assert "executor_input" not in run.stdout
+    log = Path(re.search(r"kfp's whole log: (\S+)", run.stdout).group(1)).read_text(encoding="utf-8")
+    assert "Task 'importer' finished with status SUCCESS" in re.sub(r"\x1b\[\d+m", "", log)  # a lineage node
+    page = re.search(r"HTML report: file://(\S+)", run.stdout).group(1)
+    assert page.endswith("/evaluate/report.html")
+    assert Path(page).read_bytes() == (run_dir / "evaluate" / "html_report").read_bytes()
     metrics = executor_metrics(run_dir)
     for model in ("lora", "baseline"):
         assert metrics[f"{model}_test_macro_f1"] > metrics["majority_class_test_macro_f1"] + 0.1

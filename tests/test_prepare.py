@@ -12,15 +12,9 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from components.config import DataConfig
-from components.prepare import (
-    clean_text,
-    prepare_data,
-    prepare_frame,
-    read_table,
-    resolve_duplicates,
-    run_prepare,
-)
+from components.prepare import prepare_data, prepare_frame, resolve_duplicates, run_prepare
 from components.storage import SAMPLE_PATH, InputError
+from components.tables import clean_text, read_table
 
 
 def make_frame(n_per_class: int = 20) -> pd.DataFrame:

@@ -300,7 +300,7 @@ def test_the_stand_in_refuses_what_the_service_refuses(standin):
     evaluation, _ = evaluation_request(list(CLASS_NAMES), CONFUSION, 0.6, 0.6, {})
     evaluation["metrics"]["macroF1"] = 0.6
     message = aiplatform_v1.ModelEvaluation()
-    json_format.ParseDict(evaluation, message._pb)
+    json_format.ParseDict(evaluation, type(message).pb(message))
     with pytest.raises(BadRequest, match="not in the classification metrics schema: \\['macroF1'\\]"):
         model_client(REGION, standin.url).import_model_evaluation(parent=result["resourceName"],
                                                                   model_evaluation=message)

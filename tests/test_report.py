@@ -9,7 +9,8 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from components.config import ReferenceConfig
-from components.evaluate import flat_metrics, run_evaluate
+from components.evaluate import run_evaluate
+from components.metrics import flat_metrics
 from components.reference import predict_reference, train_reference
 from components.stats import (
     bootstrap_indices,

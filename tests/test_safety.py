@@ -58,7 +58,7 @@ def test_no_remote_code_and_no_unsafe_torch_load():
 
 
 def test_model_loading_sites_insist_on_safetensors():
-    sites = [(p, n) for p, n in calls("from_pretrained") if p.name in ("train.py", "evaluate.py")
+    sites = [(p, n) for p, n in calls("from_pretrained") if p.name == "modeling.py"
              and getattr(n.func.value, "id", "") == "AutoModelForSequenceClassification"]
     assert len(sites) == 2
     assert all(keyword(n, "use_safetensors") is True for _, n in sites)

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from components.config import CLASS_NAMES
-from components.export import MERGED, export_models
+from components.export import export_models
+from components.modeling import MERGED
 from components.serve import ModelHolder, create_app, load_served_model, parse_instances
 from components.storage import SAMPLE_PATH, InputError
 from tests.conftest import free_port

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from components.config import TokenizeConfig
-from components.tokenization import bucket_for, load_tokenizer, tokenize_frame
+from components.encoding import bucket_for, load_tokenizer, tokenize_frame
 
 
 @pytest.mark.parametrize(("length", "bucket"), [(1, 32), (32, 32), (33, 64), (64, 64), (65, 128), (128, 128)])

@@ -3,10 +3,12 @@ import json
 import pytest
 import torch
 
+from components.collation import BucketCollator, load_tokenized_split
 from components.config import load_config
-from components.evaluate import load_trained_model, predict_logits
-from components.tokenization import load_tokenizer
-from components.train import BucketCollator, build_model, epoch_history, load_tokenized_split
+from components.encoding import load_tokenizer
+from components.inference import predict_logits
+from components.modeling import load_trained_model
+from components.training import build_model, epoch_history
 
 
 def test_collator_keeps_bucket_shapes():
@@ -79,7 +81,7 @@ def test_training_summary_is_consistent(trained, mode):
 def test_saved_lora_adapter_reloads_with_identical_logits(trained, base_dir, tokenized_dir):
     from peft import PeftModel
 
-    from components.train import load_base_classifier
+    from components.modeling import load_base_classifier
 
     model_dir, _ = trained["lora"]
     val = load_tokenized_split(tokenized_dir, "val")
@@ -111,6 +113,6 @@ def test_training_is_reproducible(base_dir, tokenized_dir, fast_cfg, trained, tm
 
 def test_local_config_learning_rates_are_set_per_mode():
     cfg = load_config(None, {"train.lora_learning_rate": 1e-3, "train.baseline_learning_rate": 1e-5})
-    from components.train import learning_rate
+    from components.training import learning_rate
 
     assert (learning_rate("lora", cfg), learning_rate("baseline", cfg)) == (1e-3, 1e-5)

@@ -227,7 +227,7 @@ import json, sys
 import numpy as np, pandas as pd, torch, torch_xla
 from components.config import load_config
 from components.packing import PackedCollator, packed_forward, packed_records
-from components.train import build_model
+from components.training import build_model
 
 base_dir, tokenized_dir, mode = sys.argv[1:4]
 cfg = load_config("configs/local.yaml", {"model.tiny.hidden_size": 64, "model.tiny.intermediate_size": 128})

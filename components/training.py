@@ -1,0 +1,455 @@
+"""Training one model: LoRA adapters or full fine-tuning with one Hugging Face Trainer.
+
+LoRA (PEFT, task_type SEQ_CLS: the classifier head is trained through modules_to_save) or full fine-tuning;
+AdamW with linear warmup and decay, grad-norm clipping, val macro-F1 every epoch, best epoch kept, early
+stopping, one seed for init, dropout and shuffling; texts packed into full rows (`tokenize.packing`,
+components/packing.py) or batches grouped by length and padded to the buckets. The train-lora and train-baseline
+steps (components/train.py) and the smoke step (components/smoke.py) train through `train_model`.
+"""
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from components.collation import IGNORED_LABEL, BucketCollator, load_tokenized_split
+from components.config import Config
+from components.device import (
+    Placement,
+    prepare_placement,
+    refuse_xla_downcast,
+    shard_batches,
+    static_attention,
+    xla_counters,
+    xla_element_type,
+    xla_sharding,
+)
+from components.modeling import load_base_classifier
+from components.storage import committed_directory
+
+Mode = Literal["lora", "baseline"]
+
+
+MODES: tuple[str, ...] = ("lora", "baseline")
+
+
+
+def build_model(mode: Mode, base_dir: str | Path, cfg: Config, attn_implementation: str | None = None):
+    """The model to train: the base classifier, wrapped with LoRA adapters in lora mode."""
+    model = load_base_classifier(base_dir, attn_implementation)
+    return model if mode == "baseline" else with_lora(model, cfg)
+
+
+
+def with_lora(model, cfg: Config):
+    """`model` wrapped with the configured LoRA adapters (PEFT SEQ_CLS: the head trained through modules_to_save)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets: str | list[str] = cfg.lora.target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    peft_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=targets,
+    )
+    return get_peft_model(model, peft_config)
+
+
+
+def parameter_counts(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_parameters": trainable, "total_parameters": total}
+
+
+
+def compute_val_metrics(eval_pred) -> dict[str, float]:
+    from components.metrics import headline_metrics
+
+    logits, labels = eval_pred
+    real = labels != IGNORED_LABEL
+    return headline_metrics(labels[real], logits[real].argmax(axis=-1))
+
+
+
+def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Per-epoch train loss, val loss and val metrics from the Trainer's log."""
+    epochs: dict[int, dict[str, float]] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        row = epochs.setdefault(round(entry["epoch"]), {"epoch": round(entry["epoch"])})
+        if "loss" in entry:
+            row["train_loss"] = float(entry["loss"])
+        for key in ("eval_loss", "eval_macro_f1", "eval_accuracy", "eval_weighted_f1"):
+            if key in entry:
+                row[key.replace("eval_", "val_")] = float(entry[key])
+    return [epochs[k] for k in sorted(epochs)]
+
+
+
+def learning_rate(mode: Mode, cfg: Config) -> float:
+    return cfg.train.lora_learning_rate if mode == "lora" else cfg.train.baseline_learning_rate
+
+
+
+def batch_rows(per_device_texts: int, cfg: Config, placement: Placement) -> int:
+    """The Trainer's batch size: the global batch in texts, or with packing in rows (whole rows per device)."""
+    from components.packing import rows_per_batch
+
+    if not cfg.tokenize.packing:
+        return per_device_texts * placement.devices
+    return rows_per_batch(per_device_texts, cfg.tokenize.pack_slots) * placement.devices
+
+
+
+def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: Placement):
+    """Trainer settings; on XLA the Trainer's one (SPMD) device takes the global batch."""
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=checkpoint_dir,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=batch_rows(placement.per_device_batch, cfg, placement),
+        per_device_eval_batch_size=batch_rows(placement.per_device_eval_batch, cfg, placement),
+        bf16=False,  # bf16 is the trainer's own autocast (BucketTrainer): float32 weights and optimizer states
+        learning_rate=learning_rate(mode, cfg),
+        lr_scheduler_type="linear",
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        # XLA: PyTorch's AdamW (torch_xla's "sync-free" AdamW is the same step without found_inf); CPU and
+        # CUDA: PyTorch's fused AdamW kernel
+        optim="adamw_torch" if placement.kind == "xla" else "adamw_torch_fused",
+        eval_accumulation_steps=1 if placement.kind == "xla" else None,  # logits to host per batch, no growing concat
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        dataloader_pin_memory=placement.kind == "cuda",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        save_only_model=False,  # optimizer, scheduler and RNG states too: what resuming needs
+    )
+
+
+
+def xla_graph_counts(record: dict[str, list[int]]):
+    """A callback recording, per epoch, the optimizer steps and XLA's compiles, graph executions and
+    device-to-host transfers in the step loop, and the compiles after it (evaluation, logging, checkpointing)."""
+    from transformers import TrainerCallback
+
+    for key in ("step_loop_steps", "step_loop_compiles", "step_loop_executions", "step_loop_host_transfers",
+                "after_loop_compiles"):
+        record[key] = []
+
+    class GraphCounts(TrainerCallback):
+        def __init__(self):
+            self.last: dict[str, int] = {}
+            self.first_step = 0
+
+        def _since_last(self) -> dict[str, int]:
+            now = xla_counters()
+            delta = {key: now[key] - self.last.get(key, 0) for key in now}
+            self.last = now
+            return delta
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.first_step = state.global_step
+            if self.last:
+                record["after_loop_compiles"].append(self._since_last()["compiles"])
+            else:
+                self._since_last()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            delta = self._since_last()
+            record["step_loop_steps"].append(state.global_step - self.first_step)
+            record["step_loop_compiles"].append(delta["compiles"])
+            record["step_loop_executions"].append(delta["executions"])
+            record["step_loop_host_transfers"].append(delta["host_transfers"])
+
+        def on_train_end(self, args, state, control, **kwargs):
+            record["after_loop_compiles"].append(self._since_last()["compiles"])
+
+    return GraphCounts()
+
+
+
+def xla_storage_types(record: dict[str, list[str]]):
+    """A callback recording, at each epoch end, the element types XLA stores the trainable parameters and the
+    optimizer states in (float32 master weights: 'f32' only)."""
+    from transformers import TrainerCallback
+
+    record["parameters"], record["optimizer_states"] = [], []
+
+    class StorageTypes(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            params = {xla_element_type(p) for p in model.parameters() if p.requires_grad}
+            states = {xla_element_type(value) for per_param in optimizer.state.values()
+                      for value in per_param.values() if hasattr(value, "device") and value.device.type == "xla"}
+            record["parameters"] = sorted(set(record["parameters"]) | params)
+            record["optimizer_states"] = sorted(set(record["optimizer_states"]) | states)
+
+    return StorageTypes()
+
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch."""
+
+    row_length: int
+    slots: int
+    train_rows: int
+    eval_rows: int
+
+
+
+def bucket_trainer_class(base):
+    """`base` (a Trainer class) with static batch shapes on XLA: batches sharded over the devices (also in an
+    epoch resumed mid-way), and each phase's short last batch topped up to that phase's batch size (one compiled
+    graph per bucket and phase); bf16 autocast of its own; an evaluation loss over the real rows only."""
+    import torch
+    from transformers import Trainer
+
+    from components.packing import PackedCollator, packed_forward
+    from components.private_api import private, require_private, set_private
+
+    require_private(Trainer, "_run_epoch")  # overridden below
+
+    class BucketTrainer(base):
+        def __init__(self, *args, placement: Placement, pad_token_id: int, packing: PackedRows | None = None,
+                     **kwargs):
+            fixed = placement.static_shapes
+            self.placement = placement
+            self.packing = packing
+            if packing is None:
+                self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
+                collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
+            else:  # rows of packed texts; on XLA every batch topped up to its phase's number of rows
+                self.eval_collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
+                                                    packing.eval_rows if fixed else None)
+                collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
+                                          packing.train_rows if fixed else None)
+            super().__init__(*args, data_collator=collator, **kwargs)
+            # The model's loss is already the mean over a batch's real rows (one batch per optimizer step): no
+            # item count computed on the device beside the step (on a TPU, accelerate would run it as a graph of
+            # its own, through the xm.mark_step() of every gradient sync).
+            self.model_accepts_loss_kwargs = False
+            self.batch_shardings: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
+
+        def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
+            """bf16 autocast around the forward pass and loss; weights and optimizer states stay float32."""
+            if self.placement.precision != "bf16":
+                return contextlib.nullcontext()
+            return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16,
+                                  cache_enabled=cache_enabled)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """Packed rows: logits per text slot, loss the mean over the filled slots (texts, not rows)."""
+            if self.packing is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = packed_forward(model, inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+        def _count_sharding(self, phase: str, inputs) -> None:
+            if self.placement.kind == "xla":
+                spec = xla_sharding(inputs["input_ids"])
+                self.batch_shardings[phase][spec] = self.batch_shardings[phase].get(spec, 0) + 1
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            self._count_sharding("train", inputs)
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        def prediction_step(self, model, inputs, *args, **kwargs):
+            self._count_sharding("eval", inputs)
+            return super().prediction_step(model, inputs, *args, **kwargs)
+
+        def get_train_dataloader(self):
+            return shard_batches(super().get_train_dataloader())
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            train_collator, self.data_collator = self.data_collator, self.eval_collator
+            try:
+                return shard_batches(super().get_eval_dataloader(eval_dataset))
+            finally:
+                self.data_collator = train_collator
+
+        def _run_epoch(self, *args, **kwargs):
+            # Resuming mid-epoch, the Trainer rebuilds the loader through accelerate's skip_first_batches, which
+            # drops the input sharding: shard the rebuilt loader too.
+            import transformers.trainer as hf_trainer
+
+            skip = private(hf_trainer, "skip_first_batches")
+            set_private(hf_trainer, "skip_first_batches",
+                        lambda loader, num_batches=0: shard_batches(skip(loader, num_batches)), "transformers.trainer")
+            try:
+                return super()._run_epoch(*args, **kwargs)
+            finally:
+                set_private(hf_trainer, "skip_first_batches", skip, "transformers.trainer")
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            """The Trainer's loss repeats each batch's mean over its rows, filler rows included: recompute it
+            over the real rows from the logits and labels (both already on the host)."""
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
+            if output.predictions is not None and output.label_ids is not None:
+                output.metrics[f"{metric_key_prefix}_loss"] = real_rows_loss(output.predictions, output.label_ids)
+            return output
+
+    return BucketTrainer
+
+
+
+def real_rows_loss(logits, labels) -> float:
+    """Mean cross-entropy over the rows whose label is not IGNORED_LABEL (float64 on the host)."""
+    import numpy as np
+    from scipy.special import log_softmax
+
+    real = labels != IGNORED_LABEL
+    log_probs = log_softmax(np.asarray(logits, dtype=np.float64)[real], axis=-1)
+    return float(-log_probs[np.arange(len(log_probs)), labels[real]].mean())
+
+
+
+def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
+                out_dir: str | Path) -> dict[str, Any]:
+    """Train, keep the best epoch by val macro-F1, commit it to `out_dir` (manifest last); return the summary."""
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from components.checkpoints import (
+        checkpoint_root,
+        latest_valid_checkpoint,
+        remove_checkpoints,
+        resumable_trainer_class,
+        run_checkpoint_dir,
+        run_identity,
+        stop_on_sigterm,
+    )
+    from components.compile_cache import setup_compile_cache
+    from components.diagnostics import run_callbacks
+    from components.encoding import load_tokenizer
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    setup_compile_cache(cfg, out_dir)  # before SPMD starts: torch_xla reads the cache location once
+    placement = prepare_placement(cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.precision)
+    set_seed(cfg.train.seed)
+    tokenizer = load_tokenizer(base_dir)
+    tok = cfg.tokenize
+    if tok.packing:
+        from components.packing import load_packed_split
+
+        train_set, val_set = (load_packed_split(tokenized_dir, name, tok.max_length, tok.pack_slots)
+                              for name in ("train", "val"))
+        packing = PackedRows(tok.max_length, tok.pack_slots, batch_rows(placement.per_device_batch, cfg, placement),
+                             batch_rows(placement.per_device_eval_batch, cfg, placement))
+    else:
+        train_set = load_tokenized_split(tokenized_dir, "train")
+        val_set = load_tokenized_split(tokenized_dir, "val")
+        packing = None
+    model = build_model(mode, base_dir, cfg, static_attention() if placement.static_shapes else None)
+    counts = parameter_counts(model)
+    out_dir = Path(out_dir)
+    ckpt = run_checkpoint_dir(checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode),
+                              run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir))
+    resume = latest_valid_checkpoint(ckpt)
+    if resume is not None:
+        print(f"resuming from {resume}", flush=True)
+    graphs: dict[str, list[int]] = {}
+    storage: dict[str, list[str]] = {}
+    callbacks = [xla_graph_counts(graphs), xla_storage_types(storage)] if placement.kind == "xla" else []
+    callbacks.extend(run_callbacks(cfg, mode))  # TensorBoard curves; the smoke job's recorder
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    with stop_on_sigterm() as stop:
+        trainer = bucket_trainer_class(resumable_trainer_class())(
+            model=model,
+            args=training_arguments(mode, cfg, str(ckpt), placement),
+            placement=placement,
+            pad_token_id=tokenizer.pad_token_id,
+            packing=packing,
+            train_dataset=train_set,
+            eval_dataset=val_set,
+            processing_class=tokenizer,
+            compute_metrics=compute_val_metrics,
+            callbacks=callbacks,
+            checkpoint_steps=cfg.train.checkpoint_steps,
+            stop=stop,
+            resume_from=str(resume) if resume else None,
+        )
+        if placement.kind == "xla":
+            refuse_xla_downcast()  # accelerate sets it on a TPU if asked for bf16 mixed precision
+        start = time.monotonic()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        wall = time.monotonic() - start
+    best = trainer.evaluate()
+    history = epoch_history(trainer.state.log_history)
+    summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
+    summary["final_train_loss"] = trainer.whole_run_training_loss()
+    summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
+    if packing is not None:  # the Trainer counts rows: examples are texts
+        texts_per_row = sum(len(labels) for labels in train_set["labels"]) / max(len(train_set), 1)
+        summary["train_examples_per_second"] = round(summary["train_examples_per_second"] * texts_per_row, 2)
+        summary["packing"] = {"row_length": packing.row_length, "slots": packing.slots,
+                              "train_rows": len(train_set), "texts_per_row": round(texts_per_row, 3)}
+    if graphs:
+        summary["xla_graphs"] = graphs
+        summary["xla_storage_types"] = storage
+        summary["xla_batch_shardings"] = trainer.batch_shardings
+    with committed_directory(out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
+        (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    remove_checkpoints(ckpt)
+    return summary
+
+
+
+def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dict[str, float]],
+              best: dict[str, float], result, wall: float, placement: Placement) -> dict[str, Any]:
+    """The training summary: best val scores, curves, sizes, speed and the settings behind them."""
+    from components.runtime import library_versions
+
+    summary: dict[str, Any] = {
+        "mode": mode,
+        **counts,
+        "trainable_share": round(counts["trainable_parameters"] / counts["total_parameters"], 6),
+        "best_val_macro_f1": float(best["eval_macro_f1"]),
+        "best_val_accuracy": float(best["eval_accuracy"]),
+        "best_epoch": max(history, key=lambda r: r.get("val_macro_f1", -1.0))["epoch"] if history else 0,
+        "epochs_run": len(history),
+        "final_train_loss": float(result.training_loss),
+        "wall_seconds": round(wall, 2),
+        "train_examples_per_second": round(float(result.metrics["train_samples_per_second"]), 2),
+        "learning_rate": learning_rate(mode, cfg),
+        "batch_size": cfg.train.batch_size,
+        "seed": cfg.train.seed,
+        "device": placement.kind,
+        "placement": placement.metadata(),
+        "history": history,
+        "libraries": library_versions(),
+    }
+    if mode == "lora":
+        summary["lora"] = cfg.lora.model_dump()
+    return summary
+
+
+SCALAR_METRICS = ("best_val_macro_f1", "best_val_accuracy", "best_epoch", "epochs_run", "final_train_loss",
+                  "trainable_parameters", "total_parameters", "wall_seconds", "train_examples_per_second")
