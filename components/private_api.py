@@ -1,7 +1,7 @@
 """Every use of another library's private API, in one table, and the functions that reach it.
 
-The project overrides or reads a few private names of transformers, torch_xla, the Vertex AI SDK and
-google-cloud-pipeline-components where no public API does the job. Each is listed in PRIVATE with why; code
+The project overrides or reads a few private names of transformers, torch_xla, kfp's local runner, the Vertex AI
+SDK and google-cloud-pipeline-components where no public API does the job. Each is listed in PRIVATE with why; code
 reaches them only through `private()` / `private_attr()` / `set_private()` (an overridden method is checked with
 `require_private()`), and `missing_private_api()` says, for the installed versions, which of them an upgrade has
 removed (tests/test_private_api.py fails with that message).
@@ -50,6 +50,9 @@ PRIVATE = (
                "compile_cache: the persistent cache is set once per process"),
     PrivateUse("google-cloud-aiplatform", "google.cloud.aiplatform.pipeline_jobs:PipelineJob", "_gca_resource",
                "submit: the request job.submit() would send (pipelines/submit.py)", instance=True),
+    PrivateUse("kfp", "kfp.local.docker_task_handler", "run_docker_container",
+               "container_run: DockerRunner's containers started so that a failed step's exit status is read "
+               "(pipelines/container_run.py checks its signature and caller)"),
     PrivateUse("google-cloud-pipeline-components", "google_cloud_pipeline_components._placeholders",
                "PROJECT_ID_PLACEHOLDER", "registry: the pipeline job's project (pipelines/registry.py)"),
 )

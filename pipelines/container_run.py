@@ -66,8 +66,10 @@ def install() -> None:
     """Make kfp's DockerRunner start its containers through run_container (after check_kfp)."""
     from kfp.local import docker_task_handler
 
+    from components.private_api import set_private
+
     check_kfp(docker_task_handler)
-    setattr(docker_task_handler, KFP_FUNCTION, run_container)
+    set_private(docker_task_handler, KFP_FUNCTION, run_container, "kfp.local.docker_task_handler")
 
 
 def _kfp_version() -> str:
