@@ -166,8 +166,9 @@ def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_lengt
             progress(f"building the tiny offline XLM-R: masked-LM pre-training on {len(train_texts)} train texts, "
                      f"{model_cfg.tiny.pretrain_steps} steps (at most {model_cfg.tiny.pretrain_max_seconds:g} s)")
             meta.update(build_tiny_base(train_texts, model_cfg.tiny, max_length, tmp))
-            progress(f"pre-trained {meta['pretrain_steps']} steps in {meta['pretrain_seconds']:g} s, masked-LM loss "
-                     f"{meta['pretrain_loss_first']:.2f} -> {meta['pretrain_loss_last']:.2f}")
+            if meta.get("pretrain_steps"):
+                progress(f"pre-trained {meta['pretrain_steps']} steps in {meta['pretrain_seconds']:g} s, masked-LM "
+                         f"loss {meta['pretrain_loss_first']:.2f} -> {meta['pretrain_loss_last']:.2f}")
         elif name.startswith("gs://"):
             meta["kind"] = "gcs"
             with tempfile.TemporaryDirectory() as download:

@@ -1,4 +1,5 @@
-"""Shared command-line plumbing of the steps: --config, --set, one-line errors."""
+"""Shared command-line plumbing of the steps and the pipeline commands: --config, --set, --debug, one-line
+errors."""
 
 from __future__ import annotations
 

@@ -65,9 +65,9 @@ def xla_device_facts() -> dict[str, Any]:
         facts["device_attributes"] = [{k: str(v) for k, v in a.items()} for a in xr.global_runtime_device_attributes()]
     if facts["device_type"] == "TPU":
         with contextlib.suppress(Exception):
-            from torch_xla._internal import tpu
+            from components.private_api import private_attr
 
-            facts["tpu_version"] = tpu.version()
+            facts["tpu_version"] = private_attr("torch_xla._internal.tpu", "version")()
     mesh = xs.get_global_mesh()
     if mesh is not None:
         facts["mesh"] = {"shape": [int(n) for n in mesh.mesh_shape], "axis_names": list(mesh.axis_names),

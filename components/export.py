@@ -52,8 +52,8 @@ def export_models(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str 
     """Write merged/ (the selected model), adapter/, baseline/ (when not served) and the model card under
     `out_dir` (committed once complete); return the summary (the export artifact's metadata).
 
-    `card`: what the model card and serving.json say beyond the models themselves (components.model_card.CardFacts
-    keys: config, trained_on, metrics, data_report)."""
+    `card`: what the model card and serving.json say beyond the models themselves (the facts
+    components.model_card.render_model_card reads: config, trained_on, metrics, data_report, data_findings)."""
     from components.encoding import load_tokenizer
     from components.model_card import demo_warning, render_model_card
     from components.modeling import load_trained_model, load_training_summary, model_size_bytes

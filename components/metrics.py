@@ -53,8 +53,6 @@ def majority_class_metrics(train_labels, y_true) -> dict[str, float]:
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
     """Scalar metrics with distinct keys per model (Vertex Experiments merges all Metrics into one row)."""
     flat: dict[str, float] = {}
-    from components.metrics import HEADLINE
-
     for name, m in results["models"].items():
         for key in HEADLINE:
             flat[f"{name}_test_{key}"] = m[key]

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-IGNORED_LABEL = -100  # cross-entropy's ignore_index: empty slots and filler rows
+from components.collation import IGNORED_LABEL  # empty slots are labelled as filler rows are
 
 
 def pack_rows(lengths: Sequence[int], row_length: int, slots: int) -> list[list[int]]:
@@ -159,9 +159,11 @@ def packed_forward(model, batch: dict[str, Any]):
     from transformers.modeling_outputs import SequenceClassifierOutput
 
     from components.device import replicated
+    from components.private_api import private
 
     inner, head = classifier_of(model)
-    mask = block_diagonal_mask(batch["segment_ids"], getattr(inner.config, "_attn_implementation", None))
+    attention = private(inner.config, "_attn_implementation", "transformers.configuration_utils:PretrainedConfig")
+    mask = block_diagonal_mask(batch["segment_ids"], attention)
     with head_reads_slots(head, batch["cls_index"]):
         logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"]).logits
     logits = replicated(logits)  # SPMD: evaluation reads the logits back every batch

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ class PrivateUse:
     owner: str  # the module, or module:Class, that holds the name
     name: str
     why: str
-    instance: bool = False  # set on instances (in __init__ or training): looked for in the owner's source
+    instance: bool = False  # set on instances (in __init__ or training): looked for in the owner module's source
 
 
 TRAINER = "transformers.trainer:Trainer"
@@ -50,6 +51,10 @@ PRIVATE = (
                "compile_cache: the persistent cache is set once per process"),
     PrivateUse("google-cloud-aiplatform", "google.cloud.aiplatform.pipeline_jobs:PipelineJob", "_gca_resource",
                "submit: the request job.submit() would send (pipelines/submit.py)", instance=True),
+    PrivateUse("torch_xla", "torch_xla._internal.tpu", "version",
+               "diagnostics: the TPU generation in the smoke report"),
+    PrivateUse("transformers", "transformers.configuration_utils:PretrainedConfig", "_attn_implementation",
+               "packing: the attention a packed row's block-diagonal mask is built for (boolean or additive)"),
     PrivateUse("kfp", "kfp.local.docker_task_handler", "run_docker_container",
                "container_run: DockerRunner's containers started so that a failed step's exit status is read "
                "(pipelines/container_run.py checks its signature and caller)"),
@@ -66,8 +71,10 @@ def _use(owner: str, name: str) -> PrivateUse:
 
 
 def _owner_name(obj: Any) -> str:
-    module = obj.__name__ if inspect.ismodule(obj) else obj.__module__
-    return module if inspect.ismodule(obj) else f"{module}:{obj.__qualname__}"
+    if inspect.ismodule(obj):
+        return obj.__name__
+    cls = obj if inspect.isclass(obj) else type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _version(package: str) -> str:
@@ -78,6 +85,9 @@ def _version(package: str) -> str:
 
 
 def gone(use: PrivateUse) -> str:
+    if _version(use.package) == "?":
+        return (f"{use.package} is not installed; the project uses its {use.owner.replace(':', '.')}.{use.name} "
+                f"({use.why})")
     return (f"{use.package} {_version(use.package)} has no {use.owner.replace(':', '.')}.{use.name}, which the "
             f"project relies on ({use.why}); use a version that has it or update that code")
 
@@ -138,9 +148,9 @@ def missing_private_api(packages: tuple[str, ...] | None = None) -> list[str]:
         except (ImportError, AttributeError):
             problems.append(gone(use))
             continue
-        if use.instance:
+        if use.instance:  # set in the owner's methods: looked for in its module's source
             source = inspect.getsource(inspect.getmodule(owner) or owner)
-            found = f".{use.name}" in source
+            found = re.search(rf"\.{re.escape(use.name)}\b", source) is not None
         else:
             found = hasattr(owner, use.name)
         if not found:

@@ -230,11 +230,23 @@ def download_gcs_directory(uri: str, dest: Path) -> list[str]:
     return sorted(names)
 
 
-def open_mode() -> int:
-    """The mode open() gives a new file: 0666 less the process's umask."""
-    umask = os.umask(0)
+def process_umask() -> int:
+    """This process's umask: read from /proc where Linux shows it (setting it to read it back would, for a moment,
+    give files other threads create mode 0666)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def open_mode(directory: bool = False) -> int:
+    """The mode open() (or mkdir(), with `directory`) gives a new file: 0666 (0777) less the process's umask."""
+    return (0o777 if directory else 0o666) & ~process_umask()
 
 
 @contextlib.contextmanager
@@ -336,20 +348,22 @@ def committed_directory(final: str | Path) -> Iterator[Path]:
             child.unlink()
     try:
         yield final
+        readable_by_other_users(final)
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise
-    readable_by_other_users(final)
     write_manifest(final, ARTIFACT_MANIFEST, state=COMMITTED)
 
 
 def readable_by_other_users(directory: Path) -> None:
-    """Give every file under `directory` at least open()'s mode: libraries that write through a private temporary
-    file (safetensors' adapter weights: 0600) would leave it unreadable to a step running as another user (the
-    TPU image's steps run as root, the CPU image's as uid 10001)."""
-    mode = open_mode()
+    """Give every file and directory under `directory` at least open()'s (mkdir()'s) mode: libraries that write
+    through a private temporary file (safetensors' adapter weights: 0600) or directory would leave it unreadable to
+    a step running as another user (the TPU image's steps run as root, the CPU image's as uid 10001)."""
     for path in directory.rglob("*"):
-        if path.is_file() and not path.is_symlink() and (path.stat().st_mode & mode) != mode:
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            continue
+        mode = open_mode(directory=path.is_dir())
+        if (path.stat().st_mode & mode) != mode:
             path.chmod((path.stat().st_mode & 0o777) | mode)
 
 

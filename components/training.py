@@ -27,6 +27,7 @@ from components.device import (
     xla_sharding,
 )
 from components.modeling import load_base_classifier
+from components.runtime import progress
 from components.storage import committed_directory
 
 Mode = Literal["lora", "baseline"]
@@ -35,12 +36,10 @@ Mode = Literal["lora", "baseline"]
 MODES: tuple[str, ...] = ("lora", "baseline")
 
 
-
 def build_model(mode: Mode, base_dir: str | Path, cfg: Config, attn_implementation: str | None = None):
     """The model to train: the base classifier, wrapped with LoRA adapters in lora mode."""
     model = load_base_classifier(base_dir, attn_implementation)
     return model if mode == "baseline" else with_lora(model, cfg)
-
 
 
 def with_lora(model, cfg: Config):
@@ -60,12 +59,10 @@ def with_lora(model, cfg: Config):
     return get_peft_model(model, peft_config)
 
 
-
 def parameter_counts(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable_parameters": trainable, "total_parameters": total}
-
 
 
 def compute_val_metrics(eval_pred) -> dict[str, float]:
@@ -74,7 +71,6 @@ def compute_val_metrics(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred
     real = labels != IGNORED_LABEL
     return headline_metrics(labels[real], logits[real].argmax(axis=-1))
-
 
 
 def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -92,10 +88,8 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [epochs[k] for k in sorted(epochs)]
 
 
-
 def learning_rate(mode: Mode, cfg: Config) -> float:
     return cfg.train.lora_learning_rate if mode == "lora" else cfg.train.baseline_learning_rate
-
 
 
 def batch_rows(per_device_texts: int, cfg: Config, placement: Placement) -> int:
@@ -105,7 +99,6 @@ def batch_rows(per_device_texts: int, cfg: Config, placement: Placement) -> int:
     if not cfg.tokenize.packing:
         return per_device_texts * placement.devices
     return rows_per_batch(per_device_texts, cfg.tokenize.pack_slots) * placement.devices
-
 
 
 def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: Placement):
@@ -148,7 +141,6 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
     )
 
 
-
 def xla_graph_counts(record: dict[str, list[int]]):
     """A callback recording, per epoch, the optimizer steps and XLA's compiles, graph executions and
     device-to-host transfers in the step loop, and the compiles after it (evaluation, logging, checkpointing)."""
@@ -189,7 +181,6 @@ def xla_graph_counts(record: dict[str, list[int]]):
     return GraphCounts()
 
 
-
 def xla_storage_types(record: dict[str, list[str]]):
     """A callback recording, at each epoch end, the element types XLA stores the trainable parameters and the
     optimizer states in (float32 master weights: 'f32' only)."""
@@ -208,7 +199,6 @@ def xla_storage_types(record: dict[str, list[str]]):
     return StorageTypes()
 
 
-
 @dataclass(frozen=True)
 class PackedRows:
     """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch."""
@@ -217,7 +207,6 @@ class PackedRows:
     slots: int
     train_rows: int
     eval_rows: int
-
 
 
 def bucket_trainer_class(base):
@@ -316,7 +305,6 @@ def bucket_trainer_class(base):
     return BucketTrainer
 
 
-
 def real_rows_loss(logits, labels) -> float:
     """Mean cross-entropy over the rows whose label is not IGNORED_LABEL (float64 on the host)."""
     import numpy as np
@@ -325,7 +313,6 @@ def real_rows_loss(logits, labels) -> float:
     real = labels != IGNORED_LABEL
     log_probs = log_softmax(np.asarray(logits, dtype=np.float64)[real], axis=-1)
     return float(-log_probs[np.arange(len(log_probs)), labels[real]].mean())
-
 
 
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
@@ -371,7 +358,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
                               run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir))
     resume = latest_valid_checkpoint(ckpt)
     if resume is not None:
-        print(f"resuming from {resume}", flush=True)
+        progress(f"{mode}: resuming from {resume}")
     graphs: dict[str, list[int]] = {}
     storage: dict[str, list[str]] = {}
     callbacks = [xla_graph_counts(graphs), xla_storage_types(storage)] if placement.kind == "xla" else []
@@ -419,7 +406,6 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     remove_checkpoints(ckpt)
     return summary
-
 
 
 def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dict[str, float]],

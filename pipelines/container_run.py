@@ -10,6 +10,7 @@ the arguments it expects, and stops with a clear error otherwise.
 
 from __future__ import annotations
 
+import codecs
 import inspect
 from types import ModuleType
 from typing import Any
@@ -30,14 +31,16 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict[str
         raise ValueError("DockerRunner: auto_remove=True loses the exit status; leave it out")
     if ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
         image = f"{image}:latest"
-    if not any(image in (i.tags + i.attrs.get("RepoDigests", [])) for i in client.images.list()):
+    if not any(image in ((i.tags or []) + (i.attrs.get("RepoDigests") or [])) for i in client.images.list()):
         print(f"Pulling image {image!r}", flush=True)
         client.images.pull(image)
     container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
                                       volumes=volumes, auto_remove=False, **container_run_args)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two chunks
     try:
         for chunk in container.logs(stream=True, follow=True):
-            print(chunk.decode(errors="replace"), end="", flush=True)
+            print(decoder.decode(chunk), end="", flush=True)
+        print(decoder.decode(b"", final=True), end="", flush=True)
         return int(container.wait()["StatusCode"])
     finally:
         container.remove(force=True)

@@ -8,7 +8,7 @@
 
 Branches run one after another. Artifacts go under `pipeline.local_root` (default runs/); the paths of
 every artifact and of the reports are printed at the end. The terminal shows a line per step (what it did: rows,
-epochs, macro-F1); kfp's whole log goes to <root>/local-run-<time>.log (--verbose shows it instead).
+epochs, macro-F1); kfp's whole log goes to <root>/local-run-<time>-<pid>.log (--verbose shows it instead).
 
 With --gcsfuse-semantics (or BANGLASENTI_GCSFUSE_SEMANTICS=1) every step refuses, under the pipeline root, what
 Cloud Storage FUSE refuses (renaming a non-empty directory, hard links): see pipelines/gcsfuse.py.
@@ -146,7 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
         print("note: DOCKER_HOST is not set; the docker SDK uses its default socket", file=sys.stderr)
     cfg = load_config(args.config, images + args.overrides)
     root = Path(args.pipeline_root or cfg.pipeline.local_root).resolve()
-    log = root / f"local-run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log = root / f"local-run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     if not args.verbose:
         print(f"kfp's whole log: {log}", flush=True)
     try:
@@ -163,18 +163,23 @@ def run_command(args: argparse.Namespace) -> int:
                                          for name in ("lora", "baseline", "reference", "majority_class")
                                          if f"{name}_test_macro_f1" in metrics))
     print(f"Comparison report: {result['report']}")
-    print(f"HTML report: {browsable_html(result['html_report']).as_uri()}")
+    print(f"HTML report: {browsable_html(result['html_report'])}")
     print(f"Data-quality report: {result['data_report']}")
     return 0
 
 
-def browsable_html(html_report: Path) -> Path:
-    """A copy of the HTML report artifact named report.html beside it (the artifact's name has no extension, so a
-    browser or file manager would not open it as a page)."""
+def browsable_html(html_report: Path) -> str:
+    """A file:// link to a copy of the HTML report artifact named report.html beside it (the artifact's name has no
+    extension, so a browser or file manager would not open it as a page); the artifact's path where the copy
+    cannot be written."""
     page = html_report.with_name("report.html")
-    with atomic_file(page) as tmp:
-        shutil.copyfile(html_report, tmp)
-    return page
+    try:
+        with atomic_file(page) as tmp:
+            shutil.copyfile(html_report, tmp)
+    except OSError as err:
+        print(f"note: no {page.name} beside the report ({err.strerror})", file=sys.stderr)
+        return str(html_report)
+    return page.as_uri()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ class RunLog(io.TextIOBase):
         self.started = 0.0
         self.recent: deque[str] = deque(maxlen=FAILURE_TAIL)
 
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
     def writable(self) -> bool:
         return True
 

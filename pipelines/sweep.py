@@ -12,6 +12,7 @@ docs/vertex.md for raising it). The KFP local runner (kfp 2.17) runs ParallelFor
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(parser, sweep_command, argv)
 
 
-def sweep_command(args: argparse.Namespace) -> None:
+def sweep_command(args: argparse.Namespace) -> int:
     """Compile the sweep (--output) or run it locally (--run-local) and print its leaderboard and reports."""
     from kfp import compiler
 
@@ -83,8 +84,12 @@ def sweep_command(args: argparse.Namespace) -> None:
     if args.output:
         compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=args.output)
         print(f"wrote {args.output}")
-        return
-    result = run_sweep_local(cfg, args.pipeline_root)
+        return 0
+    try:
+        result = run_sweep_local(cfg, args.pipeline_root)
+    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"; logs are above
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(result["leaderboard"].read_text(encoding="utf-8"))
     metrics = result["metrics"]
     print("Test macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
@@ -92,6 +97,7 @@ def sweep_command(args: argparse.Namespace) -> None:
                                         in metrics))
     for name in ("leaderboard", "report", "html_report"):
         print(f"{name}: {result[name]}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def test_a_committed_directory_is_readable_by_other_users(tmp_path):
     umask = os.umask(0o022)
     try:
         with committed_directory(tmp_path / "model") as target:
-            (target / "sub").mkdir()
+            (target / "sub").mkdir(mode=0o700)
             for name in ("adapter_model.safetensors", "sub/tokenizer.json"):
                 (target / name).write_bytes(b"x")
                 (target / name).chmod(0o600)
@@ -41,9 +41,9 @@ def test_a_committed_directory_is_readable_by_other_users(tmp_path):
             (target / "run.sh").chmod(0o700)
     finally:
         os.umask(umask)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").rglob("*") if p.is_file()}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").rglob("*")}
     assert modes == {"adapter_model.safetensors": 0o644, "tokenizer.json": 0o644, "run.sh": 0o744,
-                     ARTIFACT_MANIFEST: 0o644}
+                     ARTIFACT_MANIFEST: 0o644, "sub": 0o755}
 
 
 def test_a_committed_directory_lists_every_file_written_before_its_manifest(tmp_path):

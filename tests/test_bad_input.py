@@ -17,7 +17,7 @@ from components import base_model, evaluate, prepare, tokenization, train
 from components.config import DataConfig
 from components.prepare import prepare_data
 from components.storage import InputError
-from components.tables import clean_text
+from components.tables import clean_text, read_table
 from tests.test_prepare import make_frame
 
 GOOD = make_frame(10).to_csv(index=False)
@@ -195,7 +195,7 @@ def prepare_or_clean_error(path, work) -> None:
         event("clean error")
         return
     event("prepared")
-    check_partition(prepared, prepare.read_table(path))
+    check_partition(prepared, read_table(path))
 
 
 def check_partition(prepared, frame: pd.DataFrame) -> None:

@@ -56,6 +56,14 @@ def test_pretraining_lowers_the_masked_lm_loss(train_texts, tmp_path):
     assert meta["content_sha256"] == content_digest(tmp_path / "m")
 
 
+def test_a_tiny_base_without_pretraining_says_what_it_did(train_texts, tmp_path, capsys):
+    cfg = TinyModelConfig(hidden_size=32, intermediate_size=64, pretrain_steps=0, vocab_size=500)
+    meta = resolve_base_model(ModelConfig(name="tiny", tiny=cfg), train_texts, 128, tmp_path / "m")
+    assert meta["pretrain_steps"] == 0
+    err = capsys.readouterr().err
+    assert "0 steps (at most" in err and "pre-trained" not in err and "base model tiny (tiny) ready" in err
+
+
 def test_tiny_base_is_reproducible(train_texts, tmp_path):
     cfg = ModelConfig(name="tiny", tiny=TinyModelConfig(hidden_size=32, intermediate_size=64, pretrain_steps=5,
                                                          vocab_size=500))

@@ -3,6 +3,8 @@
 import io
 import sys
 
+import pytest
+
 from components.runtime import PROGRESS_MARK, progress
 from pipelines.run_log import RunLog, quiet_run
 
@@ -62,3 +64,14 @@ def test_quiet_run_restores_stdout_and_writes_the_log(tmp_path, capsys):
 def test_progress_lines_go_to_stderr(capsys):
     progress("3 epochs")
     assert capsys.readouterr() == ("", f"{PROGRESS_MARK}3 epochs\n")
+
+
+def test_a_task_the_runner_gives_up_on_is_reported_with_its_last_lines(tmp_path, capsys):
+    """kfp raising without logging the task's end (raise_on_error): the open task is shown as failed on exit."""
+    with pytest.raises(RuntimeError), quiet_run(tmp_path / "run.log"):
+        print("21:00:00.100 - INFO - Executing task 'train-lora'")
+        print("    ValueError: lora.r must be positive")
+        raise RuntimeError("Pipeline 'banglasenti-local' finished with status FAILURE")
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("train-lora: FAILURE after ")
+    assert shown[1] == "    ValueError: lora.r must be positive"
