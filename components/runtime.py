@@ -13,8 +13,9 @@ PROGRESS_MARK = "» "  # a step's progress line: what the local run shows of the
 
 def progress(message: str) -> None:
     """One line of what the step is doing or did (rows, epochs, scores), on stderr (a command's stdout stays its
-    result; kfp's runners show both streams), flushed at once."""
-    print(f"{PROGRESS_MARK}{message}", file=sys.stderr, flush=True)
+    result; kfp's runners show both streams), in one write (a container's log keeps the line whole), flushed."""
+    sys.stderr.write(f"{PROGRESS_MARK}{message}\n")
+    sys.stderr.flush()
 
 
 def quiet_libraries() -> None:
