@@ -359,12 +359,13 @@ def readable_by_other_users(directory: Path) -> None:
     """Give every file and directory under `directory` at least open()'s (mkdir()'s) mode: libraries that write
     through a private temporary file (safetensors' adapter weights: 0600) or directory would leave it unreadable to
     a step running as another user (the TPU image's steps run as root, the CPU image's as uid 10001)."""
+    modes = {False: open_mode(), True: open_mode(directory=True)}  # one umask read for the whole tree
     for path in directory.rglob("*"):
         if path.is_symlink() or not (path.is_file() or path.is_dir()):
             continue
-        mode = open_mode(directory=path.is_dir())
-        if (path.stat().st_mode & mode) != mode:
-            path.chmod((path.stat().st_mode & 0o777) | mode)
+        mode, current = modes[path.is_dir()], path.stat().st_mode & 0o777
+        if current & mode != mode:
+            path.chmod(current | mode)
 
 
 def commit_problem(directory: Path) -> str | None:
