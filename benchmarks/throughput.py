@@ -4,8 +4,10 @@
 
 (a) original: every text padded to 256 tokens, fp32, batches in random order;
 (b) buckets: each text padded to the smallest bucket (32/64/128), batches grouped by length;
-(c) packed: texts packed into rows of 128 tokens, `--slots` texts a row (components/packing.py), a batch of
-    batch-size texts taking batch-size/slots rows;
+(c) packed: batches of batch-size texts packed into rows of 128 tokens, at most `--slots` texts a row, as the
+    train component forms them over an epoch of all the texts (components/packing.py: epoch_units,
+    train_rows_for), every batch in the epoch's fixed number of rows (as on XLA); the first examples/batch-size
+    batches are timed;
 (b) and (c) in fp32 on the CPU and bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what
 this times); each for full fine-tuning and for LoRA, at the same batch size in texts and with the same optimizer
 (PyTorch's fused AdamW, as the train component uses on CPU and CUDA), through the project's own code: its
@@ -99,17 +101,17 @@ def bucketed_batches(lengths: list[int], batch_size: int, buckets: list[int], se
     return batches
 
 
-def packed_batches(lengths: list[int], batch_size: int, slots: int, seed: int) -> list[dict[str, Any]]:
-    """Rows packed by the project's pack_rows, batch_size/slots rows a batch, batches in random order."""
+def packed_batches(lengths: list[int], batch_size: int, slots: int, seed: int, count: int) -> list[dict[str, Any]]:
+    """The first `count` of the train component's packed batches of an epoch over all `lengths` (seed `seed`):
+    batch_size texts each, in the fixed number of rows that holds every batch of the epoch."""
     sys.path.insert(0, str(ROOT))
-    from components.packing import pack_rows, rows_per_batch
+    from components.packing import epoch_order, epoch_units, train_rows_for
 
     clipped = [min(n, PACKED_ROW) for n in lengths]
-    rows = [[clipped[i] for i in row] for row in pack_rows(clipped, PACKED_ROW, slots)]
-    random.Random(seed).shuffle(rows)
-    per_batch = rows_per_batch(batch_size, slots)
-    return [{"packed": rows[k:k + per_batch], "width": PACKED_ROW, "slots": slots}
-            for k in range(0, len(rows), per_batch)]
+    rows = train_rows_for(clipped, batch_size, PACKED_ROW, slots, seed, 1)
+    units = epoch_units(epoch_order(len(clipped), seed, 0), clipped, batch_size, PACKED_ROW, slots, rows) or []
+    return [{"packed": [[clipped[i] for i in row] for row in unit], "width": PACKED_ROW, "slots": slots, "rows": rows}
+            for unit in units[:count]]
 
 
 def batch_texts(spec: dict[str, Any]) -> int:
@@ -122,7 +124,7 @@ def batch_real_tokens(spec: dict[str, Any]) -> int:
 
 def padding_efficiency(batches: list[dict[str, Any]], batch_size: int) -> float:
     """Real tokens over the tokens computed (padded batches are topped up to batch_size rows)."""
-    computed = sum(b["width"] * (len(b["packed"]) if "packed" in b else batch_size) for b in batches)
+    computed = sum(b["width"] * (b["rows"] if "packed" in b else batch_size) for b in batches)
     return sum(batch_real_tokens(b) for b in batches) / computed
 
 
@@ -170,7 +172,7 @@ def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, r
         records = [{"texts": [random_text(n, vocab, rng) for n in row],
                     "labels": torch.randint(0, NUM_LABELS, (len(row),), generator=rng).tolist(),
                     "index": list(range(len(row)))} for row in spec["packed"]]
-        batch = PackedCollator(pad, spec["width"], spec["slots"])(records)
+        batch = PackedCollator(pad, spec["width"], spec["slots"], spec["rows"])(records)
     else:
         features = []
         for n in spec["rows"]:
@@ -347,7 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lengths-from", type=Path, help="replay the token lengths of an earlier --json report")
     parser.add_argument("--examples", type=int, default=128, help="examples timed per configuration")
     parser.add_argument("--batch-size", type=int, default=16, help="texts a batch")
-    parser.add_argument("--slots", type=int, default=8, help="texts a packed row of 128 tokens")
+    parser.add_argument("--slots", type=int, default=16, help="most texts a packed row of 128 tokens "
+                        "(tokenize.pack_slots)")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repetitions of every configuration")
     parser.add_argument("--original-repeats", type=int, help="repetitions of the (slow) original (default: all)")
     parser.add_argument("--settings", default="original,buckets,packed", help="which settings to time")
@@ -386,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     every = {
         "original": lambda: ("fp32", original_batches(lengths, args.batch_size, args.seed)),
         "buckets": lambda: (precision, bucketed_batches(lengths, args.batch_size, buckets, args.seed)),
-        "packed": lambda: (precision, packed_batches(lengths, args.batch_size, args.slots, args.seed)),
+        "packed": lambda: (precision, packed_batches(all_lengths, args.batch_size, args.slots, args.seed,
+                                                     len(lengths) // args.batch_size)),
     }
     chosen = [name for name in args.settings.split(",") if name]
     if not chosen or set(chosen) - set(every):

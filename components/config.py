@@ -117,15 +117,16 @@ class TokenizeConfig(_Strict):
     max_length: PositiveInt = Field(128, description="Longer texts are truncated to this many tokens.")
     buckets: list[PositiveInt] = Field(
         default_factory=lambda: [32, 64, 128],
-        description="Static padded lengths; each text is padded to the smallest bucket that holds it.",
+        description="Static padded lengths without packing; each text is padded to the smallest bucket that holds it.",
     )
     packing: bool = Field(
-        False,
-        description="Pack several texts into rows of max_length tokens (block-diagonal attention) instead of "
-        "padding each to its bucket, in training, evaluation and prediction.",
+        True,
+        description="Pack several texts into rows of max_length tokens (block-diagonal attention) in training, "
+        "evaluation and prediction; false: pad each text to its bucket (docs/performance.md compares them).",
     )
     pack_slots: PositiveInt = Field(
-        8, description="Most texts per packed row; a batch of train.batch_size texts takes batch_size/pack_slots rows."
+        16, description="Most texts per packed row. A training batch holds train.batch_size texts in a fixed number "
+        "of rows, the fewest that hold every batch of the run (components/packing.py).",
     )
 
     @model_validator(mode="after")

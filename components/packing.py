@@ -65,6 +65,154 @@ def packing_efficiency(lengths: Sequence[int], row_length: int, slots: int, batc
             "padding_efficiency": round(sum(map(int, lengths)) / max(padded_rows * row_length, 1), 4)}
 
 
+def epoch_units(order: Sequence[int], lengths: Sequence[int], per_device: int, row_length: int, slots: int,
+                rows: int, window: int = 64) -> list[list[list[int]]] | None:
+    """An epoch's texts in units of exactly `per_device` texts (the epoch's last unit: the rest), each packed into
+    at most `rows` rows by `pack_rows` (lists of text indices); None where that fails.
+
+    The texts come in `order`, `window` units at a time. Within a window the longest text goes first, each into the
+    unit with the most tokens left per free place before it reaches its share of the window's tokens (a unit holding
+    a long text is completed with short ones); a unit that still needs more than `rows` rows swaps one of its texts
+    for a shorter one of another unit. Full units keep the order of their first text; the short one comes last."""
+    import numpy as np
+
+    position = {i: k for k, i in enumerate(order)}
+    units: list[list[list[int]]] = []
+    for start in range(0, len(order), window * per_device):
+        chunk = list(order[start:start + window * per_device])
+        count = math.ceil(len(chunk) / per_device)
+        places = np.full(count, per_device)
+        places[-1] = len(chunk) - (count - 1) * per_device
+        target = places * (sum(int(lengths[i]) for i in chunk) / len(chunk))  # each unit's share of the tokens
+        if target.max() > rows * row_length:
+            return None  # even a unit of average texts needs more rows
+        tokens = np.zeros(count)
+        members: list[list[int]] = [[] for _ in range(count)]
+        for i in sorted(chunk, key=lambda k: (-int(lengths[k]), position[k])):
+            u = int(np.argmax(np.where(places > 0, (target - tokens) / np.maximum(places, 1), -np.inf)))
+            members[u].append(i)
+            tokens[u] += int(lengths[i])
+            places[u] -= 1
+        if not even_out(members, lengths, row_length, slots, rows):
+            return None
+        short = members.pop() if len(members[-1]) < per_device else None
+        members.sort(key=lambda m: min(map(position.__getitem__, m)))
+        units.extend([[unit[k] for k in row] for row in pack_rows([lengths[i] for i in unit], row_length, slots)]
+                     for unit in members + ([short] if short else []))
+    return units
+
+
+def even_out(members: list[list[int]], lengths: Sequence[int], row_length: int, slots: int, rows: int) -> bool:
+    """Swap texts between units until each packs into `rows` rows: a unit that needs more gives its longest text
+    possible for the shortest one of another unit that keeps both within `rows`. False if a unit stays over."""
+    def fits(unit: list[int]) -> bool:
+        return len(pack_rows([lengths[i] for i in unit], row_length, slots)) <= rows
+
+    for u, unit in enumerate(members):
+        if fits(unit):
+            continue
+        swapped = False
+        for a in sorted(range(len(unit)), key=lambda k: -int(lengths[unit[k]])):
+            for v, other in enumerate(members):
+                for b in sorted(range(len(other)), key=lambda k: int(lengths[other[k]])):
+                    if v == u or int(lengths[other[b]]) >= int(lengths[unit[a]]):
+                        break
+                    unit[a], other[b] = other[b], unit[a]
+                    if fits(unit) and fits(other):
+                        swapped = True
+                        break
+                    unit[a], other[b] = other[b], unit[a]
+                if swapped:
+                    break
+            if swapped:
+                break
+        if not swapped:
+            return False
+    return True
+
+
+def fill_batches(units: Sequence[Sequence[Sequence[int]]], devices: int, rows: int) -> list[list[tuple[int, int]]]:
+    """Batches of `devices` consecutive units: lists of (text, row), row `device * rows + r`."""
+    if any(len(unit) > rows for unit in units):
+        raise ValueError(f"a unit needs {max(map(len, units))} rows, more than the run's {rows}")
+    return [[(i, device * rows + r) for device, unit in enumerate(units[b:b + devices])
+             for r, row in enumerate(unit) for i in row]
+            for b in range(0, len(units), devices)]
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
+    """The texts' shuffled order in an epoch: depends only on (seed, epoch), like the bucketed sampler's."""
+    import torch
+
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+
+
+def train_rows_for(lengths: Sequence[int], per_device: int, row_length: int, slots: int, seed: int,
+                   epochs: int) -> int:
+    """Rows per device of every training batch: the fewest (from ceil(per_device / slots)) into which
+    `epoch_units` packs every unit of each of the run's `epochs` epochs; `per_device` rows always do."""
+    orders = [epoch_order(len(lengths), seed, epoch) for epoch in range(epochs)]
+    rows = rows_per_batch(per_device, slots)
+    while rows < per_device and any(epoch_units(o, lengths, per_device, row_length, slots, rows) is None
+                                    for o in orders):
+        rows += 1
+    return rows
+
+
+class PackedTexts:
+    """A tokenized split's texts for packed training batches; item (text, row): the text, its label and its row."""
+
+    def __init__(self, input_ids: Sequence[Sequence[int]], lengths: Sequence[int], labels: Sequence[int]):
+        self.tokens = [list(map(int, ids[: int(n)])) for ids, n in zip(input_ids, lengths)]
+        self.lengths = [int(n) for n in lengths]
+        self.labels = [int(y) for y in labels]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        i, row = key
+        return {"tokens": self.tokens[i], "label": self.labels[i], "index": i, "row": row}
+
+
+class PackedBatchSampler:
+    """Per epoch, the texts in the order of `sampler` (epoch-seeded, with set_epoch) as units of `per_device`
+    texts (`epoch_units`), `devices` units a batch: every batch but the last holds `per_device * devices` texts,
+    in `rows` rows per device. Batches are lists of (text, row) keys of a PackedTexts."""
+
+    def __init__(self, sampler, lengths: Sequence[int], per_device: int, devices: int, rows: int, row_length: int,
+                 slots: int):
+        self.sampler = sampler  # accelerate forwards set_epoch to batch_sampler.sampler (also when resuming)
+        self.lengths, self.per_device, self.devices = list(lengths), per_device, devices
+        self.rows, self.row_length, self.slots = rows, row_length, slots
+        self.batch_size, self.drop_last = per_device * devices, False
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        units = epoch_units(list(self.sampler), self.lengths, self.per_device, self.row_length, self.slots, self.rows)
+        if units is None:
+            raise RuntimeError(f"this epoch's texts do not pack into {self.rows} rows per device and batch")
+        return iter(fill_batches(units, self.devices, self.rows))
+
+
+class EpochShuffle:
+    """0..count-1 in the order of `epoch_order` for the epoch set by set_epoch."""
+
+    def __init__(self, count: int, seed: int):
+        self.count, self.seed, self.epoch = count, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return iter(epoch_order(self.count, self.seed, self.epoch))
+
+
 class PackedCollator:
     """Rows of packed texts into one batch: input_ids, segment_ids (1..slots; 0 for padding), position_ids,
     cls_index (the offset of each slot's `<s>`, 0 when empty) and labels per slot (IGNORED_LABEL when empty);
@@ -84,6 +232,8 @@ class PackedCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
+        if features and "row" in features[0]:  # texts of a PackedTexts, each with its row
+            features = texts_into_rows(features)
         rows, width, slots = max(len(features), self.rows or 0), self.row_length, self.slots
         ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
         segments = torch.zeros((rows, width), dtype=torch.long)
@@ -112,6 +262,18 @@ class PackedCollator:
         if self.with_index:
             batch["index"] = index
         return batch
+
+
+def texts_into_rows(features: list[dict[str, Any]]) -> list[dict[str, list]]:
+    """Row records (texts, labels, index) from texts carrying their row; rows without texts stay empty."""
+    rows: list[dict[str, list]] = [{"texts": [], "labels": [], "index": []}
+                                   for _ in range(max(f["row"] for f in features) + 1)]
+    for f in features:
+        row = rows[f["row"]]
+        row["texts"].append(f["tokens"])
+        row["labels"].append(f["label"])
+        row["index"].append(f["index"])
+    return rows
 
 
 def block_diagonal_mask(segment_ids, attn_implementation: str | None):
@@ -208,3 +370,13 @@ def load_packed_split(tokenized_dir, name: str, row_length: int, slots: int):
     records = packed_records(frame["input_ids"].tolist(), frame["num_tokens"].tolist(), frame["label"].tolist(),
                              row_length, slots)
     return datasets.Dataset.from_list(records)
+
+
+def load_packed_texts(tokenized_dir, name: str) -> PackedTexts:
+    """A tokenized split's texts for packed training batches."""
+    from pathlib import Path
+
+    from components.storage import read_parquet
+
+    frame = read_parquet(Path(tokenized_dir) / f"{name}.parquet", ["input_ids", "label", "num_tokens"])
+    return PackedTexts(frame["input_ids"].tolist(), frame["num_tokens"].tolist(), frame["label"].tolist())

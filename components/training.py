@@ -9,6 +9,7 @@ steps (components/train.py) and the smoke step (components/smoke.py) train throu
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +94,19 @@ def learning_rate(mode: Mode, cfg: Config) -> float:
 
 
 def batch_rows(per_device_texts: int, cfg: Config, placement: Placement) -> int:
-    """The Trainer's batch size: the global batch in texts, or with packing in rows (whole rows per device)."""
+    """The Trainer's evaluation batch size: the global batch in texts, or with packing in rows (whole rows per
+    device). Training batches are counted in texts (packed: components.packing.PackedBatchSampler)."""
     from components.packing import rows_per_batch
 
     if not cfg.tokenize.packing:
         return per_device_texts * placement.devices
     return rows_per_batch(per_device_texts, cfg.tokenize.pack_slots) * placement.devices
+
+
+def training_epochs(cfg: Config, texts: int, placement: Placement) -> int:
+    """Epochs the run can take: train.epochs, or as many as train.max_steps needs."""
+    per_epoch = math.ceil(texts / (placement.per_device_batch * placement.devices))
+    return math.ceil(cfg.train.max_steps / per_epoch) if cfg.train.max_steps else cfg.train.epochs
 
 
 def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: Placement):
@@ -110,7 +118,7 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
         output_dir=checkpoint_dir,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
-        per_device_train_batch_size=batch_rows(placement.per_device_batch, cfg, placement),
+        per_device_train_batch_size=placement.per_device_batch * placement.devices,
         per_device_eval_batch_size=batch_rows(placement.per_device_eval_batch, cfg, placement),
         bf16=False,  # bf16 is the trainer's own autocast (BucketTrainer): float32 weights and optimizer states
         learning_rate=learning_rate(mode, cfg),
@@ -201,7 +209,8 @@ def xla_storage_types(record: dict[str, list[str]]):
 
 @dataclass(frozen=True)
 class PackedRows:
-    """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch."""
+    """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch (all
+    devices)."""
 
     row_length: int
     slots: int
@@ -270,7 +279,20 @@ def bucket_trainer_class(base):
             return super().prediction_step(model, inputs, *args, **kwargs)
 
         def get_train_dataloader(self):
-            return shard_batches(super().get_train_dataloader())
+            if self.packing is None:
+                return shard_batches(super().get_train_dataloader())
+            # packed: batches of exactly the batch size in texts (the last: the rest), a fixed number of rows
+            from torch.utils.data import DataLoader
+
+            from components.packing import EpochShuffle, PackedBatchSampler
+
+            texts, p = self.train_dataset, self.packing
+            sampler = PackedBatchSampler(EpochShuffle(len(texts), self.args.data_seed), texts.lengths,
+                                         self.placement.per_device_batch, self.placement.devices,
+                                         p.train_rows // self.placement.devices, p.row_length, p.slots)
+            loader = DataLoader(texts, batch_sampler=sampler, collate_fn=self.data_collator,
+                                pin_memory=self.args.dataloader_pin_memory)
+            return shard_batches(self.accelerator.prepare(loader))
 
         def get_eval_dataloader(self, eval_dataset=None):
             train_collator, self.data_collator = self.data_collator, self.eval_collator
@@ -341,11 +363,13 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     tokenizer = load_tokenizer(base_dir)
     tok = cfg.tokenize
     if tok.packing:
-        from components.packing import load_packed_split
+        from components.packing import load_packed_split, load_packed_texts, train_rows_for
 
-        train_set, val_set = (load_packed_split(tokenized_dir, name, tok.max_length, tok.pack_slots)
-                              for name in ("train", "val"))
-        packing = PackedRows(tok.max_length, tok.pack_slots, batch_rows(placement.per_device_batch, cfg, placement),
+        train_set = load_packed_texts(tokenized_dir, "train")
+        val_set = load_packed_split(tokenized_dir, "val", tok.max_length, tok.pack_slots)
+        rows = train_rows_for(train_set.lengths, placement.per_device_batch, tok.max_length, tok.pack_slots,
+                              cfg.train.seed, training_epochs(cfg, len(train_set), placement))
+        packing = PackedRows(tok.max_length, tok.pack_slots, rows * placement.devices,
                              batch_rows(placement.per_device_eval_batch, cfg, placement))
     else:
         train_set = load_tokenized_split(tokenized_dir, "train")
@@ -391,11 +415,9 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
     summary["final_train_loss"] = trainer.whole_run_training_loss()
     summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
-    if packing is not None:  # the Trainer counts rows: examples are texts
-        texts_per_row = sum(len(labels) for labels in train_set["labels"]) / max(len(train_set), 1)
-        summary["train_examples_per_second"] = round(summary["train_examples_per_second"] * texts_per_row, 2)
+    if packing is not None:
         summary["packing"] = {"row_length": packing.row_length, "slots": packing.slots,
-                              "train_rows": len(train_set), "texts_per_row": round(texts_per_row, 3)}
+                              "train_rows_per_batch": packing.train_rows, "eval_rows_per_batch": packing.eval_rows}
     if graphs:
         summary["xla_graphs"] = graphs
         summary["xla_storage_types"] = storage
@@ -421,6 +443,7 @@ def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dic
         "best_val_accuracy": float(best["eval_accuracy"]),
         "best_epoch": max(history, key=lambda r: r.get("val_macro_f1", -1.0))["epoch"] if history else 0,
         "epochs_run": len(history),
+        "optimizer_steps": int(result.global_step),
         "final_train_loss": float(result.training_loss),
         "wall_seconds": round(wall, 2),
         "train_examples_per_second": round(float(result.metrics["train_samples_per_second"]), 2),

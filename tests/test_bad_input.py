@@ -158,6 +158,9 @@ def test_later_steps_reject_bad_inputs_in_one_line(tmp_path, capsys, prepared_di
 
     common = ["--mode", "lora", "--output-dir", str(out)]
     code, err = run_main(train, [*common, "--base-model", str(base_dir), "--tokenized", str(prepared_dir)], capsys)
+    assert_one_line_error(code, err, "train.parquet: missing column(s) ['input_ids', 'num_tokens']")  # packed rows
+    code, err = run_main(train, [*common, "--base-model", str(base_dir), "--tokenized", str(prepared_dir),
+                                 "--set", "tokenize.packing=false"], capsys)
     assert_one_line_error(code, err, "train.parquet: missing column(s) ['input_ids', 'attention_mask', 'length']")
     code, err = run_main(train, [*common, "--base-model", str(prepared_dir), "--tokenized", str(tokenized_dir)],
                          capsys)

@@ -173,18 +173,48 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     assert real_rows_loss(out.predictions, out.label_ids) == pytest.approx(expected_loss, rel=1e-4)
 
 
-def test_training_on_packed_rows_counts_texts(fast_cfg, base_dir, tokenized_dir, tmp_path):
-    """A LoRA run with tokenize.packing trains on packed rows and reports every train text once per epoch."""
-    import pandas as pd
+@pytest.mark.parametrize("devices", [1, 2])
+def test_training_batches_hold_exactly_the_batch_size_in_texts(tokenized_dir, devices):
+    """Every packed training batch but the last holds the batch size in texts (per device: its share), in a fixed
+    number of rows; each epoch covers every text once, in an order fixed by (seed, epoch)."""
+    from components.packing import EpochShuffle, PackedBatchSampler, PackedCollator, load_packed_texts, train_rows_for
 
+    texts = load_packed_texts(tokenized_dir, "train")
+    per_device, seed, epochs = 16 // devices, 42, 3
+    rows = train_rows_for(texts.lengths, per_device, ROW, SLOTS, seed, epochs)
+    assert -(-per_device // SLOTS) <= rows < per_device
+    sampler = PackedBatchSampler(EpochShuffle(len(texts), seed), texts.lengths, per_device, devices, rows, ROW, SLOTS)
+    collate = PackedCollator(1, ROW, SLOTS, rows * devices, with_index=True)
+    orders = []
+    for epoch in range(epochs):
+        sampler.sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == -(-len(texts) // 16)  # the bucketed path's steps per epoch
+        seen = []
+        for b, keys in enumerate(batches):
+            batch = collate([texts[key] for key in keys])
+            assert batch["input_ids"].shape == (rows * devices, ROW)
+            filled = (batch["labels"] != IGNORED_LABEL).reshape(devices, -1).sum(dim=1).tolist()
+            if b < len(batches) - 1:
+                assert filled == [per_device] * devices
+            seen.extend(int(i) for i in batch["index"] if i >= 0)
+        assert sum(filled) == len(texts) - 16 * (len(batches) - 1)
+        assert sorted(seen) == list(range(len(texts)))
+        assert batches == list(sampler)  # the same epoch again: the same batches
+        orders.append(seen)
+    assert orders[0] != orders[1]
+
+
+def test_packed_and_bucketed_runs_take_the_same_optimizer_steps(fast_cfg, base_dir, tokenized_dir, tmp_path):
+    """A packed LoRA run takes the bucketed run's optimizer steps and reports texts per second like it."""
     from components.train import run_train
 
-    summary = run_train("lora", fast_cfg.to_json(), {"tokenize.packing": True}, str(base_dir), str(tokenized_dir),
-                        str(tmp_path / "lora"))
-    assert summary["packing"]["slots"] == fast_cfg.tokenize.pack_slots
-    assert summary["packing"]["row_length"] == fast_cfg.tokenize.max_length
     texts = len(pd.read_parquet(tokenized_dir / "train.parquet", columns=["label"]))
-    packing = summary["packing"]
-    assert packing["train_rows"] < texts
-    assert round(packing["texts_per_row"] * packing["train_rows"]) == texts
-    assert 0.0 <= summary["best_val_macro_f1"] <= 1.0
+    steps = -(-texts // fast_cfg.train.batch_size) * fast_cfg.train.epochs
+    packed = run_train("lora", fast_cfg.to_json(), {"tokenize.packing": True}, str(base_dir), str(tokenized_dir),
+                       str(tmp_path / "lora"))
+    bucketed = run_train("lora", fast_cfg.to_json(), {"tokenize.packing": False}, str(base_dir),
+                         str(tokenized_dir), str(tmp_path / "bucketed"))
+    assert packed["optimizer_steps"] == bucketed["optimizer_steps"] == steps
+    assert packed["packing"]["train_rows_per_batch"] < fast_cfg.train.batch_size
+    assert "packing" not in bucketed

@@ -26,8 +26,9 @@ from tests.conftest import FAST_OVERRIDES, ROOT
 CHECKPOINT_STEPS = 7  # 555 train rows / batch 16 = 35 steps per epoch: step 7 is mid-epoch
 
 
-def train_command(mode: str, base_dir: Path, tokenized_dir: Path, out: Path) -> list[str]:
-    sets = [f"{k}={v}" for k, v in {**FAST_OVERRIDES, "train.checkpoint_steps": CHECKPOINT_STEPS}.items()]
+def train_command(mode: str, base_dir: Path, tokenized_dir: Path, out: Path, packing: bool = True) -> list[str]:
+    sets = [f"{k}={v}" for k, v in {**FAST_OVERRIDES, "train.checkpoint_steps": CHECKPOINT_STEPS,
+                                    "tokenize.packing": packing}.items()]
     return [sys.executable, "-m", "components.train", "--mode", mode, "--base-model", str(base_dir),
             "--tokenized", str(tokenized_dir), "--output-dir", str(out),
             "--config", str(ROOT / "configs" / "local.yaml"),
@@ -62,14 +63,17 @@ def comparable(summary: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("mode", "sig"), [("baseline", signal.SIGKILL), ("lora", signal.SIGTERM)])
-def test_killed_training_resumes_to_the_same_result(base_dir, tokenized_dir, tmp_path, gcsfuse_semantics, mode, sig):
-    """Under gcsfuse semantics (tmp_path behaves as the /gcs/ mount), as on Vertex AI."""
+@pytest.mark.parametrize(("mode", "sig", "packing"), [("baseline", signal.SIGKILL, True),
+                                                     ("lora", signal.SIGTERM, True), ("lora", signal.SIGTERM, False)])
+def test_killed_training_resumes_to_the_same_result(base_dir, tokenized_dir, tmp_path, gcsfuse_semantics, mode, sig,
+                                                    packing):
+    """Under gcsfuse semantics (tmp_path behaves as the /gcs/ mount), as on Vertex AI; packed rows (the resumed
+    epoch forms the same batches) and bucketed batches."""
     reference = tmp_path / "reference"
-    run_to_end(train_command(mode, base_dir, tokenized_dir, reference))
+    run_to_end(train_command(mode, base_dir, tokenized_dir, reference, packing))
     out = tmp_path / "model"
     ckpt_root = checkpoint_root(None, out, mode)
-    killed = run_and_kill(train_command(mode, base_dir, tokenized_dir, out), ckpt_root, sig)
+    killed = run_and_kill(train_command(mode, base_dir, tokenized_dir, out, packing), ckpt_root, sig)
     assert killed.returncode != 0, "training finished before the signal: nothing was interrupted"
     assert not out.exists()  # no partial artifact
     steps = sorted(int(p.name.split("-")[1]) for p in ckpt_root.glob("checkpoint-*"))
@@ -84,7 +88,7 @@ def test_killed_training_resumes_to_the_same_result(base_dir, tokenized_dir, tmp
     broken = ckpt_root / f"checkpoint-{steps[-1] + 1}"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"\0" * 100)
-    resumed = run_to_end(train_command(mode, base_dir, tokenized_dir, out))
+    resumed = run_to_end(train_command(mode, base_dir, tokenized_dir, out, packing))
     assert f"skipping checkpoint {broken}: no manifest" in resumed.stdout
     assert f"resuming from {ckpt_root / f'checkpoint-{steps[-1]}'}" in resumed.stderr  # a progress line
     summary = json.loads((out / "training_summary.json").read_text())

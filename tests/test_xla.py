@@ -2,9 +2,9 @@
 the TPU's branches: tests/tpu_branch/ makes accelerate and transformers believe the device is a TPU (accelerate
 then sets XLA_USE_BF16 for bf16 mixed precision, and marks a step at every gradient sync). Checked inside the run:
 float32 weights and optimizer states on the device, every batch sharded over both devices, one graph executed per
-optimizer step, one compiled graph per bucket and phase, no host sync in the step loop; and on the saved weights:
-not bf16-rounded, small updates kept. A run killed with SIGTERM resumes sharded, within the graph bound, and ends
-bit for bit as an uninterrupted one.
+optimizer step, one compiled training graph for packed rows (one per bucket for bucketed batches), no host sync in
+the step loop; and on the saved weights: not bf16-rounded, small updates kept. A packed run killed with SIGTERM
+resumes sharded, within the graph bound, and ends bit for bit as an uninterrupted one.
 
 These run in the XLA environment (torch 2.9.0 + torch_xla 2.9.0): `make test-xla`, which `make test` runs.
 """
@@ -62,14 +62,15 @@ def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> di
 
 @pytest.fixture(scope="module")
 def xla_trained(base_dir, tokenized_dir, tmp_path_factory):
-    """Train `mode` once per module: (model_dir, summary)."""
-    runs: dict[str, tuple] = {}
+    """Train `mode` once per module, on packed rows or bucketed batches: (model_dir, summary)."""
+    runs: dict[tuple[str, bool], tuple] = {}
 
-    def get(mode: str):
-        if mode not in runs:
-            out = tmp_path_factory.mktemp(f"xla-{mode}") / mode
-            runs[mode] = (out, train_on_xla(mode, base_dir, tokenized_dir, out))
-        return runs[mode]
+    def get(mode: str, packing: bool = True):
+        if (mode, packing) not in runs:
+            out = tmp_path_factory.mktemp(f"xla-{mode}-{packing}") / mode
+            runs[mode, packing] = (out, train_on_xla(mode, base_dir, tokenized_dir, out,
+                                                     **{"tokenize.packing": packing}))
+        return runs[mode, packing]
 
     return get
 
@@ -126,9 +127,9 @@ def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
     assert "refused: cannot shard the batches of a DataLoader under SPMD" in done.stdout
 
 
-@pytest.mark.parametrize("mode", ["lora", "baseline"])
-def test_data_parallel_training_with_static_shapes(mode, xla_trained, tokenized_dir):
-    model_dir, summary = xla_trained(mode)
+@pytest.mark.parametrize(("mode", "packing"), [("lora", True), ("baseline", True), ("lora", False)])
+def test_data_parallel_training_with_static_shapes(mode, packing, xla_trained, tokenized_dir):
+    model_dir, summary = xla_trained(mode, packing)
 
     placement = summary["placement"]
     assert placement["kind"] == "xla" and placement["devices"] == DEVICES
@@ -146,9 +147,15 @@ def test_data_parallel_training_with_static_shapes(mode, xla_trained, tokenized_
     assert list(shardings["eval"]) == [SHARDED]
     # One graph executed per optimizer step: accelerate's per-step mark_step on a TPU adds none.
     assert graphs["step_loop_executions"] == graphs["step_loop_steps"]
-    # Training: at most one graph per bucket over the whole run, plus the first step's (it creates the optimizer
-    # state). A bucket can first appear as a batch width in a later epoch (batches take their widest row).
-    assert 1 <= sum(graphs["step_loop_compiles"]) <= buckets_used(tokenized_dir, "train") + 1
+    # Training: one graph for packed rows (at most one per bucket for bucketed batches, a bucket can first appear
+    # as a batch width in a later epoch) over the whole run, plus the first step's (it creates the optimizer state).
+    texts = len(pd.read_parquet(tokenized_dir / "train.parquet", columns=["label"]))
+    assert graphs["step_loop_steps"] == [-(-texts // placement["global_batch"])] * EPOCHS
+    if packing:
+        assert graphs["step_loop_compiles"][0] in (1, 2) and graphs["step_loop_compiles"][1:] == [0] * (EPOCHS - 1)
+        assert summary["packing"]["train_rows_per_batch"] < placement["global_batch"]
+    else:
+        assert 1 <= sum(graphs["step_loop_compiles"]) <= buckets_used(tokenized_dir, "train") + 1
     # Evaluation batches are the same every epoch: the evaluations after the first compile nothing.
     assert graphs["after_loop_compiles"][1:] == [0] * (len(graphs["after_loop_compiles"]) - 1)
     assert graphs["step_loop_host_transfers"] == [0] * EPOCHS
@@ -187,7 +194,8 @@ def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, bas
     every = 10  # 555 rows / global batch 16 = 35 steps per epoch: the signal lands mid-epoch
     reference_dir, reference = xla_trained("baseline")
     out = tmp_path / "baseline"
-    cmd = train_command("baseline", base_dir, tokenized_dir, out, **{"train.checkpoint_steps": every})
+    packed = {"train.checkpoint_steps": every, "tokenize.packing": True}
+    cmd = train_command("baseline", base_dir, tokenized_dir, out, **packed)
     ckpt = checkpoint_root(None, out, "baseline")
 
     proc = subprocess.Popen(cmd, cwd=ROOT, env=xla_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -200,7 +208,7 @@ def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, bas
     assert proc.returncode == 2, err[-4000:]
     assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM at step ")
 
-    resumed = train_on_xla("baseline", base_dir, tokenized_dir, out, **{"train.checkpoint_steps": every})
+    resumed = train_on_xla("baseline", base_dir, tokenized_dir, out, **packed)
     steps_per_epoch = reference["xla_graphs"]["step_loop_steps"][0]
     start = resumed["resumed_from_step"]
     assert start > every and start % steps_per_epoch, f"resumed at step {start}: not mid-epoch"
@@ -208,9 +216,9 @@ def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, bas
     graphs = resumed["xla_graphs"]
     assert sum(graphs["step_loop_steps"]) == EPOCHS * steps_per_epoch - start
     assert resumed["xla_batch_shardings"]["train"] == {SHARDED: sum(graphs["step_loop_steps"])}
-    # The training graphs (one per bucket, plus the first step's after the optimizer state is loaded) and the one
-    # small graph of the rendezvous in a mid-epoch checkpoint save (transformers' save_tpu_checkpoint).
-    assert sum(graphs["step_loop_compiles"]) <= buckets_used(tokenized_dir, "train") + 1 + 1
+    # The training graph (packed rows: one shape; plus the first step's after the optimizer state is loaded) and
+    # the one small graph of the rendezvous in a mid-epoch checkpoint save (transformers' save_tpu_checkpoint).
+    assert sum(graphs["step_loop_compiles"]) <= 1 + 1 + 1
     assert resumed["xla_storage_types"] == {"parameters": ["f32"], "optimizer_states": ["f32"]}
 
     # Bit for bit, dropout included (the device RNG is seeded per step: components/checkpoints.py seed_xla_rng).

@@ -23,7 +23,7 @@ STEPS = 6
 
 def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str) -> dict:
     """`python -m components.smoke` in a fresh process on XLA's CPU backend; returns diagnostics.json."""
-    overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16}
+    overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16, "tokenize.packing": True}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES)}
     env.pop("XLA_PERSISTENT_CACHE_PATH", None)
@@ -44,7 +44,8 @@ def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_pa
     for mode, run in first["runs"].items():
         assert run["device_kind"] == "xla" and run["device_type"] == "CPU" and run["device_count"] == DEVICES
         assert run["mesh"] == {"shape": [DEVICES], "axis_names": ["data"], "device_ids": list(range(DEVICES))}
-        assert run["batch"]["input_ids_shape"][0] == 8 * DEVICES
+        rows, width = run["batch"]["input_ids_shape"]  # packed: 8 texts per device in fewer rows of 128 tokens
+        assert width == 128 and rows % DEVICES == 0 and rows < 8 * DEVICES
         assert run["batch"]["input_ids_sharding"].startswith(f"{{devices=[{DEVICES},1]"), run["batch"]
         assert set(run["parameter_dtypes"]) == {"float32"}, mode
         assert set(run["optimizer_state_dtypes"]) == {"float32"}, mode
