@@ -52,11 +52,20 @@ def tokenize_frame(frame: pd.DataFrame, tokenizer, cfg: TokenizeConfig) -> tuple
         "truncation_rate": round(truncated / n, 5),
         "padding_efficiency": round(real_tokens / max(int(table["length"].sum()), 1), 4),
         "padding_efficiency_at_256": round(real_tokens / (n * ORIGINAL_PAD_LENGTH), 4),
+        "packed_padding_efficiency": packed_padding_efficiency(table["num_tokens"], cfg),
         "bucket_counts": {str(b): int((table["length"] == b).sum()) for b in cfg.buckets},
         "tokens_p50": float(np.median(table["num_tokens"])) if len(table) else 0.0,
         "tokens_p99": float(np.percentile(table["num_tokens"], 99)) if len(table) else 0.0,
     }
     return table, stats
+
+
+def packed_padding_efficiency(num_tokens: pd.Series, cfg: TokenizeConfig) -> float:
+    """Share of real tokens when the whole split is packed into rows of max_length (components/packing.py)."""
+    from components.packing import pack_rows
+
+    rows = pack_rows(num_tokens.tolist(), cfg.max_length, cfg.pack_slots)
+    return round(int(num_tokens.sum()) / max(len(rows) * cfg.max_length, 1), 4)
 
 
 def load_tokenizer(model_dir: str | Path):

@@ -40,7 +40,8 @@ def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, c
             meta[name] = stats
         (tmp / "tokenization.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     train = meta["train"]
-    meta.update({k: train[k] for k in ("truncation_rate", "padding_efficiency", "padding_efficiency_at_256")})
+    meta.update({k: train[k] for k in ("truncation_rate", "padding_efficiency", "padding_efficiency_at_256",
+                                       "packed_padding_efficiency")})
     return meta
 
 
@@ -53,7 +54,9 @@ def run_tokenize(config_json: str, split_paths: dict[str, str], model_dir: str, 
     cfg = config_from_json(config_json)
     meta = tokenize_splits(split_paths, model_dir, cfg.tokenize, out_dir)
     progress(f"tokenized to max_length {cfg.tokenize.max_length}: truncated {meta['truncation_rate']:.1%} of texts, "
-             f"padding efficiency {meta['padding_efficiency']:.2f}")
+             f"padding efficiency {meta['padding_efficiency']:.2f} in buckets, "
+             f"{meta['packed_padding_efficiency']:.2f} packed into rows"
+             + (" (tokenize.packing: on)" if cfg.tokenize.packing else " (tokenize.packing: off)"))
     return meta
 
 

@@ -30,6 +30,8 @@ def test_tokenized_rows_are_padded_to_their_bucket(base_dir):
     real, padded = table["num_tokens"].sum(), table["length"].sum()
     assert stats["padding_efficiency"] == pytest.approx(real / padded, abs=1e-4)
     assert stats["padding_efficiency_at_256"] == pytest.approx(real / (3 * 256), abs=1e-4)
+    short = table["num_tokens"].iloc[:2].sum()  # the 64-token text fills a row; the other two share one if they fit
+    assert stats["packed_padding_efficiency"] == pytest.approx(real / ((2 if short <= 64 else 3) * 64), abs=1e-4)
     assert table["label"].tolist() == [1, 0, 2]
 
 
