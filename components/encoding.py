@@ -61,7 +61,8 @@ def tokenize_frame(frame: pd.DataFrame, tokenizer, cfg: TokenizeConfig) -> tuple
 
 
 def packed_padding_efficiency(num_tokens: pd.Series, cfg: TokenizeConfig) -> float:
-    """Share of real tokens when the whole split is packed into rows of max_length (components/packing.py)."""
+    """Share of real tokens with the whole split packed into rows of max_length at once (an upper bound: training
+    batches of batch_size texts in a fixed number of rows reach less; components/packing.py)."""
     from components.packing import pack_rows
 
     rows = pack_rows(num_tokens.tolist(), cfg.max_length, cfg.pack_slots)

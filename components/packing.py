@@ -190,6 +190,10 @@ class PackedBatchSampler:
     def __len__(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order the next iteration forms (for callers that set it on the batch sampler)."""
+        self.sampler.set_epoch(epoch)
+
     def __iter__(self):
         units = epoch_units(list(self.sampler), self.lengths, self.per_device, self.row_length, self.slots, self.rows)
         if units is None:

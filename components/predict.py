@@ -10,7 +10,8 @@
 --model takes a merged or fully fine-tuned save_pretrained directory, an export directory (its merged/ is
 used), or a LoRA adapter directory together with --base-model. Input tables are csv/tsv/jsonl/parquet (local,
 https:// or gs://) read like prepare reads them (`data.text_column`, `data.format`); texts are cleaned,
-tokenized to the same bucket lengths as in training and predicted in batches (`train.eval_batch_size`).
+tokenized as in training and predicted in batches (`train.eval_batch_size`), packed into rows or padded to buckets
+as the model's recorded `tokenize` settings say, and returned in input order.
 Without --output, one JSON object per text is printed; with it (local or gs://), the format follows the extension.
 A JSONL input holds one `{"text": ...}` object per line, as Vertex AI batch prediction reads instances;
 `--output-format vertex` writes `{"instance": ..., "prediction": {"label", "label_id", "scores"}}` lines as

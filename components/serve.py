@@ -7,7 +7,7 @@
 Vertex AI sets AIP_HTTP_PORT (default 8080), AIP_HEALTH_ROUTE (/health), AIP_PREDICT_ROUTE (/predict) and
 AIP_STORAGE_URI (its copy of the model's artifact directory). The model loads in the background: health answers
 503 until it is ready, then 200 with the model's metadata. Predictions go through components.predict (same
-cleaning, bucketing and batching as `python -m components.predict`):
+cleaning, packing or bucketing, and batching as `python -m components.predict`):
 
     {"instances": [{"text": "..."}, ...]}  ->  {"predictions": [{"label": ..., "label_id": ..., "scores": {...}}]}
 

@@ -55,7 +55,7 @@ def run_tokenize(config_json: str, split_paths: dict[str, str], model_dir: str, 
     meta = tokenize_splits(split_paths, model_dir, cfg.tokenize, out_dir)
     progress(f"tokenized to max_length {cfg.tokenize.max_length}: truncated {meta['truncation_rate']:.1%} of texts, "
              f"padding efficiency {meta['padding_efficiency']:.2f} in buckets, "
-             f"{meta['packed_padding_efficiency']:.2f} packed into rows"
+             f"{meta['packed_padding_efficiency']:.2f} with the whole split packed into rows"
              + (" (tokenize.packing: on)" if cfg.tokenize.packing else " (tokenize.packing: off)"))
     return meta
 

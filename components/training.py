@@ -104,9 +104,11 @@ def batch_rows(per_device_texts: int, cfg: Config, placement: Placement) -> int:
 
 
 def training_epochs(cfg: Config, texts: int, placement: Placement) -> int:
-    """Epochs the run can take: train.epochs, or as many as train.max_steps needs."""
+    """Epochs whose packed batches fix the rows per batch: train.epochs, or more where train.max_steps needs them.
+    A run cut short by max_steps (a smoke run) thus packs into the rows of the whole run: the same shape, the same
+    compiled graph."""
     per_epoch = math.ceil(texts / (placement.per_device_batch * placement.devices))
-    return math.ceil(cfg.train.max_steps / per_epoch) if cfg.train.max_steps else cfg.train.epochs
+    return max(cfg.train.epochs, math.ceil(cfg.train.max_steps / per_epoch))
 
 
 def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: Placement):

@@ -187,7 +187,8 @@ def test_training_batches_hold_exactly_the_batch_size_in_texts(tokenized_dir, de
     collate = PackedCollator(1, ROW, SLOTS, rows * devices, with_index=True)
     orders = []
     for epoch in range(epochs):
-        sampler.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)  # as transformers does on the batch sampler; accelerate sets it on sampler.sampler
+        assert sampler.sampler.epoch == epoch
         batches = list(sampler)
         assert len(batches) == len(sampler) == -(-len(texts) // 16)  # the bucketed path's steps per epoch
         seen = []
@@ -218,3 +219,15 @@ def test_packed_and_bucketed_runs_take_the_same_optimizer_steps(fast_cfg, base_d
     assert packed["optimizer_steps"] == bucketed["optimizer_steps"] == steps
     assert packed["packing"]["train_rows_per_batch"] < fast_cfg.train.batch_size
     assert "packing" not in bucketed
+
+
+@pytest.mark.parametrize(("epochs", "max_steps", "expected"), [(10, 0, 10), (10, 50, 10), (2, 350, 10), (2, 351, 11)])
+def test_packed_rows_are_fixed_by_the_whole_run_also_when_max_steps_cuts_it(epochs, max_steps, expected):
+    """A smoke run (max_steps) forms its rows over the full run's epochs, so it compiles the full run's shape."""
+    from components.config import Config
+    from components.device import Placement
+    from components.training import training_epochs
+
+    cfg = Config().model_copy(deep=True)
+    cfg.train.epochs, cfg.train.max_steps = epochs, max_steps
+    assert training_epochs(cfg, 555, Placement("cpu", 1, "fp32", 16, 16)) == expected  # 35 steps an epoch
