@@ -17,6 +17,7 @@ import yaml
 from components.config import CONFIG_DIR, load_config
 from pipelines.pipeline import TASKS, build_pipeline
 from pipelines.run_local import LOCAL_IMAGES
+from tests.conftest import FAST_OVERRIDES
 from tests.images import ROOT, local_image, podman
 
 LOCKS = ROOT / "containers" / "locks"
@@ -154,13 +155,12 @@ def test_xla_cpu_in_tpu_image():
 
 
 def run_dag(runner: str, root: Path) -> tuple[dict[str, float], str]:
-    """`pipelines/run_local.py --runner RUNNER` on configs/local.yaml; its printed test macro-F1s, and stdout."""
+    """`pipelines/run_local.py --runner RUNNER` on configs/local.yaml at the test sizes (FAST_OVERRIDES: the same
+    steps and code paths, a smaller base and two epochs); its printed test macro-F1s, and stdout."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    # The tiny base's pre-training stops at pretrain_max_seconds: raised, so that both runs do all 500 steps
-    # on a loaded machine too (at 300 s, a loaded machine did 43-109 steps).
+    sets = [a for k, v in FAST_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--runner", runner,
-                           "--pipeline-root", str(root), "--set", "model.tiny.pretrain_max_seconds=1200"],
-                          capture_output=True, text=True, env=env, timeout=5400)
+                           "--pipeline-root", str(root), *sets], capture_output=True, text=True, env=env, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("Test macro-F1: "))
     scores = dict(item.rsplit(" ", 1) for item in line.removeprefix("Test macro-F1: ").split(", "))
