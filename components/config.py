@@ -437,13 +437,16 @@ class ExportConfig(_Strict):
 class Config(_Strict):
     """The whole experiment: every section with its defaults."""
 
+    # What is trained, on what data.
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # Where it runs.
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     vertex: VertexConfig = Field(default_factory=VertexConfig)
+    # What is compared, reported and shipped.
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)

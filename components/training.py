@@ -7,29 +7,26 @@ components/packing.py) or batches grouped by length and padded to the buckets. T
 steps (components/train.py) and the smoke step (components/smoke.py) train through `train_model`.
 """
 
-import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from components.collation import IGNORED_LABEL, BucketCollator, load_tokenized_split
+from components.collation import IGNORED_LABEL, load_tokenized_split
 from components.config import Config
 from components.device import (
     Placement,
     prepare_placement,
     refuse_xla_downcast,
-    shard_batches,
     static_attention,
     xla_counters,
     xla_element_type,
-    xla_sharding,
 )
 from components.modeling import load_base_classifier
 from components.runtime import progress
 from components.storage import committed_directory
+from components.trainer import PackedRows
 
 Mode = Literal["lora", "baseline"]
 
@@ -122,7 +119,7 @@ def training_arguments(mode: Mode, cfg: Config, checkpoint_dir: str, placement: 
         max_steps=t.max_steps or -1,
         per_device_train_batch_size=placement.per_device_batch * placement.devices,
         per_device_eval_batch_size=batch_rows(placement.per_device_eval_batch, cfg, placement),
-        bf16=False,  # bf16 is the trainer's own autocast (BucketTrainer): float32 weights and optimizer states
+        bf16=False,  # bf16 is the trainer's own autocast (components/trainer.py): float32 weights and optimizer states
         learning_rate=learning_rate(mode, cfg),
         lr_scheduler_type="linear",
         warmup_steps=t.warmup_ratio,  # a float below 1 is a share of the total steps
@@ -209,136 +206,6 @@ def xla_storage_types(record: dict[str, list[str]]):
     return StorageTypes()
 
 
-@dataclass(frozen=True)
-class PackedRows:
-    """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch (all
-    devices)."""
-
-    row_length: int
-    slots: int
-    train_rows: int
-    eval_rows: int
-
-
-def bucket_trainer_class(base):
-    """`base` (a Trainer class) with static batch shapes on XLA: batches sharded over the devices (also in an
-    epoch resumed mid-way), and each phase's short last batch topped up to that phase's batch size (one compiled
-    graph per bucket and phase); bf16 autocast of its own; an evaluation loss over the real rows only."""
-    import torch
-    from transformers import Trainer
-
-    from components.packing import PackedCollator, packed_forward
-    from components.private_api import private, require_private, set_private
-
-    require_private(Trainer, "_run_epoch")  # overridden below
-
-    class BucketTrainer(base):
-        def __init__(self, *args, placement: Placement, pad_token_id: int, packing: PackedRows | None = None,
-                     **kwargs):
-            fixed = placement.static_shapes
-            self.placement = placement
-            self.packing = packing
-            if packing is None:
-                self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
-                collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
-            else:  # rows of packed texts; on XLA every batch topped up to its phase's number of rows
-                self.eval_collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
-                                                    packing.eval_rows if fixed else None)
-                collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
-                                          packing.train_rows if fixed else None)
-            super().__init__(*args, data_collator=collator, **kwargs)
-            # The model's loss is already the mean over a batch's real rows (one batch per optimizer step): no
-            # item count computed on the device beside the step (on a TPU, accelerate would run it as a graph of
-            # its own, through the xm.mark_step() of every gradient sync).
-            self.model_accepts_loss_kwargs = False
-            self.batch_shardings: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
-
-        def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
-            """bf16 autocast around the forward pass and loss; weights and optimizer states stay float32."""
-            if self.placement.precision != "bf16":
-                return contextlib.nullcontext()
-            return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16,
-                                  cache_enabled=cache_enabled)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            """Packed rows: logits per text slot, loss the mean over the filled slots (texts, not rows)."""
-            if self.packing is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            outputs = packed_forward(model, inputs)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
-
-        def _count_sharding(self, phase: str, inputs) -> None:
-            if self.placement.kind == "xla":
-                spec = xla_sharding(inputs["input_ids"])
-                self.batch_shardings[phase][spec] = self.batch_shardings[phase].get(spec, 0) + 1
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            self._count_sharding("train", inputs)
-            return super().training_step(model, inputs, *args, **kwargs)
-
-        def prediction_step(self, model, inputs, *args, **kwargs):
-            self._count_sharding("eval", inputs)
-            return super().prediction_step(model, inputs, *args, **kwargs)
-
-        def get_train_dataloader(self):
-            if self.packing is None:
-                return shard_batches(super().get_train_dataloader())
-            # packed: batches of exactly the batch size in texts (the last: the rest), a fixed number of rows
-            from torch.utils.data import DataLoader
-
-            from components.packing import EpochShuffle, PackedBatchSampler
-
-            texts, p = self.train_dataset, self.packing
-            sampler = PackedBatchSampler(EpochShuffle(len(texts), self.args.data_seed), texts.lengths,
-                                         self.placement.per_device_batch, self.placement.devices,
-                                         p.train_rows // self.placement.devices, p.row_length, p.slots)
-            loader = DataLoader(texts, batch_sampler=sampler, collate_fn=self.data_collator,
-                                pin_memory=self.args.dataloader_pin_memory)
-            return shard_batches(self.accelerator.prepare(loader))
-
-        def get_eval_dataloader(self, eval_dataset=None):
-            train_collator, self.data_collator = self.data_collator, self.eval_collator
-            try:
-                return shard_batches(super().get_eval_dataloader(eval_dataset))
-            finally:
-                self.data_collator = train_collator
-
-        def _run_epoch(self, *args, **kwargs):
-            # Resuming mid-epoch, the Trainer rebuilds the loader through accelerate's skip_first_batches, which
-            # drops the input sharding: shard the rebuilt loader too.
-            import transformers.trainer as hf_trainer
-
-            skip = private(hf_trainer, "skip_first_batches")
-            set_private(hf_trainer, "skip_first_batches",
-                        lambda loader, num_batches=0: shard_batches(skip(loader, num_batches)), "transformers.trainer")
-            try:
-                return super()._run_epoch(*args, **kwargs)
-            finally:
-                set_private(hf_trainer, "skip_first_batches", skip, "transformers.trainer")
-
-        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                            metric_key_prefix="eval"):
-            """The Trainer's loss repeats each batch's mean over its rows, filler rows included: recompute it
-            over the real rows from the logits and labels (both already on the host)."""
-            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                             metric_key_prefix)
-            if output.predictions is not None and output.label_ids is not None:
-                output.metrics[f"{metric_key_prefix}_loss"] = real_rows_loss(output.predictions, output.label_ids)
-            return output
-
-    return BucketTrainer
-
-
-def real_rows_loss(logits, labels) -> float:
-    """Mean cross-entropy over the rows whose label is not IGNORED_LABEL (float64 on the host)."""
-    import numpy as np
-    from scipy.special import log_softmax
-
-    real = labels != IGNORED_LABEL
-    log_probs = log_softmax(np.asarray(logits, dtype=np.float64)[real], axis=-1)
-    return float(-log_probs[np.arange(len(log_probs)), labels[real]].mean())
-
-
 def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
                 out_dir: str | Path) -> dict[str, Any]:
     """Train, keep the best epoch by val macro-F1, commit it to `out_dir` (manifest last); return the summary."""
@@ -348,7 +215,6 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
         checkpoint_root,
         latest_valid_checkpoint,
         remove_checkpoints,
-        resumable_trainer_class,
         run_checkpoint_dir,
         run_identity,
         stop_on_sigterm,
@@ -356,6 +222,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     from components.compile_cache import setup_compile_cache
     from components.diagnostics import run_callbacks
     from components.encoding import load_tokenizer
+    from components.trainer import trainer_class
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -392,7 +259,7 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     if cfg.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     with stop_on_sigterm() as stop:
-        trainer = bucket_trainer_class(resumable_trainer_class())(
+        trainer = trainer_class()(
             model=model,
             args=training_arguments(mode, cfg, str(ckpt), placement),
             placement=placement,

@@ -1,10 +1,13 @@
 """Shared fixtures: a fast config, and the sample prepared, tokenized and trained once per session."""
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,32 @@ def gcsfuse_semantics(tmp_path, monkeypatch) -> Path:
         monkeypatch.setenv(key, env[key])
     gcsfuse.install_here()
     return tmp_path
+
+
+@contextlib.contextmanager
+def sigterm_at_step(step: int) -> Iterator[None]:
+    """Inside: a training run in this process is sent SIGTERM at the end of optimizer step `step` (a preempted job)."""
+    from transformers import TrainerCallback
+
+    from components import trainer
+
+    class SendSigterm(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    original = trainer.trainer_class
+
+    class Signalled(original()):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(SendSigterm())
+
+    trainer.trainer_class = lambda: Signalled
+    try:
+        yield
+    finally:
+        trainer.trainer_class = original
 
 
 def free_port() -> int:

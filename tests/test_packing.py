@@ -145,19 +145,20 @@ def test_evaluation_and_prediction_keep_input_order(trained, base_dir, tokenized
 def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_path):
     """The Trainer's evaluation on packed rows sees one label per text of the split and scores the same
     macro-F1 as the texts predicted one by one."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from components.device import Placement
     from components.metrics import headline_metrics
     from components.modeling import load_trained_model
     from components.packing import load_packed_split
-    from components.training import PackedRows, bucket_trainer_class, compute_val_metrics, real_rows_loss
+    from components.trainer import PackedRows, real_rows_loss, trainer_class
+    from components.training import compute_val_metrics
 
     model = load_trained_model(trained["baseline"][0], base_dir)
     val = load_packed_split(tokenized_dir, "val", ROW, SLOTS)
     texts = pd.read_parquet(tokenized_dir / "val.parquet", columns=["input_ids", "num_tokens", "label"])
     placement = Placement("cpu", 1, "fp32", 16, 16)
-    trainer = bucket_trainer_class(Trainer)(
+    trainer = trainer_class()(
         model=model, args=TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2,
                                             report_to="none", remove_unused_columns=False, disable_tqdm=True),
         placement=placement, pad_token_id=1, packing=PackedRows(ROW, SLOTS, 2, 2),

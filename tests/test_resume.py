@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from components.checkpoints import (
     write_manifest,
 )
 from components.storage import InputError
-from tests.conftest import FAST_OVERRIDES, ROOT
+from tests.conftest import FAST_OVERRIDES, ROOT, sigterm_at_step
 
 CHECKPOINT_STEPS = 7  # 555 train rows / batch 16 = 35 steps per epoch: step 7 is mid-epoch
 
@@ -149,29 +148,11 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
 def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch,
                                                     gcsfuse_semantics):
     """The same stop path in-process: SIGTERM arrives during step 3, the trainer saves after step 4 and stops."""
-    from transformers import TrainerCallback
+    from components import train
 
-    from components import checkpoints, train
-
-    class SendSigterm(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    original = checkpoints.resumable_trainer_class
-
-    def with_signal():
-        class Signalled(original()):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                self.add_callback(SendSigterm())
-
-        return Signalled
-
-    monkeypatch.setattr(checkpoints, "resumable_trainer_class", with_signal)
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(tmp_path / "aip"))  # as Vertex AI sets it (here a plain path)
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
+    with sigterm_at_step(3), pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
         train.run_train("lora", fast_cfg.to_json(), {"train.checkpoint_steps": 0}, str(base_dir),
                         str(tokenized_dir), str(tmp_path / "m"))
     assert signal.getsignal(signal.SIGTERM) == before

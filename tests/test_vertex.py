@@ -5,7 +5,6 @@ credential anywhere in the spec."""
 import json
 import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -355,36 +354,18 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
                                                                   tokenized_dir):
     """A training job stopped mid-run (preempted), then the same job of a resubmitted run: it resumes from the
     first job's checkpoint; a job with other inputs in the same directory starts afresh beside it."""
-    from transformers import TrainerCallback
-
-    from components import checkpoints, train
+    from components import train
     from components.checkpoints import Interrupted, latest_valid_checkpoint
+    from tests.conftest import sigterm_at_step
 
     for name, value in training_job_environment(compiled(tmp_path), "train-lora", tmp_path / "root").items():
         monkeypatch.setenv(name, value)
     ckpt_root = Path(os.environ["AIP_CHECKPOINT_DIR"]) / "lora"
-    original = checkpoints.resumable_trainer_class
-
-    class StopAtStep3(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    def stopped():
-        class Stopped(original()):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                self.add_callback(StopAtStep3())
-
-        return Stopped
-
     overrides = {"train.checkpoint_steps": 0, "train.epochs": 1}
-    monkeypatch.setattr(checkpoints, "resumable_trainer_class", stopped)
-    with pytest.raises(Interrupted):
+    with sigterm_at_step(3), pytest.raises(Interrupted):
         train.run_train("lora", fast_cfg.to_json(), overrides, str(base_dir), str(tokenized_dir), str(tmp_path / "a"))
     [run_dir] = ckpt_root.iterdir()  # a sub-location keyed by the run's identity, never the shared root
     assert run_dir.name.startswith("run-") and latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"
-    monkeypatch.setattr(checkpoints, "resumable_trainer_class", original)
     other = train.run_train("lora", fast_cfg.to_json(), {**overrides, "train.lora_learning_rate": 1e-3},
                             str(base_dir), str(tokenized_dir), str(tmp_path / "b"))
     assert other["resumed_from_step"] == 0  # another run's checkpoints are not taken, nor is it refused

@@ -78,6 +78,10 @@ class Invalid(ValueError):
     """A request body the service would refuse (400 INVALID_ARGUMENT)."""
 
 
+class NotFound(KeyError):
+    """A resource the request names that does not exist (404 NOT_FOUND); a KeyError to callers of `version`."""
+
+
 def parse_message(message_class, data: Any, where: str) -> None:
     """Parse `data` into `message_class` (a proto-plus or protobuf class) as the service does; Invalid if it cannot."""
     from google.protobuf import json_format
@@ -218,6 +222,8 @@ class VertexStandIn:
                     return answer(m, query, body)
                 except Invalid as err:
                     return _error("INVALID_ARGUMENT", str(err))
+                except NotFound as err:
+                    return _error("NOT_FOUND", str(err.args[0]))
         return _error("UNIMPLEMENTED", f"the stand-in does not serve {method} {path}", 501)
 
     def _get_job(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
@@ -282,12 +288,12 @@ class VertexStandIn:
         """A version of `model` (a resource name) by id or alias (none: the default); KeyError when there is none."""
         versions = self.models.get(model)
         if versions is None:
-            raise KeyError(f"Model {model} not found")
+            raise NotFound(f"Model {model} not found")
         alias = version or "default"
         for v in versions.values():
             if v["versionId"] == alias or alias in v["versionAliases"]:
                 return v
-        raise KeyError(f"Model {model}@{version} not found")
+        raise NotFound(f"Model {model}@{version} not found")
 
     def default_version(self, model: str) -> str:
         return self.version(model)["versionId"]
@@ -351,19 +357,13 @@ class VertexStandIn:
         return 200, {"models": [v for v in found if not wanted or v["displayName"] == wanted[1]]}
 
     def _get_model(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
-        try:
-            return 200, self._model(m)[1]
-        except KeyError as err:
-            return _error("NOT_FOUND", str(err.args[0]))
+        return 200, self._model(m)[1]
 
     def _merge_version_aliases(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
         from google.cloud import aiplatform_v1
 
         parse_message(aiplatform_v1.MergeVersionAliasesRequest, body, "merge_version_aliases_request")
-        try:
-            name, target = self._model(m)
-        except KeyError as err:
-            return _error("NOT_FOUND", str(err.args[0]))
+        name, target = self._model(m)
         for alias in body.get("versionAliases", []):
             bare = alias.removeprefix("-")
             if not ALIAS.fullmatch(bare):
@@ -383,10 +383,7 @@ class VertexStandIn:
         from google.cloud import aiplatform_v1
 
         parse_message(aiplatform_v1.ImportModelEvaluationRequest, body, "import_model_evaluation_request")
-        try:
-            name, target = self._model(m)
-        except KeyError as err:
-            return _error("NOT_FOUND", str(err.args[0]))
+        name, target = self._model(m)
         evaluation = dict(body.get("modelEvaluation", {}))
         check_evaluation(evaluation, "model_evaluation")
         key = f"{name}@{target['versionId']}"
@@ -396,10 +393,7 @@ class VertexStandIn:
         return 200, stored
 
     def _list_evaluations(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
-        try:
-            name, target = self._model(m)
-        except KeyError as err:
-            return _error("NOT_FOUND", str(err.args[0]))
+        name, target = self._model(m)
         return 200, {"modelEvaluations": self.evaluations.get(f"{name}@{target['versionId']}", [])}
 
     def _import_slices(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
@@ -435,10 +429,7 @@ class VertexStandIn:
         if not body.get("displayName"):
             raise Invalid("batch_prediction_job.display_name is required")
         model_name, _, version = body.get("model", "").partition("@")
-        try:
-            model = self.version(model_name, version or None)
-        except KeyError as err:
-            return _error("NOT_FOUND", str(err.args[0]))
+        model = self.version(model_name, version or None)
         source, out = body.get("inputConfig", {}), body.get("outputConfig", {})
         if source.get("instancesFormat") not in model["supportedInputStorageFormats"]:
             raise Invalid(f"input_config.instances_format {source.get('instancesFormat')!r} is not one of the model's "
