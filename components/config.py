@@ -456,6 +456,10 @@ class Config(_Strict):
     def to_json(self) -> str:
         return self.model_dump_json()
 
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """This config with dotted-key values replaced (`{"train.epochs": 1}`), validated again."""
+        return _validate(apply_overrides(self.model_dump(mode="json"), overrides), "override")
+
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]

@@ -21,17 +21,6 @@ from components.storage import atomic_file
 from components.training import MODES, SCALAR_METRICS, Mode, train_model
 
 
-def run_train(mode: Mode, config_json: str, overrides: dict[str, Any], base_dir: str, tokenized_dir: str,
-              out_dir: str) -> dict[str, Any]:
-    """Entry point of both KFP components (and of the command line)."""
-    from components.config import config_from_json
-    from components.runtime import quiet_libraries
-
-    quiet_libraries()
-    cfg = config_from_json(config_json, overrides)
-    return train_model(mode, cfg, base_dir, tokenized_dir, out_dir)
-
-
 def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifact) -> None:
     """Lineage metadata on the Model; per-model scalar keys (lora_*, baseline_*) on the Metrics, whose file
     holds the per-epoch curves (Vertex Experiments takes only scalars from metadata)."""
@@ -44,11 +33,13 @@ def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifac
 
 def train_step(mode: Mode, config_json: str, overrides: dict[str, Any], base_model, tokenized, model,
                metrics) -> None:
-    """What both training components do with their artifacts."""
+    """What both training components do: the run's config, training, then metrics and lineage on the artifacts."""
+    from components.config import config_from_json
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp, training_lineage
-    from components.runtime import progress
+    from components.runtime import progress, quiet_libraries
 
-    summary = run_train(mode, config_json, overrides, base_model.path, tokenized.path, model.path)
+    quiet_libraries()
+    summary = train_model(mode, config_from_json(config_json, overrides), base_model.path, tokenized.path, model.path)
     progress(f"{mode}: {summary['epochs_run']} epochs, best val macro-F1 {summary['best_val_macro_f1']:.4f} (epoch "
              f"{summary['best_epoch']}), {summary['train_examples_per_second']:g} train examples/s")
     publish(mode, summary, model, metrics)
@@ -110,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True, help="directory to save the trained model into")
 
     def work(args) -> None:
+        from components.runtime import quiet_libraries
+
         cfg = load_cli_config(args)
-        summary = run_train(args.mode, cfg.to_json(), {}, args.base_model, args.tokenized, args.output_dir)
+        quiet_libraries()
+        summary = train_model(args.mode, cfg, args.base_model, args.tokenized, args.output_dir)
         print(json.dumps({k: summary[k] for k in SCALAR_METRICS}))
 
     return run_cli(parser, work, argv)

@@ -64,12 +64,12 @@ def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, fast_cfg, base_dir, tokenized_dir) -> dict[str, tuple[Path, dict]]:
     """Both models trained once: {mode: (model_dir, summary)}."""
-    from components.train import run_train
+    from components.training import train_model
 
     root = tmp_path_factory.mktemp("trained")
     result = {}
     for mode in ("lora", "baseline"):
-        summary = run_train(mode, fast_cfg.to_json(), {}, str(base_dir), str(tokenized_dir), str(root / mode))
+        summary = train_model(mode, fast_cfg, str(base_dir), str(tokenized_dir), str(root / mode))
         result[mode] = (root / mode, summary)
     return result
 

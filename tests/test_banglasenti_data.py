@@ -19,7 +19,7 @@ def test_both_models_beat_the_majority_class_on_real_data(tmp_path):
     from components.evaluate import run_evaluate
     from components.prepare import run_prepare
     from components.tokenization import run_tokenize
-    from components.train import run_train
+    from components.training import train_model
 
     subset = pd.read_csv(SHARED_VAL, dtype=str, keep_default_na=False).sample(n=ROWS, random_state=0)
     subset.to_csv(tmp_path / "subset.csv", index=False)
@@ -38,7 +38,7 @@ def test_both_models_beat_the_majority_class_on_real_data(tmp_path):
     dirs = {}
     for mode in ("lora", "baseline"):
         dirs[mode] = str(tmp_path / mode)
-        run_train(mode, config_json, {}, base, str(tmp_path / "tok"), dirs[mode])
+        train_model(mode, cfg, base, str(tmp_path / "tok"), dirs[mode])
     results = run_evaluate(config_json, dirs, base, str(tmp_path / "tok"), str(tmp_path / "report.md"))
     majority = results["majority_class"]["macro_f1"]
     for mode, m in results["models"].items():

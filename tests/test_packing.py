@@ -209,14 +209,14 @@ def test_training_batches_hold_exactly_the_batch_size_in_texts(tokenized_dir, de
 
 def test_packed_and_bucketed_runs_take_the_same_optimizer_steps(fast_cfg, base_dir, tokenized_dir, tmp_path):
     """A packed LoRA run takes the bucketed run's optimizer steps and reports texts per second like it."""
-    from components.train import run_train
+    from components.training import train_model
 
     texts = len(pd.read_parquet(tokenized_dir / "train.parquet", columns=["label"]))
     steps = -(-texts // fast_cfg.train.batch_size) * fast_cfg.train.epochs
-    packed = run_train("lora", fast_cfg.to_json(), {"tokenize.packing": True}, str(base_dir), str(tokenized_dir),
-                       str(tmp_path / "lora"))
-    bucketed = run_train("lora", fast_cfg.to_json(), {"tokenize.packing": False}, str(base_dir),
-                         str(tokenized_dir), str(tmp_path / "bucketed"))
+    packed = train_model("lora", fast_cfg.with_overrides({"tokenize.packing": True}), base_dir, tokenized_dir,
+                         tmp_path / "lora")
+    bucketed = train_model("lora", fast_cfg.with_overrides({"tokenize.packing": False}), base_dir, tokenized_dir,
+                           tmp_path / "bucketed")
     assert packed["optimizer_steps"] == bucketed["optimizer_steps"] == steps
     assert packed["packing"]["train_rows_per_batch"] < fast_cfg.train.batch_size
     assert "packing" not in bucketed

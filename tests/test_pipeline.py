@@ -24,6 +24,7 @@ from pipelines.compile import compile_pipeline
 from pipelines.pipeline import TASKS, build_pipeline
 from pipelines.smoke import build_smoke_pipeline
 from pipelines.sweep import build_sweep_pipeline
+from tests.conftest import FAST_OVERRIDES
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGES = {
@@ -36,8 +37,7 @@ EDGES = {
     "evaluate": {"prepare", "base-model", "tokenize", "train-lora", "train-baseline"},
     "export-model": {"prepare", "base-model", "train-lora", "train-baseline", "evaluate"},
 }
-FAST = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
-        "train.epochs=2"]
+FAST = [f"{key}={value}" for key, value in FAST_OVERRIDES.items()]
 
 
 def load_spec(path: Path) -> dict:

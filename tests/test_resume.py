@@ -148,13 +148,13 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
 def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch,
                                                     gcsfuse_semantics):
     """The same stop path in-process: SIGTERM arrives during step 3, the trainer saves after step 4 and stops."""
-    from components import train
+    from components.training import train_model
 
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(tmp_path / "aip"))  # as Vertex AI sets it (here a plain path)
     before = signal.getsignal(signal.SIGTERM)
     with sigterm_at_step(3), pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
-        train.run_train("lora", fast_cfg.to_json(), {"train.checkpoint_steps": 0}, str(base_dir),
-                        str(tokenized_dir), str(tmp_path / "m"))
+        train_model("lora", fast_cfg.with_overrides({"train.checkpoint_steps": 0}), base_dir, tokenized_dir,
+                    tmp_path / "m")
     assert signal.getsignal(signal.SIGTERM) == before
     assert not (tmp_path / "m").exists()
     ckpt = tmp_path / "aip" / "lora"

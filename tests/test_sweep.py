@@ -14,6 +14,7 @@ from components.sweep import rank_trials, render_leaderboard, select_best
 from pipelines.gcsfuse import SWITCH_ENV
 from pipelines.sweep import SWEEP_TASKS, TRIAL_JOB, build_sweep_pipeline
 from pipelines.vertex import output_directory
+from tests.conftest import FAST_OVERRIDES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,9 +94,9 @@ def test_sweep_trains_one_trial_at_a_time_by_default(tmp_path):
 def test_sweep_runs_locally(tmp_path):
     """Two trials on the tiny model, one epoch each, through the KFP local runner (about 75 s on 2 cores), under
     Cloud Storage FUSE semantics ($BANGLASENTI_GCSFUSE_SEMANTICS=1)."""
-    sets = ["model.tiny.pretrain_steps=40", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
-            "train.epochs=1", "sweep.r=[2, 4]", "sweep.target_modules=[[query, value]]", "sweep.parallelism=1",
-            "report.bootstrap_samples=200"]
+    sets = [f"{key}={value}" for key, value in {**FAST_OVERRIDES, "train.epochs": 1}.items()]
+    sets += ["sweep.r=[2, 4]", "sweep.target_modules=[[query, value]]", "sweep.parallelism=1",
+             "report.bootstrap_samples=200"]
     run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "sweep.py"), "--run-local", "--pipeline-root",
                           str(tmp_path), *[a for s in sets for a in ("--set", s)]],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, SWITCH_ENV: "1"})

@@ -105,9 +105,9 @@ def test_lora_head_was_trained(trained, base_dir):
 
 
 def test_training_is_reproducible(base_dir, tokenized_dir, fast_cfg, trained, tmp_path):
-    from components.train import run_train
+    from components.training import train_model
 
-    again = run_train("baseline", fast_cfg.to_json(), {}, str(base_dir), str(tokenized_dir), str(tmp_path / "b"))
+    again = train_model("baseline", fast_cfg, str(base_dir), str(tokenized_dir), str(tmp_path / "b"))
     assert again["history"] == trained["baseline"][1]["history"]
 
 

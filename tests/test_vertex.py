@@ -354,8 +354,8 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
                                                                   tokenized_dir):
     """A training job stopped mid-run (preempted), then the same job of a resubmitted run: it resumes from the
     first job's checkpoint; a job with other inputs in the same directory starts afresh beside it."""
-    from components import train
     from components.checkpoints import Interrupted, latest_valid_checkpoint
+    from components.training import train_model
     from tests.conftest import sigterm_at_step
 
     for name, value in training_job_environment(compiled(tmp_path), "train-lora", tmp_path / "root").items():
@@ -363,15 +363,14 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
     ckpt_root = Path(os.environ["AIP_CHECKPOINT_DIR"]) / "lora"
     overrides = {"train.checkpoint_steps": 0, "train.epochs": 1}
     with sigterm_at_step(3), pytest.raises(Interrupted):
-        train.run_train("lora", fast_cfg.to_json(), overrides, str(base_dir), str(tokenized_dir), str(tmp_path / "a"))
+        train_model("lora", fast_cfg.with_overrides(overrides), base_dir, tokenized_dir, tmp_path / "a")
     [run_dir] = ckpt_root.iterdir()  # a sub-location keyed by the run's identity, never the shared root
     assert run_dir.name.startswith("run-") and latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"
-    other = train.run_train("lora", fast_cfg.to_json(), {**overrides, "train.lora_learning_rate": 1e-3},
-                            str(base_dir), str(tokenized_dir), str(tmp_path / "b"))
+    other = train_model("lora", fast_cfg.with_overrides({**overrides, "train.lora_learning_rate": 1e-3}), base_dir,
+                        tokenized_dir, tmp_path / "b")
     assert other["resumed_from_step"] == 0  # another run's checkpoints are not taken, nor is it refused
     assert latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"  # and it leaves them alone
-    resumed = train.run_train("lora", fast_cfg.to_json(), overrides, str(base_dir), str(tokenized_dir),
-                              str(tmp_path / "c"))
+    resumed = train_model("lora", fast_cfg.with_overrides(overrides), base_dir, tokenized_dir, tmp_path / "c")
     assert resumed["resumed_from_step"] == 4 and resumed["epochs_run"] == 1
     assert not run_dir.exists()  # removed once the model is saved
 
