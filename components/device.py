@@ -7,7 +7,7 @@ one-axis mesh ("data"), so XLA inserts the gradient all-reduce. The Trainer then
 global batch (per-device batch x devices).
 
 Precision has one path on every device: float32 weights and optimizer states, and bf16 autocast around the
-forward pass and loss when the precision is bf16 (components/training.py). torch_xla's XLA_USE_BF16 and
+forward pass and loss when the precision is bf16 (components/trainer.py). torch_xla's XLA_USE_BF16 and
 XLA_DOWNCAST_BF16 (which accelerate sets on a TPU for bf16 mixed precision) store every float32 tensor as bf16,
 so that small updates vanish: training refuses to start when either is set.
 """
