@@ -36,7 +36,9 @@ fi
 if ! curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; then
     $SUDO mkdir -p "$(dirname "$SOCKET")"
     rm -f "$SOCKET"
-    nohup podman system service --time=0 "unix://$SOCKET" >"$LOG" 2>&1 &
+    # From /: containers inherit the service's working directory, and conmon fails to start one whose directory
+    # is gone (a removed checkout) with "write child: broken pipe".
+    (cd / && nohup podman system service --time=0 "unix://$SOCKET" >"$LOG" 2>&1 &)
     for _ in $(seq 50); do
         curl -sf --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1 && break
         sleep 0.2
