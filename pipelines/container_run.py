@@ -34,10 +34,12 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict[str
     if not any(image in ((i.tags or []) + (i.attrs.get("RepoDigests") or [])) for i in client.images.list()):
         print(f"Pulling image {image!r}", flush=True)
         client.images.pull(image)
-    container = client.containers.run(image=image, command=command, detach=True, stdout=True, stderr=True,
-                                      volumes=volumes, auto_remove=False, **container_run_args)
+    # Created, then started inside the try: a container whose start fails is removed too.
+    container = client.containers.create(image=image, command=command, detach=True, volumes=volumes,
+                                         auto_remove=False, **container_run_args)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two chunks
     try:
+        container.start()
         for chunk in container.logs(stream=True, follow=True):
             print(decoder.decode(chunk), end="", flush=True)
         print(decoder.decode(b"", final=True), end="", flush=True)

@@ -11,8 +11,12 @@ from pipelines.container_run import KfpInternalsChanged, check_kfp, run_containe
 
 
 class FakeContainer:
-    def __init__(self, status: int):
-        self.status, self.removed = status, False
+    def __init__(self, status: int, start_error: Exception | None = None):
+        self.status, self.removed, self.start_error = status, False, start_error
+
+    def start(self):
+        if self.start_error:
+            raise self.start_error
 
     def logs(self, stream: bool, follow: bool):
         assert stream and follow
@@ -28,13 +32,13 @@ class FakeContainer:
 class FakeClient:
     """The parts of docker.DockerClient that run_container uses; records the run's arguments."""
 
-    def __init__(self, status: int, tags: list[str]):
-        self.container, self.run_args, self.pulled = FakeContainer(status), None, []
+    def __init__(self, status: int, tags: list[str], start_error: Exception | None = None):
+        self.container, self.run_args, self.pulled = FakeContainer(status, start_error), None, []
         image = types.SimpleNamespace(tags=tags, attrs={"RepoDigests": []})
         self.images = types.SimpleNamespace(list=lambda: [image], pull=self.pulled.append)
-        self.containers = types.SimpleNamespace(run=self._run)
+        self.containers = types.SimpleNamespace(create=self._create)
 
-    def _run(self, **kwargs):
+    def _create(self, **kwargs):
         self.run_args = kwargs
         return self.container
 
@@ -47,6 +51,13 @@ def test_exit_status_comes_back_and_the_container_is_removed_after(status, capsy
     assert client.run_args["image"] == "localhost/img:latest" and client.pulled == []
     assert client.container.removed
     assert "step output" in capsys.readouterr().out
+
+
+def test_a_container_that_fails_to_start_is_removed():
+    client = FakeClient(0, ["localhost/img:latest"], start_error=RuntimeError("write child: broken pipe"))
+    with pytest.raises(RuntimeError, match="broken pipe"):
+        run_container(client, "localhost/img", ["true"], {})
+    assert client.container.removed
 
 
 def test_missing_image_is_pulled_and_auto_remove_refused():
