@@ -21,7 +21,7 @@ from typing import Any
 
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.config import ModelConfig, TinyModelConfig
+from components.config import Config, ModelConfig, TinyModelConfig
 from components.kfp_support import lightweight_component
 from components.runtime import progress
 from components.storage import (
@@ -190,15 +190,12 @@ def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_lengt
     return meta
 
 
-def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: str) -> dict[str, Any]:
-    """Entry point of the KFP component (and of the command line)."""
-    from components.config import config_from_json
-    from components.parameters import run_overrides
+def run_base_model(cfg: Config, train_path: str, out_dir: str) -> dict[str, Any]:
+    """What the KFP component and the command line do: `cfg.model.name` resolved into `out_dir`."""
     from components.runtime import quiet_libraries
     from components.storage import read_parquet
 
     quiet_libraries()
-    cfg = config_from_json(config_json, run_overrides(base_model=model_name))
     texts = read_parquet(train_path, ["text"])["text"].tolist() if cfg.model.name == TINY else []
     return resolve_base_model(cfg.model, texts, cfg.tokenize.max_length, out_dir)
 
@@ -207,9 +204,12 @@ def run_base_model(config_json: str, model_name: str, train_path: str, out_dir: 
 def base_model(config_json: str, model_name: str, train: Input[Dataset], model: Output[Model]):
     """Resolve the base model (Hub id, local or gs:// directory, or the offline 'tiny' XLM-R)."""
     from components.base_model import run_base_model
+    from components.config import config_from_json
     from components.lineage import DATA_KEYS, carry, stamp
+    from components.parameters import run_overrides
 
-    model.metadata.update(run_base_model(config_json, model_name, train.path, model.path))
+    cfg = config_from_json(config_json, run_overrides(model_name=model_name))
+    model.metadata.update(run_base_model(cfg, train.path, model.path))
     stamp(model, **carry(train, DATA_KEYS))
 
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work(args) -> None:
         cfg = load_cli_config(args)
-        print(json.dumps(run_base_model(cfg.to_json(), cfg.model.name, args.train, args.output_dir)))
+        print(json.dumps(run_base_model(cfg, args.train, args.output_dir)))
 
     return run_cli(parser, work, argv)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.config import CLASS_NAMES
+from components.config import CLASS_NAMES, Config
 from components.inference import predict_logits
 from components.kfp_support import lightweight_component
 from components.modeling import load_trained_model, load_training_summary, model_size_bytes
@@ -169,20 +169,17 @@ def served_model(summaries: dict[str, dict[str, Any]], select: str) -> dict[str,
     return {"served": {"model": model, "reason": reason}}
 
 
-def run_evaluate(config_json: str, model_dirs: dict[str, str], base_dir: str, tokenized_dir: str,
+def run_evaluate(cfg: Config, model_dirs: dict[str, str], base_dir: str, tokenized_dir: str,
                  report_path: str, split_paths: dict[str, str] | None = None, html_path: str | None = None,
                  data_report: str | None = None, data_findings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Entry point of the KFP component (and of the command line).
+    """What the KFP component and the command line do: both models and the reference scored on the test split.
 
     With the prepared splits (`split_paths`) the TF-IDF reference is trained and the data-quality summary
     shown; with `html_path` the HTML report is written beside the Markdown one."""
-
-    from components.config import config_from_json
     from components.runtime import progress, quiet_libraries
     from components.stats import compare
 
     quiet_libraries()
-    cfg = config_from_json(config_json)
     y_true, preds = predict_test(model_dirs, base_dir, tokenized_dir, cfg.train.eval_batch_size, cfg.tokenize)
     summaries = {name: load_training_summary(path) for name, path in model_dirs.items()}
     if split_paths and cfg.reference.enabled:
@@ -232,14 +229,14 @@ def evaluate(
 ):
     """Test-set metrics of both trained models and the TF-IDF reference, confusion matrices, and the
     comparison report (Markdown and HTML)."""
-    from components.config import CLASS_NAMES
+    from components.config import CLASS_NAMES, config_from_json
     from components.evaluate import run_evaluate
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp
     from components.metrics import flat_metrics
 
     dirs = {"lora": lora_model.path, "baseline": baseline_model.path}
     splits = {"train": train.path, "val": val.path, "test": test.path}
-    results = run_evaluate(config_json, dirs, base_model.path, tokenized.path, report.path, splits,
+    results = run_evaluate(config_from_json(config_json), dirs, base_model.path, tokenized.path, report.path, splits,
                            html_report.path, data_report.path, dict(data_report.metadata))
     for key, value in flat_metrics(results).items():
         metrics.log_metric(key, value)
@@ -271,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         dirs = {"lora": args.lora, "baseline": args.baseline}
         splits = {name: str(Path(args.splits) / f"{name}.parquet") for name in SPLITS} if args.splits else None
         data_report = Path(args.splits) / "report.md" if args.splits else None
-        results = run_evaluate(cfg.to_json(), dirs, args.base_model, args.tokenized, str(out / "report.md"), splits,
+        results = run_evaluate(cfg, dirs, args.base_model, args.tokenized, str(out / "report.md"), splits,
                                str(out / "report.html"),
                                str(data_report) if data_report and data_report.exists() else None)
         with atomic_file(out / "metrics.json") as tmp:

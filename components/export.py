@@ -47,7 +47,7 @@ def validation_macro_f1(model_dir: str | Path) -> float:
     return float(summary["best_val_macro_f1"])
 
 
-def export_models(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str | Path | None,
+def write_export(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str | Path | None,
                   out_dir: str | Path, select: str = "best", card: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write merged/ (the selected model), adapter/, baseline/ (when not served) and the model card under
     `out_dir` (committed once complete); return the summary (the export artifact's metadata).
@@ -116,14 +116,10 @@ def export_model(config_json: str, base_model: Input[Model], lora_model: Input[M
                  model: Output[Model]):
     """Export the model to serve (the better by validation macro-F1 unless export.select says), the LoRA adapter,
     the other model and the model card."""
-    from components.export import run_export_step
+    from pathlib import Path
 
-    run_export_step(config_json, base_model, lora_model, baseline_model, metrics, data_report, model)
-
-
-def run_export_step(config_json: str, base_model, lora_model, baseline_model, metrics, data_report, model) -> None:
-    """What the export component does with its artifacts."""
     from components.config import config_from_json
+    from components.export import write_export
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
     from components.runtime import progress
 
@@ -133,8 +129,8 @@ def run_export_step(config_json: str, base_model, lora_model, baseline_model, me
     card = {"config": cfg, "trained_on": trained_on, "metrics": dict(metrics.metadata),
             "data_report": report.read_text(encoding="utf-8") if report.is_file() else None,
             "data_findings": dict(data_report.metadata)}
-    model.metadata.update(export_models(base_model.path, lora_model.path, baseline_model.path, model.path,
-                                        cfg.export.select, card))
+    model.metadata.update(write_export(base_model.path, lora_model.path, baseline_model.path, model.path,
+                                       cfg.export.select, card))
     progress(f"exported {model.metadata['selected']} for serving: {model.metadata['selection_reason']}")
     stamp(model, **trained_on, lora_model_uri=lora_model.uri, baseline_model_uri=baseline_model.uri)
 
@@ -167,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         card = {"config": cfg, "trained_on": trained_on, "metrics": flat,
                 "data_report": report.read_text(encoding="utf-8") if report and report.is_file() else None}
         select = cfg.export.select if args.baseline else "lora"
-        print(json.dumps(export_models(args.base_model, args.lora, args.baseline, args.output_dir, select, card),
+        print(json.dumps(write_export(args.base_model, args.lora, args.baseline, args.output_dir, select, card),
                          ensure_ascii=False))
 
     return run_cli(parser, work, argv)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from components.config import Config
 
 GIT_COMMIT_ENV = "BANGLASENTI_GIT_COMMIT"
 IMAGE_ENV = "BANGLASENTI_IMAGE"
@@ -63,11 +66,8 @@ def carry(source, keys: dict[str, str]) -> dict[str, Any]:
     return {key: value for key, value in found.items() if value is not None}
 
 
-def training_lineage(config_json: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def training_lineage(cfg: Config) -> dict[str, Any]:
     """Every training hyperparameter in effect for this run (the compiled config with the run's parameters)."""
-    from components.config import config_from_json
-
-    cfg = config_from_json(config_json, overrides)
     return {"hyperparameters": cfg.train.model_dump()}
 
 

@@ -39,7 +39,7 @@ class RunParameter:
 PARAMETERS: tuple[RunParameter, ...] = (
     RunParameter("data_uri", ("data.uri",), str, PIPELINES),
     RunParameter("data_seed", ("data.seed",), int, PIPELINES, note="seed of the split"),
-    RunParameter("base_model", ("model.name",), str, PIPELINES),
+    RunParameter("model_name", ("model.name",), str, PIPELINES),
     RunParameter("lora_r", ("lora.r",), int, (MAIN,)),
     RunParameter("lora_alpha", ("lora.alpha",), int, (MAIN,)),
     RunParameter("lora_target_modules", ("lora.target_modules",), list, (MAIN,)),

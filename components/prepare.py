@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Markdown, Output
 
-from components.config import CLASS_NAMES, NUM_CLASSES, SPLITS, DataConfig
+from components.config import CLASS_NAMES, NUM_CLASSES, SPLITS, Config, DataConfig
 from components.kfp_support import lightweight_component
 from components.storage import InputError, atomic_file, local_copy, sha256_file
 from components.tables import as_text, clean_text, read_table
@@ -246,14 +246,10 @@ def split_metadata(prepared: PreparedData, name: str) -> dict[str, Any]:
             "split_method": stats["split_method"]}
 
 
-def run_prepare(config_json: str, data_uri: str, seed: int, train_path: str, val_path: str, test_path: str,
-                report_path: str) -> PreparedData:
-    """Entry point of the KFP component (and of the command line)."""
-    from components.config import config_from_json
-    from components.parameters import run_overrides
+def run_prepare(cfg: Config, train_path: str, val_path: str, test_path: str, report_path: str) -> PreparedData:
+    """What the KFP component and the command line do: `cfg.data.uri` read, checked, cleaned and split."""
     from components.runtime import progress
 
-    cfg = config_from_json(config_json, run_overrides(data_uri=data_uri, data_seed=seed))
     with tempfile.TemporaryDirectory() as workdir:
         prepared = prepare_data(cfg.data.uri, cfg.data, Path(workdir))
     write_prepared(prepared, {"train": train_path, "val": val_path, "test": test_path}, report_path)
@@ -274,11 +270,14 @@ def prepare(
     raw_data: Input[Dataset] = None,
 ):
     """Load, validate, clean, de-duplicate and split the raw data (`raw_data`: the imported raw dataset)."""
+    from components.config import config_from_json
     from components.lineage import stamp
+    from components.parameters import run_overrides
     from components.prepare import run_prepare, split_metadata
 
     uri = raw_data.uri if raw_data is not None else data_uri
-    prepared = run_prepare(config_json, uri, seed, train.path, val.path, test.path, report.path)
+    cfg = config_from_json(config_json, run_overrides(data_uri=uri, data_seed=seed))
+    prepared = run_prepare(cfg, train.path, val.path, test.path, report.path)
     for name, artifact in (("train", train), ("val", val), ("test", test)):
         artifact.metadata.update(split_metadata(prepared, name))
     report.metadata.update({k: v for k, v in prepared.stats.items() if isinstance(v, (int, str))})
@@ -295,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     def work(args) -> None:
         cfg = load_cli_config(args, {"data.uri": args.input})
         out = Path(args.output_dir)
-        prepared = run_prepare(cfg.to_json(), cfg.data.uri, cfg.data.seed, out / "train.parquet",
-                               out / "val.parquet", out / "test.parquet", out / "report.md")
+        prepared = run_prepare(cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet",
+                               out / "report.md")
         print(json.dumps({"rows_out": prepared.stats["rows_out"], "report": str(out / "report.md")}))
 
     return run_cli(parser, work, argv)

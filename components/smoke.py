@@ -102,14 +102,13 @@ def write_diagnostics(diagnostics: dict[str, Any], json_path: str | Path, md_pat
         tmp.write_text(json.dumps(diagnostics, indent=2, default=str), encoding="utf-8")
 
 
-def smoke_step(config_json: str, steps: int, base_dir: str, tokenized_dir: str, json_path: str, md_path: str,
+def smoke_step(cfg: Config, steps: int, base_dir: str, tokenized_dir: str, json_path: str, md_path: str,
                modes: tuple[str, ...] = ("lora", "baseline")) -> dict[str, Any]:
-    """Entry point of the KFP component (and of the command line)."""
-    from components.config import config_from_json
+    """What the KFP component and the command line do: `run_smoke`, its diagnostics written as JSON and Markdown."""
     from components.runtime import quiet_libraries
 
     quiet_libraries()
-    diagnostics = run_smoke(config_from_json(config_json), base_dir, tokenized_dir, Path(json_path).parent, steps,
+    diagnostics = run_smoke(cfg, base_dir, tokenized_dir, Path(json_path).parent, steps,
                             modes)
     write_diagnostics(diagnostics, json_path, md_path)
     return diagnostics
@@ -125,9 +124,10 @@ def smoke(
     report: Output[Markdown],
 ):
     """A short training of both modes on the training machine, with a diagnostics artifact."""
+    from components.config import config_from_json
     from components.smoke import smoke_step
 
-    smoke_step(config_json, steps, base_model.path, tokenized.path, diagnostics.path, report.path)
+    smoke_step(config_from_json(config_json), steps, base_model.path, tokenized.path, diagnostics.path, report.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     def work(args) -> None:
         cfg = load_cli_config(args)
         out = Path(args.output_dir)
-        smoke_step(cfg.to_json(), args.steps, args.base_model, args.tokenized, str(out / "diagnostics.json"),
+        smoke_step(cfg, args.steps, args.base_model, args.tokenized, str(out / "diagnostics.json"),
                    str(out / "diagnostics.md"), tuple(args.modes or ("lora", "baseline")))
         print(out / "diagnostics.md")
 

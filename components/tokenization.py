@@ -14,7 +14,7 @@ from typing import Any
 
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.config import SPLITS, TokenizeConfig
+from components.config import SPLITS, Config, TokenizeConfig
 from components.encoding import load_tokenizer, tokenize_frame
 from components.kfp_support import lightweight_component
 from components.storage import committed_directory, read_parquet, sha256_file
@@ -45,13 +45,11 @@ def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, c
     return meta
 
 
-def run_tokenize(config_json: str, split_paths: dict[str, str], model_dir: str, out_dir: str) -> dict[str, Any]:
-    """Entry point of the KFP component (and of the command line)."""
-    from components.config import config_from_json
+def run_tokenize(cfg: Config, split_paths: dict[str, str], model_dir: str, out_dir: str) -> dict[str, Any]:
+    """What the KFP component and the command line do: the splits tokenized with the model's tokenizer."""
     from components.runtime import progress, quiet_libraries
 
     quiet_libraries()
-    cfg = config_from_json(config_json)
     meta = tokenize_splits(split_paths, model_dir, cfg.tokenize, out_dir)
     progress(f"tokenized to max_length {cfg.tokenize.max_length}: truncated {meta['truncation_rate']:.1%} of texts, "
              f"padding efficiency {meta['padding_efficiency']:.2f} in buckets, "
@@ -70,11 +68,12 @@ def tokenize(
     tokenized: Output[Dataset],
 ):
     """Tokenize the three splits to static bucketed lengths."""
+    from components.config import config_from_json
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
     from components.tokenization import run_tokenize
 
     paths = {"train": train.path, "val": val.path, "test": test.path}
-    tokenized.metadata.update(run_tokenize(config_json, paths, base_model.path, tokenized.path))
+    tokenized.metadata.update(run_tokenize(config_from_json(config_json), paths, base_model.path, tokenized.path))
     stamp(tokenized, **carry(train, DATA_KEYS), **carry(base_model, BASE_MODEL_KEYS))
 
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     def work(args) -> None:
         cfg = load_cli_config(args)
         paths = {name: str(Path(args.splits) / f"{name}.parquet") for name in SPLITS}
-        meta = run_tokenize(cfg.to_json(), paths, args.base_model, args.output_dir)
+        meta = run_tokenize(cfg, paths, args.base_model, args.output_dir)
         print(json.dumps({k: meta[k] for k in ("truncation_rate", "padding_efficiency")}))
 
     return run_cli(parser, work, argv)

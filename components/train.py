@@ -39,11 +39,12 @@ def train_step(mode: Mode, config_json: str, overrides: dict[str, Any], base_mod
     from components.runtime import progress, quiet_libraries
 
     quiet_libraries()
-    summary = train_model(mode, config_from_json(config_json, overrides), base_model.path, tokenized.path, model.path)
+    cfg = config_from_json(config_json, overrides)
+    summary = train_model(mode, cfg, base_model.path, tokenized.path, model.path)
     progress(f"{mode}: {summary['epochs_run']} epochs, best val macro-F1 {summary['best_val_macro_f1']:.4f} (epoch "
              f"{summary['best_epoch']}), {summary['train_examples_per_second']:g} train examples/s")
     publish(mode, summary, model, metrics)
-    stamp(model, **training_lineage(config_json, overrides), **carry(base_model, BASE_MODEL_KEYS),
+    stamp(model, **training_lineage(cfg), **carry(base_model, BASE_MODEL_KEYS),
           **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))
 
 

@@ -52,7 +52,7 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
     runner in containers (`docker`) and on Vertex, where the training steps are custom jobs."""
     steps = {"prepare": prepare, "base_model": base_model_op,
              "tokenize": tokenize, "train_lora": train_lora, "train_baseline": train_baseline, "evaluate": evaluate,
-             "export": export_model, "select_best_trial": select_best_trial, "smoke": smoke}
+             "export_model": export_model, "select_best_trial": select_best_trial, "smoke": smoke}
     if cfg.registry.upload:  # google-cloud-pipeline-components (the vertex extra) only when asked
         from components.registry import selected_macro_f1, upload_model
 
@@ -104,7 +104,7 @@ class Dag:
         raw = self.configure(on_vertex.import_raw_data(self.cfg, p["data_uri"]), "importer")
         prep = self.task("prepare", config_json=self.config_json, data_uri=p["data_uri"], seed=p["data_seed"],
                          raw_data=raw.output)
-        base = self.task("base_model", config_json=self.config_json, model_name=p["base_model"],
+        base = self.task("base_model", config_json=self.config_json, model_name=p["model_name"],
                          train=prep.outputs["train"])
         tok = self.task("tokenize", config_json=self.config_json, base_model=base.outputs["model"],
                         train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
@@ -121,9 +121,9 @@ class Dag:
                          train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"],
                          data_report=prep.outputs["report"])
 
-    def export(self, prep, base, lora_model, baseline_model, evaluation):
+    def export_model(self, prep, base, lora_model, baseline_model, evaluation):
         """export-model: the served model chosen from the two trained ones, with its model card."""
-        return self.task("export", config_json=self.config_json, base_model=base.outputs["model"],
+        return self.task("export_model", config_json=self.config_json, base_model=base.outputs["model"],
                          lora_model=lora_model, baseline_model=baseline_model,
                          metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
 
@@ -156,7 +156,7 @@ def build_pipeline(cfg: Config, target: Target = "local"):
                         lora_target_modules=p["lora_target_modules"], learning_rate=p["lora_learning_rate"], **shared)
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
-        export = dag.export(prep, base, lora.outputs["model"], full.outputs["model"], evaluation)
+        export = dag.export_model(prep, base, lora.outputs["model"], full.outputs["model"], evaluation)
         if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
             from pipelines.registry import add_registry_upload
 

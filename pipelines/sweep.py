@@ -40,7 +40,7 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
         best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
-        dag.export(prep, base, best.outputs["best_model"], full.outputs["model"], evaluation)
+        dag.export_model(prep, base, best.outputs["best_model"], full.outputs["model"], evaluation)
         return SweepOutputs(report=evaluation.outputs["report"], html_report=evaluation.outputs["html_report"],
                             leaderboard=best.outputs["leaderboard"], metrics=evaluation.outputs["metrics"])
 

@@ -37,7 +37,7 @@ def prepared_dir(tmp_path_factory, fast_cfg) -> Path:
     from components.prepare import run_prepare
 
     out = tmp_path_factory.mktemp("prepared")
-    run_prepare(fast_cfg.to_json(), "sample", 42, out / "train.parquet", out / "val.parquet", out / "test.parquet",
+    run_prepare(fast_cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet",
                 out / "report.md")
     return out
 
@@ -47,7 +47,7 @@ def base_dir(tmp_path_factory, fast_cfg, prepared_dir) -> Path:
     from components.base_model import run_base_model
 
     out = tmp_path_factory.mktemp("base") / "model"
-    run_base_model(fast_cfg.to_json(), "tiny", str(prepared_dir / "train.parquet"), str(out))
+    run_base_model(fast_cfg, str(prepared_dir / "train.parquet"), str(out))
     return out
 
 
@@ -57,7 +57,7 @@ def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
 
     out = tmp_path_factory.mktemp("tokenized") / "tok"
     paths = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
-    run_tokenize(fast_cfg.to_json(), paths, str(base_dir), str(out))
+    run_tokenize(fast_cfg, paths, str(base_dir), str(out))
     return out
 
 

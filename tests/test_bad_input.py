@@ -104,8 +104,9 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_kfp_executor_reports_expected_errors_in_one_line(tmp_path):
     """Inside a KFP executor (_KFP_RUNTIME=true) a failing step ends with one line, not a traceback."""
-    code = ("from components.prepare import run_prepare\n"
-            f"run_prepare('{{}}', {str(tmp_path / 'none.csv')!r}, 1, 'a', 'b', 'c', 'd')\n")
+    code = ("from components.config import Config\nfrom components.prepare import run_prepare\n"
+            f"cfg = Config().with_overrides({{'data.uri': {str(tmp_path / 'none.csv')!r}}})\n"
+            "run_prepare(cfg, 'a', 'b', 'c', 'd')\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "_KFP_RUNTIME": "true"})
     assert run.returncode == 1

@@ -26,20 +26,20 @@ def test_both_models_beat_the_majority_class_on_real_data(tmp_path):
     cfg = load_config(CONFIG_DIR / "local.yaml", {
         "model.tiny.vocab_size": 4000, "model.tiny.pretrain_steps": 400, "train.epochs": 4,
         "train.batch_size": 32, "train.lora_learning_rate": 2e-3, "train.baseline_learning_rate": 2e-4,
+        "data.uri": str(tmp_path / "subset.csv"),
     })
-    config_json = cfg.to_json()
     splits = {name: str(tmp_path / f"{name}.parquet") for name in ("train", "val", "test")}
-    prepared = run_prepare(config_json, str(tmp_path / "subset.csv"), 42, splits["train"], splits["val"],
+    prepared = run_prepare(cfg, splits["train"], splits["val"],
                            splits["test"], str(tmp_path / "data.md"))
     assert prepared.stats["non_bengali_rows"] > 0  # the merge holds English book titles; they are reported
     base = str(tmp_path / "base")
-    run_base_model(config_json, "tiny", splits["train"], base)
-    run_tokenize(config_json, splits, base, str(tmp_path / "tok"))
+    run_base_model(cfg, splits["train"], base)
+    run_tokenize(cfg, splits, base, str(tmp_path / "tok"))
     dirs = {}
     for mode in ("lora", "baseline"):
         dirs[mode] = str(tmp_path / mode)
         train_model(mode, cfg, base, str(tmp_path / "tok"), dirs[mode])
-    results = run_evaluate(config_json, dirs, base, str(tmp_path / "tok"), str(tmp_path / "report.md"))
+    results = run_evaluate(cfg, dirs, base, str(tmp_path / "tok"), str(tmp_path / "report.md"))
     majority = results["majority_class"]["macro_f1"]
     for mode, m in results["models"].items():
         print(f"{mode}: test macro-F1 {m['macro_f1']:.4f} (majority class {majority:.4f})")

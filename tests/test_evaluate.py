@@ -53,7 +53,7 @@ def test_evaluate_uses_the_trained_weights(trained, base_dir, tokenized_dir):
 
 def test_run_evaluate_writes_the_report(trained, base_dir, tokenized_dir, fast_cfg, tmp_path):
     dirs = {mode: str(path) for mode, (path, _) in trained.items()}
-    results = run_evaluate(fast_cfg.to_json(), dirs, str(base_dir), str(tokenized_dir), str(tmp_path / "r.md"))
+    results = run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir), str(tmp_path / "r.md"))
     report = (tmp_path / "r.md").read_text(encoding="utf-8")
     assert "| lora |" in report and "| baseline |" in report and "majority class" in report
     assert f"{results['models']['lora']['macro_f1']:.4f}" in report

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from components.export import export_models
+from components.export import write_export
 from components.modeling import ADAPTER, MERGED
 from components.predict import PROBABILITY_COLUMNS, load_model, predict_texts, write_predictions
 
@@ -18,7 +18,7 @@ from components.predict import PROBABILITY_COLUMNS, load_model, predict_texts, w
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, trained, base_dir):
     out = tmp_path_factory.mktemp("export") / "lora"
-    return out, export_models(base_dir, trained["lora"][0], None, out, "lora")  # LoRA alone
+    return out, write_export(base_dir, trained["lora"][0], None, out, "lora")  # LoRA alone
 
 
 def test_export_writes_a_merged_model_and_the_adapter(exported, trained):
@@ -137,21 +137,21 @@ def eval_metrics(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_p
     out = tmp_path_factory.mktemp("eval")
     splits = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
     dirs = {name: str(path) for name, (path, _) in trained.items()}
-    return flat_metrics(run_evaluate(fast_cfg.to_json(), dirs, str(base_dir), str(tokenized_dir),
+    return flat_metrics(run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir),
                                      str(out / "report.md"), splits))
 
 
 @pytest.mark.parametrize("select", ["baseline", "best"])
 def test_export_serves_the_selected_model_and_keeps_both(select, trained, base_dir, fast_cfg, prepared_dir,
                                                         eval_metrics, tmp_path):
-    from components.export import export_models
+    from components.export import write_export
     from components.modeling import BASELINE, MODEL_CARD, SERVING_INFO
     from components.storage import require_committed
 
     out = tmp_path / "export"
     card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"},
             "metrics": eval_metrics, "data_report": (prepared_dir / "report.md").read_text(encoding="utf-8")}
-    summary = export_models(base_dir, trained["lora"][0], trained["baseline"][0], out, select, card)
+    summary = write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, select, card)
     scores = {name: s["best_val_macro_f1"] for name, (_, s) in trained.items()}
     expected = "baseline" if select == "baseline" or scores["baseline"] > scores["lora"] else "lora"
     assert summary["selected"] == expected
@@ -189,13 +189,13 @@ def card_front_matter(text: str) -> dict:
 
 
 def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, eval_metrics, tmp_path):
-    from components.export import export_models
+    from components.export import write_export
     from components.modeling import MODEL_CARD
 
     out = tmp_path / "export"
     card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"},
             "metrics": eval_metrics, "data_report": (prepared_dir / "report.md").read_text(encoding="utf-8")}
-    summary = export_models(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
+    summary = write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
     text = (out / MODEL_CARD).read_text(encoding="utf-8")
     meta = card_front_matter(text)
     assert meta["language"] == ["bn"] and meta["license"] == "apache-2.0" and meta["pipeline_tag"] == \

@@ -70,7 +70,7 @@ def test_carry_takes_over_and_renames_input_lineage():
 
 
 def test_training_lineage_records_the_hyperparameters_in_effect(fast_cfg):
-    lineage = training_lineage(fast_cfg.to_json(), {"train.epochs": 3, "train.lora_learning_rate": 1e-3})
+    lineage = training_lineage(fast_cfg.with_overrides({"train.epochs": 3, "train.lora_learning_rate": 1e-3}))
     hp = lineage["hyperparameters"]
     assert (hp["epochs"], hp["lora_learning_rate"]) == (3, 1e-3)
     assert hp["warmup_ratio"] == fast_cfg.train.warmup_ratio and hp["max_grad_norm"] == fast_cfg.train.max_grad_norm

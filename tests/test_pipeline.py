@@ -61,7 +61,7 @@ def test_pipeline_parameters_default_to_the_config(tmp_path):
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex", ["data.seed=7"]))
     params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
     assert params == {
-        "data_uri": cfg.data.uri, "data_seed": 7, "base_model": cfg.model.name, "lora_r": cfg.lora.r,
+        "data_uri": cfg.data.uri, "data_seed": 7, "model_name": cfg.model.name, "lora_r": cfg.lora.r,
         "lora_alpha": cfg.lora.alpha, "lora_target_modules": cfg.lora.target_modules,
         "lora_learning_rate": cfg.train.lora_learning_rate, "baseline_learning_rate": cfg.train.baseline_learning_rate,
         "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
@@ -129,13 +129,14 @@ def test_training_components_turn_their_parameters_into_the_tables_keys(monkeypa
 
 def test_prepare_splits_with_its_own_seed(tmp_path):
     """data.seed reaches the split through the data_seed parameter, train.seed does not."""
+    from components.parameters import run_overrides
     from components.prepare import run_prepare
 
     cfg = load_config(CONFIG_DIR / "local.yaml", {"data.seed": 1, "train.seed": 99})
     paths = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
-    prepared = run_prepare(cfg.to_json(), cfg.data.uri, 11, *paths, str(tmp_path / "r.md"))
+    prepared = run_prepare(cfg.with_overrides(run_overrides(data_seed=11)), *paths, str(tmp_path / "r.md"))
     assert prepared.stats["seed"] == 11
-    again = run_prepare(cfg.to_json(), cfg.data.uri, 12, *paths, str(tmp_path / "r.md"))
+    again = run_prepare(cfg.with_overrides(run_overrides(data_seed=12)), *paths, str(tmp_path / "r.md"))
     assert again.stats["seed"] == 12
     assert set(again.splits["test"]["text"]) != set(prepared.splits["test"]["text"])
 

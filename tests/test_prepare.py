@@ -222,7 +222,8 @@ def test_failure_leaves_no_output(tmp_path, fast_cfg):
     bad.write_text("text,label\nভালো,9\n", encoding="utf-8")
     out = tmp_path / "out"
     with pytest.raises(InputError):
-        run_prepare(fast_cfg.to_json(), str(bad), 42, out / "train", out / "val", out / "test", out / "report")
+        run_prepare(fast_cfg.with_overrides({"data.uri": str(bad)}), out / "train", out / "val", out / "test",
+                    out / "report")
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -95,7 +95,7 @@ def test_tfidf_reference_learns_the_sample(prepared_dir):
 def test_run_evaluate_writes_the_html_report(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_path):
     dirs = {mode: str(path) for mode, (path, _) in trained.items()}
     splits = {s: str(prepared_dir / f"{s}.parquet") for s in ("train", "val", "test")}
-    results = run_evaluate(fast_cfg.to_json(), dirs, str(base_dir), str(tokenized_dir), str(tmp_path / "r.md"),
+    results = run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir), str(tmp_path / "r.md"),
                            splits, str(tmp_path / "r.html"), str(prepared_dir / "report.md"),
                            {"cross_split_texts": 0})
     assert set(results["models"]) == {"lora", "baseline", "reference"}

@@ -42,7 +42,7 @@ def report_page(tmp_path_factory, trained, base_dir, tokenized_dir, prepared_dir
     out = tmp_path_factory.mktemp("html")
     dirs = {mode: str(path) for mode, (path, _) in trained.items()}
     splits = {s: str(prepared_dir / f"{s}.parquet") for s in ("train", "val", "test")}
-    run_evaluate(fast_cfg.to_json(), dirs, str(base_dir), str(tokenized_dir), str(out / "report.md"), splits,
+    run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir), str(out / "report.md"), splits,
                  str(out / "report.html"), str(prepared_dir / "report.md"))
     return out / "report.html"
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from components.config import CLASS_NAMES
-from components.export import export_models
+from components.export import write_export
 from components.modeling import MERGED
 from components.serve import ModelHolder, create_app, load_served_model, parse_instances
 from components.storage import SAMPLE_PATH, InputError
@@ -30,7 +30,7 @@ MAX_INSTANCES, MAX_BODY = 128, 65536
 def export_dir(tmp_path_factory, trained, base_dir, fast_cfg) -> Path:
     out = tmp_path_factory.mktemp("served") / "export"
     card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"}}
-    export_models(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
+    write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
     return out
 
 

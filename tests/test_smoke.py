@@ -20,7 +20,7 @@ def test_smoke_submission_is_a_short_custom_job_on_the_training_machine(standin,
     assert not {"train-lora", "train-baseline", "evaluate"} & set(tasks)
     assert tasks["smoke"].get("cachingOptions", {}).get("enableCache", False) is False  # it measures this run
     assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"data_uri", "data_seed", "base_model", "seed",
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"data_uri", "data_seed", "model_name", "seed",
                                                                    "smoke_steps"}
     [pool] = spec["components"]["comp-smoke"]["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
     assert pool["machine_spec"] == {"machine_type": "cloud-tpu", "accelerator_type": "TPU_V3", "accelerator_count": 8}
