@@ -1,4 +1,13 @@
-"""Shared fixtures: a fast config, and the sample prepared, tokenized and trained once per session."""
+"""Shared fixtures: a fast config, and the sample prepared, tokenized and trained once per session.
+
+The test layers (markers; docs/architecture.md "Tests"):
+- unit (no marker): in memory, on tiny in-memory models and tables; `make test-unit`, well under a minute;
+- component: the session's chain below (the sample prepared, a tiny base, both models trained once), the GCS
+  emulator, Cloud Storage FUSE semantics, compiled pipelines, the commands in subprocesses; marked here for
+  the fixtures, by `pytestmark` in the modules that compile pipelines or start commands;
+- slow: the whole DAG on the local runner, the sweep, training on real data, killed and resumed runs;
+- network, xla, images: PyPI, the XLA environment (`make test-xla`), the built images (`make test-images`).
+"""
 
 import contextlib
 import os
@@ -25,6 +34,18 @@ FAST_OVERRIDES = {
     "train.epochs": 2,
     "train.early_stopping_patience": 0,
 }
+
+
+# A test using any of these is in the component layer.
+COMPONENT_FIXTURES = frozenset({"prepared_dir", "base_dir", "tokenized_dir", "trained", "gcs_emulator",
+                                "gcsfuse_semantics"})
+HEAVIER = ("slow", "network", "xla", "images")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if COMPONENT_FIXTURES & set(item.fixturenames) and not any(item.get_closest_marker(m) for m in HEAVIER):
+            item.add_marker(pytest.mark.component)
 
 
 @pytest.fixture(scope="session")

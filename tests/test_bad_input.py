@@ -96,12 +96,14 @@ def test_prepare_rejects_missing_paths_directories_and_unreadable_files(tmp_path
     assert nothing_written(out)
 
 
+@pytest.mark.component
 def test_debug_shows_the_traceback(tmp_path):
     run = subprocess.run([sys.executable, "-m", "components.prepare", "--input", str(tmp_path / "none.csv"),
                           "--output-dir", str(tmp_path / "o"), "--debug"], capture_output=True, text=True)
     assert run.returncode != 0 and "Traceback" in run.stderr and "InputError" in run.stderr
 
 
+@pytest.mark.component
 def test_kfp_executor_reports_expected_errors_in_one_line(tmp_path):
     """Inside a KFP executor (_KFP_RUNTIME=true) a failing step ends with one line, not a traceback."""
     code = ("from components.config import Config\nfrom components.prepare import run_prepare\n"

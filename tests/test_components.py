@@ -15,6 +15,8 @@ from components.prepare import prepare
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
 
+pytestmark = pytest.mark.component  # runs the components' functions on a chain of their own
+
 
 def artifact(cls, path, metadata=None):
     a = cls(uri=str(path), metadata=dict(metadata or {}))

@@ -449,6 +449,7 @@ def step_images(spec: dict) -> dict[str, set[str]]:
     return images
 
 
+@pytest.mark.component
 def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
     cpu = f"us-docker.pkg.dev/my-project/banglasenti/cpu@{DIGEST}"
     tpu = f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST[:-1]}f"

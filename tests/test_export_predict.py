@@ -67,12 +67,25 @@ def test_write_predictions_round_trips(tmp_path, suffix):
     assert [float(v) for v in back["p_positive"]] == [0.7, 0.1]
 
 
-def run_predict(*args):
-    return subprocess.run([sys.executable, "-m", "components.predict", *map(str, args)], capture_output=True,
-                          text=True)
+@pytest.fixture
+def run_predict(capsys):
+    """The predict command with these arguments, in this process: (exit status, stdout, stderr). Its `python -m`
+    entry point runs in a subprocess in the Cloud Storage test below and in test_components."""
+    from components.predict import main
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as exit:  # argparse's usage errors
+            status = exit.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, out.out, out.err)
+
+    return run
 
 
-def test_predict_command_reads_a_table_with_another_text_column(exported, tmp_path):
+def test_predict_command_reads_a_table_with_another_text_column(exported, tmp_path, run_predict):
     table = tmp_path / "reviews.tsv"
     pd.DataFrame({"id": [1, 2, 3], "review": ["খুব ভালো", "বাজে", "ঠিক আছে"]}).to_csv(table, sep="\t", index=False)
     out = tmp_path / "pred.jsonl"
@@ -86,7 +99,7 @@ def test_predict_command_reads_a_table_with_another_text_column(exported, tmp_pa
     assert missing.returncode == 2 and "missing column 'text'" in missing.stderr
 
 
-def test_predict_command_prints_texts_and_needs_a_base_for_an_adapter(exported, base_dir, trained):
+def test_predict_command_prints_texts_and_needs_a_base_for_an_adapter(exported, base_dir, trained, run_predict):
     run = run_predict("--model", trained["lora"][0], "--base-model", base_dir, "--text", "খুব ভালো", "--text", "বাজে")
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in run.stdout.splitlines()]
@@ -243,7 +256,7 @@ def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
 
 # --- predict on JSONL instances (Vertex AI batch prediction's input format) --------------------------------
 
-def test_predict_command_on_jsonl_instances_keeps_order_and_names_bad_lines(exported, tmp_path):
+def test_predict_command_on_jsonl_instances_keeps_order_and_names_bad_lines(exported, tmp_path, run_predict):
     texts = ["খুব ভালো", "বাজে", "ঠিক আছে", "দাম বেশি"]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n"

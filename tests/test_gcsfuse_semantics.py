@@ -104,6 +104,7 @@ def test_the_switch(monkeypatch):
         assert gcsfuse.requested() is on
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("mode", [True, False])
 def test_the_local_runner_starts_its_steps_in_the_mode(tmp_path, monkeypatch, request, mode):
     """kfp.local's SubprocessRunner passes this process's environment to each step's process."""

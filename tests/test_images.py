@@ -24,6 +24,7 @@ LOCKS = ROOT / "containers" / "locks"
 images = pytest.mark.images
 
 
+@pytest.mark.component
 def test_docker_target_runs_each_step_in_its_image(tmp_path):
     """Every step in the image Vertex AI would run it in, the training steps on XLA's CPU backend, and no custom
     jobs (the local runner cannot run those)."""

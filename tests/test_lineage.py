@@ -76,6 +76,7 @@ def test_training_lineage_records_the_hyperparameters_in_effect(fast_cfg):
     assert hp["warmup_ratio"] == fast_cfg.train.warmup_ratio and hp["max_grad_norm"] == fast_cfg.train.max_grad_norm
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("target", ["local", "vertex"])
 def test_every_step_gets_the_commit_it_was_compiled_from(tmp_path, target):
     spec = yaml.safe_load(compile_pipeline(ROOT / "configs" / "local.yaml", tmp_path / "p.yaml", target).read_text())

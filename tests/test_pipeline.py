@@ -26,6 +26,8 @@ from pipelines.smoke import build_smoke_pipeline
 from pipelines.sweep import build_sweep_pipeline
 from tests.conftest import FAST_OVERRIDES
 
+pytestmark = pytest.mark.component  # compiles the pipelines and runs them
+
 ROOT = Path(__file__).resolve().parent.parent
 EDGES = {
     "importer": set(),

@@ -29,6 +29,7 @@ def standin():
         yield state
 
 
+@pytest.mark.component
 def test_worker_pools_are_found_in_components_and_in_nested_task_inputs(spec):
     found = dict(preflight.worker_pools(spec))
     assert {"comp-train-lora worker_pool_specs[0]", "comp-train-baseline worker_pool_specs[0]"} <= set(found)
@@ -59,6 +60,7 @@ def test_an_accelerator_without_a_region_list_is_not_checked():
     assert finding.level == preflight.NOT_CHECKED and "NVIDIA_TESLA_A100" in finding.message
 
 
+@pytest.mark.component
 def test_placeholder_images_are_named_one_line_each(spec, tmp_path):
     path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex", [])
     findings = preflight.image_findings(yaml.safe_load(path.read_text()))

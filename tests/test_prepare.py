@@ -227,6 +227,7 @@ def test_failure_leaves_no_output(tmp_path, fast_cfg):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.component
 def test_command_line_help_and_clean_error(tmp_path):
     help_run = subprocess.run([sys.executable, "-m", "components.prepare", "--help"], capture_output=True, text=True)
     assert help_run.returncode == 0 and "--output-dir" in help_run.stdout
@@ -237,6 +238,7 @@ def test_command_line_help_and_clean_error(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.component
 def test_command_line_writes_outputs(tmp_path):
     run = subprocess.run([sys.executable, "-m", "components.prepare", "--input", "sample", "--output-dir",
                           str(tmp_path), "--set", "data.seed=3"], capture_output=True, text=True)

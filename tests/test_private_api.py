@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_UNDERSCORED = {"_asdict", "_replace", "_fields", "_make"}  # namedtuple's public API
 
 
+@pytest.mark.component
 def test_the_installed_libraries_have_every_private_name_used():
     assert missing_private_api() == []
 

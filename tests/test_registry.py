@@ -22,6 +22,8 @@ from components.storage import InputError
 from pipelines.compile import compile_pipeline
 from tests.vertex_standin import _integral, running
 
+pytestmark = pytest.mark.component  # compiles the pipelines and runs steps on the local runner
+
 PROJECT, REGION = "proj", "europe-west4"
 CPU = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/cpu:v1"
 SERVE = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/serve:v1"

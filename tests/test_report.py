@@ -133,18 +133,18 @@ def test_report_warns_when_a_transformer_falls_below_the_reference():
     assert "WARNING:</strong> reference" not in page
 
 
-def test_evaluate_command_writes_html_and_the_reference(trained, base_dir, tokenized_dir, prepared_dir, tmp_path):
-    import subprocess
-    import sys
+def test_evaluate_command_writes_html_and_the_reference(trained, base_dir, tokenized_dir, prepared_dir, tmp_path,
+                                                        capsys):
+    """The command's function in this process (its `python -m` entry point: test_components)."""
+    from components.evaluate import main
 
-    run = subprocess.run([sys.executable, "-m", "components.evaluate", "--base-model", str(base_dir), "--tokenized",
-                          str(tokenized_dir), "--lora", str(trained["lora"][0]), "--baseline",
-                          str(trained["baseline"][0]), "--splits", str(prepared_dir), "--set",
-                          "report.bootstrap_samples=100", "--output-dir", str(tmp_path)],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    status = main(["--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--lora", str(trained["lora"][0]),
+                   "--baseline", str(trained["baseline"][0]), "--splits", str(prepared_dir), "--set",
+                   "report.bootstrap_samples=100", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr()
+    assert status == 0, out.err
     saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert saved["uncertainty"]["samples"] == 100 and "reference" in saved["models"]
-    assert "reference_test_macro_f1" in json.loads(run.stdout.strip().splitlines()[-1])
+    assert "reference_test_macro_f1" in json.loads(out.out.strip().splitlines()[-1])
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "# Data-quality report" in page and "<td>reference</td>" in page

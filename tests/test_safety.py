@@ -80,6 +80,7 @@ def test_trained_artifacts_hold_no_pickles_or_secrets(trained, mode):
         assert not secrets_in(path.read_text(encoding="utf-8")), path
 
 
+@pytest.mark.component
 def test_configs_and_compiled_spec_hold_no_secrets(tmp_path):
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         assert not secrets_in(path.read_text(encoding="utf-8")), path

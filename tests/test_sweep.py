@@ -16,6 +16,8 @@ from pipelines.sweep import SWEEP_TASKS, TRIAL_JOB, build_sweep_pipeline
 from pipelines.vertex import output_directory
 from tests.conftest import FAST_OVERRIDES
 
+pytestmark = pytest.mark.component  # compiles and runs the sweep pipeline
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

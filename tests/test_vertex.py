@@ -16,6 +16,8 @@ from components.lineage import GIT_COMMIT_ENV, IMAGE_ENV, git_commit
 from pipelines.compile import compile_pipeline
 from pipelines.vertex import training_key
 
+pytestmark = pytest.mark.component  # compiles the pipelines for Vertex AI
+
 TRAIN_STEPS = ("train-lora", "train-baseline")
 CPU_STEPS = ("prepare", "base-model", "tokenize", "evaluate")
 IMAGES = ["pipeline.cpu_image=europe-west4-docker.pkg.dev/proj/banglasenti/cpu:v1",
