@@ -81,7 +81,7 @@ class FaultProxy:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.handle_error = lambda request, address: None  # clients hanging up on us are the point
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def requests_for(self, fragment: str) -> list[tuple[float, str, str, str]]:
         return [entry for entry in self.log if fragment in entry[2]]
@@ -203,7 +203,7 @@ def flaky_http(tmp_path):
             super().do_GET()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}", seen
     server.shutdown()
 

@@ -495,7 +495,7 @@ def serve(standin: VertexStandIn) -> tuple[ThreadingHTTPServer, threading.Thread
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     standin.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     return server, thread
 
