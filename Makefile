@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 XLA_VENV ?= $(HOME)/.cache/banglasenti/xla-venv
 XLA_STAMP := $(XLA_VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup setup-xla run test test-fast test-xla test-images benchmark lint compile clean locks engine base images run-docker
+.PHONY: setup setup-xla run test test-unit test-fast test-xla test-images benchmark lint compile clean locks engine base images run-docker
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,16 +34,25 @@ setup-xla: $(XLA_STAMP)
 run: setup  ## the whole pipeline locally on the embedded sample and the tiny base model, offline
 	$(BIN)/python pipelines/run_local.py
 
+# Test layers (tests/conftest.py): unit, component, slow, then the XLA run. pytest-xdist spreads the test files
+# over TEST_WORKERS processes (a module's fixtures are built once); most tests wait on subprocesses and services,
+# so two workers gain on 2 cores too. The XLA tests are spread by xdist_group: the runs a group shares stay in one.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests included; the images: make test-images)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not xla and not images"
+	$(BIN)/python -m pytest $(XDIST) -m "not xla and not images"
 	$(MAKE) test-xla
 
-test-fast: setup  ## unit and component tests only
-	$(BIN)/python -m pytest -m "not slow and not network and not xla and not images"
+test-unit: setup  ## the unit layer: in memory, well under a minute, for the edit-test loop
+	$(BIN)/python -m pytest -m "not component and not slow and not network and not xla and not images"
+
+test-fast: setup  ## the unit and component layers: no whole-pipeline runs, PyPI, XLA or images
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not network and not xla and not images"
 
 test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA environment)
-	$(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py tests/test_xla_smoke.py tests/test_private_api.py
+	$(XLA_VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m xla tests/test_xla.py tests/test_xla_smoke.py tests/test_private_api.py
 
 benchmark: setup  ## training throughput, the original's settings against ours (see docs/performance.md)
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/cpu.json

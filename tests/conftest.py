@@ -36,6 +36,11 @@ FAST_OVERRIDES = {
 }
 
 
+# pytest-xdist workers (make test) share the cores: each worker and the commands it starts use its share of
+# threads, so that torch's OpenMP threads of two workers do not contend for the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 # A test using any of these is in the component layer.
 COMPONENT_FIXTURES = frozenset({"prepared_dir", "base_dir", "tokenized_dir", "trained", "gcs_emulator",
                                 "gcsfuse_semantics"})
@@ -46,6 +51,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if COMPONENT_FIXTURES & set(item.fixturenames) and not any(item.get_closest_marker(m) for m in HEAVIER):
             item.add_marker(pytest.mark.component)
+    # Files with slow or network tests first: pytest-xdist hands out files in this order, so the long runs start
+    # at once.
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("network")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

@@ -127,7 +127,12 @@ def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
     assert "refused: cannot shard the batches of a DataLoader under SPMD" in done.stdout
 
 
-@pytest.mark.parametrize(("mode", "packing"), [("lora", True), ("baseline", True), ("lora", False)])
+# The tests that share the packed baseline run stay on one pytest-xdist worker (make test-xla: --dist loadgroup).
+BASELINE_RUN = pytest.mark.xdist_group("xla-baseline-run")
+
+
+@pytest.mark.parametrize(("mode", "packing"), [("lora", True), pytest.param("baseline", True, marks=BASELINE_RUN),
+                                               ("lora", False)])
 def test_data_parallel_training_with_static_shapes(mode, packing, xla_trained, tokenized_dir):
     model_dir, summary = xla_trained(mode, packing)
 
@@ -169,6 +174,7 @@ def test_data_parallel_training_with_static_shapes(mode, packing, xla_trained, t
     assert bf16_exact(values).mean() < 0.01, f"{bf16_exact(values).sum()} of {values.size} values are bf16-exact"
 
 
+@BASELINE_RUN
 def test_small_updates_survive(xla_trained, base_dir):
     """LayerNorm gains near 1 move by at most about the learning rate per step, less than half a bf16 spacing
     there: stored as bf16 they would never move from bf16(base); in float32 they do."""
@@ -187,6 +193,7 @@ def test_small_updates_survive(xla_trained, base_dir):
     assert moved.mean() > 0.9, f"only {moved.sum()} of {moved.size} LayerNorm gains left bf16(base)"
 
 
+@BASELINE_RUN
 def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, base_dir, tokenized_dir, tmp_path):
     """SIGTERM mid-epoch, run again: the resumed epoch's batches stay sharded (accelerate's skip_first_batches
     rebuilds the loader), the graph bound holds in the resumed process, and it ends with the uninterrupted run's
