@@ -48,7 +48,7 @@ def validation_macro_f1(model_dir: str | Path) -> float:
 
 
 def write_export(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str | Path | None,
-                  out_dir: str | Path, select: str = "best", card: dict[str, Any] | None = None) -> dict[str, Any]:
+                 out_dir: str | Path, select: str = "best", card: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write merged/ (the selected model), adapter/, baseline/ (when not served) and the model card under
     `out_dir` (committed once complete); return the summary (the export artifact's metadata).
 

@@ -108,8 +108,7 @@ def smoke_step(cfg: Config, steps: int, base_dir: str, tokenized_dir: str, json_
     from components.runtime import quiet_libraries
 
     quiet_libraries()
-    diagnostics = run_smoke(cfg, base_dir, tokenized_dir, Path(json_path).parent, steps,
-                            modes)
+    diagnostics = run_smoke(cfg, base_dir, tokenized_dir, Path(json_path).parent, steps, modes)
     write_diagnostics(diagnostics, json_path, md_path)
     return diagnostics
 
