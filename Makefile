@@ -34,11 +34,12 @@ setup-xla: $(XLA_STAMP)
 run: setup  ## the whole pipeline locally on the embedded sample and the tiny base model, offline
 	$(BIN)/python pipelines/run_local.py
 
-# Test layers (tests/conftest.py): unit, component, slow, then the XLA run. pytest-xdist spreads the test files
-# over TEST_WORKERS processes (a module's fixtures are built once); most tests wait on subprocesses and services,
-# so two workers gain on 2 cores too. The XLA tests are spread by xdist_group: the runs a group shares stay in one.
+# Test layers (tests/conftest.py): unit, component, slow, then the XLA run. pytest-xdist hands the test files to
+# TEST_WORKERS processes in the order tests/conftest.py gives them (the slow files first), a module's fixtures built
+# once; most tests wait on subprocesses and services, so two workers gain on 2 cores too. The XLA tests are spread
+# one by one, but those that share a training run stay together (xdist_group).
 TEST_WORKERS ?= 2
-XDIST := -n $(TEST_WORKERS) --dist loadfile
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests included; the images: make test-images)
 	$(BIN)/ruff check .

@@ -28,11 +28,8 @@ SUMMARY_KEYS = ("best_val_macro_f1", "final_train_loss", "wall_seconds", "train_
 
 def smoke_config(cfg: Config, steps: int, workdir: Path) -> Config:
     """`cfg` cut to `steps` optimizer steps, no early stopping, checkpoints at the end only, in `workdir`."""
-    from components.config import config_from_json
-
-    return config_from_json(cfg.to_json(), {"train.max_steps": steps, "train.early_stopping_patience": 0,
-                                            "train.checkpoint_steps": 0,
-                                            "train.checkpoint_dir": str(workdir / "checkpoints")})
+    return cfg.with_overrides({"train.max_steps": steps, "train.early_stopping_patience": 0,
+                               "train.checkpoint_steps": 0, "train.checkpoint_dir": str(workdir / "checkpoints")})
 
 
 def run_smoke(cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_dir: str | Path,

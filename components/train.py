@@ -16,6 +16,7 @@ from typing import Any
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
+from components.config import Config
 from components.kfp_support import lightweight_component
 from components.storage import atomic_file
 from components.training import MODES, SCALAR_METRICS, Mode, train_model
@@ -31,15 +32,12 @@ def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifac
         tmp.write_text(json.dumps({"model": mode, "history": summary["history"]}, indent=2), encoding="utf-8")
 
 
-def train_step(mode: Mode, config_json: str, overrides: dict[str, Any], base_model, tokenized, model,
-               metrics) -> None:
-    """What both training components do: the run's config, training, then metrics and lineage on the artifacts."""
-    from components.config import config_from_json
+def train_step(mode: Mode, cfg: Config, base_model, tokenized, model, metrics) -> None:
+    """What both training components do with the run's config: training, then metrics and lineage on the artifacts."""
     from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp, training_lineage
     from components.runtime import progress, quiet_libraries
 
     quiet_libraries()
-    cfg = config_from_json(config_json, overrides)
     summary = train_model(mode, cfg, base_model.path, tokenized.path, model.path)
     progress(f"{mode}: {summary['epochs_run']} epochs, best val macro-F1 {summary['best_val_macro_f1']:.4f} (epoch "
              f"{summary['best_epoch']}), {summary['train_examples_per_second']:g} train examples/s")
@@ -64,12 +62,13 @@ def train_lora(
     metrics: Output[Metrics],
 ):
     """Fine-tune LoRA adapters and the classifier head."""
+    from components.config import config_from_json
     from components.parameters import run_overrides
     from components.train import train_step
 
     overrides = run_overrides(lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
                               lora_learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
-    train_step("lora", config_json, overrides, base_model, tokenized, model, metrics)
+    train_step("lora", config_from_json(config_json, overrides), base_model, tokenized, model, metrics)
 
 
 @lightweight_component
@@ -85,11 +84,12 @@ def train_baseline(
     metrics: Output[Metrics],
 ):
     """Fully fine-tune every weight (the baseline)."""
+    from components.config import config_from_json
     from components.parameters import run_overrides
     from components.train import train_step
 
     overrides = run_overrides(baseline_learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
-    train_step("baseline", config_json, overrides, base_model, tokenized, model, metrics)
+    train_step("baseline", config_from_json(config_json, overrides), base_model, tokenized, model, metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

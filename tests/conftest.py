@@ -1,10 +1,11 @@
 """Shared fixtures: a fast config, and the sample prepared, tokenized and trained once per session.
 
-The test layers (markers; docs/architecture.md "Tests"):
+The test layers (markers; README "Tests"):
 - unit (no marker): in memory, on tiny in-memory models and tables; `make test-unit`, well under a minute;
-- component: the session's chain below (the sample prepared, a tiny base, both models trained once), the GCS
-  emulator, Cloud Storage FUSE semantics, compiled pipelines, the commands in subprocesses; marked here for
-  the fixtures, by `pytestmark` in the modules that compile pipelines or start commands;
+- component: the session's chain below (the sample prepared, a tiny base, both models trained once per test
+  process), the GCS emulator, Cloud Storage FUSE semantics, compiled pipelines, the steps' commands in
+  subprocesses; marked here for the fixtures, by `pytestmark` in the modules about compiled pipelines (their
+  few pure checks with them), and by test;
 - slow: the whole DAG on the local runner, the sweep, training on real data, killed and resumed runs;
 - network, xla, images: PyPI, the XLA environment (`make test-xla`), the built images (`make test-images`).
 """
@@ -39,7 +40,8 @@ FAST_OVERRIDES = {
 # pytest-xdist workers (make test) share the cores: each worker and the commands it starts use its share of
 # threads, so that torch's OpenMP threads of two workers do not contend for the same cores.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 # A test using any of these is in the component layer.
 COMPONENT_FIXTURES = frozenset({"prepared_dir", "base_dir", "tokenized_dir", "trained", "gcs_emulator",

@@ -70,7 +70,7 @@ def test_write_predictions_round_trips(tmp_path, suffix):
 @pytest.fixture
 def run_predict(capsys):
     """The predict command with these arguments, in this process: (exit status, stdout, stderr). Its `python -m`
-    entry point runs in a subprocess in the Cloud Storage test below and in test_components."""
+    entry point runs in a subprocess in the Cloud Storage test below and in test_serve."""
     from components.predict import main
 
     def run(*args) -> subprocess.CompletedProcess:

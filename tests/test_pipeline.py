@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR, config_from_json, load_config
+from components.config import CONFIG_DIR, Config, config_from_json, load_config
 from components.parameters import (
     MAIN,
     PARAMETER_KEYS,
@@ -123,24 +123,34 @@ def test_training_components_turn_their_parameters_into_the_tables_keys(monkeypa
     from components import train
 
     seen = {}
-    monkeypatch.setattr(train, "train_step", lambda mode, config_json, overrides, *a: seen.update(overrides))
-    getattr(train, component).python_func(config_json="{}", base_model=None, tokenized=None, model=None,
-                                          metrics=None, **given)
-    assert seen == expected
+    monkeypatch.setattr(train, "train_step", lambda mode, cfg, *a: seen.update(cfg=cfg))
+    getattr(train, component).python_func(config_json=Config().to_json(), base_model=None, tokenized=None,
+                                          model=None, metrics=None, **given)
+    got = seen["cfg"].model_dump()
+    assert {key: got[key.split(".")[0]][key.split(".")[1]] for key in expected} == expected
+    untouched = {section for section in got if not any(key.startswith(f"{section}.") for key in expected)}
+    assert {s: got[s] for s in untouched} == {s: v for s, v in Config().model_dump().items() if s in untouched}
 
 
 def test_prepare_splits_with_its_own_seed(tmp_path):
-    """data.seed reaches the split through the data_seed parameter, train.seed does not."""
-    from components.parameters import run_overrides
-    from components.prepare import run_prepare
+    """data.seed reaches the split through the prepare component's seed (the data_seed parameter); train.seed
+    does not."""
+    import pandas as pd
+    from kfp import dsl
+
+    from components.prepare import prepare
 
     cfg = load_config(CONFIG_DIR / "local.yaml", {"data.seed": 1, "train.seed": 99})
-    paths = [str(tmp_path / f"{n}.parquet") for n in ("train", "val", "test")]
-    prepared = run_prepare(cfg.with_overrides(run_overrides(data_seed=11)), *paths, str(tmp_path / "r.md"))
-    assert prepared.stats["seed"] == 11
-    again = run_prepare(cfg.with_overrides(run_overrides(data_seed=12)), *paths, str(tmp_path / "r.md"))
-    assert again.stats["seed"] == 12
-    assert set(again.splits["test"]["text"]) != set(prepared.splits["test"]["text"])
+
+    def split(seed: int) -> dict:
+        out = {name: dsl.Dataset(uri=str(tmp_path / str(seed) / name)) for name in ("train", "val", "test")}
+        prepare.python_func(config_json=cfg.to_json(), data_uri=cfg.data.uri, seed=seed,
+                            report=dsl.Markdown(uri=str(tmp_path / str(seed) / "report")), **out)
+        return out
+
+    first, again = split(11), split(12)
+    assert (first["train"].metadata["seed"], again["train"].metadata["seed"]) == (11, 12)
+    assert set(pd.read_parquet(first["test"].path)["text"]) != set(pd.read_parquet(again["test"].path)["text"])
 
 
 def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path):
