@@ -4,8 +4,8 @@ The test layers (markers; README "Tests"):
 - unit (no marker): in memory, on tiny in-memory models and tables; `make test-unit`, well under a minute;
 - component: the session's chain below (the sample prepared, a tiny base, both models trained once per test
   process), the GCS emulator, Cloud Storage FUSE semantics, compiled pipelines, the steps' commands in
-  subprocesses; marked here for the fixtures, by `pytestmark` in the modules about compiled pipelines (their
-  few pure checks with them), and by test;
+  subprocesses, the Vertex stand-ins; marked here for the fixtures, and by test (or module) where a pipeline
+  compiles or a command starts;
 - slow: the whole DAG on the local runner, the sweep, training on real data, killed and resumed runs;
 - network, xla, images: PyPI, the XLA environment (`make test-xla`), the built images (`make test-images`).
 """

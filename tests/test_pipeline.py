@@ -26,8 +26,6 @@ from pipelines.smoke import build_smoke_pipeline
 from pipelines.sweep import build_sweep_pipeline
 from tests.conftest import FAST_OVERRIDES
 
-pytestmark = pytest.mark.component  # compiles the pipelines and runs them
-
 ROOT = Path(__file__).resolve().parent.parent
 EDGES = {
     "importer": set(),
@@ -46,6 +44,7 @@ def load_spec(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("target", ["local", "vertex"])
 def test_compiled_spec_has_every_task_and_edge(tmp_path, target):
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", target))
@@ -58,6 +57,7 @@ def test_compiled_spec_has_every_task_and_edge(tmp_path, target):
         assert upstream == EDGES[name], name
 
 
+@pytest.mark.component
 def test_pipeline_parameters_default_to_the_config(tmp_path):
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml", {"data.seed": 7})
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex", ["data.seed=7"]))
@@ -80,6 +80,7 @@ def test_pipeline_parameters_default_to_the_config(tmp_path):
 KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", list: "LIST"}
 
 
+@pytest.mark.component
 @pytest.mark.parametrize(("pipeline", "build"), [(MAIN, build_pipeline), (SWEEP, build_sweep_pipeline),
                                                    (SMOKE, build_smoke_pipeline)])
 @pytest.mark.parametrize("target", ["local", "vertex"])
@@ -153,6 +154,7 @@ def test_prepare_splits_with_its_own_seed(tmp_path):
     assert set(pd.read_parquet(first["test"].path)["text"]) != set(pd.read_parquet(again["test"].path)["text"])
 
 
+@pytest.mark.component
 def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path):
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex"))
@@ -169,6 +171,7 @@ def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path)
         assert "pip install" not in " ".join(ex.get("container", {}).get("command", []))
 
 
+@pytest.mark.component
 def test_compile_command_writes_a_spec(tmp_path):
     out = tmp_path / "pipeline.yaml"
     run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(out)],
@@ -243,6 +246,7 @@ def test_compiled_yaml_loads_back_and_runs_locally_on_gcs_data(tmp_path, gcs_emu
     assert model_meta["split_seed"] == 11 and model_meta["source_uri"] == uri
 
 
+@pytest.mark.component
 def test_main_job_reports_a_failing_step_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--pipeline-root",
                           str(tmp_path), "--set", f"data.uri={tmp_path / 'missing.csv'}"],

@@ -22,8 +22,6 @@ from components.storage import InputError
 from pipelines.compile import compile_pipeline
 from tests.vertex_standin import _integral, running
 
-pytestmark = pytest.mark.component  # compiles the pipelines and runs steps on the local runner
-
 PROJECT, REGION = "proj", "europe-west4"
 CPU = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/cpu:v1"
 SERVE = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/serve:v1"
@@ -42,6 +40,7 @@ def constant(task, name):
     return task["inputs"]["parameters"][name]["runtimeValue"]["constant"]
 
 
+@pytest.mark.component
 def test_vertex_target_gates_the_upload_on_the_selected_models_macro_f1(tmp_path):
     spec, tasks = compiled(tmp_path, "registry.upload=true", "registry.min_macro_f1=0.7",
                            "registry.display_name=bs")
@@ -68,6 +67,7 @@ def test_vertex_target_gates_the_upload_on_the_selected_models_macro_f1(tmp_path
     assert "model-batch-predict" not in spec["components"]["comp-condition-1"]["dag"]["tasks"]
 
 
+@pytest.mark.component
 def test_registry_location_and_parent_come_from_the_config(tmp_path):
     parent = f"projects/{PROJECT}/locations/us-east1/models/42"
     spec, _ = compiled(tmp_path, "registry.upload=true", "registry.location=us-east1",
@@ -79,12 +79,14 @@ def test_registry_location_and_parent_come_from_the_config(tmp_path):
         compiled(tmp_path, "registry.upload=true", f"registry.parent_model={parent}")
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("target, overrides", [("vertex", []), ("local", ["registry.upload=true"])])
 def test_no_registry_steps_unless_enabled_on_vertex(tmp_path, target, overrides):
     _, tasks = compiled(tmp_path, *overrides, target=target)
     assert not {"condition-1", "selected-macro-f1"} & set(tasks)
 
 
+@pytest.mark.component
 def test_batch_prediction_is_compiled_only_when_asked(tmp_path):
     spec, _ = compiled(tmp_path, "registry.upload=true", "registry.batch_predict_source=gs://bucket/texts.jsonl",
                        "registry.batch_predict_machine_type=n1-standard-8", "registry.batch_predict_max_replicas=3")
@@ -103,6 +105,7 @@ def test_batch_prediction_is_compiled_only_when_asked(tmp_path):
     assert constant(batch, "gcs_destination_output_uri_prefix") == "gs://out/preds"
 
 
+@pytest.mark.component
 def test_the_check_names_a_placeholder_serving_image(tmp_path):
     from pipelines import preflight
 
@@ -159,6 +162,7 @@ def scored_model(score: float, metrics: dsl.Output[dsl.Metrics], model: dsl.Outp
     os.makedirs(os.path.join(model.path, "merged"))
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("score, uploads", [(0.5, False), (0.8, True)])
 def test_gate_on_the_local_runner(tmp_path, score, uploads):
     """The dsl.If runs on the KFP local runner: below the threshold the upload is skipped; above it the upload
@@ -199,6 +203,7 @@ def run_register(standin, macro_f1, parent_model="", uri="gs://bucket/run/export
                     classes=list(CLASS_NAMES), confusion=CONFUSION, macro_f1=macro_f1, accuracy=0.65)
 
 
+@pytest.mark.component
 def test_first_upload_creates_the_model_with_its_evaluation(standin):
     result = run_register(standin, 0.66)
     [listing] = standin.calls("/models", "GET")
@@ -230,6 +235,7 @@ def test_first_upload_creates_the_model_with_its_evaluation(standin):
     assert per_class["neutral"]["recall"] == pytest.approx(60 / 80)
 
 
+@pytest.mark.component
 def test_a_better_challenger_becomes_the_default_version(standin):
     first = run_register(standin, 0.66)
     second = run_register(standin, 0.71, uri="gs://bucket/run2/merged")
@@ -246,6 +252,7 @@ def test_a_better_challenger_becomes_the_default_version(standin):
     assert paths.index(merge.path) > max(i for i, p in enumerate(paths) if p.endswith("/evaluations:import"))
 
 
+@pytest.mark.component
 def test_a_worse_challenger_is_kept_as_a_version_but_not_made_default(standin):
     run_register(standin, 0.66)
     run_register(standin, 0.71)
@@ -257,12 +264,14 @@ def test_a_worse_challenger_is_kept_as_a_version_but_not_made_default(standin):
     assert len(standin.evaluations[f"{name}@3"]) == 1  # its evaluation is there for a later comparison
 
 
+@pytest.mark.component
 def test_a_tie_keeps_the_champion(standin):
     run_register(standin, 0.66)
     tie = run_register(standin, 0.66)
     assert not tie["is_default_version"] and standin.default_version(tie["model"]) == "1"
 
 
+@pytest.mark.component
 def test_a_configured_parent_gets_the_version_without_a_lookup(standin):
     name = run_register(standin, 0.6)["model"]
     standin.requests.clear()
@@ -271,12 +280,14 @@ def test_a_configured_parent_gets_the_version_without_a_lookup(standin):
     assert standin.calls("/models:upload")[0].body["parentModel"] == name
 
 
+@pytest.mark.component
 def test_an_unknown_parent_is_named(standin):
     with pytest.raises(RegistryError, match=r"Model Registry \(europe-west4\): 404 Model .*models/77 not found"):
         run_register(standin, 0.7, parent_model=f"projects/{PROJECT}/locations/{REGION}/models/77")
     assert standin.calls("/models:upload") == []
 
 
+@pytest.mark.component
 def test_several_models_with_the_display_name_are_refused(standin):
     first = run_register(standin, 0.6)["model"]
     standin.models[first.replace("1000", "2000")] = dict(standin.models[first])
@@ -284,6 +295,7 @@ def test_several_models_with_the_display_name_are_refused(standin):
         run_register(standin, 0.7)
 
 
+@pytest.mark.component
 def test_the_stand_in_refuses_what_the_service_refuses(standin):
     """The stand-in's checks fail as the service does (so the tests above could fail): a misspelt field, an
     evaluation outside its metrics schema, a batch job of a custom-container model without a machine type."""
@@ -321,6 +333,7 @@ def _anonymous():
     return AnonymousCredentials()
 
 
+@pytest.mark.component
 def test_upload_step_outputs_a_vertex_model_of_the_new_version(standin, monkeypatch, tmp_path):
     """The component body: the export's `selected` model's confusion matrix and score go to the registry, and the
     VertexModel artifact names the new version."""
@@ -353,6 +366,7 @@ def test_upload_step_outputs_a_vertex_model_of_the_new_version(standin, monkeypa
     assert evaluation["metadata"] == {"selected": "baseline", "test_macro_f1": pytest.approx(0.7123)}
 
 
+@pytest.mark.component
 def test_batch_prediction_job_request_through_the_ops_launcher(standin, monkeypatch, tmp_path):
     """The compiled ModelBatchPredictOp's command, its placeholders resolved as KFP does for the new version's
     VertexModel, run through google-cloud-pipeline-components' launcher against the stand-in."""

@@ -16,8 +16,6 @@ from pipelines.sweep import SWEEP_TASKS, TRIAL_JOB, build_sweep_pipeline
 from pipelines.vertex import output_directory
 from tests.conftest import FAST_OVERRIDES
 
-pytestmark = pytest.mark.component  # compiles and runs the sweep pipeline
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +49,7 @@ def test_best_trial_by_val_macro_f1_ties_to_the_earlier(tmp_path):
         rank_trials([])
 
 
+@pytest.mark.component
 def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
     from kfp import compiler
 
@@ -81,6 +80,7 @@ def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
     assert out_dir == output_directory(cfg, TRIAL_JOB) and "uuid" not in out_dir
 
 
+@pytest.mark.component
 def test_sweep_trains_one_trial_at_a_time_by_default(tmp_path):
     """One trial and the baseline: two TPU v3-8 jobs (16 cores) at once, not one per trial plus the baseline."""
     from kfp import compiler

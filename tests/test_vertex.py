@@ -16,8 +16,6 @@ from components.lineage import GIT_COMMIT_ENV, IMAGE_ENV, git_commit
 from pipelines.compile import compile_pipeline
 from pipelines.vertex import training_key
 
-pytestmark = pytest.mark.component  # compiles the pipelines for Vertex AI
-
 TRAIN_STEPS = ("train-lora", "train-baseline")
 CPU_STEPS = ("prepare", "base-model", "tokenize", "evaluate")
 IMAGES = ["pipeline.cpu_image=europe-west4-docker.pkg.dev/proj/banglasenti/cpu:v1",
@@ -38,6 +36,7 @@ def job_inputs(spec: dict, step: str) -> dict:
     return {**defaults, **given}
 
 
+@pytest.mark.component
 def test_train_steps_are_tpu_v3_8_custom_jobs_in_the_train_image(tmp_path):
     spec = compiled(tmp_path)
     for step in TRAIN_STEPS:
@@ -66,6 +65,7 @@ def test_train_steps_are_tpu_v3_8_custom_jobs_in_the_train_image(tmp_path):
         assert "CustomJob" in launcher["args"]
 
 
+@pytest.mark.component
 def test_cpu_steps_run_in_the_cpu_image_with_configured_limits_and_retries(tmp_path):
     spec = compiled(tmp_path, ["vertex.cpu_steps.cpu_limit=4", "vertex.cpu_steps.memory_limit=16G",
                                "vertex.cpu_steps.retries=3"])
@@ -80,6 +80,7 @@ def test_cpu_steps_run_in_the_cpu_image_with_configured_limits_and_retries(tmp_p
         assert task["retryPolicy"]["maxRetryCount"] == 3
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("profile", ["tpu-v5e-4", "gpu-a100", "cpu"])
 def test_other_machine_profiles(tmp_path, profile):
     spec = compiled(tmp_path, [f"vertex.train.machine={profile}"])
@@ -92,6 +93,7 @@ def test_other_machine_profiles(tmp_path, profile):
         assert ("worker_pool_specs" in task_args) == (profile == "tpu-v5e-4")
 
 
+@pytest.mark.component
 def test_job_settings_come_from_the_config(tmp_path):
     spec = compiled(tmp_path, [
         "vertex.service_account=trainer@proj.iam.gserviceaccount.com",
@@ -132,6 +134,7 @@ def test_bad_vertex_settings_name_the_key(override, key):
         load_config(CONFIG_DIR / "banglasenti.yaml", [override])
 
 
+@pytest.mark.component
 @pytest.mark.parametrize("uri", ["gs://data-bucket/banglasenti.csv", "https://example.org/banglasenti.csv"])
 def test_raw_data_is_imported_as_a_lineage_node_whatever_the_compiled_uri(tmp_path, uri):
     """The importer takes the run's data_uri parameter, so a template compiled for https:// data and submitted
@@ -155,6 +158,7 @@ def dag_tasks(spec: dict):
             yield name, task, spec["components"][task["componentRef"]["name"]]
 
 
+@pytest.mark.component
 @pytest.mark.parametrize(("variant", "overrides"), [("main", ["registry.upload=true"]), ("sweep", []), ("smoke", [])])
 def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, overrides):
     from kfp import compiler
@@ -216,6 +220,7 @@ def training_task_inputs(spec: dict) -> dict:
 PER_RUN = re.compile(r"\{\{\$\.pipeline_(job|task)_(uuid|name|id)\}\}|\{\{\$\.pipeline_job_create_time")
 
 
+@pytest.mark.component
 def test_identical_configs_give_identical_training_cache_keys(tmp_path):
     first = training_task_inputs(compiled(tmp_path / "a"))
     second = training_task_inputs(compiled(tmp_path / "b"))
@@ -229,6 +234,7 @@ def test_identical_configs_give_identical_training_cache_keys(tmp_path):
         assert old != new and old.rsplit("/", 1)[0] == new.rsplit("/", 1)[0], step
 
 
+@pytest.mark.component
 def test_sweep_training_cache_keys_hold_no_per_run_value(tmp_path):
     from kfp import compiler
 
@@ -259,6 +265,7 @@ def vertex_api(gcs_emulator, monkeypatch):
         yield state
 
 
+@pytest.mark.component
 def test_two_submissions_send_identical_training_task_inputs(vertex_api, capfd):
     """Two submissions of the same run, as the service receives them: the training tasks' cache-relevant inputs
     are identical, so the second run reuses the first one's training (and resumes it if it failed)."""
@@ -377,6 +384,7 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
     assert not run_dir.exists()  # removed once the model is saved
 
 
+@pytest.mark.component
 def test_no_credential_or_secret_in_the_spec(tmp_path, monkeypatch):
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps({"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE"}))
