@@ -3,7 +3,7 @@
 hadolint on every Dockerfile; the Dockerfiles parsed (base images, user, workdir, entrypoint, install steps,
 labels); the build context (.dockerignore); Cloud Build's config; the image locks against pyproject.toml and
 the kfp that compiles the pipeline; image references in the config and the compiled spec; and (marker
-`network`) pip resolving each lock against PyPI.
+`network`) uv resolving each lock's pins against PyPI, and the build stage's pip steps in a venv.
 """
 
 import io
@@ -21,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from dockerfile_parse import DockerfileParser
 from packaging.markers import default_environment
@@ -74,9 +75,9 @@ def values(stage: list[dict], instruction: str) -> list[str]:
     return [ins["value"] for ins in stage if ins["instruction"] == instruction]
 
 
-def read_lock(path: Path) -> dict[str, tuple[str, int]]:
-    """name -> (version, number of hashes) of a `uv pip compile --generate-hashes` file."""
-    pins: dict[str, tuple[str, int]] = {}
+def read_lock(path: Path) -> dict[str, tuple[str, set[str]]]:
+    """name -> (version, sha256 hashes) of a `uv pip compile --generate-hashes` file."""
+    pins: dict[str, tuple[str, set[str]]] = {}
     current = None
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip().rstrip("\\").strip()
@@ -84,13 +85,13 @@ def read_lock(path: Path) -> dict[str, tuple[str, int]]:
             continue
         if line.startswith("--hash=sha256:"):
             assert current, f"{path.name}: a hash before any requirement"
-            pins[current] = (pins[current][0], pins[current][1] + 1)
+            pins[current][1].add(line.removeprefix("--hash=sha256:"))
             continue
         req = Requirement(line)
         (spec,) = req.specifier
         assert spec.operator == "==", f"{path.name}: {line} is not an exact pin"
         current = canonicalize_name(req.name)
-        pins[current] = (spec.version, 0)
+        pins[current] = (spec.version, set())
     return pins
 
 
@@ -343,8 +344,6 @@ LINUX_311 = {**default_environment(), "python_version": "3.11", "python_full_ver
 
 
 def pyproject() -> dict:
-    import tomllib
-
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -363,7 +362,7 @@ def check_satisfies(lock: dict[str, str], requirements: list[str], lock_name: st
 def test_every_locked_package_is_pinned_with_hashes(name):
     pins = read_lock(LOCKS / f"{name}.txt")
     assert pins
-    assert not [pkg for pkg, (_, hashes) in pins.items() if hashes == 0]
+    assert not [pkg for pkg, (_, hashes) in pins.items() if not hashes]
 
 
 def test_cpu_lock_satisfies_pyproject():
@@ -468,7 +467,7 @@ def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
 TARGET = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and (
     platform.system(), platform.machine()) == ("Linux", "x86_64")
 needs_target = pytest.mark.skipif(not TARGET, reason="needs CPython 3.11 on Linux x86_64, the images' target")
-_REPORTS: dict[str, list[dict]] = {}
+_RESOLVED: dict[str, list[dict]] = {}
 
 
 def pip(*args: str, cwd: Path | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
@@ -480,24 +479,34 @@ def pip(*args: str, cwd: Path | None = None, python: str = sys.executable) -> su
 
 
 def resolved(name: str, tmp_path_factory) -> list[dict]:
-    """pip's dry-run report for a lock alone, hashes required (metadata only is downloaded)."""
-    if name not in _REPORTS:
-        report = tmp_path_factory.mktemp("report") / f"{name}.json"
-        run = pip("install", "--dry-run", "--quiet", "--ignore-installed", "--require-hashes", "--report",
-                  str(report), "-r", str(LOCKS / f"{name}.txt"))
+    """uv resolves the lock's pins alone for the images' target (the Makefile's LOCK_FLAGS) against PyPI: the
+    packages of a pylock.toml (PEP 751), each with the files the target installs and their sha256 from PyPI's index
+    (uv reads the wheels' metadata without downloading them)."""
+    if name not in _RESOLVED:
+        folder = tmp_path_factory.mktemp("resolved")
+        pins = "".join(f"{pkg}=={ver}\n" for pkg, (ver, _) in read_lock(LOCKS / f"{name}.txt").items())
+        (folder / "pins.txt").write_text(pins)
+        run = subprocess.run([str(Path(sys.executable).parent / "uv"), "pip", "compile", str(folder / "pins.txt"),
+                              *shlex.split(lock_flags()), "--index-url", "https://pypi.org/simple",
+                              "-o", str(folder / "pylock.toml")],
+                             capture_output=True, text=True, timeout=900, env={**os.environ, "UV_NO_CACHE": "1"})
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        _REPORTS[name] = json.loads(report.read_text())["install"]
-    return _REPORTS[name]
+        _RESOLVED[name] = tomllib.loads((folder / "pylock.toml").read_text())["packages"]
+    return _RESOLVED[name]
 
 
 @pytest.mark.network
-@needs_target
 @pytest.mark.parametrize("name", ["build", *LOCK_NAMES])
 def test_lock_resolves_against_pypi(name, tmp_path_factory):
-    """Resolving the lock alone picks exactly the locked versions: it is complete and PyPI has them."""
-    versions = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
-                for item in resolved(name, tmp_path_factory)}
-    assert versions == lock_versions(name)
+    """Resolving the lock's pins alone picks exactly the locked versions (it is complete and PyPI has them), and
+    every file the target installs has a hash in the lock (what `pip install --require-hashes` checks)."""
+    pins = read_lock(LOCKS / f"{name}.txt")
+    packages = resolved(name, tmp_path_factory)
+    assert {canonicalize_name(p["name"]): p["version"] for p in packages} == lock_versions(name)
+    for package in packages:
+        files = package.get("wheels") or [package["sdist"]]
+        assert all(f["hashes"]["sha256"] in pins[canonicalize_name(package["name"])][1] for f in files), (
+            f"{name}.txt: {package['name']}=={package['version']}: a file without a hash in the lock")
 
 
 @pytest.mark.network
@@ -505,8 +514,7 @@ def test_lock_resolves_against_pypi(name, tmp_path_factory):
 @pytest.mark.parametrize("name", LOCK_NAMES)
 def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(name, tmp_path, tmp_path_factory):
     """The Dockerfile's --no-build-isolation steps, in a venv: the lock's sdists, then the project's wheel."""
-    sdists = [item["metadata"]["name"] for item in resolved(name, tmp_path_factory)
-              if not item["download_info"]["url"].endswith(".whl")]
+    sdists = [package["name"] for package in resolved(name, tmp_path_factory) if not package.get("wheels")]
     lock_text = (LOCKS / f"{name}.txt").read_text()
     blocks = [re.search(rf"^{re.escape(canonicalize_name(s))}==.*?(?=^\S|\Z)", lock_text, re.M | re.S | re.I)
               for s in sdists]
