@@ -6,6 +6,7 @@ import torch
 
 from components.base_model import (
     SPECIAL_TOKENS,
+    masked_lm_loss,
     resolve_base_model,
     tiny_model_config,
     train_unigram_tokenizer,
@@ -35,6 +36,30 @@ def test_tiny_config_has_xlmr_invariants():
     assert (config.pad_token_id, config.bos_token_id, config.eos_token_id) == (1, 0, 2)
     assert config.layer_norm_eps == 1e-5
     assert config.model_type == "xlm-roberta"
+
+
+def test_masked_lm_loss_is_the_models_own_loss():
+    """The head over the masked positions alone gives the loss and the gradients of the full forward."""
+    from transformers import XLMRobertaForMaskedLM
+
+    torch.manual_seed(0)
+    model = XLMRobertaForMaskedLM(tiny_model_config(TinyModelConfig(hidden_size=32, intermediate_size=64), 300))
+    model.eval()  # no dropout: both forwards see the same network
+    input_ids = torch.randint(5, 300, (4, 12))
+    labels = torch.full_like(input_ids, -100)
+    labels[:, ::3] = input_ids[:, ::3]
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    grads = []
+    for loss_of in (lambda: model(**batch).loss, lambda: masked_lm_loss(model, batch)):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (full, full_grads), (masked, masked_grads) = grads
+    torch.testing.assert_close(masked, full)
+    for a, b in zip(masked_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}  # the batch is left as it was
 
 
 def test_tiny_base_is_pretrained_and_loads_as_a_classifier(base_dir, fast_cfg):

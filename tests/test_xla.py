@@ -26,7 +26,7 @@ from tests.conftest import FAST_OVERRIDES, ROOT
 pytestmark = pytest.mark.xla
 
 DEVICES = 2
-EPOCHS = 3
+EPOCHS = 2
 SHARDED = "{devices=[2,1]0,1}"  # dimension 0 split over devices 0 and 1, the other dimension whole
 TPU_BRANCH = ROOT / "tests" / "tpu_branch"
 OVERRIDES = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16,
@@ -93,46 +93,12 @@ def bf16_exact(values: np.ndarray) -> np.ndarray:
     return (values.view(np.uint32) & 0xFFFF) == 0
 
 
-def test_tpu_branch_mode_takes_accelerates_tpu_branch():
-    """The mode's premise: with the hook, accelerate's bf16 mixed precision sets XLA_USE_BF16 as on a TPU."""
-    script = ("import os; from accelerate import Accelerator; Accelerator(mixed_precision='bf16'); "
-              "print(os.environ.get('XLA_USE_BF16'))")
-    answers = []
-    for tpu_branch in (True, False):
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(tpu_branch), capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-4000:]
-        answers.append(done.stdout.strip().splitlines()[-1])
-    assert answers == ["1", "None"]
-
-
-@pytest.mark.parametrize("variable", ["XLA_USE_BF16", "XLA_DOWNCAST_BF16"])
-def test_training_refuses_bf16_storage(variable, base_dir, tokenized_dir, tmp_path):
-    done = subprocess.run(train_command("lora", base_dir, tokenized_dir, tmp_path / "out"), cwd=ROOT,
-                          env=xla_env(**{variable: "1"}), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: RuntimeError: ") and f"{variable}=1 is set" in last, last
-    assert not (tmp_path / "out").exists()
-
-
-def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
-    script = ("import torch; from components.device import prepare_placement, shard_batches\n"
-              "prepare_placement(8, 16)\n"
-              "try:\n    shard_batches(torch.utils.data.DataLoader(list(range(4))))\n"
-              "except TypeError as err:\n    print('refused:', err)\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(), capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    assert "refused: cannot shard the batches of a DataLoader under SPMD" in done.stdout
-
-
 # The tests that share the packed baseline run stay on one pytest-xdist worker (make test-xla: --dist loadgroup).
 BASELINE_RUN = pytest.mark.xdist_group("xla-baseline-run")
 
 
-@pytest.mark.parametrize(("mode", "packing"), [("lora", True), pytest.param("baseline", True, marks=BASELINE_RUN),
-                                               ("lora", False)])
+@pytest.mark.parametrize(("mode", "packing"), [("lora", False), ("lora", True),
+                                               pytest.param("baseline", True, marks=BASELINE_RUN)])
 def test_data_parallel_training_with_static_shapes(mode, packing, xla_trained, tokenized_dir):
     model_dir, summary = xla_trained(mode, packing)
 
@@ -244,38 +210,79 @@ from components.config import load_config
 from components.packing import PackedCollator, packed_forward, packed_records
 from components.training import build_model
 
-base_dir, tokenized_dir, mode = sys.argv[1:4]
+base_dir, tokenized_dir = sys.argv[1:3]
 cfg = load_config("configs/local.yaml", {"model.tiny.hidden_size": 64, "model.tiny.intermediate_size": 128})
-torch.manual_seed(0)
-model = build_model(mode, base_dir, cfg)
-with torch.no_grad():
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            p.normal_(0, 0.05)  # LoRA's B starts at zero: make the adapters change the output
 device = torch_xla.device()
-model = model.to(device).eval()
 frame = pd.read_parquet(f"{tokenized_dir}/test.parquet", columns=["input_ids", "num_tokens"])[:10]
 texts = [list(ids[:n]) for ids, n in zip(frame["input_ids"], frame["num_tokens"])]
 records = packed_records(texts, [len(t) for t in texts], [0] * len(texts), 128, 8)
 batch = PackedCollator(1, 128, 8, rows=len(records) + 1, with_index=True)(records)
 index = batch.pop("index").numpy()
-with torch.no_grad():
-    packed = packed_forward(model, {k: v.to(device) for k, v in batch.items()}).logits.cpu().numpy()
-    alone = np.concatenate([model(input_ids=torch.tensor([t], device=device)).logits.cpu().numpy() for t in texts])
-got = np.zeros_like(alone)
-got[index[index >= 0]] = packed[index >= 0]
-print("RESULT " + json.dumps({"max_abs_diff": float(np.abs(got - alone).max()), "rows": len(records),
-                              "scale": float(np.abs(alone).max())}))
+result = {}
+for mode in ("baseline", "lora"):
+    torch.manual_seed(0)
+    model = build_model(mode, base_dir, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # LoRA's B starts at zero: make the adapters change the output
+    model = model.to(device).eval()
+    with torch.no_grad():
+        packed = packed_forward(model, {k: v.to(device) for k, v in batch.items()}).logits.cpu().numpy()
+        alone = np.concatenate([model(input_ids=torch.tensor([t], device=device)).logits.cpu().numpy()
+                                for t in texts])
+    got = np.zeros_like(alone)
+    got[index[index >= 0]] = packed[index >= 0]
+    result[mode] = {"max_abs_diff": float(np.abs(got - alone).max()), "rows": len(records),
+                    "scale": float(np.abs(alone).max())}
+print("RESULT " + json.dumps(result))
 """
 
 
-@pytest.mark.parametrize("mode", ["baseline", "lora"])
-def test_packed_rows_give_each_texts_logits_on_xla(mode, base_dir, tokenized_dir):
+def test_packed_rows_give_each_texts_logits_on_xla(base_dir, tokenized_dir):
     """On XLA's CPU backend, a packed batch (two rows of texts and an empty filler row) gives the logits of each
     text run alone, for the base model and with LoRA adapters."""
-    done = subprocess.run([sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir), mode],
+    done = subprocess.run([sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir)],
                           cwd=ROOT, env=xla_env(tpu_branch=False), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.split("RESULT ")[-1])
-    assert result["rows"] >= 2 and result["scale"] > 0.01
-    assert result["max_abs_diff"] < 1e-4, result
+    results = json.loads(done.stdout.split("RESULT ")[-1])
+    assert set(results) == {"baseline", "lora"}
+    for mode, result in results.items():
+        assert result["rows"] >= 2 and result["scale"] > 0.01, mode
+        assert result["max_abs_diff"] < 1e-4, (mode, result)
+
+
+# The short checks last: the trainings above start first (make test-xla hands tests out in this order).
+def test_tpu_branch_mode_takes_accelerates_tpu_branch():
+    """The mode's premise: with the hook, accelerate's bf16 mixed precision sets XLA_USE_BF16 as on a TPU."""
+    script = ("import os; from accelerate import Accelerator; Accelerator(mixed_precision='bf16'); "
+              "print(os.environ.get('XLA_USE_BF16'))")
+    answers = []
+    for tpu_branch in (True, False):
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(tpu_branch), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        answers.append(done.stdout.strip().splitlines()[-1])
+    assert answers == ["1", "None"]
+
+
+def test_training_refuses_bf16_storage(base_dir, tokenized_dir, tmp_path):
+    """The training command on XLA stops at once, in one line, with nothing written (XLA_DOWNCAST_BF16 too:
+    tests/test_device.py)."""
+    done = subprocess.run(train_command("lora", base_dir, tokenized_dir, tmp_path / "out"), cwd=ROOT,
+                          env=xla_env(XLA_USE_BF16="1"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: RuntimeError: ") and "XLA_USE_BF16=1 is set" in last, last
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
+    script = ("import torch; from components.device import prepare_placement, shard_batches\n"
+              "prepare_placement(8, 16)\n"
+              "try:\n    shard_batches(torch.utils.data.DataLoader(list(range(4))))\n"
+              "except TypeError as err:\n    print('refused:', err)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "refused: cannot shard the batches of a DataLoader under SPMD" in done.stdout
