@@ -43,7 +43,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests included; the images: make test-images)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(XDIST) -m "not xla and not images"
+	$(BIN)/python -m pytest $(XDIST) --durations=10 -m "not xla and not images"
 	$(MAKE) test-xla
 
 test-unit: setup  ## the unit layer: in memory, well under a minute, for the edit-test loop
@@ -53,7 +53,7 @@ test-fast: setup  ## the unit and component layers: no whole-pipeline runs, PyPI
 	$(BIN)/python -m pytest $(XDIST) -m "not slow and not network and not xla and not images"
 
 test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA environment)
-	$(XLA_VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m xla tests/test_xla_smoke.py tests/test_xla.py tests/test_private_api.py
+	$(XLA_VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10 -m xla tests/test_xla_smoke.py tests/test_xla.py tests/test_private_api.py
 
 benchmark: setup  ## training throughput, the original's settings against ours (see docs/performance.md)
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/cpu.json

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -32,6 +32,10 @@ from components.storage import (
     download_gcs_directory,
     require_model_dir,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import XLMRobertaForMaskedLM
 
 TINY = "tiny"
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4 (XLM-R: the same first four)
@@ -76,10 +80,10 @@ def tiny_model_config(cfg: TinyModelConfig, vocab_size: int):
     )
 
 
-def masked_lm_loss(model, batch: dict[str, Any]):
-    """The masked-LM loss of `model(**batch).loss`, with the prediction head run over the masked positions alone
-    (about 15 % of the tokens) instead of every position: the head's projection onto the vocabulary is most of a
-    tiny model's cost."""
+def masked_lm_loss(model: "XLMRobertaForMaskedLM", batch: "dict[str, torch.Tensor]") -> "torch.Tensor":
+    """An XLM-R masked-LM's `model(**batch).loss` (to float rounding), with the prediction head run over the masked
+    positions alone (about 15 % of the tokens) instead of every position: the head's projection onto the
+    vocabulary is most of a tiny model's cost. `batch` is left as it is."""
     import torch
 
     labels = batch["labels"]

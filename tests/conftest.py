@@ -11,13 +11,15 @@ The test layers (markers; README "Tests"):
 """
 
 import contextlib
+import fcntl
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,33 +66,47 @@ def fast_cfg() -> Config:
     return load_config(ROOT / "configs" / "local.yaml", FAST_OVERRIDES)
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(<run's temp dir>/name)` once per test run, however many pytest-xdist workers ask for it: the first
+    builds under a file lock, the others wait and reuse it (the same inputs everywhere, built once)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    out, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if out.exists():  # a build cut short
+                shutil.rmtree(out)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, fast_cfg) -> Path:
     from components.prepare import run_prepare
 
-    out = tmp_path_factory.mktemp("prepared")
-    run_prepare(fast_cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet",
-                out / "report.md")
-    return out
+    return built_once(tmp_path_factory, "prepared", lambda out: run_prepare(
+        fast_cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet", out / "report.md"))
 
 
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory, fast_cfg, prepared_dir) -> Path:
     from components.base_model import run_base_model
 
-    out = tmp_path_factory.mktemp("base") / "model"
-    run_base_model(fast_cfg, str(prepared_dir / "train.parquet"), str(out))
-    return out
+    return built_once(tmp_path_factory, "base", lambda out: run_base_model(
+        fast_cfg, str(prepared_dir / "train.parquet"), str(out / "model"))) / "model"
 
 
 @pytest.fixture(scope="session")
 def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
     from components.tokenization import run_tokenize
 
-    out = tmp_path_factory.mktemp("tokenized") / "tok"
     paths = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
-    run_tokenize(fast_cfg, paths, str(base_dir), str(out))
-    return out
+    return built_once(tmp_path_factory, "tokenized", lambda out: run_tokenize(
+        fast_cfg, paths, str(base_dir), str(out / "tok"))) / "tok"
 
 
 @pytest.fixture(scope="session")

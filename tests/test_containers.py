@@ -21,7 +21,6 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from dockerfile_parse import DockerfileParser
 from packaging.markers import default_environment
@@ -344,6 +343,8 @@ LINUX_311 = {**default_environment(), "python_version": "3.11", "python_full_ver
 
 
 def pyproject() -> dict:
+    import tomllib  # Python 3.11+; the project supports 3.10, where only these checks need it
+
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -462,7 +463,7 @@ def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
     assert not (tmp_path / "bad.yaml").exists()
 
 
-# --- pip resolves each lock against PyPI; the build stage's steps outside Docker --------------------------
+# --- uv resolves each lock's pins against PyPI; the build stage's steps outside Docker --------------------
 
 TARGET = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and (
     platform.system(), platform.machine()) == ("Linux", "x86_64")
@@ -478,10 +479,17 @@ def pip(*args: str, cwd: Path | None = None, python: str = sys.executable) -> su
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
 
 
+def uv_environment() -> dict[str, str]:
+    """This environment without this machine's uv settings (extra indexes, find-links, exclude-newer), no cache."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("UV_")}, "UV_NO_CACHE": "1"}
+
+
 def resolved(name: str, tmp_path_factory) -> list[dict]:
     """uv resolves the lock's pins alone for the images' target (the Makefile's LOCK_FLAGS) against PyPI: the
     packages of a pylock.toml (PEP 751), each with the files the target installs and their sha256 from PyPI's index
     (uv reads the wheels' metadata without downloading them)."""
+    import tomllib
+
     if name not in _RESOLVED:
         folder = tmp_path_factory.mktemp("resolved")
         pins = "".join(f"{pkg}=={ver}\n" for pkg, (ver, _) in read_lock(LOCKS / f"{name}.txt").items())
@@ -489,7 +497,7 @@ def resolved(name: str, tmp_path_factory) -> list[dict]:
         run = subprocess.run([str(Path(sys.executable).parent / "uv"), "pip", "compile", str(folder / "pins.txt"),
                               *shlex.split(lock_flags()), "--index-url", "https://pypi.org/simple",
                               "-o", str(folder / "pylock.toml")],
-                             capture_output=True, text=True, timeout=900, env={**os.environ, "UV_NO_CACHE": "1"})
+                             capture_output=True, text=True, timeout=900, env=uv_environment())
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         _RESOLVED[name] = tomllib.loads((folder / "pylock.toml").read_text())["packages"]
     return _RESOLVED[name]

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from components.checkpoints import MANIFEST, checkpoint_root
-from tests.conftest import FAST_OVERRIDES, ROOT
+from tests.conftest import FAST_OVERRIDES, ROOT, built_once
 
 pytestmark = pytest.mark.xla
 
@@ -62,15 +62,13 @@ def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> di
 
 @pytest.fixture(scope="module")
 def xla_trained(base_dir, tokenized_dir, tmp_path_factory):
-    """Train `mode` once per module, on packed rows or bucketed batches: (model_dir, summary)."""
-    runs: dict[tuple[str, bool], tuple] = {}
+    """Train `mode` once per test run (pytest-xdist workers share it), on packed rows or bucketed batches:
+    (model_dir, summary)."""
 
     def get(mode: str, packing: bool = True):
-        if (mode, packing) not in runs:
-            out = tmp_path_factory.mktemp(f"xla-{mode}-{packing}") / mode
-            runs[mode, packing] = (out, train_on_xla(mode, base_dir, tokenized_dir, out,
-                                                     **{"tokenize.packing": packing}))
-        return runs[mode, packing]
+        out = built_once(tmp_path_factory, f"xla-{mode}-{packing}", lambda root: train_on_xla(
+            mode, base_dir, tokenized_dir, root / mode, **{"tokenize.packing": packing})) / mode
+        return out, json.loads((out / "training_summary.json").read_text())
 
     return get
 
@@ -93,7 +91,8 @@ def bf16_exact(values: np.ndarray) -> np.ndarray:
     return (values.view(np.uint32) & 0xFFFF) == 0
 
 
-# The tests that share the packed baseline run stay on one pytest-xdist worker (make test-xla: --dist loadgroup).
+# The tests on the packed baseline run go out together (make test-xla: --dist loadgroup): one worker trains it
+# while the other goes on.
 BASELINE_RUN = pytest.mark.xdist_group("xla-baseline-run")
 
 
