@@ -1,4 +1,5 @@
-"""Shared fixtures: a fast config, and the sample prepared, tokenized and trained once per session.
+"""Shared fixtures: a fast config, the sample prepared and tokenized on a tiny base once per run, both models
+trained once per test process.
 
 The test layers (markers; README "Tests"):
 - unit (no marker): in memory, on tiny in-memory models and tables; `make test-unit`, well under a minute;
