@@ -91,8 +91,8 @@ def bf16_exact(values: np.ndarray) -> np.ndarray:
     return (values.view(np.uint32) & 0xFFFF) == 0
 
 
-# The tests on the packed baseline run go out together (make test-xla: --dist loadgroup): one worker trains it
-# while the other goes on.
+# The tests on the packed baseline run usually go out together (make test-xla: --dist loadgroup; pytest-xdist
+# does not always keep a group on one worker, so xla_trained shares the run between workers).
 BASELINE_RUN = pytest.mark.xdist_group("xla-baseline-run")
 
 
