@@ -22,6 +22,7 @@ import pytest
 
 from components.checkpoints import MANIFEST, checkpoint_root
 from tests.conftest import FAST_OVERRIDES, ROOT, built_once
+from tests.xla_process import failure_tail, run_on_xla
 
 pytestmark = pytest.mark.xla
 
@@ -40,7 +41,7 @@ def _needs_torch_xla():
 
 
 def xla_env(tpu_branch: bool = True, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), **extra}
+    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), "PYTHONFAULTHANDLER": "1", **extra}
     paths = [str(TPU_BRANCH)] if tpu_branch else []
     env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
@@ -52,11 +53,13 @@ def train_command(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> l
             *sets, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir)]
 
 
-def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> dict:
-    """The real train component in a fresh process on XLA's CPU backend (TPU branch); returns its summary."""
-    done = subprocess.run(train_command(mode, base_dir, tokenized_dir, out_dir, **overrides), cwd=ROOT,
-                          env=xla_env(), capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-4000:]
+def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, fresh: bool = False, **overrides) -> dict:
+    """The real train component in a fresh process on XLA's CPU backend (TPU branch); returns its summary.
+    `fresh`: everything the run writes is under out_dir's parent (run once more from nothing after a crash of
+    XLA's CPU runtime: tests/xla_process.py)."""
+    done = run_on_xla(train_command(mode, base_dir, tokenized_dir, out_dir, **overrides), xla_env(), cwd=ROOT,
+                      timeout=1800, rerun_after_crash=[out_dir.parent] if fresh else None)
+    assert done.returncode == 0, failure_tail(done)
     return json.loads((out_dir / "training_summary.json").read_text())
 
 
@@ -67,7 +70,7 @@ def xla_trained(base_dir, tokenized_dir, tmp_path_factory):
 
     def get(mode: str, packing: bool = True):
         out = built_once(tmp_path_factory, f"xla-{mode}-{packing}", lambda root: train_on_xla(
-            mode, base_dir, tokenized_dir, root / mode, **{"tokenize.packing": packing})) / mode
+            mode, base_dir, tokenized_dir, root / mode, fresh=True, **{"tokenize.packing": packing})) / mode
         return out, json.loads((out / "training_summary.json").read_text())
 
     return get
@@ -241,9 +244,9 @@ print("RESULT " + json.dumps(result))
 def test_packed_rows_give_each_texts_logits_on_xla(base_dir, tokenized_dir):
     """On XLA's CPU backend, a packed batch (two rows of texts and an empty filler row) gives the logits of each
     text run alone, for the base model and with LoRA adapters."""
-    done = subprocess.run([sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir)],
-                          cwd=ROOT, env=xla_env(tpu_branch=False), capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_on_xla([sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir)],
+                      xla_env(tpu_branch=False), cwd=ROOT, timeout=900, rerun_after_crash=[])
+    assert done.returncode == 0, failure_tail(done)
     results = json.loads(done.stdout.split("RESULT ")[-1])
     assert set(results) == {"baseline", "lora"}
     for mode, result in results.items():

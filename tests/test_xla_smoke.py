@@ -8,12 +8,12 @@ is compiled again; a TPU loads it (a hit) and compiles nothing. These run in the
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import FAST_OVERRIDES, ROOT
+from tests.xla_process import failure_tail, run_on_xla
 
 pytestmark = pytest.mark.xla
 
@@ -21,26 +21,28 @@ DEVICES = 2
 STEPS = 6
 
 
-def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str) -> dict:
-    """`python -m components.smoke` in a fresh process on XLA's CPU backend; returns diagnostics.json."""
+def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_crash: list) -> dict:
+    """`python -m components.smoke` in a fresh process on XLA's CPU backend; returns diagnostics.json.
+    `rerun_after_crash`: the directories it writes (tests/xla_process.py)."""
     overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16, "tokenize.packing": True}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES)}
     env.pop("XLA_PERSISTENT_CACHE_PATH", None)
-    done = subprocess.run(
+    done = run_on_xla(
         [sys.executable, "-m", "components.smoke", "--config", str(ROOT / "configs" / "local.yaml"), *sets,
          "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir),
          "--steps", str(STEPS), *(arg for mode in modes for arg in ("--mode", mode))],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        env, cwd=ROOT, timeout=1800, rerun_after_crash=rerun_after_crash,
     )
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.returncode == 0, failure_tail(done)
     assert (out_dir / "diagnostics.md").read_text().startswith(f"# Smoke run: {STEPS} steps per mode")
     return json.loads((out_dir / "diagnostics.json").read_text())
 
 
 def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_path):
     pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
-    first = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "first")
+    first = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "first",
+                         rerun_after_crash=[tmp_path / "first", tmp_path / "xla-compile-cache"])
     for mode, run in first["runs"].items():
         assert run["device_kind"] == "xla" and run["device_type"] == "CPU" and run["device_count"] == DEVICES
         assert run["mesh"] == {"shape": [DEVICES], "axis_names": ["data"], "device_ids": list(range(DEVICES))}
@@ -62,7 +64,8 @@ def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_pa
     assert entries >= sum(run["graphs_compiled"] for run in first["runs"].values())
 
     # The same run again: every graph is found in the cache and none is stored anew.
-    second = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "second", "lora")
+    second = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "second", "lora",
+                          rerun_after_crash=[tmp_path / "second"])  # it stores no graph: the cache stays
     again, before = second["runs"]["lora"], first["runs"]["lora"]
     keys = ("graphs_compiled", "xla_graphs", "persistent_cache")
     print(json.dumps({"without cache": {k: before[k] for k in keys}, "with cache": {k: again[k] for k in keys}}))
