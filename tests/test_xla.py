@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from components.checkpoints import MANIFEST, checkpoint_root
+from components.compile_cache import PATH_ENV
 from tests.conftest import FAST_OVERRIDES, ROOT, built_once
 from tests.xla_process import failure_tail, run_on_xla
 
@@ -41,7 +42,10 @@ def _needs_torch_xla():
 
 
 def xla_env(tpu_branch: bool = True, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), "PYTHONFAULTHANDLER": "1", **extra}
+    # Checkpoints and the compile cache beside each run's output, whatever this shell sets (a crashed run is run
+    # again from nothing: tests/xla_process.py).
+    env = {k: v for k, v in os.environ.items() if k not in ("AIP_CHECKPOINT_DIR", "CLOUD_ML_JOB_ID", PATH_ENV)}
+    env.update({"PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), "PYTHONFAULTHANDLER": "1", **extra})
     paths = [str(TPU_BRANCH)] if tpu_branch else []
     env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
@@ -53,12 +57,12 @@ def train_command(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> l
             *sets, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir)]
 
 
-def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, fresh: bool = False, **overrides) -> dict:
+def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, own_parent: bool = False, **overrides) -> dict:
     """The real train component in a fresh process on XLA's CPU backend (TPU branch); returns its summary.
-    `fresh`: everything the run writes is under out_dir's parent (run once more from nothing after a crash of
-    XLA's CPU runtime: tests/xla_process.py)."""
+    `own_parent`: out_dir's parent holds only this run's output, checkpoints and compile cache (then a run that
+    XLA's CPU runtime crashes is run once more from nothing: tests/xla_process.py)."""
     done = run_on_xla(train_command(mode, base_dir, tokenized_dir, out_dir, **overrides), xla_env(), cwd=ROOT,
-                      timeout=1800, rerun_after_crash=[out_dir.parent] if fresh else None)
+                      timeout=1800, rerun_after_crash=[out_dir.parent] if own_parent else None)
     assert done.returncode == 0, failure_tail(done)
     return json.loads((out_dir / "training_summary.json").read_text())
 
@@ -70,7 +74,7 @@ def xla_trained(base_dir, tokenized_dir, tmp_path_factory):
 
     def get(mode: str, packing: bool = True):
         out = built_once(tmp_path_factory, f"xla-{mode}-{packing}", lambda root: train_on_xla(
-            mode, base_dir, tokenized_dir, root / mode, fresh=True, **{"tokenize.packing": packing})) / mode
+            mode, base_dir, tokenized_dir, root / mode, own_parent=True, **{"tokenize.packing": packing})) / mode
         return out, json.loads((out / "training_summary.json").read_text())
 
     return get
@@ -245,7 +249,7 @@ def test_packed_rows_give_each_texts_logits_on_xla(base_dir, tokenized_dir):
     """On XLA's CPU backend, a packed batch (two rows of texts and an empty filler row) gives the logits of each
     text run alone, for the base model and with LoRA adapters."""
     done = run_on_xla([sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir)],
-                      xla_env(tpu_branch=False), cwd=ROOT, timeout=900, rerun_after_crash=[])
+                      xla_env(tpu_branch=False), cwd=ROOT, timeout=900, rerun_after_crash=[])  # writes nothing
     assert done.returncode == 0, failure_tail(done)
     results = json.loads(done.stdout.split("RESULT ")[-1])
     assert set(results) == {"baseline", "lora"}

@@ -9,6 +9,8 @@ is compiled again; a TPU loads it (a hit) and compiles nothing. These run in the
 import json
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +23,10 @@ DEVICES = 2
 STEPS = 6
 
 
-def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_crash: list) -> dict:
+def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_crash: Sequence[Path]) -> dict:
     """`python -m components.smoke` in a fresh process on XLA's CPU backend; returns diagnostics.json.
-    `rerun_after_crash`: the directories it writes (tests/xla_process.py)."""
+    `rerun_after_crash`: the directories it writes into, emptied before a run again (tests/xla_process.py; its
+    temporary directory is a new one each time)."""
     overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16, "tokenize.packing": True}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES)}

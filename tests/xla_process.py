@@ -1,15 +1,16 @@
 """Commands run on XLA's CPU backend in a fresh process, with Python's fault handler on.
 
 XLA's CPU runtime (torch_xla 2.9.0, PJRT CPU client, two devices under SPMD) has died by SIGSEGV in the middle
-of a training run it otherwise completes: once in CI, and in none of the repeated runs made to reproduce it. The
-fault handler prints each thread's Python stack when that happens. A run whose outputs are its own
-(`rerun_after_crash`) is then run once more from nothing, and the crash, with its stack, becomes a warning in the
-test report; a second crash, or any other failure, fails the test. A TPU runs the same program on its own PJRT
-client, not this one.
+of a training run it otherwise completes: once in CI, and in none of the repeated runs made to reproduce it. Where
+Python's fault handler gets to run, the end of stderr shows each thread's Python stack. A run whose outputs are
+its own (`rerun_after_crash`) is then run once more from nothing, and the crash, with that stderr, becomes a
+warning in the test report; a second crash, or any other failure, fails the test. A TPU runs the same program on
+its own PJRT client, not this one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import signal
@@ -26,14 +27,19 @@ class XlaCpuCrash(UserWarning):
 
 
 def empty_directory(path: Path) -> None:
+    """Remove everything inside `path` (kept itself); nothing where it does not exist."""
     for child in path.iterdir() if path.exists() else ():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def run_on_xla(cmd: Sequence[str], env: dict[str, str], *, cwd: Path, timeout: float,
                rerun_after_crash: Sequence[Path] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `cmd` (stdout and stderr captured); where it dies by SIGSEGV and `rerun_after_crash` names the
-    directories holding everything it writes, empty them, warn with the crash's stack and run it once more."""
+    directories it writes into (`[]`: none, its output is stdout), empty them, warn with the end of its stderr and
+    run it once more. `None`: never run again."""
     env = {**env, "PYTHONFAULTHANDLER": "1"}
     done = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != -signal.SIGSEGV or rerun_after_crash is None:
@@ -47,7 +53,11 @@ def run_on_xla(cmd: Sequence[str], env: dict[str, str], *, cwd: Path, timeout: f
 
 def failure_tail(done: subprocess.CompletedProcess[str]) -> str:
     """The end of a failed command's stderr, with how it ended."""
-    how = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0
-           else f"exit status {done.returncode}")
+    if done.returncode < 0:
+        how = f"killed by signal {-done.returncode}"
+        with contextlib.suppress(ValueError):
+            how = f"killed by {signal.Signals(-done.returncode).name}"
+    else:
+        how = f"exit status {done.returncode}"
     return f"{how}\n{done.stderr[-TAIL:]}"
 
