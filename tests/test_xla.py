@@ -10,7 +10,6 @@ These run in the XLA environment (torch 2.9.0 + torch_xla 2.9.0): `make test-xla
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,16 +20,13 @@ import pandas as pd
 import pytest
 
 from components.checkpoints import MANIFEST, checkpoint_root
-from components.compile_cache import PATH_ENV
 from tests.conftest import FAST_OVERRIDES, ROOT, built_once
-from tests.xla_process import failure_tail, run_on_xla
+from tests.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
 
 pytestmark = pytest.mark.xla
 
-DEVICES = 2
 EPOCHS = 2
 SHARDED = "{devices=[2,1]0,1}"  # dimension 0 split over devices 0 and 1, the other dimension whole
-TPU_BRANCH = ROOT / "tests" / "tpu_branch"
 OVERRIDES = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16,
              # Checkpoints at epoch ends only: a mid-epoch checkpoint is a device-to-host copy in the step loop.
              "train.checkpoint_steps": 0}
@@ -39,16 +35,6 @@ OVERRIDES = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "t
 @pytest.fixture(autouse=True)
 def _needs_torch_xla():
     pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
-
-
-def xla_env(tpu_branch: bool = True, **extra: str) -> dict[str, str]:
-    # Checkpoints and the compile cache beside each run's output, whatever this shell sets (a crashed run is run
-    # again from nothing: tests/xla_process.py).
-    env = {k: v for k, v in os.environ.items() if k not in ("AIP_CHECKPOINT_DIR", "CLOUD_ML_JOB_ID", PATH_ENV)}
-    env.update({"PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), "PYTHONFAULTHANDLER": "1", **extra})
-    paths = [str(TPU_BRANCH)] if tpu_branch else []
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return env
 
 
 def train_command(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> list[str]:

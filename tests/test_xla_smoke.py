@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_OVERRIDES, ROOT
-from tests.xla_process import failure_tail, run_on_xla
+from tests.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
 
 pytestmark = pytest.mark.xla
 
-DEVICES = 2
 STEPS = 6
 
 
@@ -29,13 +28,11 @@ def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_cras
     temporary directory is a new one each time)."""
     overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16, "tokenize.packing": True}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
-    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES)}
-    env.pop("XLA_PERSISTENT_CACHE_PATH", None)
     done = run_on_xla(
         [sys.executable, "-m", "components.smoke", "--config", str(ROOT / "configs" / "local.yaml"), *sets,
          "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir),
          "--steps", str(STEPS), *(arg for mode in modes for arg in ("--mode", mode))],
-        env, cwd=ROOT, timeout=1800, rerun_after_crash=rerun_after_crash,
+        xla_env(tpu_branch=False), cwd=ROOT, timeout=1800, rerun_after_crash=rerun_after_crash,
     )
     assert done.returncode == 0, failure_tail(done)
     assert (out_dir / "diagnostics.md").read_text().startswith(f"# Smoke run: {STEPS} steps per mode")

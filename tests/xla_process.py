@@ -11,6 +11,7 @@ its own PJRT client, not this one.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -19,11 +20,27 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from components.compile_cache import PATH_ENV
+from tests.conftest import ROOT
+
 TAIL = 4000  # characters of a failed command's stderr shown
+DEVICES = 2  # XLA's CPU backend split into two devices (CPU_NUM_DEVICES)
+TPU_BRANCH = ROOT / "tests" / "tpu_branch"  # makes accelerate and transformers take their TPU branches
 
 
 class XlaCpuCrash(UserWarning):
     """XLA's CPU runtime died by SIGSEGV and the command was run again."""
+
+
+def xla_env(tpu_branch: bool = True, **extra: str) -> dict[str, str]:
+    """This environment on XLA's CPU backend with DEVICES devices, the fault handler on, the project importable;
+    with `tpu_branch`, accelerate and transformers take their TPU branches. Checkpoints and the compile cache stay
+    beside each run's output whatever this shell sets (a crashed run is run again from nothing)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AIP_CHECKPOINT_DIR", "CLOUD_ML_JOB_ID", PATH_ENV)}
+    env.update({"PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": str(DEVICES), "PYTHONFAULTHANDLER": "1", **extra})
+    paths = [str(TPU_BRANCH)] if tpu_branch else []
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
 
 
 def empty_directory(path: Path) -> None:
