@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from components.config import TokenizeConfig
-from components.storage import InputError, one_line, require_committed
+from components.storage import InputError, one_line, require_saved_dir
 
 ORIGINAL_PAD_LENGTH = 256  # the original project padded every text to 256 tokens
 
@@ -72,9 +72,7 @@ def packed_padding_efficiency(num_tokens: pd.Series, cfg: TokenizeConfig) -> flo
 def load_tokenizer(model_dir: str | Path):
     from transformers import AutoTokenizer
 
-    if not Path(model_dir).is_dir():
-        raise InputError(f"{model_dir}: no such model directory")
-    require_committed(model_dir)
+    require_saved_dir(model_dir)
     try:
         return AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as err:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from components.config import CLASS_NAMES, Config
-from components.storage import InputError, atomic_file, require_committed
+from components.storage import InputError, atomic_file, require_saved_dir
 
 PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
 
@@ -39,10 +39,7 @@ def resolve_model_dir(model: str | Path) -> Path:
     """An export directory's merged/ model, or the directory itself."""
     from components.modeling import MERGED
 
-    model = Path(model)
-    if not model.is_dir():
-        raise InputError(f"{model}: no such model directory")
-    require_committed(model)
+    model = require_saved_dir(model)
     return model / MERGED if (model / MERGED / "config.json").exists() else model
 
 
@@ -181,13 +178,13 @@ def write_output(frame: pd.DataFrame, output: str, output_format: str) -> None:
         else:
             write_predictions(frame, path)
         if output.startswith("gs://"):
-            from components.storage import _gcs_error, _gcs_faults, gcs_client, gcs_retry
+            from components.storage import gcs_client, gcs_error, gcs_faults, gcs_retry
 
             bucket, key = split_gs_uri(output)
             try:
                 gcs_client().bucket(bucket).blob(key).upload_from_filename(str(path), retry=gcs_retry())
-            except _gcs_faults() as err:
-                raise _gcs_error(output, err) from None
+            except gcs_faults() as err:
+                raise gcs_error(output, err) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,7 @@ def local_model_dir(uri: str, workdir: Path) -> Path:
 
 def load_served_model(uri: str) -> LoadedModel:
     """Load an exported model (export directory or its merged/, local or gs://): safetensors only, committed only."""
+    from components.modeling import ADAPTER_CONFIG
     from components.predict import load_model, model_info, resolve_model_dir, serving_config
     from components.runtime import quiet_libraries
     from components.storage import InputError, require_model_dir
@@ -89,7 +90,7 @@ def load_served_model(uri: str) -> LoadedModel:
     with tempfile.TemporaryDirectory(prefix="banglasenti-serve-") as workdir:
         model_dir = resolve_model_dir(local_model_dir(uri, Path(workdir)))
         require_model_dir(model_dir)  # committed, config.json, *.safetensors
-        if (model_dir / "adapter_config.json").exists():
+        if (model_dir / ADAPTER_CONFIG).exists():
             raise InputError(f"{uri}: a LoRA adapter; serve the export's merged/ model instead")
         model, tokenizer = load_model(model_dir, None)
         info = model_info(model_dir)

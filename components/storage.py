@@ -79,7 +79,8 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or err.__class__.__name__
 
 
-def _gcs_error(uri: str, err: Exception) -> InputError:
+def gcs_error(uri: str, err: Exception) -> InputError:
+    """A Cloud Storage failure on `uri` as a one-line InputError saying what to do."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
 
@@ -97,7 +98,8 @@ def _gcs_error(uri: str, err: Exception) -> InputError:
     return InputError(f"{uri}: cannot read from GCS: {err.__class__.__name__}: {one_line(err)}")
 
 
-def _gcs_faults() -> tuple[type[Exception], ...]:
+def gcs_faults() -> tuple[type[Exception], ...]:
+    """The exceptions a Cloud Storage call ends with when the service or the network fails (for gcs_error)."""
     import requests
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
@@ -109,8 +111,8 @@ def _download_gcs_file(uri: str, dest: Path) -> None:
     bucket, key = split_gs_uri(uri)
     try:
         gcs_client().bucket(bucket).blob(key).download_to_filename(str(dest), retry=gcs_retry())
-    except _gcs_faults() as err:
-        raise _gcs_error(uri, err) from None
+    except gcs_faults() as err:
+        raise gcs_error(uri, err) from None
 
 
 def safe_name(name: str, default: str = "download") -> str:
@@ -192,11 +194,8 @@ def require_model_dir(path: str | Path, config: str = "config.json", weights: st
                       source: str | None = None) -> Path:
     """A saved model directory with its config and safetensors weights (pickled weights are never loaded); errors
     name `source` (e.g. the gs:// URI it was downloaded from), else the path."""
-    path = Path(path)
+    path = require_saved_dir(path, source)
     name = source or str(path)
-    if not path.is_dir():
-        raise InputError(f"{name}: no such model directory")
-    require_committed(path, name)
     if not (path / config).is_file():
         raise InputError(f"{name}: not a model directory (no {config})")
     if not any(path.glob(weights)):
@@ -223,8 +222,8 @@ def download_gcs_directory(uri: str, dest: Path) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(target), retry=gcs_retry())
             names.append(rel)
-    except _gcs_faults() as err:
-        raise _gcs_error(uri, err) from None
+    except gcs_faults() as err:
+        raise gcs_error(uri, err) from None
     if not names:
         raise InputError(f"{uri}: no objects under this prefix")
     return sorted(names)
@@ -398,6 +397,15 @@ def content_digest(directory: str | Path) -> str:
         return files_digest({name: entry["sha256"] for name, entry in recorded.items()})
     except (OSError, ValueError, KeyError, TypeError):
         return directory_digest(directory)
+
+
+def require_saved_dir(path: str | Path, source: str | None = None) -> Path:
+    """`path` as a Path if it is a model directory that exists and is not an uncommitted artifact; else a one-line
+    InputError naming it (or `source`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{source or path}: no such model directory")
+    return require_committed(path, source)
 
 
 def require_committed(path: str | Path, source: str | None = None) -> Path:
