@@ -28,8 +28,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from components.cli import base_parser, run_cli
 from components.config import CONFIG_DIR, Config, ConfigError, load_config
@@ -41,6 +42,7 @@ RUNNERS = ("subprocess", "docker")
 # The images `make images` builds (podman names local images localhost/NAME:latest).
 LOCAL_IMAGES = {"pipeline.cpu_image": "localhost/banglasenti-cpu:latest",
                 "pipeline.train_image": "localhost/banglasenti-tpu:latest"}
+T = TypeVar("T")
 GCS_MOUNT = Path("/gcs")  # where Vertex AI's steps see gs:// (Cloud Storage FUSE)
 
 
@@ -137,6 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(parser, run_command, argv)
 
 
+def run_logged(run: Callable[[], T], root: Path, verbose: bool) -> T | None:
+    """`run()` (a pipeline on the local runner) with a line per step on the terminal and kfp's whole log in a file
+    under `root` (`verbose`: kfp's log on the terminal); None, after one line on stderr, where a step failed."""
+    log = root / f"local-run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    if not verbose:
+        print(f"kfp's whole log: {log}", flush=True)
+    try:
+        with contextlib.nullcontext() if verbose else quiet_run(log):
+            return run()
+    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"
+        print(f"error: {err}" + ("" if verbose else f" (kfp's whole log: {log})"), file=sys.stderr)
+        return None
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the pipeline as the command line asks and print where everything went; 1 if a step failed."""
     if args.runner == "docker" and args.gcsfuse_semantics:
@@ -146,14 +162,8 @@ def run_command(args: argparse.Namespace) -> int:
         print("note: DOCKER_HOST is not set; the docker SDK uses its default socket", file=sys.stderr)
     cfg = load_config(args.config, images + args.overrides)
     root = Path(args.pipeline_root or cfg.pipeline.local_root).resolve()
-    log = root / f"local-run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    if not args.verbose:
-        print(f"kfp's whole log: {log}", flush=True)
-    try:
-        with contextlib.nullcontext() if args.verbose else quiet_run(log):
-            result = run_local(cfg, root, args.gcsfuse_semantics, args.runner)
-    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"
-        print(f"error: {err}" + ("" if args.verbose else f" (kfp's whole log: {log})"), file=sys.stderr)
+    result = run_logged(lambda: run_local(cfg, root, args.gcsfuse_semantics, args.runner), root, args.verbose)
+    if result is None:
         return 1
     print(f"\nRun finished in {result['wall_seconds']:.0f} s: {result['run_dir']}")
     for path in list_artifacts(result["run_dir"]):

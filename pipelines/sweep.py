@@ -12,7 +12,6 @@ docs/vertex.md for raising it). The KFP local runner (kfp 2.17) runs ParallelFor
 """
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--run-local", action="store_true", help="run with the KFP local runner")
     mode.add_argument("--output", help="compile for Vertex AI into this YAML file")
-    parser.add_argument("--pipeline-root", help="local runs: where artifacts go")
+    parser.add_argument("--pipeline-root", help="local runs: where artifacts go (default: the config's "
+                        "pipeline.local_root)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="local runs: show kfp's whole log (executor inputs, outputs) instead of a line per step")
     return run_cli(parser, sweep_command, argv)
 
 
@@ -85,18 +87,20 @@ def sweep_command(args: argparse.Namespace) -> int:
         compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=args.output)
         print(f"wrote {args.output}")
         return 0
-    try:
-        result = run_sweep_local(cfg, args.pipeline_root)
-    except RuntimeError as err:  # the local runner's "Pipeline ... finished with status FAILURE"; logs are above
-        print(f"error: {err}", file=sys.stderr)
+    from pipelines.run_local import browsable_html, run_logged
+
+    root = Path(args.pipeline_root or cfg.pipeline.local_root).resolve()
+    result = run_logged(lambda: run_sweep_local(cfg, root), root, args.verbose)
+    if result is None:
         return 1
     print(result["leaderboard"].read_text(encoding="utf-8"))
     metrics = result["metrics"]
     print("Test macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
                                         for name in ("lora", "baseline", "reference") if f"{name}_test_macro_f1"
                                         in metrics))
-    for name in ("leaderboard", "report", "html_report"):
-        print(f"{name}: {result[name]}")
+    print(f"Leaderboard: {result['leaderboard']}")
+    print(f"Comparison report: {result['report']}")
+    print(f"HTML report: {browsable_html(result['html_report'])}")
     return 0
 
 

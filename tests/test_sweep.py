@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,12 @@ def test_sweep_runs_locally(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, SWITCH_ENV: "1"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"gcsfuse semantics under {tmp_path.resolve()}" in run.stdout  # every step as on Vertex AI's /gcs/
-    run_dir = next(tmp_path.iterdir())
+    # the terminal: a line per step (the trials' too); kfp's whole log in the file it names
+    assert "\ntrain-lora: lora: " in run.stdout and "\nselect-best-trial: done in " in run.stdout
+    assert "executor_input" not in run.stdout
+    log = Path(re.search(r"kfp's whole log: (\S+)", run.stdout).group(1))
+    assert log.parent == tmp_path.resolve() and "executor_input" in log.read_text(encoding="utf-8")
+    run_dir = next(path for path in tmp_path.iterdir() if path.is_dir())
     trials = []
     for i in range(2):
         out = json.loads((run_dir / f"for-loop-1-iteration-{i}" / "train-lora" / "executor_output.json").read_text())
@@ -119,3 +125,6 @@ def test_sweep_runs_locally(tmp_path):
     assert {"lora_test_macro_f1", "baseline_test_macro_f1", "reference_test_macro_f1"} <= set(metrics)
     assert (run_dir / "export-model" / "model" / "merged" / "config.json").exists()
     assert "# LoRA sweep: trials by val macro-F1" in run.stdout
+    page = re.search(r"HTML report: file://(\S+)", run.stdout).group(1)
+    assert page.endswith("/evaluate/report.html")
+    assert Path(page).read_bytes() == (run_dir / "evaluate" / "html_report").read_bytes()
