@@ -9,11 +9,12 @@
     train_rows_for), every batch in the epoch's fixed number of rows (as on XLA); the first examples/batch-size
     batches are timed;
 (b) and (c) in fp32 on the CPU and bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what
-this times); each for full fine-tuning and for LoRA, at the same batch size in texts and with the same optimizer
-(PyTorch's fused AdamW, as the train component uses on CPU and CUDA), through the project's own code: its
-collators (BucketCollator, PackedCollator), LoRA wrapping (components.training.with_lora with the default config)
-and loss (the model's for padded batches, components.packing.packed_forward for packed rows), on the real
-xlm-roberta-base architecture
+this times); each for full fine-tuning and for LoRA, at the same batch size in texts, through the train
+component's own code: the model built by components.training.build_model (the base loaded, LoRA wrapped with the
+default config), batches formed by its collators (BucketCollator, PackedCollator), and each optimizer step taken
+by its Trainer (components.trainer: training_step with its loss and autocast, then gradient clipping, the
+optimizer and the schedule of components.training.training_arguments: PyTorch's fused AdamW on CPU and CUDA), on
+the real xlm-roberta-base architecture
 (random initialisation, built offline: 12 layers, hidden 768, vocab 250,002) and real text lengths: the texts
 of ../shared/data/banglasenti/val.csv when present, else the project's sample, tokenized with a SentencePiece
 Unigram model trained on them. Every configuration runs the same examples in a fresh process (so peak memory
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import dataclasses
 import json
 import os
 import platform
@@ -138,17 +140,42 @@ def pick_device(name: str) -> str:
     return name
 
 
-def build_model(arch: dict[str, Any], mode: str, seed: int):
-    """The architecture with a 3-class head (random initialisation); LoRA as the train component wraps it."""
+def save_random_base(arch: dict[str, Any], seed: int, path: str) -> None:
+    """The architecture with random weights, saved as a base-model artifact is (config.json, safetensors)."""
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
-
-    from components.config import Config
-    from components.training import with_lora
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
     torch.manual_seed(seed)
-    model = XLMRobertaForSequenceClassification(XLMRobertaConfig(**arch, num_labels=NUM_LABELS))
-    return with_lora(model, Config()) if mode == "lora" else model
+    XLMRobertaForMaskedLM(XLMRobertaConfig(**arch)).save_pretrained(path, safe_serialization=True)
+
+
+def project_trainer(job: dict[str, Any], device: str, output_dir: str):
+    """The train component's model and Trainer for this configuration: the base loaded and (lora) wrapped by
+    components.training.build_model, the project's Trainer class with its arguments (optimizer, learning rate,
+    schedule, weight decay, gradient clipping: components.training.training_arguments) and its optimizer."""
+    import torch
+
+    from components.config import Config
+    from components.device import Placement
+    from components.trainer import PackedRows, trainer_class
+    from components.training import build_model, training_arguments
+
+    cfg = Config()
+    mode = "lora" if job["mode"] == "lora" else "baseline"
+    torch.manual_seed(job["seed"])  # LoRA's initialisation
+    model = build_model(mode, job["base_dir"], cfg)
+    placement = Placement(kind=device, devices=1, precision=job["precision"],  # type: ignore[arg-type]
+                          per_device_batch=job["batch_size"], per_device_eval_batch=job["batch_size"])
+    packed = [spec for spec in job["batches"] if "packed" in spec]
+    packing = PackedRows(PACKED_ROW, packed[0]["slots"], packed[0]["rows"], packed[0]["rows"]) if packed else None
+    # The train component's arguments; no evaluation or checkpoints, which happen between steps.
+    args = dataclasses.replace(training_arguments(mode, cfg, output_dir, placement), eval_strategy="no",
+                               save_strategy="no", load_best_model_at_end=False)
+    trainer = trainer_class()(model=model, args=args, placement=placement, pad_token_id=XLMR_BASE["pad_token_id"],
+                              packing=packing)
+    trainer.create_optimizer_and_scheduler(num_training_steps=2 * len(job["batches"]))  # warm-up steps too
+    trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # the loop sets it per step
+    return trainer
 
 
 def random_text(n: int, vocab: int, rng) -> list[int]:
@@ -184,30 +211,27 @@ def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, r
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def run_config(job: dict[str, Any]) -> dict[str, Any]:
+def run_config(job: dict[str, Any], output_dir: str) -> dict[str, Any]:
     """Time one (setting, mode) on every batch once, after one untimed step per batch shape."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from components.packing import packed_forward
-
     device = pick_device(job["device"])
     arch = XLMR_TINY if job["arch"] == "tiny" else XLMR_BASE
-    model = build_model(arch, job["mode"], job["seed"]).to(device)
-    model.train()
+    trainer = project_trainer(job, device, output_dir)
+    model, optimizer, args = trainer.model, trainer.optimizer, trainer.args
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)  # as the train component on CPU and CUDA
     rng = torch.Generator().manual_seed(job["seed"])
     batches = [make_batch(spec, job["batch_size"], arch["vocab_size"], device, rng) for spec in job["batches"]]
-    dtype = torch.bfloat16 if job["precision"] == "bf16" else None
 
     def step(batch) -> None:
-        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
-            loss = packed_forward(model, batch).loss if "segment_ids" in batch else model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        """An optimizer step as the Trainer's loop takes it: its training_step (the loss, under its autocast in
+        bf16, and backward), gradient clipping, the optimizer and the schedule."""
+        trainer.training_step(model, batch)
+        trainer.accelerator.clip_grad_norm_(params, args.max_grad_norm)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        trainer.lr_scheduler.step()
+        model.zero_grad()
 
     def sync() -> None:
         if device == "cuda":
@@ -233,6 +257,8 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
     real_tokens = sum(batch_real_tokens(spec) for spec in job["batches"])
     padded_tokens = sum(b["input_ids"].numel() for b in batches)
     flops = sum(flops_by_shape[tuple(b["input_ids"].shape)] for b in batches)
+    optimizer_class = type(getattr(optimizer, "optimizer", optimizer)).__name__  # accelerate may wrap it
+    optim = getattr(args.optim, "value", args.optim)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
@@ -244,6 +270,7 @@ def run_config(job: dict[str, Any]) -> dict[str, Any]:
         "flops_per_example": flops / examples, "achieved_flops_per_s": flops / seconds,
         "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
         "trainable_parameters": sum(p.numel() for p in params),
+        "optimizer": f"{optimizer_class} ({optim}, lr {args.learning_rate:g}, clip {args.max_grad_norm:g})",
     }
 
 
@@ -267,12 +294,16 @@ def matmul_peak(device: str, precision: str, size: int, repeats: int = 5) -> flo
 def worker(job_path: str) -> None:
     sys.path.insert(0, str(ROOT))  # the project's collators, LoRA wrapping and packed forward
     job = json.loads(Path(job_path).read_text())
-    if job["kind"] == "peak":
+    if job["kind"] == "base":
+        save_random_base(XLMR_TINY if job["arch"] == "tiny" else XLMR_BASE, job["seed"], job["path"])
+        result: dict[str, Any] = {"base_dir": job["path"]}
+    elif job["kind"] == "peak":
         device = pick_device(job["device"])
         result = {"precision": job["precision"], "matmul_flops_per_s": matmul_peak(device, job["precision"],
                                                                                    job["size"])}
     else:
-        result = run_config(job)
+        with tempfile.TemporaryDirectory(prefix="banglasenti-benchmark-") as output_dir:  # the Trainer's: unused
+            result = run_config(job, output_dir)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -396,8 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen or set(chosen) - set(every):
         raise SystemExit(f"--settings: expected some of {sorted(every)}, got {args.settings!r}")
     settings = {name: every[name]() for name in chosen}
+    base_root = tempfile.TemporaryDirectory(prefix="banglasenti-benchmark-base-")
+    base_dir = in_subprocess({"kind": "base", "arch": args.arch, "seed": args.seed,
+                              "path": str(Path(base_root.name) / "model")})["base_dir"]
     base_job = {"kind": "train", "device": device, "arch": args.arch, "batch_size": args.batch_size,
-                "seed": args.seed}
+                "seed": args.seed, "base_dir": base_dir}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     original_repeats = args.repeats if args.original_repeats is None else args.original_repeats
     for repetition in range(args.repeats):  # round-robin: load from elsewhere falls on every configuration alike
@@ -409,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
                 runs.setdefault((setting, mode), []).append(in_subprocess(
                     {**base_job, "setting": setting, "mode": mode, "precision": prec, "batches": batches}))
+    base_root.cleanup()
     peaks = {prec: in_subprocess({"kind": "peak", "device": device, "precision": prec, "size": args.matmul_size})
              ["matmul_flops_per_s"] for prec in sorted({"fp32", precision})}
     results = [median_result(rs) for rs in runs.values()]

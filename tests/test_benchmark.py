@@ -1,0 +1,36 @@
+"""benchmarks/throughput.py times the train component's own model building, collators and Trainer step."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from components.config import Config
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.component  # runs the benchmark's command on a tiny architecture
+
+SAMPLE = ROOT / "components" / "data" / "bangla_sentiment_sample.csv"
+
+
+def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
+    report_path = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--arch", "tiny", "--data", str(SAMPLE),
+         "--examples", "32", "--batch-size", "8", "--repeats", "1", "--settings", "packed",
+         "--modes", "full,lora", "--device", "cpu", "--matmul-size", "64", "--tokenizer-vocab", "500",
+         "--json", str(report_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    train = Config().train
+    results = {(r["setting"], r["mode"]): r for r in report["results"]}
+    assert set(results) == {("packed", "full"), ("packed", "lora")}
+    for (_, mode), result in results.items():
+        rate = train.lora_learning_rate if mode == "lora" else train.baseline_learning_rate
+        # the optimizer, learning rate and clipping of components.training.training_arguments
+        assert result["optimizer"] == f"AdamW (adamw_torch_fused, lr {rate:g}, clip {train.max_grad_norm:g})"
+        assert result["examples"] == 32 and result["examples_per_s"] > 0
+    # LoRA trains the adapters and the head only
+    assert results["packed", "lora"]["trainable_parameters"] < results["packed", "full"]["trainable_parameters"] / 2
