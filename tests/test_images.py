@@ -128,8 +128,8 @@ def test_steps_in_cpu_image(tmp_path):
     out = tmp_path / "bucket"
     out.mkdir()
     out.chmod(0o777)
-    small = ["--set", "model.tiny.pretrain_steps=20", "--set", "model.tiny.hidden_size=64",
-             "--set", "model.tiny.intermediate_size=128"]
+    small = [arg for key, value in FAST_OVERRIDES.items() if key.startswith("model.tiny.")
+             for arg in ("--set", f"{key}={value}")]
     prep = json.loads(run_in(image, "components.prepare", "--input", "sample", "--output-dir", "/gcs/bucket/prepare",
                              volumes={out: "/gcs/bucket"}).strip().splitlines()[-1])
     assert sum(prep["rows_out"].values()) > 600 and prep["report"] == "/gcs/bucket/prepare/report.md"

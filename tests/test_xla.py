@@ -203,7 +203,7 @@ from components.packing import PackedCollator, packed_forward, packed_records
 from components.training import build_model
 
 base_dir, tokenized_dir = sys.argv[1:3]
-cfg = load_config("configs/local.yaml", {"model.tiny.hidden_size": 64, "model.tiny.intermediate_size": 128})
+cfg = load_config("configs/local.yaml")  # its LoRA settings; the model is the base in base_dir
 device = torch_xla.device()
 frame = pd.read_parquet(f"{tokenized_dir}/test.parquet", columns=["input_ids", "num_tokens"])[:10]
 texts = [list(ids[:n]) for ids, n in zip(frame["input_ids"], frame["num_tokens"])]
