@@ -34,13 +34,15 @@ def load_cli_config(args: argparse.Namespace, extra: dict[str, Any] | None = Non
 
 
 def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], int | None],
-            argv: list[str] | None = None) -> int:
+            argv: list[str] | None = None, expected: tuple[type[Exception], ...] = (),
+            describe: Callable[[Exception, argparse.Namespace], str | None] | None = None) -> int:
     """Parse, run, and turn failures into one line on stderr (tracebacks only with --debug); the exit status is
-    what `work` returns (None: 0)."""
+    what `work` returns (None: 0). Errors of the `expected` kinds (and the config, input and interruption errors)
+    exit 2 with their message; any other exits 1, worded by `describe` where it has a line for it."""
     args = parser.parse_args(argv)
     try:
         status = work(args)
-    except EXPECTED_ERRORS as err:
+    except (*EXPECTED_ERRORS, *expected) as err:
         if args.debug:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
@@ -48,7 +50,8 @@ def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace]
     except Exception as err:  # noqa: BLE001 - the command line reports, --debug shows the traceback
         if args.debug:
             raise
-        print(f"error: {err.__class__.__name__}: {one_line(err)} (run with --debug for the traceback)",
-              file=sys.stderr)
+        line = (describe(err, args) if describe else None) or (
+            f"{err.__class__.__name__}: {one_line(err)} (run with --debug for the traceback)")
+        print(f"error: {line}", file=sys.stderr)
         return 1
     return status or 0

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from components.cli import EXPECTED_ERRORS, base_parser
+from components.cli import base_parser, run_cli
 from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
 from components.parameters import PARAMETER_KEYS  # pipeline parameter -> the config keys it sets
 from components.private_api import private
@@ -398,25 +398,17 @@ def submit(args: argparse.Namespace) -> int:
     return follow(job, args.poll_seconds) if args.wait else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def describe_failure(err: Exception, args: argparse.Namespace) -> str | None:
+    """What to do about a Vertex AI or Cloud Storage API error, worded for the run's config."""
     try:
-        return submit(args)
-    except (SubmitError, *EXPECTED_ERRORS) as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        if args.debug:
-            raise
-        try:
-            cfg = load_submit_config(args, {})
-        except Exception:  # noqa: BLE001 - only for wording the message
-            cfg = Config()
-        line = describe_api_error(err, cfg) or f"{err.__class__.__name__}: {err} (--debug shows the traceback)"
-        print(f"error: {line}", file=sys.stderr)
-        return 1
+        cfg = load_submit_config(args, {})
+    except Exception:  # noqa: BLE001 - only for wording the message
+        cfg = Config()
+    return describe_api_error(err, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), submit, argv, expected=(SubmitError,), describe=describe_failure)
 
 
 if __name__ == "__main__":
