@@ -84,11 +84,14 @@ class NotFound(KeyError):
 
 def parse_message(message_class, data: Any, where: str) -> None:
     """Parse `data` into `message_class` (a proto-plus or protobuf class) as the service does; Invalid if it cannot."""
+    import proto
     from google.protobuf import json_format
 
     message = message_class()
+    if isinstance(message, proto.Message):  # proto-plus: its protobuf message
+        message = message_class.pb(message)
     try:
-        json_format.ParseDict(data, getattr(message, "_pb", message), ignore_unknown_fields=False)
+        json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except json_format.ParseError as err:
         raise Invalid(f"Invalid JSON payload received at {where}: {str(err).splitlines()[0]}") from None
 
