@@ -149,7 +149,7 @@ def save_random_base(arch: dict[str, Any], seed: int, path: str) -> None:
     XLMRobertaForMaskedLM(XLMRobertaConfig(**arch)).save_pretrained(path, safe_serialization=True)
 
 
-def project_trainer(job: dict[str, Any], device: str, output_dir: str):
+def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
     """The train component's model and Trainer for this configuration: the base loaded and (lora) wrapped by
     components.training.build_model, the project's Trainer class with its arguments (optimizer, learning rate,
     schedule, weight decay, gradient clipping: components.training.training_arguments) and its optimizer."""
@@ -170,7 +170,7 @@ def project_trainer(job: dict[str, Any], device: str, output_dir: str):
     packing = PackedRows(PACKED_ROW, packed[0]["slots"], packed[0]["rows"], packed[0]["rows"]) if packed else None
     # The train component's arguments; no evaluation or checkpoints, which happen between steps.
     args = dataclasses.replace(training_arguments(mode, cfg, output_dir, placement), eval_strategy="no",
-                               save_strategy="no", load_best_model_at_end=False)
+                               save_strategy="no", load_best_model_at_end=False, use_cpu=device == "cpu")
     trainer = trainer_class()(model=model, args=args, placement=placement, pad_token_id=XLMR_BASE["pad_token_id"],
                               packing=packing)
     trainer.create_optimizer_and_scheduler(num_training_steps=2 * len(job["batches"]))  # warm-up steps too
@@ -225,8 +225,9 @@ def run_config(job: dict[str, Any], output_dir: str) -> dict[str, Any]:
     batches = [make_batch(spec, job["batch_size"], arch["vocab_size"], device, rng) for spec in job["batches"]]
 
     def step(batch) -> None:
-        """An optimizer step as the Trainer's loop takes it: its training_step (the loss, under its autocast in
-        bf16, and backward), gradient clipping, the optimizer and the schedule."""
+        """The work of one of the Trainer loop's optimizer steps, without the loop's bookkeeping and host syncs:
+        its training_step (the loss, under its autocast in bf16, and backward), gradient clipping, the optimizer
+        and the schedule."""
         trainer.training_step(model, batch)
         trainer.accelerator.clip_grad_norm_(params, args.max_grad_norm)
         optimizer.step()
@@ -270,6 +271,7 @@ def run_config(job: dict[str, Any], output_dir: str) -> dict[str, Any]:
         "flops_per_example": flops / examples, "achieved_flops_per_s": flops / seconds,
         "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
         "trainable_parameters": sum(p.numel() for p in params),
+        "device": str(args.device),
         "optimizer": f"{optimizer_class} ({optim}, lr {args.learning_rate:g}, clip {args.max_grad_norm:g})",
     }
 
@@ -398,6 +400,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def time_configurations(args: argparse.Namespace, modes: list[str], settings: dict[str, Any], original_repeats: int,
+                        base_job: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every (setting, mode) `args.repeats` times, round-robin, so that load from elsewhere falls on every
+    configuration alike; each run in a fresh process."""
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for repetition in range(args.repeats):
+        for mode in modes:
+            for setting, (prec, batches) in settings.items():
+                if setting == "original" and repetition >= original_repeats:
+                    continue
+                print(f"[{repetition + 1}/{args.repeats}] timing {setting} / {mode} ({len(batches)} batches) ...",
+                      file=sys.stderr, flush=True)
+                runs.setdefault((setting, mode), []).append(in_subprocess(
+                    {**base_job, "setting": setting, "mode": mode, "precision": prec, "batches": batches}))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -427,23 +446,13 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen or set(chosen) - set(every):
         raise SystemExit(f"--settings: expected some of {sorted(every)}, got {args.settings!r}")
     settings = {name: every[name]() for name in chosen}
-    base_root = tempfile.TemporaryDirectory(prefix="banglasenti-benchmark-base-")
-    base_dir = in_subprocess({"kind": "base", "arch": args.arch, "seed": args.seed,
-                              "path": str(Path(base_root.name) / "model")})["base_dir"]
-    base_job = {"kind": "train", "device": device, "arch": args.arch, "batch_size": args.batch_size,
-                "seed": args.seed, "base_dir": base_dir}
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     original_repeats = args.repeats if args.original_repeats is None else args.original_repeats
-    for repetition in range(args.repeats):  # round-robin: load from elsewhere falls on every configuration alike
-        for mode in modes:
-            for setting, (prec, batches) in settings.items():
-                if setting == "original" and repetition >= original_repeats:
-                    continue
-                print(f"[{repetition + 1}/{args.repeats}] timing {setting} / {mode} ({len(batches)} batches) ...",
-                      file=sys.stderr, flush=True)
-                runs.setdefault((setting, mode), []).append(in_subprocess(
-                    {**base_job, "setting": setting, "mode": mode, "precision": prec, "batches": batches}))
-    base_root.cleanup()
+    with tempfile.TemporaryDirectory(prefix="banglasenti-benchmark-base-") as base_root:
+        base_dir = in_subprocess({"kind": "base", "arch": args.arch, "seed": args.seed,
+                                  "path": str(Path(base_root) / "model")})["base_dir"]
+        runs = time_configurations(args, modes, settings, original_repeats,
+                                   {"kind": "train", "device": device, "arch": args.arch,
+                                    "batch_size": args.batch_size, "seed": args.seed, "base_dir": base_dir})
     peaks = {prec: in_subprocess({"kind": "peak", "device": device, "precision": prec, "size": args.matmul_size})
              ["matmul_flops_per_s"] for prec in sorted({"fp32", precision})}
     results = [median_result(rs) for rs in runs.values()]

@@ -184,7 +184,7 @@ def write_output(frame: pd.DataFrame, output: str, output_format: str) -> None:
             try:
                 gcs_client().bucket(bucket).blob(key).upload_from_filename(str(path), retry=gcs_retry())
             except gcs_faults() as err:
-                raise gcs_error(output, err) from None
+                raise gcs_error(output, err, writing=True) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,8 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or err.__class__.__name__
 
 
-def gcs_error(uri: str, err: Exception) -> InputError:
-    """A Cloud Storage failure on `uri` as a one-line InputError saying what to do."""
+def gcs_error(uri: str, err: Exception, writing: bool = False) -> InputError:
+    """A Cloud Storage failure reading (or `writing`) `uri` as a one-line InputError saying what to do."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
 
@@ -91,11 +91,13 @@ def gcs_error(uri: str, err: Exception) -> InputError:
     if isinstance(err, gexc.NotFound):
         return InputError(f"{uri}: not found (check the bucket and object name)")
     if isinstance(err, gexc.Forbidden):
-        return InputError(f"{uri}: permission denied (the service account needs storage.objects.get)")
+        permission = "storage.objects.create" if writing else "storage.objects.get"
+        return InputError(f"{uri}: permission denied (the service account needs {permission})")
     if isinstance(err, auth_exc.DefaultCredentialsError):
         return InputError(f"{uri}: no Google Cloud credentials (run `gcloud auth application-default login` "
                           "or run under a service account)")
-    return InputError(f"{uri}: cannot read from GCS: {err.__class__.__name__}: {one_line(err)}")
+    return InputError(f"{uri}: cannot {'write to' if writing else 'read from'} GCS: {err.__class__.__name__}: "
+                      f"{one_line(err)}")
 
 
 def gcs_faults() -> tuple[type[Exception], ...]:
@@ -400,8 +402,8 @@ def content_digest(directory: str | Path) -> str:
 
 
 def require_saved_dir(path: str | Path, source: str | None = None) -> Path:
-    """`path` as a Path if it is a model directory that exists and is not an uncommitted artifact; else a one-line
-    InputError naming it (or `source`)."""
+    """`path` as a Path if it is a directory and not an uncommitted artifact; else a one-line InputError naming it
+    (or `source`). What a model directory holds is require_model_dir's check."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{source or path}: no such model directory")

@@ -38,11 +38,12 @@ from components.storage import atomic_file
 from pipelines.pipeline import Target, build_pipeline
 from pipelines.run_log import quiet_run
 
+T = TypeVar("T")
+
 RUNNERS = ("subprocess", "docker")
 # The images `make images` builds (podman names local images localhost/NAME:latest).
 LOCAL_IMAGES = {"pipeline.cpu_image": "localhost/banglasenti-cpu:latest",
                 "pipeline.train_image": "localhost/banglasenti-tpu:latest"}
-T = TypeVar("T")
 GCS_MOUNT = Path("/gcs")  # where Vertex AI's steps see gs:// (Cloud Storage FUSE)
 
 

@@ -1,6 +1,7 @@
 """The LoRA sweep pipeline: train-lora over a grid of (r, alpha, target modules), best trial by val macro-F1.
 
     python pipelines/sweep.py --run-local                      # local runner, configs/local.yaml (~3 min, 2 cores)
+    python pipelines/sweep.py --run-local --verbose            # kfp's whole log instead of a line per step
     python pipelines/sweep.py --run-local --set train.epochs=2 --set 'sweep.r=[4, 8]'
     python pipelines/sweep.py --config configs/banglasenti.yaml --output sweep.yaml   # compile for Vertex AI
 

@@ -18,7 +18,7 @@ def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
     report_path = tmp_path / "report.json"
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--arch", "tiny", "--data", str(SAMPLE),
-         "--examples", "32", "--batch-size", "8", "--repeats", "1", "--settings", "packed",
+         "--examples", "32", "--batch-size", "8", "--repeats", "1", "--settings", "buckets,packed",
          "--modes", "full,lora", "--device", "cpu", "--matmul-size", "64", "--tokenizer-vocab", "500",
          "--json", str(report_path)],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
@@ -26,8 +26,9 @@ def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
     report = json.loads(report_path.read_text())
     train = Config().train
     results = {(r["setting"], r["mode"]): r for r in report["results"]}
-    assert set(results) == {("packed", "full"), ("packed", "lora")}
+    assert set(results) == {(s, m) for s in ("buckets", "packed") for m in ("full", "lora")}
     for (_, mode), result in results.items():
+        assert result["device"] == "cpu"  # where --device says, whatever else the machine has
         rate = train.lora_learning_rate if mode == "lora" else train.baseline_learning_rate
         # the optimizer, learning rate and clipping of components.training.training_arguments
         assert result["optimizer"] == f"AdamW (adamw_torch_fused, lr {rate:g}, clip {train.max_grad_norm:g})"

@@ -214,3 +214,15 @@ def test_https_reads_retry_a_503(flaky_http, tmp_path_factory):
     prepared = prepare_data(f"{url}/data.csv", DataConfig(), tmp_path_factory.mktemp("work"))
     assert sum(prepared.stats["rows_out"].values()) == 80
     assert seen["/data.csv"] == 2
+
+
+def test_gcs_errors_name_what_the_failed_operation_needs():
+    from google.api_core import exceptions as gexc
+
+    from components.storage import gcs_error
+
+    assert str(gcs_error("gs://b/x", gexc.Forbidden("no"))).endswith("needs storage.objects.get)")
+    assert str(gcs_error("gs://b/x", gexc.Forbidden("no"), writing=True)).endswith("needs storage.objects.create)")
+    reset = ConnectionError("reset")
+    assert str(gcs_error("gs://b/x", reset)) == "gs://b/x: cannot read from GCS: ConnectionError: reset"
+    assert str(gcs_error("gs://b/x", reset, writing=True)) == "gs://b/x: cannot write to GCS: ConnectionError: reset"
