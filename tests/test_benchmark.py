@@ -19,19 +19,18 @@ def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--arch", "tiny", "--data", str(SAMPLE),
          "--examples", "32", "--batch-size", "8", "--repeats", "1", "--settings", "buckets,packed",
-         "--modes", "full,lora", "--device", "cpu", "--matmul-size", "64", "--tokenizer-vocab", "500",
+         "--modes", "lora", "--device", "cpu", "--matmul-size", "64", "--tokenizer-vocab", "500",
          "--json", str(report_path)],
         capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(report_path.read_text())
     train = Config().train
     results = {(r["setting"], r["mode"]): r for r in report["results"]}
-    assert set(results) == {(s, m) for s in ("buckets", "packed") for m in ("full", "lora")}
-    for (_, mode), result in results.items():
+    assert set(results) == {("buckets", "lora"), ("packed", "lora")}  # padded rows and packed rows
+    for result in results.values():
         assert result["device"] == "cpu"  # where --device says, whatever else the machine has
-        rate = train.lora_learning_rate if mode == "lora" else train.baseline_learning_rate
-        # the optimizer, learning rate and clipping of components.training.training_arguments
-        assert result["optimizer"] == f"AdamW (adamw_torch_fused, lr {rate:g}, clip {train.max_grad_norm:g})"
+        # the optimizer, learning rate and clipping of components.training.training_arguments for LoRA
+        assert result["optimizer"] == (f"AdamW (adamw_torch_fused, lr {train.lora_learning_rate:g}, "
+                                       f"clip {train.max_grad_norm:g})")
         assert result["examples"] == 32 and result["examples_per_s"] > 0
-    # LoRA trains the adapters and the head only
-    assert results["packed", "lora"]["trainable_parameters"] < results["packed", "full"]["trainable_parameters"] / 2
+        assert 0 < result["trainable_parameters"] < 100_000  # the adapters and the head of the tiny model
