@@ -258,7 +258,6 @@ def run_config(job: dict[str, Any], output_dir: str) -> dict[str, Any]:
     real_tokens = sum(batch_real_tokens(spec) for spec in job["batches"])
     padded_tokens = sum(b["input_ids"].numel() for b in batches)
     flops = sum(flops_by_shape[tuple(b["input_ids"].shape)] for b in batches)
-    optimizer_class = type(getattr(optimizer, "optimizer", optimizer)).__name__  # accelerate may wrap it
     optim = getattr(args.optim, "value", args.optim)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -272,7 +271,7 @@ def run_config(job: dict[str, Any], output_dir: str) -> dict[str, Any]:
         "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
         "trainable_parameters": sum(p.numel() for p in params),
         "device": str(args.device),
-        "optimizer": f"{optimizer_class} ({optim}, lr {args.learning_rate:g}, clip {args.max_grad_norm:g})",
+        "optimizer": f"{type(optimizer).__name__} ({optim}, lr {args.learning_rate:g}, clip {args.max_grad_norm:g})",
     }
 
 
