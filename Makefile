@@ -1,35 +1,57 @@
 # Set-up is part of every target: a fresh clone needs only `make run` or `make test`.
-PYTHON ?= python3
+# Every environment installs from a hash-checked lock in containers/locks/ (`make locks` writes them, `make
+# upgrade-check` tries newer ones) and is built afresh when its lock changes: its stamp is the lock's hash.
+SHELL := /bin/bash
+PYTHON ?= python3.11
 VENV ?= .venv
-# CPU build of torch for this environment; the TPU image uses torch 2.9.0 + torch_xla 2.9.0 (containers/).
-TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
-# XLA tests: torch 2.9.0 + torch_xla 2.9.0 (PJRT_DEVICE=CPU runs the XLA path on this CPU). A few GB, so the
-# environment lives outside the checkout and is reused by later runs on the same machine; it holds the
-# project's dependencies only (the tests import the checkout itself).
+LOCK_DIR ?= containers/locks
+# The dev venv (dev.txt) follows the CPU image's lock (cpu.txt) but for torch: it takes PyTorch's CPU build
+# 2.13.0+cpu, not the images' torch 2.9.0 with its ~4 GB of CUDA libraries, and this is where that is set. pip
+# and uv find that wheel in PyTorch's CPU index, or in a local folder of wheels where pip is given one
+# (PIP_FIND_LINKS, as on this project's CI machines).
+DEV_TORCH := torch==2.13.0+cpu
+TORCH_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
+# XLA tests: the TPU image's lock (torch 2.9.0, torch_xla 2.9.0, transformers, ...) plus pytest (xla.txt);
+# PJRT_DEVICE=CPU runs the XLA path on this CPU. A few GB, so the environment lives outside the checkout and is
+# reused by later runs on the same machine; the tests import the checkout itself.
 XLA_VENV ?= $(HOME)/.cache/banglasenti/xla-venv
-XLA_STAMP := $(XLA_VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+lock_stamp = $(1)/.lock-$(shell sha256sum $(2) $(LOCK_DIR)/build.txt 2>/dev/null | sha256sum | cut -c1-16)
+DEV_STAMP := $(call lock_stamp,$(VENV),$(LOCK_DIR)/dev.txt)
+XLA_STAMP := $(call lock_stamp,$(XLA_VENV),$(LOCK_DIR)/xla.txt)
 
-.PHONY: setup setup-xla run test test-unit test-fast test-xla test-images benchmark lint compile clean locks engine base images run-docker
+# A new venv at $(1) holding exactly the lock $(2): the pinned pip and setuptools first (so the lock's sdists and
+# the project build without an unpinned download), then the lock, hash-checked; pip check proves it consistent.
+define fresh_venv
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install --quiet --require-hashes --no-deps -r $(LOCK_DIR)/build.txt
+	$(1)/bin/pip install --quiet --require-hashes --no-build-isolation $(3) -r $(2)
+	$(1)/bin/pip check
+endef
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+.PHONY: help setup setup-xla run test test-unit test-fast test-xla test-images benchmark lint compile clean locks \
+	upgrade-check engine base images run-docker
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 16
+
+$(DEV_STAMP): $(LOCK_DIR)/dev.txt $(LOCK_DIR)/build.txt
+	$(call fresh_venv,$(VENV),$(LOCK_DIR)/dev.txt,--find-links $(TORCH_LINKS))
 	touch $@
 
-setup: $(BIN)/.installed
-
-$(XLA_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(XLA_VENV)
-	$(XLA_VENV)/bin/pip install --quiet --upgrade pip
-	$(XLA_VENV)/bin/pip install --quiet torch==2.9.0 torch_xla==2.9.0
-	$(XLA_VENV)/bin/pip install --quiet -e ".[dev]" torch==2.9.0 torch_xla==2.9.0
-	$(XLA_VENV)/bin/pip uninstall --quiet -y banglasenti-pipeline
+# The project itself, editable, without dependencies (the lock has them); again when pyproject.toml changes.
+$(BIN)/.project: $(DEV_STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-setup-xla: $(XLA_STAMP)
+setup: $(BIN)/.project  ## the dev venv (.venv) from containers/locks/dev.txt, and the project in it
+
+$(XLA_STAMP): $(LOCK_DIR)/xla.txt $(LOCK_DIR)/build.txt
+	$(call fresh_venv,$(XLA_VENV),$(LOCK_DIR)/xla.txt)
+	touch $@
+
+setup-xla: $(XLA_STAMP)  ## the XLA test environment from containers/locks/xla.txt (the TPU image's versions)
 
 run: setup  ## the whole pipeline locally on the embedded sample and the tiny base model, offline
 	$(BIN)/python pipelines/run_local.py
@@ -53,7 +75,8 @@ test-fast: setup  ## the unit and component layers: no whole-pipeline runs, PyPI
 	$(BIN)/python -m pytest $(XDIST) -m "not slow and not network and not xla and not images"
 
 test-xla: setup-xla  ## training on XLA's CPU backend, two devices (the XLA environment)
-	$(XLA_VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10 -m xla tests/test_xla_smoke.py tests/test_xla.py tests/test_private_api.py
+	$(XLA_VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10 -m xla tests/test_xla_smoke.py tests/test_xla.py tests/test_private_api.py \
+		tests/test_locks.py
 
 benchmark: setup  ## training throughput, the original's settings against ours (see docs/performance.md)
 	$(BIN)/python benchmarks/throughput.py --json benchmarks/results/cpu.json
@@ -61,19 +84,44 @@ benchmark: setup  ## training throughput, the original's settings against ours (
 compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 	$(BIN)/python pipelines/compile.py
 
-# Image locks (containers/locks/): Linux x86_64, CPython 3.11, glibc 2.36 (Debian bookworm), hashes for pip.
+# Locks (containers/locks/): Linux x86_64, CPython 3.11, glibc 2.36 (Debian bookworm), hashes for pip. Each is
+# resolved with the ones before it as constraints, so a package has one version in all of them (torch aside):
+#   tpu.txt    the TPU training image: the `tpu` extra (torch 2.9.0, torch_xla[tpu] 2.9.0, libtpu)
+#   cpu.txt    the CPU and serving images: the `vertex` and `serve` extras
+#   dev.txt    the dev venv: cpu.txt's versions, the `dev` extra, and $(DEV_TORCH) instead of torch 2.9.0 and
+#              its CUDA libraries
+#   xla.txt    the XLA test environment: tpu.txt's versions and the `test` extra (pytest)
+#   build.txt  setuptools and pip, installed first in every environment and image (a venv's own pip, 23.2 on
+#              Python 3.11.7, refuses a locked package's extra in hash-checking mode: google-auth[pyopenssl])
+# A lock keeps its versions where the ranges still allow them: LOCK_UPGRADE="--upgrade-package NAME" (or
+# --upgrade) moves them; LOCK_DIR=DIR writes them elsewhere (an empty DIR resolves the newest versions allowed).
+LOCK_UPGRADE ?=
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --generate-hashes --no-config \
 	--quiet --custom-compile-command "make locks"
 LOCK_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --emit-index-url)
+UV ?= $(BIN)/uv
+# name==version of a lock's packages but torch and the CUDA libraries that come with PyTorch's PyPI build.
+pins_but_torch = grep -E '^[A-Za-z0-9._-]+==' $(1) | cut -d' ' -f1 | grep -vE '^(torch|triton|nvidia-[a-z0-9-]+)=='
 
-locks: setup  ## regenerate containers/locks/*.txt from pyproject.toml (needs PyPI)
-	$(BIN)/uv pip compile pyproject.toml --extra tpu -c containers/constraints.txt $(LOCK_FLAGS) $(LOCK_INDEX) \
-		-o containers/locks/tpu.txt
-	$(BIN)/uv pip compile pyproject.toml --extra vertex --extra serve -c containers/constraints.txt -c containers/locks/tpu.txt \
-		$(LOCK_FLAGS) $(LOCK_INDEX) \
-		-o containers/locks/cpu.txt
-	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
-		| $(BIN)/uv pip compile - $(LOCK_FLAGS) -o containers/locks/build.txt
+locks: $(if $(filter $(BIN)/uv,$(UV)),setup)  ## regenerate containers/locks/*.txt from pyproject.toml (needs PyPI)
+	mkdir -p $(LOCK_DIR)
+	$(UV) pip compile pyproject.toml --extra tpu -c containers/constraints.txt $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) \
+		-o $(LOCK_DIR)/tpu.txt
+	$(UV) pip compile pyproject.toml --extra vertex --extra serve -c containers/constraints.txt \
+		-c $(LOCK_DIR)/tpu.txt $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) -o $(LOCK_DIR)/cpu.txt
+	$(UV) pip compile pyproject.toml --extra dev --extra vertex --extra serve -c containers/constraints.txt \
+		-c <($(call pins_but_torch,$(LOCK_DIR)/cpu.txt); echo "$(DEV_TORCH)") --find-links $(TORCH_LINKS) \
+		$(LOCK_FLAGS) $(LOCK_UPGRADE) -o $(LOCK_DIR)/dev.txt
+	sed -i -E 's|-c /dev/fd/[0-9]+|-c cpu.txt (but torch), $(DEV_TORCH)|' $(LOCK_DIR)/dev.txt
+	$(UV) pip compile pyproject.toml --extra tpu --extra test -c containers/constraints.txt \
+		-c $(LOCK_DIR)/tpu.txt -c <($(call pins_but_torch,$(LOCK_DIR)/dev.txt)) $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) \
+		-o $(LOCK_DIR)/xla.txt
+	sed -i -E 's|-c /dev/fd/[0-9]+|-c dev.txt (but torch)|' $(LOCK_DIR)/xla.txt
+	{ $(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')"; \
+		echo pip; } | $(UV) pip compile - $(LOCK_FLAGS) $(LOCK_UPGRADE) -o $(LOCK_DIR)/build.txt
+
+upgrade-check: setup  ## the newest versions the ranges allow: temporary locks, unit tests, one XLA training
+	containers/upgrade_check.sh
 
 # Local images (docs/containers.md): podman (`make engine`), a stand-in for the pinned base where no registry
 # serves it (`make base`), then every containers/*.Dockerfile as localhost/banglasenti-NAME, with the layer cache.

@@ -10,6 +10,11 @@ Precision has one path on every device: float32 weights and optimizer states, an
 forward pass and loss when the precision is bf16 (components/trainer.py). torch_xla's XLA_USE_BF16 and
 XLA_DOWNCAST_BF16 (which accelerate sets on a TPU for bf16 mixed precision) store every float32 tensor as bf16,
 so that small updates vanish: training refuses to start when either is set.
+
+Hub kernels are off on XLA: transformers >= 5.25 calls `kernels.kernelize` for the model's device at every
+`model.train()`/`model.eval()` unless told not to, and kernels refuses the 'xla' device (a TPU reports 'xla' too).
+Every model load passes `use_kernels=False` (components/modeling.py); choosing XLA also sets USE_HUB_KERNELS=0
+for the process, before any model is loaded, so a load that does not go through the project stays off as well.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ Precision = Literal["bf16", "fp32"]
 MESH_AXIS = "data"
 DOWNCAST_ENV = ("XLA_USE_BF16", "XLA_DOWNCAST_BF16")
 MP_DEVICE_LOADER = "torch_xla.distributed.parallel_loader:MpDeviceLoader"
+HUB_KERNELS_ENV = "USE_HUB_KERNELS"  # transformers' switch for hub kernels (integrations/hub_kernels.py)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,11 @@ def refuse_xla_downcast() -> None:
                                "and drop small updates; unset it (train.precision: bf16 autocasts on its own)")
 
 
+def disable_hub_kernels() -> None:
+    """Hub kernels off for this process, whatever the environment said: kernels has no 'xla' device."""
+    os.environ[HUB_KERNELS_ENV] = "0"
+
+
 def _xla_mesh_devices() -> int:
     """Switch torch_xla to SPMD (before any tensor is on the device) with a data mesh over all devices."""
     import numpy as np
@@ -107,6 +118,7 @@ def prepare_placement(batch_size: int, eval_batch_size: int, precision: str = "a
     kind = device_kind()
     if kind == "xla":
         refuse_xla_downcast()
+        disable_hub_kernels()
     devices = _xla_mesh_devices() if kind == "xla" else 1
     return Placement(kind=kind, devices=devices, precision=resolve_precision(precision, kind),
                      per_device_batch=batch_size, per_device_eval_batch=eval_batch_size)

@@ -16,6 +16,11 @@ MERGED, ADAPTER, BASELINE = "merged", "adapter", "baseline"
 SERVING_INFO = "serving.json"  # beside the served model: which model it is, why, how its inputs are tokenized
 MODEL_CARD = "README.md"
 CANDIDATES = ("lora", "baseline")
+# Every load: safetensors only, and no hub kernels. transformers >= 5.25 turns hub kernels on by default: the load
+# and every later `model.train()`/`model.eval()` call `kernels.kernelize`, which swaps layers for code fetched from
+# the Hugging Face Hub for the model's device and refuses the 'xla' device (a TPU run would stop at its first
+# `model.train()`). Off, every device runs the model code the tests run (transformers 5.24 and older ignore it).
+LOAD_OPTIONS = {"use_safetensors": True, "use_kernels": False}
 
 
 def load_base_classifier(base_dir: str | Path, attn_implementation: str | None = None):
@@ -24,7 +29,7 @@ def load_base_classifier(base_dir: str | Path, attn_implementation: str | None =
 
     return AutoModelForSequenceClassification.from_pretrained(
         str(require_model_dir(base_dir)),
-        use_safetensors=True,
+        **LOAD_OPTIONS,
         attn_implementation=attn_implementation,
         num_labels=NUM_CLASSES,
         id2label=dict(enumerate(CLASS_NAMES)),
@@ -44,7 +49,7 @@ def load_trained_model(model_dir: str | Path, base_dir: str | Path):
         model = PeftModel.from_pretrained(load_base_classifier(base_dir), str(model_dir))
     else:
         model = AutoModelForSequenceClassification.from_pretrained(str(require_model_dir(model_dir)),
-                                                                   use_safetensors=True)
+                                                                   **LOAD_OPTIONS)
     return model.eval()
 
 

@@ -1,5 +1,7 @@
 """Device choice, precision, and the static batch shapes that XLA needs (checked here on the CPU)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,55 @@ def test_xla_downcast_variables_are_refused(monkeypatch):
     monkeypatch.setenv("XLA_DOWNCAST_BF16", "1")
     with pytest.raises(RuntimeError, match="XLA_DOWNCAST_BF16=1 is set"):
         refuse_xla_downcast()
+
+
+def save_tiny_encoder(path):
+    """A two-layer XLM-R encoder saved as a base-model directory (random weights, in memory in a second)."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    config = XLMRobertaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=32, max_position_embeddings=40, type_vocab_size=1,
+                              pad_token_id=1, layer_norm_eps=1e-5)
+    XLMRobertaModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["baseline", "lora"])
+def test_a_model_on_xla_trains_and_evaluates_without_hub_kernels(mode, fast_cfg, tmp_path, monkeypatch):
+    """transformers >= 5.25 turns hub kernels on by default: the load and each later train()/eval() call
+    kernels.kernelize for the model's device, which raises for 'xla' (what a TPU reports too). Loaded by the
+    project, a model whose device is 'xla' switches modes with no kernelize call, alone and under LoRA."""
+    import transformers.modeling_utils as modeling_utils
+
+    from components.training import build_model
+
+    calls = []
+
+    def kernelize(model, *args, **kwargs):  # what kernels 0.19 does for the 'xla' device
+        calls.append(kwargs.get("device"))
+        raise ValueError("Unsupported device type 'xla'")
+
+    monkeypatch.setattr(modeling_utils, "kernelize", kernelize, raising=False)
+    model = build_model(mode, save_tiny_encoder(tmp_path / "base"), fast_cfg)
+    base = model.get_base_model() if mode == "lora" else model
+    monkeypatch.setattr(type(base), "device", property(lambda self: torch.device("xla")))
+    assert base.device.type == "xla"
+    model.train()
+    model.eval()
+    model.train()
+    assert calls == []
+    assert getattr(base, "use_kernels", False) is False
+
+
+def test_choosing_xla_turns_hub_kernels_off_for_the_process(monkeypatch):
+    import components.device as device
+
+    monkeypatch.setenv(device.HUB_KERNELS_ENV, "1")
+    monkeypatch.setattr(device, "device_kind", lambda: "xla")
+    monkeypatch.setattr(device, "_xla_mesh_devices", lambda: 2)
+    assert prepare_placement(8, 16).devices == 2
+    assert os.environ[device.HUB_KERNELS_ENV] == "0"
+    monkeypatch.setenv(device.HUB_KERNELS_ENV, "1")
+    monkeypatch.setattr(device, "device_kind", lambda: "cpu")
+    prepare_placement(8, 16)
+    assert os.environ[device.HUB_KERNELS_ENV] == "1"

@@ -57,11 +57,16 @@ def test_no_remote_code_and_no_unsafe_torch_load():
         assert "trust_remote_code=True" not in text and "import pickle" not in text, path
 
 
-def test_model_loading_sites_insist_on_safetensors():
+def test_model_loading_sites_insist_on_safetensors_without_hub_kernels():
+    from components.modeling import LOAD_OPTIONS
+
     sites = [(p, n) for p, n in calls("from_pretrained") if p.name == "modeling.py"
              and getattr(n.func.value, "id", "") == "AutoModelForSequenceClassification"]
     assert len(sites) == 2
-    assert all(keyword(n, "use_safetensors") is True for _, n in sites)
+    for path, node in sites:
+        spread = [k.value.id for k in node.keywords if k.arg is None and isinstance(k.value, ast.Name)]
+        assert spread == ["LOAD_OPTIONS"], f"{path}:{node.lineno}: load with **LOAD_OPTIONS"
+    assert LOAD_OPTIONS == {"use_safetensors": True, "use_kernels": False}
 
 
 def test_pickled_weights_are_refused(tmp_path):
