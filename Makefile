@@ -168,5 +168,5 @@ test-images: setup images  ## build the images, then run steps and the whole DAG
 run-docker: setup images  ## `make run` with every step in its image
 	$(BIN)/python pipelines/run_local.py --runner docker
 
-clean:
+clean:  ## remove runs/, pipeline.yaml and pytest's cache
 	rm -rf runs pipeline.yaml .pytest_cache

@@ -30,7 +30,7 @@ step() {
     return 1
 }
 
-if ! step "resolve the newest locks" "$DIR/locks.log" make --no-print-directory locks LOCK_DIR="$DIR/locks"; then
+if ! step "resolve the newest locks" "$DIR/locks.log" make --no-print-directory locks LOCK_DIR="$DIR/locks" UV="$PWD/.venv/bin/uv"; then
     tail -n 20 "$DIR/locks.log"
     printf '%s\n' "${results[@]}"
     exit 1
