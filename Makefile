@@ -12,11 +12,13 @@ LOCK_DIR ?= containers/locks
 # (PIP_FIND_LINKS, as on this project's CI machines).
 DEV_TORCH := torch==2.13.0+cpu
 TORCH_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
+FIND_TORCH := $(foreach link,$(TORCH_LINKS),--find-links $(link))
 # XLA tests: the TPU image's lock (torch 2.9.0, torch_xla 2.9.0, transformers, ...) plus pytest (xla.txt);
 # PJRT_DEVICE=CPU runs the XLA path on this CPU. A few GB, so the environment lives outside the checkout and is
 # reused by later runs on the same machine; the tests import the checkout itself.
 XLA_VENV ?= $(HOME)/.cache/banglasenti/xla-venv
-lock_stamp = $(1)/.lock-$(shell sha256sum $(2) $(LOCK_DIR)/build.txt 2>/dev/null | sha256sum | cut -c1-16)
+# Environments read their locks from LOCK_DIR (make upgrade-check points it at new ones).
+lock_stamp = $(1)/.lock-$(shell cat $(2) $(LOCK_DIR)/build.txt 2>/dev/null | sha256sum | cut -c1-16)
 DEV_STAMP := $(call lock_stamp,$(VENV),$(LOCK_DIR)/dev.txt)
 XLA_STAMP := $(call lock_stamp,$(XLA_VENV),$(LOCK_DIR)/xla.txt)
 
@@ -36,8 +38,10 @@ endef
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 16
 
-$(DEV_STAMP): $(LOCK_DIR)/dev.txt $(LOCK_DIR)/build.txt
-	$(call fresh_venv,$(VENV),$(LOCK_DIR)/dev.txt,--find-links $(TORCH_LINKS))
+# The locks are order-only prerequisites: the stamp's name holds their hash, so a lock rewritten with the same
+# content (make locks, git checkout) rebuilds nothing.
+$(DEV_STAMP): | $(LOCK_DIR)/dev.txt $(LOCK_DIR)/build.txt
+	$(call fresh_venv,$(VENV),$(LOCK_DIR)/dev.txt,$(FIND_TORCH))
 	touch $@
 
 # The project itself, editable, without dependencies (the lock has them); again when pyproject.toml changes.
@@ -47,7 +51,7 @@ $(BIN)/.project: $(DEV_STAMP) pyproject.toml
 
 setup: $(BIN)/.project  ## the dev venv (.venv) from containers/locks/dev.txt, and the project in it
 
-$(XLA_STAMP): $(LOCK_DIR)/xla.txt $(LOCK_DIR)/build.txt
+$(XLA_STAMP): | $(LOCK_DIR)/xla.txt $(LOCK_DIR)/build.txt
 	$(call fresh_venv,$(XLA_VENV),$(LOCK_DIR)/xla.txt)
 	touch $@
 
@@ -94,7 +98,9 @@ compile: setup  ## the Vertex AI pipeline spec for configs/banglasenti.yaml
 #   build.txt  setuptools and pip, installed first in every environment and image (a venv's own pip, 23.2 on
 #              Python 3.11.7, refuses a locked package's extra in hash-checking mode: google-auth[pyopenssl])
 # A lock keeps its versions where the ranges still allow them: LOCK_UPGRADE="--upgrade-package NAME" (or
-# --upgrade) moves them; LOCK_DIR=DIR writes them elsewhere (an empty DIR resolves the newest versions allowed).
+# --upgrade) moves them; LOCK_OUT=DIR writes them elsewhere (an empty DIR resolves the newest versions allowed).
+# uv comes from the dev venv; `make locks UV=uv` uses another one (where dev.txt itself cannot be installed).
+LOCK_OUT ?= containers/locks
 LOCK_UPGRADE ?=
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --generate-hashes --no-config \
 	--quiet --custom-compile-command "make locks"
@@ -104,24 +110,24 @@ UV ?= $(BIN)/uv
 pins_but_torch = grep -E '^[A-Za-z0-9._-]+==' $(1) | cut -d' ' -f1 | grep -vE '^(torch|triton|nvidia-[a-z0-9-]+)=='
 
 locks: $(if $(filter $(BIN)/uv,$(UV)),setup)  ## regenerate containers/locks/*.txt from pyproject.toml (needs PyPI)
-	mkdir -p $(LOCK_DIR)
+	mkdir -p $(LOCK_OUT)
 	$(UV) pip compile pyproject.toml --extra tpu -c containers/constraints.txt $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) \
-		-o $(LOCK_DIR)/tpu.txt
+		-o $(LOCK_OUT)/tpu.txt
 	$(UV) pip compile pyproject.toml --extra vertex --extra serve -c containers/constraints.txt \
-		-c $(LOCK_DIR)/tpu.txt $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) -o $(LOCK_DIR)/cpu.txt
+		-c $(LOCK_OUT)/tpu.txt $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) -o $(LOCK_OUT)/cpu.txt
 	$(UV) pip compile pyproject.toml --extra dev --extra vertex --extra serve -c containers/constraints.txt \
-		-c <($(call pins_but_torch,$(LOCK_DIR)/cpu.txt); echo "$(DEV_TORCH)") --find-links $(TORCH_LINKS) \
-		$(LOCK_FLAGS) $(LOCK_UPGRADE) -o $(LOCK_DIR)/dev.txt
-	sed -i -E 's|-c /dev/fd/[0-9]+|-c cpu.txt (but torch), $(DEV_TORCH)|' $(LOCK_DIR)/dev.txt
+		-c <($(call pins_but_torch,$(LOCK_OUT)/cpu.txt); echo "$(DEV_TORCH)") $(FIND_TORCH) \
+		$(LOCK_FLAGS) $(LOCK_UPGRADE) -o $(LOCK_OUT)/dev.txt
+	sed -i -E 's|-c /dev/fd/[0-9]+|-c cpu.txt (but torch), $(DEV_TORCH)|' $(LOCK_OUT)/dev.txt
 	$(UV) pip compile pyproject.toml --extra tpu --extra test -c containers/constraints.txt \
-		-c $(LOCK_DIR)/tpu.txt -c <($(call pins_but_torch,$(LOCK_DIR)/dev.txt)) $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) \
-		-o $(LOCK_DIR)/xla.txt
-	sed -i -E 's|-c /dev/fd/[0-9]+|-c dev.txt (but torch)|' $(LOCK_DIR)/xla.txt
+		-c $(LOCK_OUT)/tpu.txt -c <($(call pins_but_torch,$(LOCK_OUT)/dev.txt)) $(LOCK_FLAGS) $(LOCK_UPGRADE) $(LOCK_INDEX) \
+		-o $(LOCK_OUT)/xla.txt
+	sed -i -E 's|-c /dev/fd/[0-9]+|-c dev.txt (but torch)|' $(LOCK_OUT)/xla.txt
 	{ $(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')"; \
-		echo pip; } | $(UV) pip compile - $(LOCK_FLAGS) $(LOCK_UPGRADE) -o $(LOCK_DIR)/build.txt
+		echo pip; } | $(UV) pip compile - $(LOCK_FLAGS) $(LOCK_UPGRADE) -o $(LOCK_OUT)/build.txt
 
 upgrade-check: setup  ## the newest versions the ranges allow: temporary locks, unit tests, one XLA training
-	containers/upgrade_check.sh
+	UV=$(abspath $(UV)) PYTHON=$(PYTHON) containers/upgrade_check.sh
 
 # Local images (docs/containers.md): podman (`make engine`), a stand-in for the pinned base where no registry
 # serves it (`make base`), then every containers/*.Dockerfile as localhost/banglasenti-NAME, with the layer cache.

@@ -17,7 +17,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN useradd --no-log-init --create-home --uid 10001 --user-group app \
     && mkdir /gcs && chown app:app /gcs
 COPY containers/locks/build.txt containers/locks/cpu.txt /tmp/locks/
-# setuptools (pinned) first, so the one sdist in the lock and the project build without unpinned downloads.
+# pip and setuptools (pinned) first, so the lock's one sdist and the project build without unpinned downloads.
 RUN python -m venv /opt/venv \
     && pip install --require-hashes --no-deps -r /tmp/locks/build.txt \
     && pip install --require-hashes --no-build-isolation -r /tmp/locks/cpu.txt

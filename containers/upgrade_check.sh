@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make upgrade-check`: what the newest versions pyproject.toml's ranges allow would change and break, with the
 # committed locks and environments untouched. Resolves every lock afresh into a temporary folder (`make locks
-# LOCK_DIR=...`), prints the version changes (containers/lock_changes.py), builds a dev venv and an XLA test
+# LOCK_OUT=...`), prints the version changes (containers/lock_changes.py), builds a dev venv and an XLA test
 # environment from those locks, runs the unit tests and one XLA training in them, and ends with a few lines:
 # each phase passed or what failed. Exit status 0 when everything passed. Logs and environments stay in the
 # folder (UPGRADE_DIR, default a new /tmp/banglasenti-upgrade.*) until removed.
@@ -30,13 +30,18 @@ step() {
     return 1
 }
 
-if ! step "resolve the newest locks" "$DIR/locks.log" make --no-print-directory locks LOCK_DIR="$DIR/locks" UV="$PWD/.venv/bin/uv"; then
+UV=${UV:-$PWD/.venv/bin/uv}  # the committed dev venv's (make upgrade-check passes it)
+if ! step "resolve the newest locks" "$DIR/locks.log" make --no-print-directory locks LOCK_OUT="$DIR/locks" UV="$UV"; then
     tail -n 20 "$DIR/locks.log"
     printf '%s\n' "${results[@]}"
     exit 1
 fi
 echo "== upgrade-check: what changes against containers/locks/"
-"$PY" containers/lock_changes.py containers/locks "$DIR/locks" | tee "$DIR/changes.txt"
+if ! "$PY" containers/lock_changes.py containers/locks "$DIR/locks" >"$DIR/changes.txt"; then
+    status=1
+    results+=("what changes: FAILED (containers/lock_changes.py)")
+fi
+cat "$DIR/changes.txt"
 
 env_args=(LOCK_DIR="$DIR/locks" VENV="$DIR/venv" XLA_VENV="$DIR/xla-venv")
 export BANGLASENTI_LOCK_DIR="$DIR/locks"  # tests/test_locks.py: the environments hold these locks
@@ -53,6 +58,6 @@ fi
 echo "== upgrade-check: summary ($DIR)"
 printf '%s\n' "${results[@]}"
 if [ "$status" = 0 ]; then
-    echo "everything passed; to move the locks forward: cp $DIR/locks/*.txt containers/locks/ && make test"
+    echo "everything passed; to move the locks forward: make locks LOCK_UPGRADE=--upgrade && make test"
 fi
 exit "$status"

@@ -36,7 +36,7 @@ def custom_job_component(component, cfg: Config, env: dict[str, str]):
         from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
     except ImportError as err:
         raise ImportError(f"the vertex target needs google-cloud-pipeline-components ({err}): "
-                          "pip install -e '.[vertex]'") from None
+                          "`make setup`, or pip install -e '.[vertex]'") from None
 
     job, profile = cfg.vertex.train, cfg.vertex.train.profile
     name = component.component_spec.name

@@ -174,7 +174,8 @@ def save_tiny_encoder(path):
 def test_a_model_on_xla_trains_and_evaluates_without_hub_kernels(mode, fast_cfg, tmp_path, monkeypatch):
     """transformers >= 5.25 turns hub kernels on by default: the load and each later train()/eval() call
     kernels.kernelize for the model's device, which raises for 'xla' (what a TPU reports too). Loaded by the
-    project, a model whose device is 'xla' switches modes with no kernelize call, alone and under LoRA."""
+    project, a model whose device is 'xla' switches modes with no kernelize call, alone and under LoRA. (The
+    locked transformers 5.24 never calls it; `make upgrade-check` runs this test against the newest release.)"""
     import transformers.modeling_utils as modeling_utils
 
     from components.training import build_model

@@ -70,14 +70,17 @@ def differences(lock: Path) -> list[str]:
 
 def test_the_dev_venv_holds_exactly_its_lock():
     lock = environment_lock_dir() / "dev.txt"
-    assert not differences(lock), f"{sys.prefix} differs from {lock} (`make setup` rebuilds it): {differences(lock)}"
+    assert not differences(lock), (
+        f"{sys.prefix} differs from {lock} (`rm -rf {sys.prefix} && make setup` rebuilds it): {differences(lock)}")
 
 
 @pytest.mark.xla
 def test_the_xla_environment_holds_exactly_its_lock():
+    pytest.importorskip("torch_xla", reason="runs in the XLA environment (make test-xla)")
     lock = environment_lock_dir() / "xla.txt"
-    assert not differences(lock), f"{sys.prefix} differs from {lock} (`make setup-xla` rebuilds it): " + str(
-        differences(lock))
+    assert not differences(lock), (
+        f"{sys.prefix} differs from {lock} (`rm -rf {sys.prefix} && make setup-xla` rebuilds it): "
+        f"{differences(lock)}")
 
 
 # --- containers/lock_changes.py ---------------------------------------------------------------------------------
