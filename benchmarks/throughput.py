@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
@@ -52,9 +52,9 @@ NUM_LABELS = 3
 PACKED_ROW = 128
 
 # The architecture of FacebookAI/xlm-roberta-base (its config.json), built without the Hub.
-XLMR_BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-                 pad_token_id=1, bos_token_id=0, eos_token_id=2)
+XLMR_BASE: dict[str, Any] = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                 intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
+                                 layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
 # A few-MB stand-in with the same code path, for tests of this script.
 XLMR_TINY = dict(XLMR_BASE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                  intermediate_size=128)
@@ -161,7 +161,7 @@ def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
     from components.training import build_model, training_arguments
 
     cfg = Config()
-    mode = "lora" if job["mode"] == "lora" else "baseline"
+    mode: Literal["lora", "baseline"] = "lora" if job["mode"] == "lora" else "baseline"
     torch.manual_seed(job["seed"])  # LoRA's initialisation
     model = build_model(mode, job["base_dir"], cfg)
     placement = Placement(kind=device, devices=1, precision=job["precision"],  # type: ignore[arg-type]

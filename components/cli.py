@@ -40,9 +40,10 @@ def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace]
     what `work` returns (None: 0). Errors of the `expected` kinds (and the config, input and interruption errors)
     exit 2 with their message; any other exits 1, worded by `describe` where it has a line for it."""
     args = parser.parse_args(argv)
+    caught: tuple[type[Exception], ...] = (*EXPECTED_ERRORS, *expected)
     try:
         status = work(args)
-    except (*EXPECTED_ERRORS, *expected) as err:
+    except caught as err:
         if args.debug:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)

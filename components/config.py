@@ -38,18 +38,21 @@ class _Strict(BaseModel):
 class TinyModelConfig(_Strict):
     """model.tiny: the small XLM-R built offline (tokenizer and masked-LM pre-training on the train split)."""
 
-    vocab_size: PositiveInt = Field(4000, description="Target size of the Unigram vocabulary trained on train texts.")
-    hidden_size: PositiveInt = Field(128, description="Hidden size (xlm-roberta-base: 768).")
-    num_hidden_layers: PositiveInt = Field(2, description="Encoder layers (xlm-roberta-base: 12).")
-    num_attention_heads: PositiveInt = Field(4, description="Attention heads; must divide hidden_size.")
-    intermediate_size: PositiveInt = Field(512, description="Feed-forward size (xlm-roberta-base: 3072).")
-    pretrain_steps: int = Field(400, ge=0, description="Masked-LM pre-training steps on the train texts.")
-    pretrain_max_seconds: PositiveFloat = Field(
-        600.0, description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit)."
+    vocab_size: PositiveInt = Field(
+        default=4000, description="Target size of the Unigram vocabulary trained on train texts."
     )
-    pretrain_batch_size: PositiveInt = Field(32, description="Masked-LM batch size.")
-    pretrain_learning_rate: PositiveFloat = Field(1e-3, description="Masked-LM peak learning rate.")
-    seed: int = Field(42, description="Seed of the tiny model's initialisation and masking.")
+    hidden_size: PositiveInt = Field(default=128, description="Hidden size (xlm-roberta-base: 768).")
+    num_hidden_layers: PositiveInt = Field(default=2, description="Encoder layers (xlm-roberta-base: 12).")
+    num_attention_heads: PositiveInt = Field(default=4, description="Attention heads; must divide hidden_size.")
+    intermediate_size: PositiveInt = Field(default=512, description="Feed-forward size (xlm-roberta-base: 3072).")
+    pretrain_steps: int = Field(default=400, ge=0, description="Masked-LM pre-training steps on the train texts.")
+    pretrain_max_seconds: PositiveFloat = Field(
+        default=600.0,
+        description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit)."
+    )
+    pretrain_batch_size: PositiveInt = Field(default=32, description="Masked-LM batch size.")
+    pretrain_learning_rate: PositiveFloat = Field(default=1e-3, description="Masked-LM peak learning rate.")
+    seed: int = Field(default=42, description="Seed of the tiny model's initialisation and masking.")
 
     @model_validator(mode="after")
     def _check(self) -> TinyModelConfig:
@@ -61,33 +64,37 @@ class TinyModelConfig(_Strict):
 class DataConfig(_Strict):
     """data: where the labelled table is, how to read, clean, de-duplicate and split it."""
 
-    uri: str = Field("sample", description="Raw data: 'sample' (embedded), a local path, https:// URL or gs:// URI.")
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
-        "auto", description="File format; 'auto' reads it from the extension."
+    uri: str = Field(
+        default="sample", description="Raw data: 'sample' (embedded), a local path, https:// URL or gs:// URI."
     )
-    text_column: str = Field("text", description="Column holding the text.")
-    label_column: str = Field("label", description="Column holding the label.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(
+        default="auto", description="File format; 'auto' reads it from the extension."
+    )
+    text_column: str = Field(default="text", description="Column holding the text.")
+    label_column: str = Field(default="label", description="Column holding the label.")
     label_map: dict[str, int] = Field(
         default_factory=dict,
         description="Raw label -> class id (0 negative, 1 positive, 2 neutral); empty means labels are 0/1/2.",
     )
-    train_fraction: PositiveFloat = Field(0.8, description="Share of rows in the train split.")
-    val_fraction: PositiveFloat = Field(0.1, description="Share of rows in the validation split.")
-    test_fraction: PositiveFloat = Field(0.1, description="Share of rows in the test split.")
+    train_fraction: PositiveFloat = Field(default=0.8, description="Share of rows in the train split.")
+    val_fraction: PositiveFloat = Field(default=0.1, description="Share of rows in the validation split.")
+    test_fraction: PositiveFloat = Field(default=0.1, description="Share of rows in the test split.")
     split_method: Literal["stratified", "original"] = Field(
-        "stratified",
+        default="stratified",
         description="'stratified': one seeded stratified 3-way split; 'original': the original project's two "
         "train_test_split calls (test_size 0.2, then 0.5), which ignores the fractions.",
     )
     deduplicate: bool = Field(
-        True, description="Merge rows with the same cleaned text before splitting (no text in two splits)."
+        default=True, description="Merge rows with the same cleaned text before splitting (no text in two splits)."
     )
     conflict_rule: Literal["majority", "drop"] = Field(
-        "majority",
+        default="majority",
         description="For a text seen with different labels: keep the most frequent label (ties dropped), or drop it.",
     )
-    drop_non_bengali: bool = Field(False, description="Drop rows without a single Bengali letter (always reported).")
-    seed: int = Field(42, description="Seed of the split.")
+    drop_non_bengali: bool = Field(
+        default=False, description="Drop rows without a single Bengali letter (always reported)."
+    )
+    seed: int = Field(default=42, description="Seed of the split.")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -104,28 +111,29 @@ class ModelConfig(_Strict):
     """model: the base encoder (a Hub id, a local or gs:// directory, or tiny)."""
 
     name: str = Field(
-        "tiny",
+        default="tiny",
         description="Base model: a Hugging Face Hub id, a local or gs:// directory, or 'tiny' (built offline).",
     )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin; None = main.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to pin; None = main.")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the 'tiny' base.")
 
 
 class TokenizeConfig(_Strict):
     """tokenize: truncation length, bucket lengths, and packing of short texts into rows."""
 
-    max_length: PositiveInt = Field(128, description="Longer texts are truncated to this many tokens.")
+    max_length: PositiveInt = Field(default=128, description="Longer texts are truncated to this many tokens.")
     buckets: list[PositiveInt] = Field(
         default_factory=lambda: [32, 64, 128],
         description="Static padded lengths without packing; each text is padded to the smallest bucket that holds it.",
     )
     packing: bool = Field(
-        True,
+        default=True,
         description="Pack several texts into rows of max_length tokens (block-diagonal attention) in training, "
         "evaluation and prediction; false: pad each text to its bucket (docs/performance.md compares them).",
     )
     pack_slots: PositiveInt = Field(
-        16, description="Most texts per packed row. A training batch holds train.batch_size texts in a fixed number "
+        default=16,
+        description="Most texts per packed row. A training batch holds train.batch_size texts in a fixed number "
         "of rows, the fewest that hold every batch of the run (components/packing.py).",
     )
 
@@ -141,9 +149,9 @@ class TokenizeConfig(_Strict):
 class LoraConfig(_Strict):
     """lora: the adapters (rank, scaling, dropout, target modules)."""
 
-    r: PositiveInt = Field(16, description="LoRA rank.")
-    alpha: PositiveInt = Field(32, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: Fraction = Field(0.1, description="Dropout on the LoRA input.")
+    r: PositiveInt = Field(default=16, description="LoRA rank.")
+    alpha: PositiveInt = Field(default=32, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: Fraction = Field(default=0.1, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(
         default_factory=lambda: [
             "query",
@@ -161,51 +169,56 @@ class LoraConfig(_Strict):
 class TrainConfig(_Strict):
     """train: optimisation, evaluation, early stopping and checkpoints of both training steps."""
 
-    epochs: PositiveInt = Field(10, description="Maximum training epochs.")
-    batch_size: PositiveInt = Field(32, description="Training batch size per device.")
-    eval_batch_size: PositiveInt = Field(64, description="Evaluation batch size per device.")
-    lora_learning_rate: PositiveFloat = Field(3e-4, description="Peak learning rate of LoRA training.")
-    baseline_learning_rate: PositiveFloat = Field(2e-5, description="Peak learning rate of full fine-tuning.")
-    warmup_ratio: Fraction = Field(0.06, description="Share of steps with linear warmup.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    max_grad_norm: PositiveFloat = Field(1.0, description="Gradient-norm clipping.")
+    epochs: PositiveInt = Field(default=10, description="Maximum training epochs.")
+    batch_size: PositiveInt = Field(default=32, description="Training batch size per device.")
+    eval_batch_size: PositiveInt = Field(default=64, description="Evaluation batch size per device.")
+    lora_learning_rate: PositiveFloat = Field(default=3e-4, description="Peak learning rate of LoRA training.")
+    baseline_learning_rate: PositiveFloat = Field(default=2e-5, description="Peak learning rate of full fine-tuning.")
+    warmup_ratio: Fraction = Field(default=0.06, description="Share of steps with linear warmup.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    max_grad_norm: PositiveFloat = Field(default=1.0, description="Gradient-norm clipping.")
     early_stopping_patience: int = Field(
-        3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off."
+        default=3, ge=0, description="Epochs without val macro-F1 gain before stopping; 0 = off."
     )
-    seed: int = Field(42, description="Seed of initialisation, dropout and shuffling.")
+    seed: int = Field(default=42, description="Seed of initialisation, dropout and shuffling.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="Training precision; auto = bf16 on TPU (XLA) and bf16-capable GPUs, fp32 on the CPU."
+        default="auto",
+        description="Training precision; auto = bf16 on TPU (XLA) and bf16-capable GPUs, fp32 on the CPU."
     )
     checkpoint_steps: int = Field(
-        100, ge=0, description="Also checkpoint every this many optimizer steps (0: only at epoch ends)."
+        default=100, ge=0, description="Also checkpoint every this many optimizer steps (0: only at epoch ends)."
     )
     checkpoint_dir: str | None = Field(
-        None,
+        default=None,
         description="Checkpoint directory (a gs:// URI is used through the /gcs/ mount); None: $AIP_CHECKPOINT_DIR "
         "on Vertex AI, else beside the output. A rerun resumes from the last intact checkpoint there.",
     )
-    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps (0: run the epochs).")
+    max_steps: int = Field(default=0, ge=0, description="Stop after this many optimizer steps (0: run the epochs).")
     compile_cache_dir: str = Field(
-        "auto",
+        default="auto",
         description="Persistent XLA compilation cache (a gs:// URI is used through the /gcs/ mount); auto: "
         "<pipeline root>/xla-compile-cache on Vertex AI, xla-compile-cache beside the output elsewhere; '': off.",
     )
     tensorboard_dir: str = Field(
-        "", description="Also write TensorBoard curves here (local or gs://), besides $AIP_TENSORBOARD_LOG_DIR."
+        default="", description="Also write TensorBoard curves here (local or gs://), besides $AIP_TENSORBOARD_LOG_DIR."
     )
 
 
 class PipelineConfig(_Strict):
     """pipeline: names, images and artifact roots of the compiled pipeline."""
 
-    name: str = Field("banglasenti-lora-vs-full", description="Pipeline name.")
-    local_root: str = Field("runs", description="Where the local runner writes artifacts.")
+    name: str = Field(default="banglasenti-lora-vs-full", description="Pipeline name.")
+    local_root: str = Field(default="runs", description="Where the local runner writes artifacts.")
     cpu_image: Image = Field(
-        "python:3.11-slim", description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
+        default="python:3.11-slim",
+        description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
     )
-    train_image: Image = Field("python:3.11-slim", description="Image of the two training steps on the vertex target.")
+    train_image: Image = Field(
+        default="python:3.11-slim", description="Image of the two training steps on the vertex target."
+    )
     serve_image: Image = Field(
-        "python:3.11-slim", description="Serving image of the exported model (containers/serve.Dockerfile): the "
+        default="python:3.11-slim",
+        description="Serving image of the exported model (containers/serve.Dockerfile): the "
         "registry records it with each uploaded version; batch prediction runs it."
     )
 
@@ -228,12 +241,14 @@ OptionalGcsUri = Annotated[str, AfterValidator(_gcs_uri_or_empty)]
 class MachineProfile(_Strict):
     """A training machine: accelerator, cores and what the runtime needs to use them."""
 
-    machine_type: str = Field(..., min_length=1, description="Compute Engine machine type of the training job.")
+    machine_type: str = Field(default=..., min_length=1, description="Compute Engine machine type of the training job.")
     accelerator_type: str = Field(
-        "", description="Vertex AI accelerator type (TPU_V3, NVIDIA_TESLA_A100, ...); empty: none."
+        default="", description="Vertex AI accelerator type (TPU_V3, NVIDIA_TESLA_A100, ...); empty: none."
     )
-    accelerator_count: int = Field(0, ge=0, description="Accelerators (TPU cores or chips, GPUs) per machine.")
-    tpu_topology: str = Field("", pattern=r"^(\d+x\d+(x\d+)?)?$", description="TPU slice topology, e.g. 2x2 (v5e).")
+    accelerator_count: int = Field(default=0, ge=0, description="Accelerators (TPU cores or chips, GPUs) per machine.")
+    tpu_topology: str = Field(
+        default="", pattern=r"^(\d+x\d+(x\d+)?)?$", description="TPU slice topology, e.g. 2x2 (v5e)."
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the training container.")
 
     @model_validator(mode="after")
@@ -259,26 +274,33 @@ class TrainJobConfig(_Strict):
     """vertex.train: the custom job that runs a training step."""
 
     machine: str = Field(
-        "tpu-v3-8", description="Machine profile of train-lora and train-baseline: a key of profiles.")
+        default="tpu-v3-8", description="Machine profile of train-lora and train-baseline: a key of profiles.")
     profiles: dict[str, MachineProfile] = Field(
         default_factory=lambda: json.loads(json.dumps(MACHINE_PROFILES)), validate_default=True,
         description="Named machine profiles: TPU v3-8, TPU v5e with a 2x2 topology, one A100 GPU, CPU only.",
     )
-    boot_disk_type: Literal["pd-ssd", "pd-standard"] = Field("pd-ssd", description="Boot disk type.")
-    boot_disk_size_gb: int = Field(100, ge=100, le=65536, description="Boot disk size in GB.")
-    timeout: str = Field("86400s", pattern=DURATION, description="Longest run of one training job.")
+    boot_disk_type: Literal["pd-ssd", "pd-standard"] = Field(default="pd-ssd", description="Boot disk type.")
+    boot_disk_size_gb: int = Field(default=100, ge=100, le=65536, description="Boot disk size in GB.")
+    timeout: str = Field(default="86400s", pattern=DURATION, description="Longest run of one training job.")
     strategy: Literal["STANDARD", "SPOT", "FLEX_START"] = Field(
-        "STANDARD", description="Scheduling: on demand, Spot VMs (preemptible) or Flex-start (queued; GPUs)."
+        default="STANDARD", description="Scheduling: on demand, Spot VMs (preemptible) or Flex-start (queued; GPUs)."
     )
-    max_wait_duration: str = Field("86400s", pattern=DURATION, description="FLEX_START: longest wait for capacity.")
-    restart_job_on_worker_restart: bool = Field(False, description="Restart the whole job when a worker restarts.")
+    max_wait_duration: str = Field(
+        default="86400s", pattern=DURATION, description="FLEX_START: longest wait for capacity."
+    )
+    restart_job_on_worker_restart: bool = Field(
+        default=False, description="Restart the whole job when a worker restarts."
+    )
     base_output_directory: OptionalGcsUri = Field(
-        "", description="gs:// prefix of the jobs' outputs and checkpoints (AIP_CHECKPOINT_DIR); empty: pipeline root."
+        default="",
+        description="gs:// prefix of the jobs' outputs and checkpoints (AIP_CHECKPOINT_DIR); empty: pipeline root."
     )
-    tensorboard: str = Field("", description="Vertex AI TensorBoard resource name the jobs are linked to; empty: none.")
-    enable_web_access: bool = Field(False, description="Interactive shell access to the training containers.")
+    tensorboard: str = Field(
+        default="", description="Vertex AI TensorBoard resource name the jobs are linked to; empty: none."
+    )
+    enable_web_access: bool = Field(default=False, description="Interactive shell access to the training containers.")
     retries: int = Field(
-        1, ge=0, le=5, description="Resubmissions of a failed training job (it resumes from its checkpoints)."
+        default=1, ge=0, le=5, description="Resubmissions of a failed training job (it resumes from its checkpoints)."
     )
 
     @model_validator(mode="after")
@@ -295,30 +317,34 @@ class TrainJobConfig(_Strict):
 class CpuStepConfig(_Strict):
     """vertex.cpu: machine resources of the CPU steps."""
 
-    cpu_limit: str = Field("8", pattern=r"^\d+(\.\d+)?m?$", coerce_numbers_to_str=True,
+    cpu_limit: str = Field(default="8", pattern=r"^\d+(\.\d+)?m?$", coerce_numbers_to_str=True,
                            description="CPUs of prepare, base-model, tokenize and evaluate.")
-    memory_limit: str = Field("32G", pattern=r"^\d+(\.\d+)?[KMGT]i?$", description="Memory of those steps.")
-    retries: int = Field(2, ge=0, le=5,
+    memory_limit: str = Field(default="32G", pattern=r"^\d+(\.\d+)?[KMGT]i?$", description="Memory of those steps.")
+    retries: int = Field(default=2, ge=0, le=5,
                          description="Retries of those steps (a retry clears and rewrites its uncommitted outputs).")
 
 
 class VertexConfig(_Strict):
     """vertex: project, region, service account, network and machines of a Vertex AI run."""
 
-    project: str = Field("", description="Google Cloud project id (submit.py --project overrides it).")
-    region: str = Field("us-central1", description="Vertex AI region; it must offer the training machine profile.")
-    staging_bucket: OptionalGcsUri = Field("", description="gs:// bucket for staging and uploaded data.")
+    project: str = Field(default="", description="Google Cloud project id (submit.py --project overrides it).")
+    region: str = Field(
+        default="us-central1", description="Vertex AI region; it must offer the training machine profile."
+    )
+    staging_bucket: OptionalGcsUri = Field(default="", description="gs:// bucket for staging and uploaded data.")
     pipeline_root: OptionalGcsUri = Field(
-        "", description="gs:// root of pipeline artifacts; empty: <staging_bucket>/pipeline-root."
+        default="", description="gs:// root of pipeline artifacts; empty: <staging_bucket>/pipeline-root."
     )
     service_account: str = Field(
-        "", description="Service account of the run and of its training jobs; empty: the project's default one."
+        default="", description="Service account of the run and of its training jobs; empty: the project's default one."
     )
-    network: str = Field("", description="VPC network to peer with: projects/NUMBER/global/networks/NAME.")
+    network: str = Field(default="", description="VPC network to peer with: projects/NUMBER/global/networks/NAME.")
     reserved_ip_ranges: list[str] = Field(default_factory=list, description="Reserved IP ranges of that network.")
     labels: dict[str, str] = Field(default_factory=lambda: {"app": "banglasenti"},
                                    description="Labels of the pipeline run and its training jobs.")
-    enable_caching: bool = Field(True, description="Reuse the outputs of steps that ran before with the same inputs.")
+    enable_caching: bool = Field(
+        default=True, description="Reuse the outputs of steps that ran before with the same inputs."
+    )
     cpu_steps: CpuStepConfig = Field(default_factory=CpuStepConfig)
     train: TrainJobConfig = Field(default_factory=TrainJobConfig)
 
@@ -342,15 +368,15 @@ class VertexConfig(_Strict):
 class ReferenceConfig(_Strict):
     """reference: the TF-IDF + logistic regression reference model."""
 
-    enabled: bool = Field(True, description="Train the TF-IDF + logistic regression reference in evaluate.")
-    ngram_min: PositiveInt = Field(1, description="Shortest character n-gram (within word boundaries).")
-    ngram_max: PositiveInt = Field(4, description="Longest character n-gram.")
-    max_features: PositiveInt = Field(200000, description="Vocabulary cap of the TF-IDF vectorizer.")
+    enabled: bool = Field(default=True, description="Train the TF-IDF + logistic regression reference in evaluate.")
+    ngram_min: PositiveInt = Field(default=1, description="Shortest character n-gram (within word boundaries).")
+    ngram_max: PositiveInt = Field(default=4, description="Longest character n-gram.")
+    max_features: PositiveInt = Field(default=200000, description="Vocabulary cap of the TF-IDF vectorizer.")
     c_values: list[PositiveFloat] = Field(
         default_factory=lambda: [0.3, 1.0, 3.0, 10.0], min_length=1,
         description="Inverse regularisation strengths tried; the best by val macro-F1 is kept.",
     )
-    seed: int = Field(42, description="Seed of the logistic regression solver.")
+    seed: int = Field(default=42, description="Seed of the logistic regression solver.")
 
     @model_validator(mode="after")
     def _check(self) -> ReferenceConfig:
@@ -362,9 +388,11 @@ class ReferenceConfig(_Strict):
 class ReportConfig(_Strict):
     """report: bootstrap intervals and paired tests of the comparison report."""
 
-    bootstrap_samples: PositiveInt = Field(1000, description="Bootstrap resamples of the test split for intervals.")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap confidence intervals.")
-    seed: int = Field(0, description="Seed of the bootstrap resampling.")
+    bootstrap_samples: PositiveInt = Field(
+        default=1000, description="Bootstrap resamples of the test split for intervals."
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Level of the bootstrap confidence intervals.")
+    seed: int = Field(default=0, description="Seed of the bootstrap resampling.")
 
 
 class SweepConfig(_Strict):
@@ -381,7 +409,7 @@ class SweepConfig(_Strict):
         min_length=1, description="Target-module lists tried.",
     )
     parallelism: int = Field(
-        1, ge=0, description="Trials trained at once (0 = no limit). 1: with train-baseline, two TPU v3-8 jobs "
+        default=1, ge=0, description="Trials trained at once (0 = no limit). 1: with train-baseline, two TPU v3-8 jobs "
         "(16 cores) at a time; raise it with your TPU quota (docs/vertex.md).")
 
     def grid(self) -> list[dict[str, Any]]:
@@ -393,28 +421,34 @@ class SweepConfig(_Strict):
 class RegistryConfig(_Strict):
     """registry: Model Registry upload, versions and batch prediction."""
 
-    upload: bool = Field(False, description="Vertex target: upload the exported model to the Model Registry as a new "
-                         "version (the default version only when it beats the current default's test macro-F1).")
-    min_macro_f1: Fraction = Field(0.6, description="Upload only when the exported model's test macro-F1 reaches this.")
-    display_name: str = Field("banglasenti", pattern=r'^[^"]{1,128}$',
+    upload: bool = Field(
+        default=False,
+        description="Vertex target: upload the exported model to the Model Registry as a new "
+        "version (the default version only when it beats the current default's test macro-F1).",
+    )
+    min_macro_f1: Fraction = Field(
+        default=0.6, description="Upload only when the exported model's test macro-F1 reaches this."
+    )
+    display_name: str = Field(default="banglasenti", pattern=r'^[^"]{1,128}$',
                               description="Display name of the registry model (at most 128 characters, no \").")
     parent_model: str = Field(
-        "", pattern=r"^(projects/[^/]+/locations/[^/]+/models/[^/@]+)?$",
+        default="", pattern=r"^(projects/[^/]+/locations/[^/]+/models/[^/@]+)?$",
         description="Registry model that gets the versions (projects/P/locations/L/models/ID); empty: the one named "
         "display_name, created by the first upload.",
     )
-    project: str = Field("", description="Google Cloud project; empty = the pipeline job's own project.")
-    location: str = Field("", description="Region of the Model Registry; empty: vertex.region.")
+    project: str = Field(default="", description="Google Cloud project; empty = the pipeline job's own project.")
+    location: str = Field(default="", description="Region of the Model Registry; empty: vertex.region.")
     batch_predict_source: OptionalGcsUri = Field(
-        "", description='gs:// JSONL of {"text": ...} lines: a batch prediction job of the new version reads it; '
+        default="",
+        description='gs:// JSONL of {"text": ...} lines: a batch prediction job of the new version reads it; '
         "empty: no batch prediction."
     )
     batch_predict_output: OptionalGcsUri = Field(
-        "", description="gs:// prefix of the batch predictions; empty: <pipeline root>/batch-predictions."
+        default="", description="gs:// prefix of the batch predictions; empty: <pipeline root>/batch-predictions."
     )
-    batch_predict_machine_type: str = Field("n1-standard-4", min_length=1,
+    batch_predict_machine_type: str = Field(default="n1-standard-4", min_length=1,
                                             description="Machine type of the batch prediction job.")
-    batch_predict_max_replicas: PositiveInt = Field(1, description="Most machines of the batch prediction job.")
+    batch_predict_max_replicas: PositiveInt = Field(default=1, description="Most machines of the batch prediction job.")
 
     @model_validator(mode="after")
     def _check(self) -> RegistryConfig:
@@ -427,10 +461,11 @@ class ExportConfig(_Strict):
     """export: which trained model is served, and its license."""
 
     select: Literal["best", "lora", "baseline"] = Field(
-        "best", description="Model exported, served and registered: the better by validation macro-F1, or this one."
+        default="best",
+        description="Model exported, served and registered: the better by validation macro-F1, or this one."
     )
     license: str = Field(
-        "", description="Licence id in the model card; empty: derived from the training data's licences."
+        default="", description="Licence id in the model card; empty: derived from the training data's licences."
     )
 
 

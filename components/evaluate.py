@@ -14,6 +14,7 @@ each model is compared with always predicting the majority train class.
 
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ DATA_FINDINGS = ("source", "split_method", "seed", "rows_in", "dropped_empty", "
                  "non_bengali_rows", "latin_majority_rows")
 
 
-def predict_test(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
+def predict_test(model_dirs: Mapping[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
                  batch_size: int, packing=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Test labels and every model's predicted classes (texts packed into rows with a TokenizeConfig whose
     `packing` is on)."""
@@ -59,7 +60,7 @@ def score_predictions(y_true: np.ndarray, preds: dict[str, np.ndarray], train_la
     return results
 
 
-def evaluate_models(model_dirs: dict[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
+def evaluate_models(model_dirs: Mapping[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
                     batch_size: int) -> dict[str, Any]:
     """Test metrics of every model, plus the majority-class reference."""
 

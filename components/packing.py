@@ -48,7 +48,7 @@ def rows_per_batch(texts: int, slots: int) -> int:
 
 
 def packed_records(input_ids: Sequence[Sequence[int]], lengths: Sequence[int], labels: Sequence[int],
-                   row_length: int, slots: int) -> list[dict[str, list[int]]]:
+                   row_length: int, slots: int) -> list[dict[str, Any]]:
     """One record per row: the texts' real tokens (`texts`), their labels, their input positions (`index`) and
     the row's length (one for all: the length-grouped sampler then shuffles rows at random)."""
     return [{"texts": [list(map(int, input_ids[i][: int(lengths[i])])) for i in row],

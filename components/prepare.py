@@ -246,7 +246,8 @@ def split_metadata(prepared: PreparedData, name: str) -> dict[str, Any]:
             "split_method": stats["split_method"]}
 
 
-def run_prepare(cfg: Config, train_path: str, val_path: str, test_path: str, report_path: str) -> PreparedData:
+def run_prepare(cfg: Config, train_path: str | Path, val_path: str | Path, test_path: str | Path,
+                report_path: str | Path) -> PreparedData:
     """What the KFP component and the command line do: `cfg.data.uri` read, checked, cleaned and split."""
     from components.runtime import progress
 

@@ -31,13 +31,14 @@ def train_reference(train: pd.DataFrame, val: pd.DataFrame, cfg: ReferenceConfig
     x_train = vectorizer.fit_transform(train["text"])
     x_val = vectorizer.transform(val["text"])
     history = []
-    best = None
+    best: tuple[Any, dict[str, float], float] | None = None  # (classifier, val scores, C)
     for c in cfg.c_values:
         clf = LogisticRegression(C=c, max_iter=2000, random_state=cfg.seed).fit(x_train, train["label"])
         scores = headline_metrics(val["label"], clf.predict(x_val))
         history.append({"c": c, **{f"val_{k}": v for k, v in scores.items()}})
         if best is None or scores["macro_f1"] > best[1]["macro_f1"]:
             best = (clf, scores, c)
+    assert best is not None  # c_values has min_length=1
     clf, scores, c = best
     wall = time.monotonic() - start
     summary: dict[str, Any] = {

@@ -9,6 +9,7 @@ and num_tokens (real tokens); metadata records the truncation rate and the paddi
 
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from components.kfp_support import lightweight_component
 from components.storage import committed_directory, read_parquet, sha256_file
 
 
-def tokenize_splits(split_paths: dict[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig,
+def tokenize_splits(split_paths: Mapping[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig,
                     out_dir: str | Path) -> dict[str, Any]:
     """Tokenize train/val/test into `out_dir` (committed once complete); returns the metadata."""
     tokenizer = load_tokenizer(model_dir)

@@ -86,12 +86,14 @@ def trainer_class():
         """Trainer with static shapes on XLA, its own bf16 autocast, real-row losses, step checkpoints committed by
         manifests, SIGTERM stops and exact resumption."""
 
-        def __init__(self, *args, placement: Placement, pad_token_id: int, packing: PackedRows | None = None,
-                     checkpoint_steps: int = 0, stop: dict[str, bool] | None = None, resume_from: str | None = None,
-                     **kwargs):
+        def __init__(self, model=None, args=None, *, placement: Placement, pad_token_id: int,
+                     packing: PackedRows | None = None, checkpoint_steps: int = 0, stop: dict[str, bool] | None = None,
+                     resume_from: str | None = None, **kwargs):
             fixed = placement.static_shapes
             self.placement = placement
             self.packing = packing
+            collator: BucketCollator | PackedCollator
+            self.eval_collator: BucketCollator | PackedCollator
             if packing is None:
                 self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
                 collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
@@ -100,7 +102,7 @@ def trainer_class():
                                                     packing.eval_rows if fixed else None)
                 collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
                                           packing.train_rows if fixed else None)
-            super().__init__(*args, data_collator=collator, **kwargs)
+            super().__init__(model, args, data_collator=collator, **kwargs)
             # The model's loss is already the mean over a batch's real rows (one batch per optimizer step): no
             # item count computed on the device beside the step (on a TPU, accelerate would run it as a graph of
             # its own, through the xm.mark_step() of every gradient sync).
@@ -192,6 +194,7 @@ def trainer_class():
 
         def _save_checkpoint(self, model, trial) -> None:
             super()._save_checkpoint(model, trial)
+            assert self.args.output_dir is not None  # TrainingArguments.__post_init__ sets it
             path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             (path / "training_args.bin").unlink(missing_ok=True)  # a pickle, never read back
             loss = {"tr_loss": float(private(self, "_tr_loss", TRAINER).item()),

@@ -13,10 +13,10 @@ from kfp import compiler
 
 from components.cli import base_parser, run_cli
 from components.config import CONFIG_DIR, load_config
-from pipelines.pipeline import TARGETS, build_pipeline
+from pipelines.pipeline import TARGETS, Target, build_pipeline
 
 
-def compile_pipeline(config_path: str | Path, output: str | Path, target: str = "vertex",
+def compile_pipeline(config_path: str | Path, output: str | Path, target: Target = "vertex",
                      overrides: list[str] | None = None) -> Path:
     """Write the compiled pipeline for `config_path` to `output`."""
     cfg = load_config(config_path, overrides or [])

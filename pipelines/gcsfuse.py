@@ -39,6 +39,7 @@ def environment(roots: Iterable[str | Path], env: dict[str, str] | None = None) 
 def install_here() -> None:
     """Patch this process (idempotent); the patches act only while $BANGLASENTI_GCSFUSE_ROOTS names a root."""
     spec = importlib.util.spec_from_file_location("banglasenti_gcsfuse_site", SITE_DIR / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None  # a .py file's spec always has a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.install()

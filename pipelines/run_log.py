@@ -36,9 +36,7 @@ class RunLog(io.TextIOBase):
         self.started = 0.0
         self.recent: deque[str] = deque(maxlen=FAILURE_TAIL)
 
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
+    encoding = "utf-8"  # shadows io.TextIOBase's read-only property
 
     def writable(self) -> bool:
         return True

@@ -148,7 +148,7 @@ def upload_data(path: Path, uri: str) -> bool:
     return True
 
 
-def describe_api_error(err: BaseException, cfg: Config) -> str | None:
+def describe_api_error(err: BaseException | None, cfg: Config) -> str | None:
     """One line for a Google API error (also when wrapped by the SDK), saying what to do; None if not one."""
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
