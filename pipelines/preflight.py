@@ -7,10 +7,12 @@ could not be asked (no credentials, unreachable, no permission to read it).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 from components.config import Config
 from components.kfp_support import LOCAL_IMAGE
@@ -206,6 +208,17 @@ def api_findings(project: str, endpoint: str | None = None, timeout: float = 15.
                     f"gcloud services enable {' '.join(disabled)} --project={project}")]
 
 
+def is_loopback_http(endpoint: str | None) -> bool:
+    """True for an http:// endpoint on this machine (a stand-in), which gets anonymous credentials."""
+    if not endpoint or not endpoint.startswith("http://"):
+        return False
+    host = urlparse(endpoint).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _first_sentence(err: BaseException) -> str:
     return str(err).splitlines()[0].split(". ")[0].rstrip(".") if str(err) else err.__class__.__name__
 
@@ -215,8 +228,6 @@ def _session(endpoint: str):  # -> google.auth.transport.requests.AuthorizedSess
     import google.auth
     from google.auth.credentials import AnonymousCredentials
     from google.auth.transport.requests import AuthorizedSession
-
-    from pipelines.submit import is_loopback_http
 
     if is_loopback_http(endpoint):
         return AuthorizedSession(AnonymousCredentials())

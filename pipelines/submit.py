@@ -19,7 +19,6 @@ end in one line saying what to do (`--debug` shows the traceback). See docs/vert
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import re
@@ -28,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
@@ -49,17 +47,6 @@ DONE_STATES = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_ST
 
 class SubmitError(ValueError):
     """A submission cannot go ahead; the message says why and what to do."""
-
-
-def is_loopback_http(endpoint: str | None) -> bool:
-    """True for an http:// endpoint on this machine (a stand-in), which gets anonymous credentials."""
-    if not endpoint or not endpoint.startswith("http://"):
-        return False
-    host = urlparse(endpoint).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
@@ -251,8 +238,8 @@ def init_sdk(cfg: Config, api_endpoint: str | None, dry_run: bool, debug: bool =
         for name in [n for n in logging.root.manager.loggerDict if n.startswith("google.cloud.aiplatform")]:
             logging.getLogger(name).setLevel(logging.WARNING)
 
-    anonymous = dry_run or is_loopback_http(api_endpoint)
-    if api_endpoint and api_endpoint.startswith("http://") and not is_loopback_http(api_endpoint):
+    anonymous = dry_run or preflight.is_loopback_http(api_endpoint)
+    if api_endpoint and api_endpoint.startswith("http://") and not preflight.is_loopback_http(api_endpoint):
         raise SubmitError(f"--api-endpoint {api_endpoint}: plain http:// is only for a loopback stand-in; use https://")
     aiplatform.init(project=cfg.vertex.project, location=cfg.vertex.region,
                     staging_bucket=cfg.vertex.staging_bucket or None,

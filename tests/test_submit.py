@@ -185,7 +185,7 @@ def test_missing_pipeline_root_bucket_is_named(standin, gcs_emulator, capfd):
     ("us-central1-aiplatform.googleapis.com", False), (None, False),
 ])
 def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
-    from pipelines.submit import is_loopback_http
+    from pipelines.preflight import is_loopback_http
 
     assert is_loopback_http(endpoint) is loopback
 
