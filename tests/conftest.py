@@ -27,6 +27,9 @@ import pytest
 
 from components.config import Config, load_config
 
+# The fixtures several test files share (the Vertex AI REST stand-in, ...); the stand-ins themselves: tests/support/.
+pytest_plugins = ["tests.support.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_VAL = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
 

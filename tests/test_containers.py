@@ -33,7 +33,7 @@ from components.images import check_image_ref
 from pipelines.compile import compile_pipeline
 from pipelines.compile import main as compile_main
 from pipelines.pipeline import TASKS
-from tests.lock_files import LOCKS, lock_versions, read_lock
+from tests.support.lock_files import LOCKS, lock_versions, read_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS = ROOT / "containers"

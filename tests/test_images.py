@@ -18,7 +18,7 @@ from components.config import CONFIG_DIR, load_config
 from pipelines.pipeline import TASKS, build_pipeline
 from pipelines.run_local import LOCAL_IMAGES
 from tests.conftest import FAST_OVERRIDES
-from tests.images import ROOT, local_image, podman
+from tests.support.images import ROOT, local_image, podman
 
 LOCKS = ROOT / "containers" / "locks"
 images = pytest.mark.images

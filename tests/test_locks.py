@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from tests.lock_files import LOCKS, ROOT, environment_lock_dir, lock_changes, lock_versions, read_lock
+from tests.support.lock_files import LOCKS, ROOT, environment_lock_dir, lock_changes, lock_versions, read_lock
 
 CUDA_PACKAGES = re.compile(r"^(triton|nvidia-[a-z0-9-]+)$")  # what PyPI's torch brings for CUDA
 DEV_TORCH = "2.13.0+cpu"

@@ -10,7 +10,6 @@ from components.config import CONFIG_DIR
 from components.storage import gcs_client
 from pipelines import preflight
 from pipelines.compile import compile_pipeline
-from tests.vertex_standin import running
 
 CPU = "us-central1-docker.pkg.dev/proj/banglasenti/cpu:v1"
 TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
@@ -21,12 +20,6 @@ def spec(tmp_path_factory):
     path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path_factory.mktemp("spec") / "p.yaml", "vertex",
                             [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}"])
     return yaml.safe_load(path.read_text())
-
-
-@pytest.fixture
-def standin():
-    with running() as state:
-        yield state
 
 
 @pytest.mark.component

@@ -1,6 +1,6 @@
 """The Model Registry steps: the gate and the batch prediction in the compiled vertex spec, the gate on the local
 runner, and the requests to the registry (versions, evaluations, the default alias) and to the batch prediction
-service, answered by the REST stand-in (tests/vertex_standin.py)."""
+service, answered by the REST stand-in (tests/support/vertex_standin.py)."""
 
 import json
 from pathlib import Path
@@ -20,7 +20,7 @@ from components.registry import (
 )
 from components.storage import InputError
 from pipelines.compile import compile_pipeline
-from tests.vertex_standin import _integral, running
+from tests.support.vertex_standin import _integral
 
 PROJECT, REGION = "proj", "europe-west4"
 CPU = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/cpu:v1"
@@ -189,12 +189,6 @@ def test_gate_on_the_local_runner(tmp_path, score, uploads):
 
 
 # The registry through the REST stand-in ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def standin():
-    with running() as state:
-        yield state
 
 
 def run_register(standin, macro_f1, parent_model="", uri="gs://bucket/run/export-model/model/merged"):
@@ -391,7 +385,7 @@ def test_batch_prediction_job_request_through_the_ops_launcher(standin, monkeypa
     container = spec["deploymentSpec"]["executors"][component.executor_label]["container"]
     command = placeholder_utils.replace_placeholders(
         container["command"] + container["args"], _integral(json_format.MessageToDict(executor_input)), "run", "task",
-        str(tmp_path), "job-1")  # integral numbers as the pipeline backend writes them (tests/vertex_standin.py)
+        str(tmp_path), "job-1")  # integral numbers as the pipeline backend writes them (support/vertex_standin.py)
     assert command[:3] == ["python3", "-u", "-m"] and command[3] == launcher.__name__
     monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", lambda **kw: JobServiceClient(
         client_options={"api_endpoint": standin.url}, transport="rest", credentials=_anonymous()))

@@ -3,7 +3,7 @@
 import pytest
 
 from components.smoke import markdown
-from tests.test_submit import SA, TPU, bucket, run_main, standin  # noqa: F401 - fixtures
+from tests.test_submit import SA, TPU, bucket, run_main  # noqa: F401 - fixtures
 
 
 def test_smoke_submission_is_a_short_custom_job_on_the_training_machine(standin, bucket, capfd):  # noqa: F811

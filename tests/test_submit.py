@@ -13,7 +13,6 @@ from components.config import CONFIG_DIR
 from components.storage import gcs_client
 from pipelines.compile import compile_pipeline
 from pipelines.submit import main
-from tests.vertex_standin import running
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "submit-bucket"
@@ -22,12 +21,6 @@ TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
 SA = "banglasenti-runner@proj-id.iam.gserviceaccount.com"
 BASE = ["--project", "proj", "--region", "us-central1", "--staging-bucket", f"gs://{BUCKET}",
         "--set", f"pipeline.cpu_image={CPU}", "--set", f"pipeline.train_image={TPU}", "--service-account", SA]
-
-
-@pytest.fixture
-def standin():
-    with running() as state:
-        yield state
 
 
 @pytest.fixture

@@ -255,7 +255,7 @@ def vertex_api(gcs_emulator, monkeypatch):
     from google.cloud.aiplatform.utils import resource_manager_utils
 
     from components.storage import gcs_client
-    from tests.vertex_standin import running
+    from tests.support.vertex_standin import running
 
     client = gcs_client()
     found = client.lookup_bucket("cache-bucket") or client.create_bucket("cache-bucket")

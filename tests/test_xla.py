@@ -21,7 +21,7 @@ import pytest
 
 from components.checkpoints import MANIFEST, checkpoint_root
 from tests.conftest import FAST_OVERRIDES, ROOT, built_once
-from tests.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
+from tests.support.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
 
 pytestmark = pytest.mark.xla
 
@@ -46,7 +46,7 @@ def train_command(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> l
 def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, own_parent: bool = False, **overrides) -> dict:
     """The real train component in a fresh process on XLA's CPU backend (TPU branch); returns its summary.
     `own_parent`: out_dir's parent holds only this run's output, checkpoints and compile cache (then a run that
-    XLA's CPU runtime crashes is run once more from nothing: tests/xla_process.py)."""
+    XLA's CPU runtime crashes is run once more from nothing: tests/support/xla_process.py)."""
     done = run_on_xla(train_command(mode, base_dir, tokenized_dir, out_dir, **overrides), xla_env(), cwd=ROOT,
                       timeout=1800, rerun_after_crash=[out_dir.parent] if own_parent else None)
     assert done.returncode == 0, failure_tail(done)

@@ -1,11 +1,12 @@
-"""tests/xla_process.py: a command that dies by SIGSEGV runs once more from nothing, with a warning; once only."""
+"""tests/support/xla_process.py: a command that dies by SIGSEGV runs once more from nothing, with a warning; once
+only."""
 
 import signal
 import sys
 
 import pytest
 
-from tests.xla_process import XlaCpuCrash, failure_tail, run_on_xla
+from tests.support.xla_process import XlaCpuCrash, failure_tail, run_on_xla
 
 pytestmark = pytest.mark.component
 

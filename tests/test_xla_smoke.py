@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_OVERRIDES, ROOT
-from tests.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
+from tests.support.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
 
 pytestmark = pytest.mark.xla
 
@@ -24,7 +24,7 @@ STEPS = 6
 
 def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_crash: Sequence[Path]) -> dict:
     """`python -m components.smoke` in a fresh process on XLA's CPU backend; returns diagnostics.json.
-    `rerun_after_crash`: the directories it writes into, emptied before a run again (tests/xla_process.py; its
+    `rerun_after_crash`: the directories it writes into, emptied before a run again (tests/support/xla_process.py; its
     temporary directory is a new one each time)."""
     overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16, "tokenize.packing": True}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "localhost/banglasenti-"  # make images: IMAGE_PREFIX=banglasenti, podman's localhost/ for local names
 
 

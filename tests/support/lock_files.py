@@ -7,7 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ROOT / "containers" / "locks"
 # The folder whose locks the environments were built from: `make upgrade-check` points it at its new locks.
 LOCK_DIR_ENV = "BANGLASENTI_LOCK_DIR"
