@@ -67,8 +67,12 @@ run: setup  ## the whole pipeline locally on the embedded sample and the tiny ba
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test: setup  ## lint, then every test (the slow pipeline runs and the XLA tests included; the images: make test-images)
+lint: setup  ## ruff's lint and format checks, then mypy, on the project's own code
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint  ## lint, then every test (the slow pipeline runs and the XLA tests included; the images: make test-images)
 	$(BIN)/python -m pytest $(XDIST) --durations=10 -m "not xla and not images"
 	$(MAKE) test-xla
 
