@@ -157,7 +157,8 @@ def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
 
     from components.config import Config
     from components.device import Placement
-    from components.trainer import PackedRows, trainer_class
+    from components.packing import PackedRows
+    from components.trainer import SentimentTrainer
     from components.training import build_model, training_arguments
 
     cfg = Config()
@@ -171,8 +172,8 @@ def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
     # The train component's arguments; no evaluation or checkpoints, which happen between steps.
     args = dataclasses.replace(training_arguments(mode, cfg, output_dir, placement), eval_strategy="no",
                                save_strategy="no", load_best_model_at_end=False, use_cpu=device == "cpu")
-    trainer = trainer_class()(model=model, args=args, placement=placement, pad_token_id=XLMR_BASE["pad_token_id"],
-                              packing=packing)
+    trainer = SentimentTrainer(model=model, args=args, placement=placement, pad_token_id=XLMR_BASE["pad_token_id"],
+                               packing=packing)
     trainer.create_optimizer_and_scheduler(num_training_steps=2 * len(job["batches"]))  # warm-up steps too
     trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # the loop sets it per step
     return trainer

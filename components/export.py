@@ -55,8 +55,8 @@ def write_export(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str |
     `card`: what the model card and serving.json say beyond the models themselves (the facts
     components.model_card.render_model_card reads: config, trained_on, metrics, data_report, data_findings)."""
     from components.encoding import load_tokenizer
-    from components.model_card import demo_warning, render_model_card
-    from components.modeling import load_trained_model, load_training_summary, model_size_bytes
+    from components.model_card import render_model_card
+    from components.modeling import load_training_summary
     from components.runtime import quiet_libraries
 
     quiet_libraries()
@@ -65,11 +65,38 @@ def write_export(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str |
     scores = {name: validation_macro_f1(path) for name, path in dirs.items()}
     selected, reason = choose_model(select, scores)
     tokenizer = load_tokenizer(lora_dir)
+    merged, difference = checked_merge(base_dir, lora_dir, tokenizer)
+    summaries = {name: load_training_summary(path) for name, path in dirs.items()}
+    summary, info = selection_facts(card, select, selected, reason, scores, difference)
+    with committed_directory(out_dir) as out:
+        write_models(out, selected, merged, tokenizer, dirs, summary)
+        text = render_model_card({**card, "selection": info, "summaries": summaries, "files": summary})
+        for directory in (out, out / MERGED):
+            (directory / MODEL_CARD).write_text(text, encoding="utf-8")
+        (out / MERGED / SERVING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_manifest(out / MERGED, ARTIFACT_MANIFEST, state=COMMITTED)  # merged/ checkable on its own
+        (out / "export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return summary
+
+
+def checked_merge(base_dir: str | Path, lora_dir: str | Path, tokenizer) -> tuple[Any, float]:
+    """The LoRA model merged into its base, and its largest logit difference from the adapter on CHECK_TEXTS
+    (above MAX_LOGIT_DIFFERENCE: an error)."""
+    from components.modeling import load_trained_model
+
     merged = merge_lora(base_dir, lora_dir)
     difference = max_logit_difference(merged, load_trained_model(lora_dir, base_dir), tokenizer, CHECK_TEXTS)
     if difference > MAX_LOGIT_DIFFERENCE:
         raise RuntimeError(f"merged model differs from the adapter: max logit difference {difference:.2e}")
-    summaries = {name: load_training_summary(path) for name, path in dirs.items()}
+    return merged, difference
+
+
+def selection_facts(card: dict[str, Any], select: str, selected: str, reason: str, scores: dict[str, float],
+                    difference: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The export summary and serving.json: which model is served and why, the validation (and test) macro-F1,
+    what it was trained on, whether it is only a demo, how its inputs are tokenized."""
+    from components.model_card import demo_warning
+
     trained_on = card.get("trained_on") or {}
     warning = demo_warning(trained_on)
     summary: dict[str, Any] = {
@@ -89,25 +116,25 @@ def write_export(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str |
     metrics = card.get("metrics") or {}
     if f"{selected}_test_macro_f1" in metrics:
         summary["test_macro_f1"] = info["test_macro_f1"] = float(metrics[f"{selected}_test_macro_f1"])
-    with committed_directory(out_dir) as out:
-        if selected == "lora":
-            merged.save_pretrained(str(out / MERGED))
-            tokenizer.save_pretrained(str(out / MERGED))
-        else:
-            copy_artifact_tree(dirs["baseline"], out / MERGED)
-        copy_artifact_tree(dirs["lora"], out / ADAPTER)
-        if selected == "lora" and "baseline" in dirs:
-            copy_artifact_tree(dirs["baseline"], out / BASELINE)
-            summary["baseline_dir"] = BASELINE
-        summary["merged_bytes"] = model_size_bytes(out / MERGED)
-        summary["adapter_bytes"] = model_size_bytes(out / ADAPTER)
-        text = render_model_card({**card, "selection": info, "summaries": summaries, "files": summary})
-        for directory in (out, out / MERGED):
-            (directory / MODEL_CARD).write_text(text, encoding="utf-8")
-        (out / MERGED / SERVING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
-        write_manifest(out / MERGED, ARTIFACT_MANIFEST, state=COMMITTED)  # merged/ checkable on its own
-        (out / "export.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    return summary
+    return summary, info
+
+
+def write_models(out: Path, selected: str, merged, tokenizer, dirs: dict[str, Path], summary: dict[str, Any]) -> None:
+    """merged/ (the served model), adapter/ and, when LoRA is served, baseline/ under `out`; their places and sizes
+    go into `summary`."""
+    from components.modeling import model_size_bytes
+
+    if selected == "lora":
+        merged.save_pretrained(str(out / MERGED))
+        tokenizer.save_pretrained(str(out / MERGED))
+    else:
+        copy_artifact_tree(dirs["baseline"], out / MERGED)
+    copy_artifact_tree(dirs["lora"], out / ADAPTER)
+    if selected == "lora" and "baseline" in dirs:
+        copy_artifact_tree(dirs["baseline"], out / BASELINE)
+        summary["baseline_dir"] = BASELINE
+    summary["merged_bytes"] = model_size_bytes(out / MERGED)
+    summary["adapter_bytes"] = model_size_bytes(out / ADAPTER)
 
 
 @lightweight_component

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from components.collation import IGNORED_LABEL  # empty slots are labelled as filler rows are
@@ -157,6 +158,17 @@ def train_rows_for(lengths: Sequence[int], per_device: int, row_length: int, slo
                                     for o in orders):
         rows += 1
     return rows
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Packed batches: row length, text slots per row, and the rows of a training and an evaluation batch (all
+    devices)."""
+
+    row_length: int
+    slots: int
+    train_rows: int
+    eval_rows: int
 
 
 class PackedTexts:

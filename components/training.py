@@ -10,6 +10,7 @@ steps (components/train.py) and the smoke step (components/smoke.py) train throu
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +25,9 @@ from components.device import (
     xla_element_type,
 )
 from components.modeling import load_base_classifier
+from components.packing import PackedRows, load_packed_split, load_packed_texts, train_rows_for
 from components.runtime import progress
 from components.storage import committed_directory
-from components.trainer import PackedRows
 
 Mode = Literal["lora", "baseline"]
 
@@ -206,23 +207,16 @@ def xla_storage_types(record: dict[str, list[str]]):
     return StorageTypes()
 
 
-def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
-                out_dir: str | Path) -> dict[str, Any]:
-    """Train, keep the best epoch by val macro-F1, commit it to `out_dir` (manifest last); return the summary."""
-    from transformers import EarlyStoppingCallback, set_seed
+def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_dir: str | Path,
+                callbacks: Sequence = ()) -> dict[str, Any]:
+    """Train, keep the best epoch by val macro-F1, commit it to `out_dir` (manifest last); return the summary.
+    `callbacks`: more Trainer callbacks, run after the trainer's own."""
+    from transformers import set_seed
 
-    from components.checkpoints import (
-        checkpoint_root,
-        latest_valid_checkpoint,
-        remove_checkpoints,
-        run_checkpoint_dir,
-        run_identity,
-        stop_on_sigterm,
-    )
+    from components.checkpoints import remove_checkpoints, stop_on_sigterm
     from components.compile_cache import setup_compile_cache
-    from components.diagnostics import run_callbacks
     from components.encoding import load_tokenizer
-    from components.trainer import trainer_class
+    from components.trainer import SentimentTrainer
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -230,36 +224,16 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
     placement = prepare_placement(cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.precision)
     set_seed(cfg.train.seed)
     tokenizer = load_tokenizer(base_dir)
-    tok = cfg.tokenize
-    if tok.packing:
-        from components.packing import load_packed_split, load_packed_texts, train_rows_for
-
-        train_set = load_packed_texts(tokenized_dir, "train")
-        val_set = load_packed_split(tokenized_dir, "val", tok.max_length, tok.pack_slots)
-        rows = train_rows_for(train_set.lengths, placement.per_device_batch, tok.max_length, tok.pack_slots,
-                              cfg.train.seed, training_epochs(cfg, len(train_set), placement))
-        packing = PackedRows(tok.max_length, tok.pack_slots, rows * placement.devices,
-                             batch_rows(placement.per_device_eval_batch, cfg, placement))
-    else:
-        train_set = load_tokenized_split(tokenized_dir, "train")
-        val_set = load_tokenized_split(tokenized_dir, "val")
-        packing = None
+    train_set, val_set, packing = training_data(cfg, tokenized_dir, placement)
     model = build_model(mode, base_dir, cfg, static_attention() if placement.static_shapes else None)
     counts = parameter_counts(model)
     out_dir = Path(out_dir)
-    ckpt = run_checkpoint_dir(checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode),
-                              run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir))
-    resume = latest_valid_checkpoint(ckpt)
-    if resume is not None:
-        progress(f"{mode}: resuming from {resume}")
+    ckpt, resume = checkpoint_to_resume(mode, cfg, base_dir, tokenized_dir, out_dir)
     graphs: dict[str, list[int]] = {}
     storage: dict[str, list[str]] = {}
-    callbacks = [xla_graph_counts(graphs), xla_storage_types(storage)] if placement.kind == "xla" else []
-    callbacks.extend(run_callbacks(cfg, mode))  # TensorBoard curves; the smoke job's recorder
-    if cfg.train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    own_callbacks = training_callbacks(mode, cfg, placement, graphs, storage)
     with stop_on_sigterm() as stop:
-        trainer = trainer_class()(
+        trainer = SentimentTrainer(
             model=model,
             args=training_arguments(mode, cfg, str(ckpt), placement),
             placement=placement,
@@ -269,34 +243,90 @@ def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: st
             eval_dataset=val_set,
             processing_class=tokenizer,
             compute_metrics=compute_val_metrics,
-            callbacks=callbacks,
+            callbacks=own_callbacks,
             checkpoint_steps=cfg.train.checkpoint_steps,
             stop=stop,
             resume_from=str(resume) if resume else None,
         )
+        for callback in callbacks:
+            trainer.add_callback(callback)
         if placement.kind == "xla":
             refuse_xla_downcast()  # accelerate sets it on a TPU if asked for bf16 mixed precision
         start = time.monotonic()
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - start
     best = trainer.evaluate()
-    history = epoch_history(trainer.state.log_history)
-    summary = summarize(mode, cfg, counts, history, best, result, wall, placement)
-    summary["final_train_loss"] = trainer.whole_run_training_loss()
-    summary["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
+    summary = summarize(mode, cfg, counts, epoch_history(trainer.state.log_history), best, result, wall, placement)
+    summary.update(run_facts(trainer, resume, packing, graphs, storage))
+    commit_model(trainer, summary, out_dir)
+    remove_checkpoints(ckpt)
+    return summary
+
+
+def training_data(cfg: Config, tokenized_dir: str | Path, placement: Placement) -> tuple[Any, Any, PackedRows | None]:
+    """The train and val sets, and with packing the rows of both phases' batches (else None)."""
+    tok = cfg.tokenize
+    if not tok.packing:
+        return load_tokenized_split(tokenized_dir, "train"), load_tokenized_split(tokenized_dir, "val"), None
+    train_set = load_packed_texts(tokenized_dir, "train")
+    val_set = load_packed_split(tokenized_dir, "val", tok.max_length, tok.pack_slots)
+    rows = train_rows_for(train_set.lengths, placement.per_device_batch, tok.max_length, tok.pack_slots,
+                          cfg.train.seed, training_epochs(cfg, len(train_set), placement))
+    packing = PackedRows(tok.max_length, tok.pack_slots, rows * placement.devices,
+                         batch_rows(placement.per_device_eval_batch, cfg, placement))
+    return train_set, val_set, packing
+
+
+def checkpoint_to_resume(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
+                         out_dir: Path) -> tuple[Path, Path | None]:
+    """This run's checkpoint directory and the checkpoint in it to resume from (None: start afresh)."""
+    from components.checkpoints import checkpoint_root, latest_valid_checkpoint, run_checkpoint_dir, run_identity
+
+    ckpt = run_checkpoint_dir(checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode),
+                              run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir))
+    resume = latest_valid_checkpoint(ckpt)
+    if resume is not None:
+        progress(f"{mode}: resuming from {resume}")
+    return ckpt, resume
+
+
+def training_callbacks(mode: Mode, cfg: Config, placement: Placement, graphs: dict[str, list[int]],
+                       storage: dict[str, list[str]]) -> list:
+    """The Trainer's callbacks: on XLA the graph counts and storage types (recorded into `graphs` and `storage`),
+    TensorBoard curves, the smoke job's recorder, early stopping."""
+    from transformers import EarlyStoppingCallback
+
+    from components.diagnostics import run_callbacks
+
+    callbacks = [xla_graph_counts(graphs), xla_storage_types(storage)] if placement.kind == "xla" else []
+    callbacks.extend(run_callbacks(cfg, mode))  # TensorBoard curves; the smoke job's recorder
+    if cfg.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    return callbacks
+
+
+def run_facts(trainer, resume: Path | None, packing: PackedRows | None, graphs: dict[str, list[int]],
+              storage: dict[str, list[str]]) -> dict[str, Any]:
+    """What the summary adds from the run itself: the whole run's training loss, the step resumed from, the packed
+    rows, and on XLA the graphs, storage types and batch shardings."""
+    facts: dict[str, Any] = {"final_train_loss": trainer.whole_run_training_loss(),
+                             "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
     if packing is not None:
-        summary["packing"] = {"row_length": packing.row_length, "slots": packing.slots,
-                              "train_rows_per_batch": packing.train_rows, "eval_rows_per_batch": packing.eval_rows}
+        facts["packing"] = {"row_length": packing.row_length, "slots": packing.slots,
+                            "train_rows_per_batch": packing.train_rows, "eval_rows_per_batch": packing.eval_rows}
     if graphs:
-        summary["xla_graphs"] = graphs
-        summary["xla_storage_types"] = storage
-        summary["xla_batch_shardings"] = trainer.batch_shardings
+        facts["xla_graphs"] = graphs
+        facts["xla_storage_types"] = storage
+        facts["xla_batch_shardings"] = trainer.batch_shardings
+    return facts
+
+
+def commit_model(trainer, summary: dict[str, Any], out_dir: Path) -> None:
+    """The best model with its tokenizer and training_summary.json, committed to `out_dir` (manifest last)."""
     with committed_directory(out_dir) as tmp:
         trainer.save_model(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the summary records the settings
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    remove_checkpoints(ckpt)
-    return summary
 
 
 def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dict[str, float]],

@@ -307,6 +307,46 @@ def remote_findings(args: argparse.Namespace, cfg: Config, pipeline_root: str) -
 def submit(args: argparse.Namespace) -> int:
     params = parse_pairs(args.params, "--param")
     cfg = load_submit_config(args, params)
+    pipeline_root = checked_pipeline_root(args, cfg)
+    upload = None
+    if args.upload_data:
+        upload = {"source": str(args.upload_data),
+                  "destination": upload_destination(args.upload_data, cfg.vertex.staging_bucket)}
+        params["data_uri"] = upload["destination"]
+        cfg = load_submit_config(args, params)
+    if args.smoke and args.template:
+        raise SubmitError("--smoke compiles the smoke pipeline now; it does not take --template")
+    with tempfile.TemporaryDirectory() as tmp:
+        template, spec = pipeline_template(args, cfg, Path(tmp))
+        params = check_parameters(params, spec)
+        findings = preflight.spec_findings(spec, cfg)
+        if args.check and not args.dry_run:
+            return preflight.report(findings + remote_findings(args, cfg, pipeline_root), sys.stderr)
+        if not args.dry_run and print_spec_findings(findings):
+            return 2
+        job = pipeline_job(args, cfg, template, spec, pipeline_root, params)
+    if args.dry_run:
+        plan = {"create_pipeline_job": create_request(job, cfg), "experiment": args.experiment, "upload": upload}
+        print(json.dumps(plan, indent=2, ensure_ascii=False), flush=True)
+        return preflight.report(findings + remote_findings(args, cfg, pipeline_root), sys.stderr)
+    if upload:
+        uploaded = upload_data(args.upload_data, upload["destination"])
+        print(f"{'uploaded' if uploaded else 'already there'}: {upload['destination']}", flush=True)
+    bucket_findings = preflight.bucket_findings([pipeline_root], cfg.vertex.region)
+    for finding in bucket_findings:
+        print(finding.line(), file=sys.stderr, flush=True)
+    if any(f.level == preflight.ERROR for f in bucket_findings):
+        return 2
+    linked = start_run(job, args, cfg)
+    print(f"submitted: {job.resource_name}", flush=True)
+    print(f"console: {console_link(cfg, job.job_id)}", flush=True)
+    if linked:
+        print(f"experiment: {args.experiment}", flush=True)
+    return follow(job, args.poll_seconds) if args.wait else 0
+
+
+def checked_pipeline_root(args: argparse.Namespace, cfg: Config) -> str:
+    """The run's pipeline root, once the project, the experiment name and the root itself are usable."""
     v = cfg.vertex
     if not v.project:
         raise SubmitError("no project: pass --project or set vertex.project")
@@ -315,52 +355,46 @@ def submit(args: argparse.Namespace) -> int:
     pipeline_root = v.effective_pipeline_root()
     if not pipeline_root:
         raise SubmitError("no pipeline root: pass --pipeline-root or --staging-bucket (gs://...)")
-    upload = None
-    if args.upload_data:
-        upload = {"source": str(args.upload_data),
-                  "destination": upload_destination(args.upload_data, v.staging_bucket)}
-        params["data_uri"] = upload["destination"]
-        cfg = load_submit_config(args, params)
-    if args.smoke and args.template:
-        raise SubmitError("--smoke compiles the smoke pipeline now; it does not take --template")
-    with tempfile.TemporaryDirectory() as tmp:
-        template = Path(args.template) if args.template else Path(args.output or Path(tmp) / "pipeline.yaml")
-        if not args.template:
-            compile_spec(cfg, template, smoke=args.smoke)
-        try:
-            spec = yaml.safe_load(template.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise SubmitError(f"--template {template}: cannot read a compiled pipeline ({err})") from None
-        params = check_parameters(params, spec)
-        findings = preflight.spec_findings(spec, cfg)
-        if args.check and not args.dry_run:
-            return preflight.report(findings + remote_findings(args, cfg, pipeline_root), sys.stderr)
-        if not args.dry_run:
-            blocking = [f for f in findings if f.level == preflight.ERROR]
-            for finding in blocking or findings:
-                print(finding.line(), file=sys.stderr, flush=True)
-            if blocking:
-                return 2
-        init_sdk(cfg, args.api_endpoint, args.dry_run, args.debug)
-        from google.cloud import aiplatform
+    return pipeline_root
 
-        job = aiplatform.PipelineJob(
-            display_name=args.display_name or spec.get("pipelineInfo", {}).get("name", cfg.pipeline.name),
-            template_path=str(template), job_id=args.job_id,
-            pipeline_root=pipeline_root, parameter_values=params, enable_caching=args.enable_caching,
-            labels=dict(v.labels), project=v.project, location=v.region)
-    if args.dry_run:
-        plan = {"create_pipeline_job": create_request(job, cfg), "experiment": args.experiment, "upload": upload}
-        print(json.dumps(plan, indent=2, ensure_ascii=False), flush=True)
-        return preflight.report(findings + remote_findings(args, cfg, pipeline_root), sys.stderr)
-    if upload:
-        uploaded = upload_data(args.upload_data, upload["destination"])
-        print(f"{'uploaded' if uploaded else 'already there'}: {upload['destination']}", flush=True)
-    bucket_findings = preflight.bucket_findings([pipeline_root], v.region)
-    for finding in bucket_findings:
+
+def pipeline_template(args: argparse.Namespace, cfg: Config, tmp: Path) -> tuple[Path, dict]:
+    """The compiled pipeline to submit and its spec: --template, else compiled now (into --output, else `tmp`)."""
+    template = Path(args.template) if args.template else Path(args.output or tmp / "pipeline.yaml")
+    if not args.template:
+        compile_spec(cfg, template, smoke=args.smoke)
+    try:
+        return template, yaml.safe_load(template.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise SubmitError(f"--template {template}: cannot read a compiled pipeline ({err})") from None
+
+
+def print_spec_findings(findings: list[preflight.Finding]) -> bool:
+    """Print the blocking findings (or, when none blocks, all of them); True if any blocks."""
+    blocking = [f for f in findings if f.level == preflight.ERROR]
+    for finding in blocking or findings:
         print(finding.line(), file=sys.stderr, flush=True)
-    if any(f.level == preflight.ERROR for f in bucket_findings):
-        return 2
+    return bool(blocking)
+
+
+def pipeline_job(args: argparse.Namespace, cfg: Config, template: Path, spec: dict, pipeline_root: str,
+                 params: dict[str, Any]):
+    """The SDK's PipelineJob for the run (nothing sent yet)."""
+    init_sdk(cfg, args.api_endpoint, args.dry_run, args.debug)
+    from google.cloud import aiplatform
+
+    v = cfg.vertex
+    return aiplatform.PipelineJob(
+        display_name=args.display_name or spec.get("pipelineInfo", {}).get("name", cfg.pipeline.name),
+        template_path=str(template), job_id=args.job_id,
+        pipeline_root=pipeline_root, parameter_values=params, enable_caching=args.enable_caching,
+        labels=dict(v.labels), project=v.project, location=v.region)
+
+
+def start_run(job, args: argparse.Namespace, cfg: Config) -> bool:
+    """Create the run; True if it was linked to --experiment. A run created whose linking failed gets a warning,
+    not an error (resubmitting would start a second run)."""
+    v = cfg.vertex
     try:
         job.submit(service_account=v.service_account or None, network=v.network or None,
                    reserved_ip_ranges=list(v.reserved_ip_ranges) or None, experiment=args.experiment)
@@ -375,14 +409,8 @@ def submit(args: argparse.Namespace) -> int:
         print(f"warning: run {name} was created and goes on ({console_link(cfg, job.job_id)}), but linking it to "
               f"Vertex AI Experiment {args.experiment!r} failed; do not resubmit (that starts and bills a second "
               f"run). Cause: {cause_line}", file=sys.stderr, flush=True)
-        linked = False
-    else:
-        linked = bool(args.experiment)
-    print(f"submitted: {job.resource_name}", flush=True)
-    print(f"console: {console_link(cfg, job.job_id)}", flush=True)
-    if linked:
-        print(f"experiment: {args.experiment}", flush=True)
-    return follow(job, args.poll_seconds) if args.wait else 0
+        return False
+    return bool(args.experiment)
 
 
 def describe_failure(err: Exception, args: argparse.Namespace) -> str | None:

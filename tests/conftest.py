@@ -11,7 +11,6 @@ The test layers (markers; README "Tests"):
 - network, xla, images: PyPI, the XLA environment (`make test-xla`), the built images (`make test-images`).
 """
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -20,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -140,30 +139,17 @@ def gcsfuse_semantics(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@contextlib.contextmanager
-def sigterm_at_step(step: int) -> Iterator[None]:
-    """Inside: a training run in this process is sent SIGTERM at the end of optimizer step `step` (a preempted job)."""
+def sigterm_at_step(step: int):
+    """A Trainer callback for `train_model(..., callbacks=[...])`: it sends this process SIGTERM at the end of
+    optimizer step `step` (a preempted job), after the trainer's own step-end hooks."""
     from transformers import TrainerCallback
-
-    from components import trainer
 
     class SendSigterm(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == step:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    original = trainer.trainer_class
-
-    class Signalled(original()):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(SendSigterm())
-
-    trainer.trainer_class = lambda: Signalled
-    try:
-        yield
-    finally:
-        trainer.trainer_class = original
+    return SendSigterm()
 
 
 def free_port() -> int:

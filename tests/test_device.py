@@ -101,7 +101,7 @@ class StaticPlacement(Placement):
 
 def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, fast_cfg, tmp_path):
     from components.collation import load_tokenized_split
-    from components.trainer import real_rows_loss, trainer_class
+    from components.trainer import SentimentTrainer, real_rows_loss
     from components.training import training_arguments
 
     val = load_tokenized_split(tokenized_dir, "val")
@@ -110,7 +110,7 @@ def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, f
     losses = {}
     for name, placement in {"plain": Placement("cpu", 1, "fp32", 16, 16),
                             "filled": StaticPlacement("cpu", 1, "fp32", 16, 16)}.items():
-        trainer = trainer_class()(
+        trainer = SentimentTrainer(
             model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path / name), placement),
             placement=placement, pad_token_id=1, eval_dataset=val, compute_metrics=compute_val_metrics)
         losses[name] = trainer.evaluate()["eval_loss"]
@@ -125,23 +125,23 @@ def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, f
 
 
 def test_bf16_is_the_trainers_own_autocast_over_float32_weights(base_dir, fast_cfg, tmp_path):
-    from components.trainer import trainer_class
+    from components.trainer import SentimentTrainer
     from components.training import training_arguments
 
     placement = Placement("cpu", 1, "bf16", 4, 4)
     args = training_arguments("baseline", fast_cfg, str(tmp_path), placement)
     assert not args.bf16 and not args.fp16  # accelerate's mixed precision (XLA_USE_BF16 on a TPU) stays off
     model = load_base_classifier(base_dir)
-    trainer = trainer_class()(model=model, args=args, placement=placement, pad_token_id=1,
-                              eval_dataset=features([4]))
+    trainer = SentimentTrainer(model=model, args=args, placement=placement, pad_token_id=1,
+                               eval_dataset=features([4]))
     batch = BucketCollator(pad_token_id=1)(features([4, 9, 6]))
     with trainer.compute_loss_context_manager():
         out = model(**batch)
     assert out.logits.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     fp32 = Placement("cpu", 1, "fp32", 4, 4)
-    plain = trainer_class()(model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path), fp32),
-                            placement=fp32, pad_token_id=1, eval_dataset=features([4]))
+    plain = SentimentTrainer(model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path), fp32),
+                             placement=fp32, pad_token_id=1, eval_dataset=features([4]))
     with plain.compute_loss_context_manager():
         assert model(**batch).logits.dtype == torch.float32
 

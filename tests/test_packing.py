@@ -150,15 +150,15 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     from components.device import Placement
     from components.metrics import headline_metrics
     from components.modeling import load_trained_model
-    from components.packing import load_packed_split
-    from components.trainer import PackedRows, real_rows_loss, trainer_class
+    from components.packing import PackedRows, load_packed_split
+    from components.trainer import SentimentTrainer, real_rows_loss
     from components.training import compute_val_metrics
 
     model = load_trained_model(trained["baseline"][0], base_dir)
     val = load_packed_split(tokenized_dir, "val", ROW, SLOTS)
     texts = pd.read_parquet(tokenized_dir / "val.parquet", columns=["input_ids", "num_tokens", "label"])
     placement = Placement("cpu", 1, "fp32", 16, 16)
-    trainer = trainer_class()(
+    trainer = SentimentTrainer(
         model=model, args=TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2,
                                             report_to="none", remove_unused_columns=False, disable_tqdm=True),
         placement=placement, pad_token_id=1, packing=PackedRows(ROW, SLOTS, 2, 2),

@@ -152,9 +152,9 @@ def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fas
 
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(tmp_path / "aip"))  # as Vertex AI sets it (here a plain path)
     before = signal.getsignal(signal.SIGTERM)
-    with sigterm_at_step(3), pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
         train_model("lora", fast_cfg.with_overrides({"train.checkpoint_steps": 0}), base_dir, tokenized_dir,
-                    tmp_path / "m")
+                    tmp_path / "m", callbacks=[sigterm_at_step(3)])
     assert signal.getsignal(signal.SIGTERM) == before
     assert not (tmp_path / "m").exists()
     ckpt = tmp_path / "aip" / "lora"

@@ -371,8 +371,9 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
         monkeypatch.setenv(name, value)
     ckpt_root = Path(os.environ["AIP_CHECKPOINT_DIR"]) / "lora"
     overrides = {"train.checkpoint_steps": 0, "train.epochs": 1}
-    with sigterm_at_step(3), pytest.raises(Interrupted):
-        train_model("lora", fast_cfg.with_overrides(overrides), base_dir, tokenized_dir, tmp_path / "a")
+    with pytest.raises(Interrupted):
+        train_model("lora", fast_cfg.with_overrides(overrides), base_dir, tokenized_dir, tmp_path / "a",
+                    callbacks=[sigterm_at_step(3)])
     [run_dir] = ckpt_root.iterdir()  # a sub-location keyed by the run's identity, never the shared root
     assert run_dir.name.startswith("run-") and latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"
     other = train_model("lora", fast_cfg.with_overrides({**overrides, "train.lora_learning_rate": 1e-3}), base_dir,
