@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
@@ -52,15 +52,27 @@ NUM_LABELS = 3
 PACKED_ROW = 128
 
 # The architecture of FacebookAI/xlm-roberta-base (its config.json), built without the Hub.
-XLMR_BASE: dict[str, Any] = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                 intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
-                                 layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+XLMR_BASE: dict[str, Any] = dict(
+    vocab_size=250002,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
 # A few-MB stand-in with the same code path, for tests of this script.
-XLMR_TINY = dict(XLMR_BASE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=128)
+XLMR_TINY = dict(
+    XLMR_BASE, vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+)
 
 
 # --------------------------------------------------------------------------- lengths and batches
+
 
 def token_lengths(csv_path: Path, vocab_size: int) -> list[int]:
     """Token counts (with <s> and </s>) of every text, by a Unigram model trained on the texts themselves."""
@@ -71,9 +83,16 @@ def token_lengths(csv_path: Path, vocab_size: int) -> list[int]:
 
     texts = pd.read_csv(csv_path)["text"].dropna().astype(str).tolist()
     proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=proto, vocab_size=vocab_size,
-                                   model_type="unigram", hard_vocab_limit=False, character_coverage=1.0,
-                                   num_threads=1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=proto,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
     return [len(ids) + 2 for ids in sp.encode(texts)]
 
@@ -87,8 +106,10 @@ def original_batches(lengths: list[int], batch_size: int, seed: int) -> list[dic
     """Random order, every row padded to 256."""
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
-    return [{"width": ORIGINAL_LENGTH, "rows": [min(lengths[i], ORIGINAL_LENGTH) for i in order[k:k + batch_size]]}
-            for k in range(0, len(order), batch_size)]
+    return [
+        {"width": ORIGINAL_LENGTH, "rows": [min(lengths[i], ORIGINAL_LENGTH) for i in order[k : k + batch_size]]}
+        for k in range(0, len(order), batch_size)
+    ]
 
 
 def bucketed_batches(lengths: list[int], batch_size: int, buckets: list[int], seed: int) -> list[dict[str, Any]]:
@@ -97,7 +118,7 @@ def bucketed_batches(lengths: list[int], batch_size: int, buckets: list[int], se
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches = []
     for k in range(0, len(order), batch_size):
-        rows = [min(lengths[i], buckets[-1]) for i in order[k:k + batch_size]]
+        rows = [min(lengths[i], buckets[-1]) for i in order[k : k + batch_size]]
         batches.append({"width": bucket_for(max(rows), buckets), "rows": rows})
     random.Random(seed).shuffle(batches)
     return batches
@@ -112,8 +133,10 @@ def packed_batches(lengths: list[int], batch_size: int, slots: int, seed: int, c
     clipped = [min(n, PACKED_ROW) for n in lengths]
     rows = train_rows_for(clipped, batch_size, PACKED_ROW, slots, seed, 1)
     units = epoch_units(epoch_order(len(clipped), seed, 0), clipped, batch_size, PACKED_ROW, slots, rows) or []
-    return [{"packed": [[clipped[i] for i in row] for row in unit], "width": PACKED_ROW, "slots": slots, "rows": rows}
-            for unit in units[:count]]
+    return [
+        {"packed": [[clipped[i] for i in row] for row in unit], "width": PACKED_ROW, "slots": slots, "rows": rows}
+        for unit in units[:count]
+    ]
 
 
 def batch_texts(spec: dict[str, Any]) -> int:
@@ -131,6 +154,7 @@ def padding_efficiency(batches: list[dict[str, Any]], batch_size: int) -> float:
 
 
 # --------------------------------------------------------------------------- one configuration (a worker)
+
 
 def pick_device(name: str) -> str:
     import torch
@@ -156,7 +180,7 @@ def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
     import torch
 
     from components.config import Config
-    from components.device import Placement
+    from components.device import DeviceKind, Placement, Precision
     from components.packing import PackedRows
     from components.trainer import SentimentTrainer
     from components.training import build_model, training_arguments
@@ -165,15 +189,26 @@ def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
     mode: Literal["lora", "baseline"] = "lora" if job["mode"] == "lora" else "baseline"
     torch.manual_seed(job["seed"])  # LoRA's initialisation
     model = build_model(mode, job["base_dir"], cfg)
-    placement = Placement(kind=device, devices=1, precision=job["precision"],  # type: ignore[arg-type]
-                          per_device_batch=job["batch_size"], per_device_eval_batch=job["batch_size"])
+    placement = Placement(
+        kind=cast(DeviceKind, device),  # pick_device's answer
+        devices=1,
+        precision=cast(Precision, job["precision"]),  # the --precision choices
+        per_device_batch=job["batch_size"],
+        per_device_eval_batch=job["batch_size"],
+    )
     packed = [spec for spec in job["batches"] if "packed" in spec]
     packing = PackedRows(PACKED_ROW, packed[0]["slots"], packed[0]["rows"], packed[0]["rows"]) if packed else None
     # The train component's arguments; no evaluation or checkpoints, which happen between steps.
-    args = dataclasses.replace(training_arguments(mode, cfg, output_dir, placement), eval_strategy="no",
-                               save_strategy="no", load_best_model_at_end=False, use_cpu=device == "cpu")
-    trainer = SentimentTrainer(model=model, args=args, placement=placement, pad_token_id=XLMR_BASE["pad_token_id"],
-                               packing=packing)
+    args = dataclasses.replace(
+        training_arguments(mode, cfg, output_dir, placement),
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        use_cpu=device == "cpu",
+    )
+    trainer = SentimentTrainer(
+        model=model, args=args, placement=placement, pad_token_id=XLMR_BASE["pad_token_id"], packing=packing
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=2 * len(job["batches"]))  # warm-up steps too
     trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # the loop sets it per step
     return trainer
@@ -197,17 +232,26 @@ def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, r
 
     pad = XLMR_BASE["pad_token_id"]
     if "packed" in spec:
-        records = [{"texts": [random_text(n, vocab, rng) for n in row],
-                    "labels": torch.randint(0, NUM_LABELS, (len(row),), generator=rng).tolist(),
-                    "index": list(range(len(row)))} for row in spec["packed"]]
+        records = [
+            {
+                "texts": [random_text(n, vocab, rng) for n in row],
+                "labels": torch.randint(0, NUM_LABELS, (len(row),), generator=rng).tolist(),
+                "index": list(range(len(row))),
+            }
+            for row in spec["packed"]
+        ]
         batch = PackedCollator(pad, spec["width"], spec["slots"], spec["rows"])(records)
     else:
         features = []
         for n in spec["rows"]:
             ids = random_text(n, vocab, rng)
-            features.append({"input_ids": ids + [pad] * (spec["width"] - n),
-                             "attention_mask": [1] * n + [0] * (spec["width"] - n),
-                             "label": int(torch.randint(0, NUM_LABELS, (1,), generator=rng))})
+            features.append(
+                {
+                    "input_ids": ids + [pad] * (spec["width"] - n),
+                    "attention_mask": [1] * n + [0] * (spec["width"] - n),
+                    "label": int(torch.randint(0, NUM_LABELS, (1,), generator=rng)),
+                }
+            )
         batch = BucketCollator(pad, batch_size)(features)
     return {key: value.to(device) for key, value in batch.items()}
 
@@ -260,16 +304,26 @@ def run_config(job: dict[str, Any], output_dir: str) -> dict[str, Any]:
     padded_tokens = sum(b["input_ids"].numel() for b in batches)
     flops = sum(flops_by_shape[tuple(b["input_ids"].shape)] for b in batches)
     optim = getattr(args.optim, "value", args.optim)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {
-        "setting": job["setting"], "mode": job["mode"], "precision": job["precision"],
-        "examples": examples, "batches": len(batches), "seconds": seconds,
-        "examples_per_s": examples / seconds, "tokens_per_s": real_tokens / seconds,
+        "setting": job["setting"],
+        "mode": job["mode"],
+        "precision": job["precision"],
+        "examples": examples,
+        "batches": len(batches),
+        "seconds": seconds,
+        "examples_per_s": examples / seconds,
+        "tokens_per_s": real_tokens / seconds,
         "padded_tokens_per_s": padded_tokens / seconds,
         "padding_efficiency": real_tokens / padded_tokens,
-        "flops_per_example": flops / examples, "achieved_flops_per_s": flops / seconds,
-        "peak_memory_bytes": int(peak), "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
+        "flops_per_example": flops / examples,
+        "achieved_flops_per_s": flops / seconds,
+        "peak_memory_bytes": int(peak),
+        "peak_memory_kind": "cuda_max_allocated" if device == "cuda" else "max_rss",
         "trainable_parameters": sum(p.numel() for p in params),
         "device": str(args.device),
         "optimizer": f"{type(optimizer).__name__} ({optim}, lr {args.learning_rate:g}, clip {args.max_grad_norm:g})",
@@ -301,8 +355,10 @@ def worker(job_path: str) -> None:
         result: dict[str, Any] = {"base_dir": job["path"]}
     elif job["kind"] == "peak":
         device = pick_device(job["device"])
-        result = {"precision": job["precision"], "matmul_flops_per_s": matmul_peak(device, job["precision"],
-                                                                                   job["size"])}
+        result = {
+            "precision": job["precision"],
+            "matmul_flops_per_s": matmul_peak(device, job["precision"], job["size"]),
+        }
     else:
         with tempfile.TemporaryDirectory(prefix="banglasenti-benchmark-") as output_dir:  # the Trainer's: unused
             result = run_config(job, output_dir)
@@ -313,27 +369,37 @@ def in_subprocess(job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(job, f)
     try:
-        done = subprocess.run([sys.executable, __file__, "--worker", f.name], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", f.name], capture_output=True, text=True, check=False
+        )
     finally:
         os.unlink(f.name)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise SystemExit(f"benchmark worker failed ({job.get('setting', job['kind'])}):\n{done.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     result["load_average_1min_after"] = os.getloadavg()[0]
-    print("RESULT " + json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}), file=sys.stderr,
-          flush=True)
+    print(
+        "RESULT " + json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}),
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
 # --------------------------------------------------------------------------- the run
 
+
 def machine_facts(device: str) -> dict[str, Any]:
     import torch
 
-    facts = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-             "cpu_threads": torch.get_num_threads(), "device": device}
+    facts = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": device,
+    }
     if device == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(0)
     return facts
@@ -344,8 +410,12 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     import statistics
 
     timed = ("seconds", "examples_per_s", "tokens_per_s", "padded_tokens_per_s", "achieved_flops_per_s")
-    return {**runs[0], **{key: statistics.median(r[key] for r in runs) for key in timed},
-            "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs), "repetitions": len(runs)}
+    return {
+        **runs[0],
+        **{key: statistics.median(r[key] for r in runs) for key in timed},
+        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs),
+        "repetitions": len(runs),
+    }
 
 
 def speedup(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
@@ -357,19 +427,25 @@ def speedup(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def render_table(report: dict[str, Any]) -> str:
-    head = (f"{'setting':<9} {'mode':<5} {'prec':<5} {'ex/s':>8} {'tok/s':>9} {'pad eff':>7} {'GFLOP/ex':>8} "
-            f"{'TFLOP/s':>8} {'% peak':>6} {'peak MB':>8}")
+    head = (
+        f"{'setting':<9} {'mode':<5} {'prec':<5} {'ex/s':>8} {'tok/s':>9} {'pad eff':>7} {'GFLOP/ex':>8} "
+        f"{'TFLOP/s':>8} {'% peak':>6} {'peak MB':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in report["results"]:
-        lines.append(f"{r['setting']:<9} {r['mode']:<5} {r['precision']:<5} {r['examples_per_s']:>8.2f} "
-                     f"{r['tokens_per_s']:>9.0f} {r['padding_efficiency']:>7.3f} {r['flops_per_example'] / 1e9:>8.2f} "
-                     f"{r['achieved_flops_per_s'] / 1e12:>8.3f} {100 * r['share_of_matmul_peak']:>6.1f} "
-                     f"{r['peak_memory_bytes'] / 2**20:>8.0f}")
+        lines.append(
+            f"{r['setting']:<9} {r['mode']:<5} {r['precision']:<5} {r['examples_per_s']:>8.2f} "
+            f"{r['tokens_per_s']:>9.0f} {r['padding_efficiency']:>7.3f} {r['flops_per_example'] / 1e9:>8.2f} "
+            f"{r['achieved_flops_per_s'] / 1e12:>8.3f} {100 * r['share_of_matmul_peak']:>6.1f} "
+            f"{r['peak_memory_bytes'] / 2**20:>8.0f}"
+        )
     lines.append("")
     for name, by_mode in report["speedups_examples_per_s"].items():
         for mode, ratio in by_mode.items():
-            lines.append(f"{name}, examples/s, {mode}: {ratio['of_medians']:.2f}x "
-                         f"(per repetition: {', '.join(f'{x:.2f}' for x in ratio['per_repetition'])})")
+            lines.append(
+                f"{name}, examples/s, {mode}: {ratio['of_medians']:.2f}x "
+                f"(per repetition: {', '.join(f'{x:.2f}' for x in ratio['per_repetition'])})"
+            )
     lines.append(f"1-minute load average after each worker: {report['load_average']}")
     for precision, peak in report["matmul_peak_flops_per_s"].items():
         lines.append(f"matmul peak ({precision}): {peak / 1e12:.3f} TFLOP/s")
@@ -382,8 +458,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lengths-from", type=Path, help="replay the token lengths of an earlier --json report")
     parser.add_argument("--examples", type=int, default=128, help="examples timed per configuration")
     parser.add_argument("--batch-size", type=int, default=16, help="texts a batch")
-    parser.add_argument("--slots", type=int, default=16, help="most texts a packed row of 128 tokens "
-                        "(tokenize.pack_slots)")
+    parser.add_argument(
+        "--slots", type=int, default=16, help="most texts a packed row of 128 tokens (tokenize.pack_slots)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="round-robin repetitions of every configuration")
     parser.add_argument("--original-repeats", type=int, help="repetitions of the (slow) original (default: all)")
     parser.add_argument("--settings", default="original,buckets,packed", help="which settings to time")
@@ -400,8 +477,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def time_configurations(args: argparse.Namespace, modes: list[str], settings: dict[str, Any], original_repeats: int,
-                        base_job: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def time_configurations(
+    args: argparse.Namespace,
+    modes: list[str],
+    settings: dict[str, Any],
+    original_repeats: int,
+    base_job: dict[str, Any],
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Every (setting, mode) `args.repeats` times, round-robin, so that load from elsewhere falls on every
     configuration alike; each run in a fresh process."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -410,10 +492,14 @@ def time_configurations(args: argparse.Namespace, modes: list[str], settings: di
             for setting, (prec, batches) in settings.items():
                 if setting == "original" and repetition >= original_repeats:
                     continue
-                print(f"[{repetition + 1}/{args.repeats}] timing {setting} / {mode} ({len(batches)} batches) ...",
-                      file=sys.stderr, flush=True)
-                runs.setdefault((setting, mode), []).append(in_subprocess(
-                    {**base_job, "setting": setting, "mode": mode, "precision": prec, "batches": batches}))
+                print(
+                    f"[{repetition + 1}/{args.repeats}] timing {setting} / {mode} ({len(batches)} batches) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                runs.setdefault((setting, mode), []).append(
+                    in_subprocess({**base_job, "setting": setting, "mode": mode, "precision": prec, "batches": batches})
+                )
     return runs
 
 
@@ -439,8 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     every = {
         "original": lambda: ("fp32", original_batches(lengths, args.batch_size, args.seed)),
         "buckets": lambda: (precision, bucketed_batches(lengths, args.batch_size, buckets, args.seed)),
-        "packed": lambda: (precision, packed_batches(all_lengths, args.batch_size, args.slots, args.seed,
-                                                     len(lengths) // args.batch_size)),
+        "packed": lambda: (
+            precision,
+            packed_batches(all_lengths, args.batch_size, args.slots, args.seed, len(lengths) // args.batch_size),
+        ),
     }
     chosen = [name for name in args.settings.split(",") if name]
     if not chosen or set(chosen) - set(every):
@@ -448,31 +536,59 @@ def main(argv: list[str] | None = None) -> int:
     settings = {name: every[name]() for name in chosen}
     original_repeats = args.repeats if args.original_repeats is None else args.original_repeats
     with tempfile.TemporaryDirectory(prefix="banglasenti-benchmark-base-") as base_root:
-        base_dir = in_subprocess({"kind": "base", "arch": args.arch, "seed": args.seed,
-                                  "path": str(Path(base_root) / "model")})["base_dir"]
-        runs = time_configurations(args, modes, settings, original_repeats,
-                                   {"kind": "train", "device": device, "arch": args.arch,
-                                    "batch_size": args.batch_size, "seed": args.seed, "base_dir": base_dir})
-    peaks = {prec: in_subprocess({"kind": "peak", "device": device, "precision": prec, "size": args.matmul_size})
-             ["matmul_flops_per_s"] for prec in sorted({"fp32", precision})}
+        base_dir = in_subprocess(
+            {"kind": "base", "arch": args.arch, "seed": args.seed, "path": str(Path(base_root) / "model")}
+        )["base_dir"]
+        runs = time_configurations(
+            args,
+            modes,
+            settings,
+            original_repeats,
+            {
+                "kind": "train",
+                "device": device,
+                "arch": args.arch,
+                "batch_size": args.batch_size,
+                "seed": args.seed,
+                "base_dir": base_dir,
+            },
+        )
+    peaks = {
+        prec: in_subprocess({"kind": "peak", "device": device, "precision": prec, "size": args.matmul_size})[
+            "matmul_flops_per_s"
+        ]
+        for prec in sorted({"fp32", precision})
+    }
     results = [median_result(rs) for rs in runs.values()]
     for r in results:
         r["share_of_matmul_peak"] = r["achieved_flops_per_s"] / peaks[r["precision"]]
-    pairs = [(a, b) for a, b in (("buckets", "original"), ("packed", "original"), ("packed", "buckets"))
-             if a in settings and b in settings]
+    pairs = [
+        (a, b)
+        for a, b in (("buckets", "original"), ("packed", "original"), ("packed", "buckets"))
+        if a in settings and b in settings
+    ]
     report = {
         "machine": machine_facts(device),
-        "arch": args.arch, "batch_size": args.batch_size, "buckets": buckets, "examples": len(lengths),
+        "arch": args.arch,
+        "batch_size": args.batch_size,
+        "buckets": buckets,
+        "examples": len(lengths),
         "lengths": {"data": data_name, "values": all_lengths if not args.lengths_from else source["values"]},
-        "length_summary": {"median": sorted(lengths)[len(lengths) // 2], "max": max(lengths),
-                           "share_over_128": sum(n > 128 for n in lengths) / len(lengths)},
+        "length_summary": {
+            "median": sorted(lengths)[len(lengths) // 2],
+            "max": max(lengths),
+            "share_over_128": sum(n > 128 for n in lengths) / len(lengths),
+        },
         "matmul_peak_flops_per_s": peaks,
-        "repeats": args.repeats, "original_repeats": original_repeats, "slots": args.slots,
+        "repeats": args.repeats,
+        "original_repeats": original_repeats,
+        "slots": args.slots,
         "results": results,
         "repetitions": {f"{s}/{m}": [r["examples_per_s"] for r in rs] for (s, m), rs in runs.items()},
         "load_average": [round(r["load_average_1min_after"], 2) for rs in runs.values() for r in rs],
-        "speedups_examples_per_s": {f"{a} / {b}": {m: speedup(runs[a, m], runs[b, m]) for m in modes}
-                                    for a, b in pairs},
+        "speedups_examples_per_s": {
+            f"{a} / {b}": {m: speedup(runs[a, m], runs[b, m]) for m in modes} for a, b in pairs
+        },
     }
     print(render_table(report))
     if args.json:

@@ -10,7 +10,6 @@ for `model.tiny.pretrain_steps` steps (capped by `pretrain_max_seconds`), so fin
 weights that have seen Bengali rather than from noise.
 """
 
-
 import json
 import math
 import shutil
@@ -51,13 +50,27 @@ def train_unigram_tokenizer(texts: list[str], vocab_size: int):
 
     proto = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=proto, model_type="unigram", vocab_size=vocab_size,
-        hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="identity",
-        max_sentencepiece_length=12, num_threads=1, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, minloglevel=2,
+        sentence_iterator=iter(texts),
+        model_writer=proto,
+        model_type="unigram",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        max_sentencepiece_length=12,
+        num_threads=1,
+        unk_id=0,
+        bos_id=-1,
+        eos_id=-1,
+        pad_id=-1,
+        minloglevel=2,
     )
     sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
-    pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())
-              if not (sp.is_unknown(i) or sp.is_control(i))]
+    pieces = [
+        (sp.id_to_piece(i), sp.get_score(i))
+        for i in range(sp.get_piece_size())
+        if not (sp.is_unknown(i) or sp.is_control(i))
+    ]
     return XLMRobertaTokenizer(vocab=[(token, 0.0) for token in SPECIAL_TOKENS] + pieces)
 
 
@@ -132,11 +145,18 @@ def pretrain_masked_lm(model, tokenizer, texts: list[str], cfg: TinyModelConfig,
     head = torch.stack(losses[: min(20, len(losses))]).mean().item()
     tail = torch.stack(losses[-min(20, len(losses)) :]).mean().item()
     if step < cfg.pretrain_steps:
-        print(f"WARNING: masked-LM pre-training stopped by the {cfg.pretrain_max_seconds:g} s cap after {step} of "
-              f"{cfg.pretrain_steps} steps: the base model depends on this machine's speed", flush=True)
-    return {"pretrain_steps": step, "pretrain_seconds": round(time.monotonic() - start, 1),
-            "pretrain_loss_first": round(head, 4), "pretrain_loss_last": round(tail, 4),
-            "pretrain_perplexity_last": round(math.exp(min(tail, 50.0)), 2)}
+        print(
+            f"WARNING: masked-LM pre-training stopped by the {cfg.pretrain_max_seconds:g} s cap after {step} of "
+            f"{cfg.pretrain_steps} steps: the base model depends on this machine's speed",
+            flush=True,
+        )
+    return {
+        "pretrain_steps": step,
+        "pretrain_seconds": round(time.monotonic() - start, 1),
+        "pretrain_loss_first": round(head, 4),
+        "pretrain_loss_last": round(tail, 4),
+        "pretrain_perplexity_last": round(math.exp(min(tail, 50.0)), 2),
+    }
 
 
 def build_tiny_base(texts: list[str], cfg: TinyModelConfig, max_length: int, out_dir: Path) -> dict[str, Any]:
@@ -171,20 +191,25 @@ def copy_model_dir(source: Path, out_dir: Path) -> None:
                 shutil.copy2(file, out_dir / file.name)
 
 
-def resolve_base_model(model_cfg: ModelConfig, train_texts: list[str], max_length: int,
-                       out_dir: str | Path) -> dict[str, Any]:
+def resolve_base_model(
+    model_cfg: ModelConfig, train_texts: list[str], max_length: int, out_dir: str | Path
+) -> dict[str, Any]:
     """Write the base model into `out_dir` (committed once complete) and return its lineage metadata."""
     name = model_cfg.name
     meta: dict[str, Any] = {"base_model": name}
     with committed_directory(out_dir) as tmp:
         if name == TINY:
             meta["kind"] = "tiny"
-            progress(f"building the tiny offline XLM-R: masked-LM pre-training on {len(train_texts)} train texts, "
-                     f"{model_cfg.tiny.pretrain_steps} steps (at most {model_cfg.tiny.pretrain_max_seconds:g} s)")
+            progress(
+                f"building the tiny offline XLM-R: masked-LM pre-training on {len(train_texts)} train texts, "
+                f"{model_cfg.tiny.pretrain_steps} steps (at most {model_cfg.tiny.pretrain_max_seconds:g} s)"
+            )
             meta.update(build_tiny_base(train_texts, model_cfg.tiny, max_length, tmp))
             if meta.get("pretrain_steps"):
-                progress(f"pre-trained {meta['pretrain_steps']} steps in {meta['pretrain_seconds']:g} s, masked-LM "
-                         f"loss {meta['pretrain_loss_first']:.2f} -> {meta['pretrain_loss_last']:.2f}")
+                progress(
+                    f"pre-trained {meta['pretrain_steps']} steps in {meta['pretrain_seconds']:g} s, masked-LM "
+                    f"loss {meta['pretrain_loss_first']:.2f} -> {meta['pretrain_loss_last']:.2f}"
+                )
         elif name.startswith("gs://"):
             meta["kind"] = "gcs"
             with tempfile.TemporaryDirectory() as download:

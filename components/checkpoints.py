@@ -86,8 +86,10 @@ def check_run_identity(root: Path, identity: dict[str, Any]) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
         if recorded != identity:
             differing = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
-            raise InputError(f"{root}: checkpoints of another run (differs in {', '.join(differing)}); "
-                             "remove them or set train.checkpoint_dir elsewhere")
+            raise InputError(
+                f"{root}: checkpoints of another run (differs in {', '.join(differing)}); "
+                "remove them or set train.checkpoint_dir elsewhere"
+            )
         return
     root.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
@@ -96,8 +98,12 @@ def check_run_identity(root: Path, identity: dict[str, Any]) -> None:
 
 def run_identity(mode: str, config: dict[str, Any], base_dir: str | Path, tokenized_dir: str | Path) -> dict[str, Any]:
     """What decides a training run's result: mode, effective config, and the content of its inputs."""
-    return {"mode": mode, "config": config, "data_sha256": content_digest(tokenized_dir),
-            "base_model_sha256": content_digest(base_dir)}
+    return {
+        "mode": mode,
+        "config": config,
+        "data_sha256": content_digest(tokenized_dir),
+        "base_model_sha256": content_digest(base_dir),
+    }
 
 
 def identity_key(identity: dict[str, Any]) -> str:
@@ -129,8 +135,11 @@ def run_checkpoint_dir(root: Path, identity: dict[str, Any], shared: bool | None
             check_run_identity(root, identity)
             return root
         differing = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
-        print(f"{root} holds checkpoints of another run (differs in {', '.join(differing)}); "
-              f"this run keeps its own in {own}", flush=True)
+        print(
+            f"{root} holds checkpoints of another run (differs in {', '.join(differing)}); "
+            f"this run keeps its own in {own}",
+            flush=True,
+        )
     if _recorded_identity(own) not in (None, identity):  # unreadable or altered: start this run afresh
         shutil.rmtree(own, ignore_errors=True)
     check_run_identity(own, identity)

@@ -15,13 +15,22 @@ from components.storage import InputError, one_line
 EXPECTED_ERRORS = (ConfigError, InputError, Interrupted)
 
 
-def base_parser(doc: str | None, config_default: str | None = None,
-                config_help: str = "experiment YAML (default: built-in defaults)") -> argparse.ArgumentParser:
+def base_parser(
+    doc: str | None,
+    config_default: str | None = None,
+    config_help: str = "experiment YAML (default: built-in defaults)",
+) -> argparse.ArgumentParser:
     """--config (default `config_default`), --set KEY=VALUE (repeatable) and --debug."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=config_default, help=config_help)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
@@ -33,9 +42,13 @@ def load_cli_config(args: argparse.Namespace, extra: dict[str, Any] | None = Non
     return load_config(args.config, pairs)
 
 
-def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace], int | None],
-            argv: list[str] | None = None, expected: tuple[type[Exception], ...] = (),
-            describe: Callable[[Exception, argparse.Namespace], str | None] | None = None) -> int:
+def run_cli(
+    parser: argparse.ArgumentParser,
+    work: Callable[[argparse.Namespace], int | None],
+    argv: list[str] | None = None,
+    expected: tuple[type[Exception], ...] = (),
+    describe: Callable[[Exception, argparse.Namespace], str | None] | None = None,
+) -> int:
     """Parse, run, and turn failures into one line on stderr (tracebacks only with --debug); the exit status is
     what `work` returns (None: 0). Errors of the `expected` kinds (and the config, input and interruption errors)
     exit 2 with their message; any other exits 1, worded by `describe` where it has a line for it."""
@@ -52,7 +65,8 @@ def run_cli(parser: argparse.ArgumentParser, work: Callable[[argparse.Namespace]
         if args.debug:
             raise
         line = (describe(err, args) if describe else None) or (
-            f"{err.__class__.__name__}: {one_line(err)} (run with --debug for the traceback)")
+            f"{err.__class__.__name__}: {one_line(err)} (run with --debug for the traceback)"
+        )
         print(f"error: {line}", file=sys.stderr)
         return 1
     return status or 0

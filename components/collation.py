@@ -29,7 +29,7 @@ class BucketCollator:
         width = max(len(f["input_ids"]) for f in features)
         ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((rows, width), dtype=torch.long)
-        mask[len(features):, 0] = 1  # filler rows attend to one pad token
+        mask[len(features) :, 0] = 1  # filler rows attend to one pad token
         labels = torch.full((rows,), IGNORED_LABEL, dtype=torch.long)
         for row, feature in enumerate(features):
             n = len(feature["input_ids"])

@@ -70,6 +70,10 @@ def cache_counters() -> dict[str, int]:
     cannot load executables at all ("Deserializing serialized executable not supported"), a TPU can."""
     import torch_xla.debug.metrics as met
 
-    names = {"hits": "PersistentCacheHit", "misses": "PersistentCacheMiss", "loads": "PersistentCacheLoad",
-             "deserialize_failures": "PersistentCacheDeserializeFailure"}
+    names = {
+        "hits": "PersistentCacheHit",
+        "misses": "PersistentCacheMiss",
+        "loads": "PersistentCacheLoad",
+        "deserialize_failures": "PersistentCacheDeserializeFailure",
+    }
     return {key: int(met.counter_value(name) or 0) for key, name in names.items()}

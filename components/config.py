@@ -48,7 +48,7 @@ class TinyModelConfig(_Strict):
     pretrain_steps: int = Field(default=400, ge=0, description="Masked-LM pre-training steps on the train texts.")
     pretrain_max_seconds: PositiveFloat = Field(
         default=600.0,
-        description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit)."
+        description="Wall-time cap on masked-LM pre-training (a safety net; steps decide when it is not hit).",
     )
     pretrain_batch_size: PositiveInt = Field(default=32, description="Masked-LM batch size.")
     pretrain_learning_rate: PositiveFloat = Field(default=1e-3, description="Masked-LM peak learning rate.")
@@ -183,7 +183,7 @@ class TrainConfig(_Strict):
     seed: int = Field(default=42, description="Seed of initialisation, dropout and shuffling.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto",
-        description="Training precision; auto = bf16 on TPU (XLA) and bf16-capable GPUs, fp32 on the CPU."
+        description="Training precision; auto = bf16 on TPU (XLA) and bf16-capable GPUs, fp32 on the CPU.",
     )
     checkpoint_steps: int = Field(
         default=100, ge=0, description="Also checkpoint every this many optimizer steps (0: only at epoch ends)."
@@ -211,7 +211,7 @@ class PipelineConfig(_Strict):
     local_root: str = Field(default="runs", description="Where the local runner writes artifacts.")
     cpu_image: Image = Field(
         default="python:3.11-slim",
-        description="Image of prepare, base-model, tokenize and evaluate on the vertex target."
+        description="Image of prepare, base-model, tokenize and evaluate on the vertex target.",
     )
     train_image: Image = Field(
         default="python:3.11-slim", description="Image of the two training steps on the vertex target."
@@ -219,7 +219,7 @@ class PipelineConfig(_Strict):
     serve_image: Image = Field(
         default="python:3.11-slim",
         description="Serving image of the exported model (containers/serve.Dockerfile): the "
-        "registry records it with each uploaded version; batch prediction runs it."
+        "registry records it with each uploaded version; batch prediction runs it.",
     )
 
 
@@ -261,8 +261,12 @@ class MachineProfile(_Strict):
 
 
 MACHINE_PROFILES: dict[str, dict[str, Any]] = {
-    "tpu-v3-8": {"machine_type": "cloud-tpu", "accelerator_type": "TPU_V3", "accelerator_count": 8,
-                 "env": {"PJRT_DEVICE": "TPU"}},
+    "tpu-v3-8": {
+        "machine_type": "cloud-tpu",
+        "accelerator_type": "TPU_V3",
+        "accelerator_count": 8,
+        "env": {"PJRT_DEVICE": "TPU"},
+    },
     # TPU v5e: the machine type brings its 4 chips; Vertex AI wants the slice topology instead of an accelerator.
     "tpu-v5e-4": {"machine_type": "ct5lp-hightpu-4t", "tpu_topology": "2x2", "env": {"PJRT_DEVICE": "TPU"}},
     "gpu-a100": {"machine_type": "a2-highgpu-1g", "accelerator_type": "NVIDIA_TESLA_A100", "accelerator_count": 1},
@@ -274,9 +278,11 @@ class TrainJobConfig(_Strict):
     """vertex.train: the custom job that runs a training step."""
 
     machine: str = Field(
-        default="tpu-v3-8", description="Machine profile of train-lora and train-baseline: a key of profiles.")
+        default="tpu-v3-8", description="Machine profile of train-lora and train-baseline: a key of profiles."
+    )
     profiles: dict[str, MachineProfile] = Field(
-        default_factory=lambda: json.loads(json.dumps(MACHINE_PROFILES)), validate_default=True,
+        default_factory=lambda: json.loads(json.dumps(MACHINE_PROFILES)),
+        validate_default=True,
         description="Named machine profiles: TPU v3-8, TPU v5e with a 2x2 topology, one A100 GPU, CPU only.",
     )
     boot_disk_type: Literal["pd-ssd", "pd-standard"] = Field(default="pd-ssd", description="Boot disk type.")
@@ -293,7 +299,7 @@ class TrainJobConfig(_Strict):
     )
     base_output_directory: OptionalGcsUri = Field(
         default="",
-        description="gs:// prefix of the jobs' outputs and checkpoints (AIP_CHECKPOINT_DIR); empty: pipeline root."
+        description="gs:// prefix of the jobs' outputs and checkpoints (AIP_CHECKPOINT_DIR); empty: pipeline root.",
     )
     tensorboard: str = Field(
         default="", description="Vertex AI TensorBoard resource name the jobs are linked to; empty: none."
@@ -317,11 +323,19 @@ class TrainJobConfig(_Strict):
 class CpuStepConfig(_Strict):
     """vertex.cpu: machine resources of the CPU steps."""
 
-    cpu_limit: str = Field(default="8", pattern=r"^\d+(\.\d+)?m?$", coerce_numbers_to_str=True,
-                           description="CPUs of prepare, base-model, tokenize and evaluate.")
+    cpu_limit: str = Field(
+        default="8",
+        pattern=r"^\d+(\.\d+)?m?$",
+        coerce_numbers_to_str=True,
+        description="CPUs of prepare, base-model, tokenize and evaluate.",
+    )
     memory_limit: str = Field(default="32G", pattern=r"^\d+(\.\d+)?[KMGT]i?$", description="Memory of those steps.")
-    retries: int = Field(default=2, ge=0, le=5,
-                         description="Retries of those steps (a retry clears and rewrites its uncommitted outputs).")
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=5,
+        description="Retries of those steps (a retry clears and rewrites its uncommitted outputs).",
+    )
 
 
 class VertexConfig(_Strict):
@@ -340,8 +354,9 @@ class VertexConfig(_Strict):
     )
     network: str = Field(default="", description="VPC network to peer with: projects/NUMBER/global/networks/NAME.")
     reserved_ip_ranges: list[str] = Field(default_factory=list, description="Reserved IP ranges of that network.")
-    labels: dict[str, str] = Field(default_factory=lambda: {"app": "banglasenti"},
-                                   description="Labels of the pipeline run and its training jobs.")
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"app": "banglasenti"}, description="Labels of the pipeline run and its training jobs."
+    )
     enable_caching: bool = Field(
         default=True, description="Reuse the outputs of steps that ran before with the same inputs."
     )
@@ -352,8 +367,10 @@ class VertexConfig(_Strict):
     def _check(self) -> VertexConfig:
         for key, value in self.labels.items():
             if not LABEL.match(key) or not LABEL_VALUE.match(value):
-                raise ValueError(f"label {key}={value!r}: keys start with a letter; keys and values use only "
-                                 "lowercase letters, digits, _ and -, at most 63 characters")
+                raise ValueError(
+                    f"label {key}={value!r}: keys start with a letter; keys and values use only "
+                    "lowercase letters, digits, _ and -, at most 63 characters"
+                )
         if self.reserved_ip_ranges and not self.network:
             raise ValueError("reserved_ip_ranges need a network")
         return self
@@ -373,7 +390,8 @@ class ReferenceConfig(_Strict):
     ngram_max: PositiveInt = Field(default=4, description="Longest character n-gram.")
     max_features: PositiveInt = Field(default=200000, description="Vocabulary cap of the TF-IDF vectorizer.")
     c_values: list[PositiveFloat] = Field(
-        default_factory=lambda: [0.3, 1.0, 3.0, 10.0], min_length=1,
+        default_factory=lambda: [0.3, 1.0, 3.0, 10.0],
+        min_length=1,
         description="Inverse regularisation strengths tried; the best by val macro-F1 is kept.",
     )
     seed: int = Field(default=42, description="Seed of the logistic regression solver.")
@@ -403,19 +421,28 @@ class SweepConfig(_Strict):
         default_factory=lambda: [2.0], min_length=1, description="alpha / r values tried (alpha = ratio x r)."
     )
     target_modules: list[list[str]] = Field(
-        default_factory=lambda: [["query", "value"],
-                                 ["query", "key", "value", "attention.output.dense", "intermediate.dense",
-                                  "output.dense"]],
-        min_length=1, description="Target-module lists tried.",
+        default_factory=lambda: [
+            ["query", "value"],
+            ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
+        ],
+        min_length=1,
+        description="Target-module lists tried.",
     )
     parallelism: int = Field(
-        default=1, ge=0, description="Trials trained at once (0 = no limit). 1: with train-baseline, two TPU v3-8 jobs "
-        "(16 cores) at a time; raise it with your TPU quota (docs/vertex.md).")
+        default=1,
+        ge=0,
+        description="Trials trained at once (0 = no limit). 1: with train-baseline, two TPU v3-8 jobs "
+        "(16 cores) at a time; raise it with your TPU quota (docs/vertex.md).",
+    )
 
     def grid(self) -> list[dict[str, Any]]:
         """Every (r, alpha, target_modules) combination, as ParallelFor items."""
-        return [{"r": r, "alpha": max(1, round(ratio * r)), "target_modules": list(targets)}
-                for targets in self.target_modules for r in self.r for ratio in self.alpha_ratio]
+        return [
+            {"r": r, "alpha": max(1, round(ratio * r)), "target_modules": list(targets)}
+            for targets in self.target_modules
+            for r in self.r
+            for ratio in self.alpha_ratio
+        ]
 
 
 class RegistryConfig(_Strict):
@@ -429,10 +456,14 @@ class RegistryConfig(_Strict):
     min_macro_f1: Fraction = Field(
         default=0.6, description="Upload only when the exported model's test macro-F1 reaches this."
     )
-    display_name: str = Field(default="banglasenti", pattern=r'^[^"]{1,128}$',
-                              description="Display name of the registry model (at most 128 characters, no \").")
+    display_name: str = Field(
+        default="banglasenti",
+        pattern=r'^[^"]{1,128}$',
+        description='Display name of the registry model (at most 128 characters, no ").',
+    )
     parent_model: str = Field(
-        default="", pattern=r"^(projects/[^/]+/locations/[^/]+/models/[^/@]+)?$",
+        default="",
+        pattern=r"^(projects/[^/]+/locations/[^/]+/models/[^/@]+)?$",
         description="Registry model that gets the versions (projects/P/locations/L/models/ID); empty: the one named "
         "display_name, created by the first upload.",
     )
@@ -441,13 +472,14 @@ class RegistryConfig(_Strict):
     batch_predict_source: OptionalGcsUri = Field(
         default="",
         description='gs:// JSONL of {"text": ...} lines: a batch prediction job of the new version reads it; '
-        "empty: no batch prediction."
+        "empty: no batch prediction.",
     )
     batch_predict_output: OptionalGcsUri = Field(
         default="", description="gs:// prefix of the batch predictions; empty: <pipeline root>/batch-predictions."
     )
-    batch_predict_machine_type: str = Field(default="n1-standard-4", min_length=1,
-                                            description="Machine type of the batch prediction job.")
+    batch_predict_machine_type: str = Field(
+        default="n1-standard-4", min_length=1, description="Machine type of the batch prediction job."
+    )
     batch_predict_max_replicas: PositiveInt = Field(default=1, description="Most machines of the batch prediction job.")
 
     @model_validator(mode="after")
@@ -462,7 +494,7 @@ class ExportConfig(_Strict):
 
     select: Literal["best", "lora", "baseline"] = Field(
         default="best",
-        description="Model exported, served and registered: the better by validation macro-F1, or this one."
+        description="Model exported, served and registered: the better by validation macro-F1, or this one.",
     )
     license: str = Field(
         default="", description="Licence id in the model card; empty: derived from the training data's licences."

@@ -19,8 +19,13 @@ from pathlib import Path
 from components.storage import fuse_path
 
 TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
-RUN_SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos",
-                    "train_loss")  # the Trainer's end-of-run summary, not a curve
+RUN_SUMMARY_KEYS = (
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+    "train_loss",
+)  # the Trainer's end-of-run summary, not a curve
 
 
 def curve_destinations(configured: str, mode: str) -> list[Path]:
@@ -30,7 +35,7 @@ def curve_destinations(configured: str, mode: str) -> list[Path]:
 
 
 def scalar_tag(key: str) -> str:
-    return f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"
+    return f"eval/{key[len('eval_') :]}" if key.startswith("eval_") else f"train/{key}"
 
 
 def curves_callback(configured: str, mode: str):
@@ -52,8 +57,12 @@ def curves_callback(configured: str, mode: str):
             if self.writer is None or not state.is_world_process_zero:
                 return
             for key, value in (logs or {}).items():
-                if key == "epoch" or key in RUN_SUMMARY_KEYS or isinstance(value, bool) \
-                        or not isinstance(value, (int, float)):
+                if (
+                    key == "epoch"
+                    or key in RUN_SUMMARY_KEYS
+                    or isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                ):
                     continue
                 self.writer.add_scalar(scalar_tag(key), float(value), state.global_step)
             self.writer.flush()

@@ -90,8 +90,10 @@ def refuse_xla_downcast() -> None:
     for name in DOWNCAST_ENV:
         value = os.environ.get(name, "")
         if value not in ("", "0"):
-            raise RuntimeError(f"{name}={value} is set: torch_xla would keep weights and optimizer states in bf16 "
-                               "and drop small updates; unset it (train.precision: bf16 autocasts on its own)")
+            raise RuntimeError(
+                f"{name}={value} is set: torch_xla would keep weights and optimizer states in bf16 "
+                "and drop small updates; unset it (train.precision: bf16 autocasts on its own)"
+            )
 
 
 def disable_hub_kernels() -> None:
@@ -120,8 +122,13 @@ def prepare_placement(batch_size: int, eval_batch_size: int, precision: str = "a
         refuse_xla_downcast()
         disable_hub_kernels()
     devices = _xla_mesh_devices() if kind == "xla" else 1
-    return Placement(kind=kind, devices=devices, precision=resolve_precision(precision, kind),
-                     per_device_batch=batch_size, per_device_eval_batch=eval_batch_size)
+    return Placement(
+        kind=kind,
+        devices=devices,
+        precision=resolve_precision(precision, kind),
+        per_device_batch=batch_size,
+        per_device_eval_batch=eval_batch_size,
+    )
 
 
 def shard_batches(loader):
@@ -138,8 +145,10 @@ def shard_batches(loader):
     if not xr.is_spmd():
         return loader
     if not isinstance(loader, pl.MpDeviceLoader):
-        raise TypeError(f"cannot shard the batches of a {type(loader).__name__} under SPMD: "
-                        "expected torch_xla's MpDeviceLoader (what accelerate prepares on XLA)")
+        raise TypeError(
+            f"cannot shard the batches of a {type(loader).__name__} under SPMD: "
+            "expected torch_xla's MpDeviceLoader (what accelerate prepares on XLA)"
+        )
     kwargs = private(loader, "_parallel_loader_kwargs", MP_DEVICE_LOADER)
     kwargs["input_sharding"] = xs.ShardingSpec(xs.get_global_mesh(), (MESH_AXIS, None))
     return loader
@@ -169,8 +178,11 @@ def xla_counters() -> dict[str, int]:
         data = met.metric_data(name)
         return int(data[0]) if data else 0
 
-    return {"compiles": count("CompileTime"), "executions": count("ExecuteReplicatedTime") + count("ExecuteTime"),
-            "host_transfers": count("TransferFromDeviceTime")}
+    return {
+        "compiles": count("CompileTime"),
+        "executions": count("ExecuteReplicatedTime") + count("ExecuteTime"),
+        "host_transfers": count("TransferFromDeviceTime"),
+    }
 
 
 STATIC_ATTENTION = "sdpa_static_mask"

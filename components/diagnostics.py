@@ -50,8 +50,11 @@ def xla_metric(name: str) -> dict[str, float]:
     import torch_xla.debug.metrics as met
 
     data = met.metric_data(name)
-    return {"count": int(data[0]), "total_seconds": round(data[1] / 1e9, 3)} if data else \
-        {"count": 0, "total_seconds": 0.0}
+    return (
+        {"count": int(data[0]), "total_seconds": round(data[1] / 1e9, 3)}
+        if data
+        else {"count": 0, "total_seconds": 0.0}
+    )
 
 
 def xla_device_facts() -> dict[str, Any]:
@@ -59,8 +62,11 @@ def xla_device_facts() -> dict[str, Any]:
     import torch_xla.distributed.spmd as xs
     import torch_xla.runtime as xr
 
-    facts: dict[str, Any] = {"device_type": xr.device_type(), "device_count": xr.global_runtime_device_count(),
-                             "spmd": xr.is_spmd()}
+    facts: dict[str, Any] = {
+        "device_type": xr.device_type(),
+        "device_count": xr.global_runtime_device_count(),
+        "spmd": xr.is_spmd(),
+    }
     with contextlib.suppress(Exception):  # attributes differ by platform
         facts["device_attributes"] = [{k: str(v) for k, v in a.items()} for a in xr.global_runtime_device_attributes()]
     if facts["device_type"] == "TPU":
@@ -70,8 +76,11 @@ def xla_device_facts() -> dict[str, Any]:
             facts["tpu_version"] = private_attr("torch_xla._internal.tpu", "version")()
     mesh = xs.get_global_mesh()
     if mesh is not None:
-        facts["mesh"] = {"shape": [int(n) for n in mesh.mesh_shape], "axis_names": list(mesh.axis_names),
-                         "device_ids": [int(i) for i in mesh.device_ids]}
+        facts["mesh"] = {
+            "shape": [int(n) for n in mesh.mesh_shape],
+            "axis_names": list(mesh.axis_names),
+            "device_ids": [int(i) for i in mesh.device_ids],
+        }
     return facts
 
 
@@ -137,8 +146,11 @@ def diagnostics_callback(record: dict[str, Any]):
         def _see_batch(self, module, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
             if ids is not None and module.training and "batch" not in record:
-                record["batch"] = {"input_ids_shape": list(ids.shape), "device": str(ids.device),
-                                   "input_ids_sharding": tensor_sharding(ids)}
+                record["batch"] = {
+                    "input_ids_shape": list(ids.shape),
+                    "device": str(ids.device),
+                    "input_ids_sharding": tensor_sharding(ids),
+                }
                 self.hook.remove()
 
         def on_step_begin(self, args, state, control, **kwargs):
@@ -148,8 +160,11 @@ def diagnostics_callback(record: dict[str, Any]):
             self.step_seconds.append(time.monotonic() - self.step_started)
             if optimizer is not None and "optimizer_state_dtypes" not in record:
                 states = [v for s in optimizer.state.values() for v in s.values() if hasattr(v, "dtype")]
-                record["optimizer"] = type(getattr(optimizer, "optimizer", optimizer)).__module__ + "." + \
-                    type(getattr(optimizer, "optimizer", optimizer)).__name__
+                record["optimizer"] = (
+                    type(getattr(optimizer, "optimizer", optimizer)).__module__
+                    + "."
+                    + type(getattr(optimizer, "optimizer", optimizer)).__name__
+                )
                 record["optimizer_state_dtypes"] = dtype_counts(s for s in states if s.dim() > 0)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -169,7 +184,8 @@ def diagnostics_callback(record: dict[str, Any]):
                 compile_now, cache_now = xla_metric("CompileTime"), cache_counters()
                 record["graphs_compiled"] = compile_now["count"] - self.before["compile"]["count"]
                 record["compile_seconds"] = round(
-                    compile_now["total_seconds"] - self.before["compile"]["total_seconds"], 3)
+                    compile_now["total_seconds"] - self.before["compile"]["total_seconds"], 3
+                )
                 record["persistent_cache"] = {k: cache_now[k] - self.before["cache"][k] for k in cache_now}
                 record["compile_cache_path"] = os.environ.get("XLA_PERSISTENT_CACHE_PATH", "")
                 record["metrics_report"] = met.metrics_report()

@@ -37,13 +37,15 @@ def tokenize_frame(frame: pd.DataFrame, tokenizer, cfg: TokenizeConfig) -> tuple
         masks.append(np.asarray([1] * len(ids) + [0] * (bucket - len(ids)), dtype=np.int8))
         lengths.append(bucket)
         real.append(len(ids))
-    table = pd.DataFrame({
-        "input_ids": input_ids,
-        "attention_mask": masks,
-        "label": frame["label"].to_numpy(dtype=np.int64),
-        "length": np.asarray(lengths, dtype=np.int32),
-        "num_tokens": np.asarray(real, dtype=np.int32),
-    })
+    table = pd.DataFrame(
+        {
+            "input_ids": input_ids,
+            "attention_mask": masks,
+            "label": frame["label"].to_numpy(dtype=np.int64),
+            "length": np.asarray(lengths, dtype=np.int32),
+            "num_tokens": np.asarray(real, dtype=np.int32),
+        }
+    )
     n = max(len(table), 1)
     real_tokens = int(table["num_tokens"].sum())
     stats = {

@@ -12,7 +12,6 @@ was trained from), never a fresh model. A model that predicts a single class is 
 each model is compared with always predicting the majority train class.
 """
 
-
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,13 +27,25 @@ from components.modeling import load_trained_model, load_training_summary, model
 from components.storage import atomic_file, read_parquet
 
 # prepare's findings (its report artifact's metadata) shown in the HTML report, in this order
-DATA_FINDINGS = ("source", "split_method", "seed", "rows_in", "dropped_empty", "dropped_non_bengali",
-                 "exact_duplicate_rows", "conflicting_texts", "dedup_removed_rows", "cross_split_texts",
-                 "non_bengali_rows", "latin_majority_rows")
+DATA_FINDINGS = (
+    "source",
+    "split_method",
+    "seed",
+    "rows_in",
+    "dropped_empty",
+    "dropped_non_bengali",
+    "exact_duplicate_rows",
+    "conflicting_texts",
+    "dedup_removed_rows",
+    "cross_split_texts",
+    "non_bengali_rows",
+    "latin_majority_rows",
+)
 
 
-def predict_test(model_dirs: Mapping[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
-                 batch_size: int, packing=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def predict_test(
+    model_dirs: Mapping[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path, batch_size: int, packing=None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Test labels and every model's predicted classes (texts packed into rows with a TokenizeConfig whose
     `packing` is on)."""
     from components.collation import load_tokenized_split
@@ -42,9 +53,10 @@ def predict_test(model_dirs: Mapping[str, str | Path], base_dir: str | Path, tok
 
     test = load_tokenized_split(tokenized_dir, "test")
     pad_id = load_tokenizer(base_dir).pad_token_id
-    preds = {name: predict_logits(load_trained_model(model_dir, base_dir), test, batch_size, pad_id,
-                                  packing).argmax(axis=-1)
-             for name, model_dir in model_dirs.items()}
+    preds = {
+        name: predict_logits(load_trained_model(model_dir, base_dir), test, batch_size, pad_id, packing).argmax(axis=-1)
+        for name, model_dir in model_dirs.items()
+    }
     return np.asarray(test["label"]), preds
 
 
@@ -60,8 +72,9 @@ def score_predictions(y_true: np.ndarray, preds: dict[str, np.ndarray], train_la
     return results
 
 
-def evaluate_models(model_dirs: Mapping[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path,
-                    batch_size: int) -> dict[str, Any]:
+def evaluate_models(
+    model_dirs: Mapping[str, str | Path], base_dir: str | Path, tokenized_dir: str | Path, batch_size: int
+) -> dict[str, Any]:
     """Test metrics of every model, plus the majority-class reference."""
 
     y_true, preds = predict_test(model_dirs, base_dir, tokenized_dir, batch_size)
@@ -82,8 +95,9 @@ def reference_predictions(split_paths: dict[str, str], y_true: np.ndarray, cfg) 
     return predict_reference(model, frames["test"]["text"]), summary
 
 
-def data_quality_summary(split_paths: dict[str, str], report_text: str | None,
-                         findings: dict[str, Any] | None) -> dict[str, Any]:
+def data_quality_summary(
+    split_paths: dict[str, str], report_text: str | None, findings: dict[str, Any] | None
+) -> dict[str, Any]:
     """Label counts per split (from the prepared splits), prepare's findings and its Markdown report."""
     import pandas as pd
 
@@ -94,8 +108,11 @@ def data_quality_summary(split_paths: dict[str, str], report_text: str | None,
         labels = pd.read_parquet(path, columns=["label"])["label"]
         counts[name] = {cls: int((labels == i).sum()) for i, cls in enumerate(CLASS_NAMES)}
     found = findings or {}
-    shown = {key: int(found[key]) if isinstance(found[key], float) and found[key].is_integer() else found[key]
-             for key in DATA_FINDINGS if key in found}
+    shown = {
+        key: int(found[key]) if isinstance(found[key], float) and found[key].is_integer() else found[key]
+        for key in DATA_FINDINGS
+        if key in found
+    }
     return {"label_counts": counts, "findings": shown, "markdown": report_text}
 
 
@@ -110,31 +127,43 @@ def render_comparison(results: dict[str, Any], summaries: dict[str, dict[str, An
             lines += [f"> **WARNING: {name} does not beat the majority-class macro-F1.**", ""]
     if "served" in results:
         lines += [f"Exported and served: **{results['served']['model']}** ({results['served']['reason']}).", ""]
-    lines += ["| model | macro-F1 | accuracy | weighted F1 | trainable params | train wall s | examples/s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| model | macro-F1 | accuracy | weighted F1 | trainable params | train wall s | examples/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, m in models.items():
         s = summaries.get(name, {})
-        lines.append(f"| {name} | {m['macro_f1']:.4f} | {m['accuracy']:.4f} | {m['weighted_f1']:.4f} | "
-                     f"{s.get('trainable_parameters', 0):,} | {s.get('wall_seconds', 0):.1f} | "
-                     f"{s.get('train_examples_per_second', 0):.1f} |")
+        lines.append(
+            f"| {name} | {m['macro_f1']:.4f} | {m['accuracy']:.4f} | {m['weighted_f1']:.4f} | "
+            f"{s.get('trainable_parameters', 0):,} | {s.get('wall_seconds', 0):.1f} | "
+            f"{s.get('train_examples_per_second', 0):.1f} |"
+        )
     maj = results["majority_class"]
-    lines.append(f"| majority class | {maj['macro_f1']:.4f} | {maj['accuracy']:.4f} | {maj['weighted_f1']:.4f} "
-                 "| - | - | - |")
+    lines.append(
+        f"| majority class | {maj['macro_f1']:.4f} | {maj['accuracy']:.4f} | {maj['weighted_f1']:.4f} | - | - | - |"
+    )
     lines += uncertainty_lines(results.get("uncertainty"))
     for name, m in models.items():
         lines += ["", f"## {name}", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         for cls, p in m["per_class"].items():
             lines.append(f"| {cls} | {p['precision']:.4f} | {p['recall']:.4f} | {p['f1']:.4f} | {p['support']} |")
-        lines += ["", "Confusion matrix (rows: true, columns: predicted)", "",
-                  "| | " + " | ".join(CLASS_NAMES) + " |", "|---|" + "---:|" * len(CLASS_NAMES)]
+        lines += [
+            "",
+            "Confusion matrix (rows: true, columns: predicted)",
+            "",
+            "| | " + " | ".join(CLASS_NAMES) + " |",
+            "|---|" + "---:|" * len(CLASS_NAMES),
+        ]
         for cls, row in zip(CLASS_NAMES, m["confusion_matrix"]):
             lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
         history = summaries.get(name, {}).get("history", [])
         if history:
             lines += ["", "| epoch | train loss | val loss | val macro-F1 |", "|---:|---:|---:|---:|"]
             for r in history:
-                lines.append(f"| {r['epoch']} | {r.get('train_loss', float('nan')):.4f} | "
-                             f"{r.get('val_loss', float('nan')):.4f} | {r.get('val_macro_f1', float('nan')):.4f} |")
+                lines.append(
+                    f"| {r['epoch']} | {r.get('train_loss', float('nan')):.4f} | "
+                    f"{r.get('val_loss', float('nan')):.4f} | {r.get('val_macro_f1', float('nan')):.4f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -143,15 +172,22 @@ def uncertainty_lines(unc: dict[str, Any] | None) -> list[str]:
     if not unc:
         return []
     level = round(100 * unc["level"])
-    lines = ["", f"Macro-F1 {level} % bootstrap intervals ({unc['samples']} resamples of the test split): "
-             + ", ".join(f"{name} [{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}]"
-                         for name, ci in unc["intervals"].items()), ""]
+    lines = [
+        "",
+        f"Macro-F1 {level} % bootstrap intervals ({unc['samples']} resamples of the test split): "
+        + ", ".join(
+            f"{name} [{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}]" for name, ci in unc["intervals"].items()
+        ),
+        "",
+    ]
     for t in unc["paired_tests"]:
-        lines.append(f"- {t['a']} - {t['b']}: macro-F1 {t['bootstrap_macro_f1_delta']:+.4f} "
-                     f"[{t['bootstrap_delta_low']:+.3f}, {t['bootstrap_delta_high']:+.3f}], paired bootstrap "
-                     f"p {t['bootstrap_p_value']:.3f}; McNemar p {t['mcnemar_p_value']:.3f} "
-                     f"(only {t['a']} right: {t['mcnemar_a_only_correct']}, only {t['b']} right: "
-                     f"{t['mcnemar_b_only_correct']})")
+        lines.append(
+            f"- {t['a']} - {t['b']}: macro-F1 {t['bootstrap_macro_f1_delta']:+.4f} "
+            f"[{t['bootstrap_delta_low']:+.3f}, {t['bootstrap_delta_high']:+.3f}], paired bootstrap "
+            f"p {t['bootstrap_p_value']:.3f}; McNemar p {t['mcnemar_p_value']:.3f} "
+            f"(only {t['a']} right: {t['mcnemar_a_only_correct']}, only {t['b']} right: "
+            f"{t['mcnemar_b_only_correct']})"
+        )
     return lines
 
 
@@ -162,17 +198,28 @@ def served_model(summaries: dict[str, dict[str, Any]], select: str) -> dict[str,
     """{"served": {"model", "reason"}}: the model export-model serves (components.modeling.choose_model), or {}."""
     from components.modeling import choose_model
 
-    scores = {name: float(summaries[name]["best_val_macro_f1"]) for name in ("lora", "baseline")
-              if "best_val_macro_f1" in summaries.get(name, {})}
+    scores = {
+        name: float(summaries[name]["best_val_macro_f1"])
+        for name in ("lora", "baseline")
+        if "best_val_macro_f1" in summaries.get(name, {})
+    }
     if "lora" not in scores:
         return {}
     model, reason = choose_model(select if "baseline" in scores else "lora", scores)
     return {"served": {"model": model, "reason": reason}}
 
 
-def run_evaluate(cfg: Config, model_dirs: dict[str, str], base_dir: str, tokenized_dir: str,
-                 report_path: str, split_paths: dict[str, str] | None = None, html_path: str | None = None,
-                 data_report: str | None = None, data_findings: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_evaluate(
+    cfg: Config,
+    model_dirs: dict[str, str],
+    base_dir: str,
+    tokenized_dir: str,
+    report_path: str,
+    split_paths: dict[str, str] | None = None,
+    html_path: str | None = None,
+    data_report: str | None = None,
+    data_findings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What the KFP component and the command line do: both models and the reference scored on the test split.
 
     With the prepared splits (`split_paths`) the TF-IDF reference is trained and the data-quality summary
@@ -188,8 +235,9 @@ def run_evaluate(cfg: Config, model_dirs: dict[str, str], base_dir: str, tokeniz
     train_labels = read_parquet(Path(tokenized_dir) / "train.parquet", ["label"])["label"]
     results = score_predictions(y_true, preds, train_labels)
     r = cfg.report
-    results["uncertainty"] = compare(y_true, preds, [p for p in PAIRS if p[0] in preds and p[1] in preds],
-                                     r.bootstrap_samples, r.confidence, r.seed)
+    results["uncertainty"] = compare(
+        y_true, preds, [p for p in PAIRS if p[0] in preds and p[1] in preds], r.bootstrap_samples, r.confidence, r.seed
+    )
     results["summaries"] = {name: {k: v for k, v in s.items() if k != "history"} for name, s in summaries.items()}
     results.update(served_model(summaries, cfg.export.select))
     with atomic_file(report_path) as tmp:
@@ -205,8 +253,11 @@ def run_evaluate(cfg: Config, model_dirs: dict[str, str], base_dir: str, tokeniz
     for name, m in results["models"].items():
         if m["collapsed"]:
             print(f"WARNING: {name} collapsed to a single predicted class", flush=True)
-    progress("test macro-F1: " + ", ".join(f"{name} {m['macro_f1']:.4f}" for name, m in results["models"].items())
-             + f", majority class {results['majority_class']['macro_f1']:.4f}")
+    progress(
+        "test macro-F1: "
+        + ", ".join(f"{name} {m['macro_f1']:.4f}" for name, m in results["models"].items())
+        + f", majority class {results['majority_class']['macro_f1']:.4f}"
+    )
     return results
 
 
@@ -237,16 +288,32 @@ def evaluate(
 
     dirs = {"lora": lora_model.path, "baseline": baseline_model.path}
     splits = {"train": train.path, "val": val.path, "test": test.path}
-    results = run_evaluate(config_from_json(config_json), dirs, base_model.path, tokenized.path, report.path, splits,
-                           html_report.path, data_report.path, dict(data_report.metadata))
+    results = run_evaluate(
+        config_from_json(config_json),
+        dirs,
+        base_model.path,
+        tokenized.path,
+        report.path,
+        splits,
+        html_report.path,
+        data_report.path,
+        dict(data_report.metadata),
+    )
     for key, value in flat_metrics(results).items():
         metrics.log_metric(key, value)
-    for name, artifact in (("lora", lora_confusion), ("baseline", baseline_confusion),
-                           ("reference", reference_confusion)):
+    for name, artifact in (
+        ("lora", lora_confusion),
+        ("baseline", baseline_confusion),
+        ("reference", reference_confusion),
+    ):
         if name in results["models"]:
             artifact.log_confusion_matrix(list(CLASS_NAMES), results["models"][name]["confusion_matrix"])
-    stamp(report, **flat_metrics(results), **carry(base_model, BASE_MODEL_KEYS),
-          **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))
+    stamp(
+        report,
+        **flat_metrics(results),
+        **carry(base_model, BASE_MODEL_KEYS),
+        **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenized", required=True, help="directory of tokenized splits")
     parser.add_argument("--lora", required=True, help="trained LoRA model directory")
     parser.add_argument("--baseline", required=True, help="trained full fine-tuning model directory")
-    parser.add_argument("--splits", help="prepare's output directory (train/val/test.parquet, report.md): adds "
-                        "the TF-IDF reference and the data-quality summary")
+    parser.add_argument(
+        "--splits",
+        help="prepare's output directory (train/val/test.parquet, report.md): adds "
+        "the TF-IDF reference and the data-quality summary",
+    )
     parser.add_argument("--output-dir", required=True, help="directory for report.md, report.html, metrics.json")
 
     def work(args) -> None:
@@ -269,9 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         dirs = {"lora": args.lora, "baseline": args.baseline}
         splits = {name: str(Path(args.splits) / f"{name}.parquet") for name in SPLITS} if args.splits else None
         data_report = Path(args.splits) / "report.md" if args.splits else None
-        results = run_evaluate(cfg, dirs, args.base_model, args.tokenized, str(out / "report.md"), splits,
-                               str(out / "report.html"),
-                               str(data_report) if data_report and data_report.exists() else None)
+        results = run_evaluate(
+            cfg,
+            dirs,
+            args.base_model,
+            args.tokenized,
+            str(out / "report.md"),
+            splits,
+            str(out / "report.html"),
+            str(data_report) if data_report and data_report.exists() else None,
+        )
         with atomic_file(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
         from components.metrics import flat_metrics

@@ -47,8 +47,14 @@ def validation_macro_f1(model_dir: str | Path) -> float:
     return float(summary["best_val_macro_f1"])
 
 
-def write_export(base_dir: str | Path, lora_dir: str | Path, baseline_dir: str | Path | None,
-                 out_dir: str | Path, select: str = "best", card: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_export(
+    base_dir: str | Path,
+    lora_dir: str | Path,
+    baseline_dir: str | Path | None,
+    out_dir: str | Path,
+    select: str = "best",
+    card: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write merged/ (the selected model), adapter/, baseline/ (when not served) and the model card under
     `out_dir` (committed once complete); return the summary (the export artifact's metadata).
 
@@ -91,8 +97,9 @@ def checked_merge(base_dir: str | Path, lora_dir: str | Path, tokenizer) -> tupl
     return merged, difference
 
 
-def selection_facts(card: dict[str, Any], select: str, selected: str, reason: str, scores: dict[str, float],
-                    difference: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def selection_facts(
+    card: dict[str, Any], select: str, selected: str, reason: str, scores: dict[str, float], difference: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The export summary and serving.json: which model is served and why, the validation (and test) macro-F1,
     what it was trained on, whether it is only a demo, how its inputs are tokenized."""
     from components.model_card import demo_warning
@@ -100,10 +107,15 @@ def selection_facts(card: dict[str, Any], select: str, selected: str, reason: st
     trained_on = card.get("trained_on") or {}
     warning = demo_warning(trained_on)
     summary: dict[str, Any] = {
-        "selected": selected, "selection_reason": reason, "select": select,
+        "selected": selected,
+        "selection_reason": reason,
+        "select": select,
         **{f"{name}_val_macro_f1": score for name, score in scores.items()},
-        "max_logit_difference": difference, "merged_dir": MERGED, "adapter_dir": ADAPTER,
-        "demo": bool(warning), **({"warning": warning} if warning else {}),
+        "max_logit_difference": difference,
+        "merged_dir": MERGED,
+        "adapter_dir": ADAPTER,
+        "demo": bool(warning),
+        **({"warning": warning} if warning else {}),
     }
     cfg = card.get("config")
     info = {key: summary[key] for key in ("selected", "selection_reason", "select", "demo")}
@@ -138,9 +150,15 @@ def write_models(out: Path, selected: str, merged, tokenizer, dirs: dict[str, Pa
 
 
 @lightweight_component
-def export_model(config_json: str, base_model: Input[Model], lora_model: Input[Model],
-                 baseline_model: Input[Model], metrics: Input[Metrics], data_report: Input[Markdown],
-                 model: Output[Model]):
+def export_model(
+    config_json: str,
+    base_model: Input[Model],
+    lora_model: Input[Model],
+    baseline_model: Input[Model],
+    metrics: Input[Metrics],
+    data_report: Input[Markdown],
+    model: Output[Model],
+):
     """Export the model to serve (the better by validation macro-F1 unless export.select says), the LoRA adapter,
     the other model and the model card."""
     from pathlib import Path
@@ -153,11 +171,16 @@ def export_model(config_json: str, base_model: Input[Model], lora_model: Input[M
     cfg = config_from_json(config_json)
     trained_on = {**carry(lora_model, DATA_KEYS), **carry(lora_model, BASE_MODEL_KEYS)}
     report = Path(data_report.path)
-    card = {"config": cfg, "trained_on": trained_on, "metrics": dict(metrics.metadata),
-            "data_report": report.read_text(encoding="utf-8") if report.is_file() else None,
-            "data_findings": dict(data_report.metadata)}
-    model.metadata.update(write_export(base_model.path, lora_model.path, baseline_model.path, model.path,
-                                       cfg.export.select, card))
+    card = {
+        "config": cfg,
+        "trained_on": trained_on,
+        "metrics": dict(metrics.metadata),
+        "data_report": report.read_text(encoding="utf-8") if report.is_file() else None,
+        "data_findings": dict(data_report.metadata),
+    }
+    model.metadata.update(
+        write_export(base_model.path, lora_model.path, baseline_model.path, model.path, cfg.export.select, card)
+    )
     progress(f"exported {model.metadata['selected']} for serving: {model.metadata['selection_reason']}")
     stamp(model, **trained_on, lora_model_uri=lora_model.uri, baseline_model_uri=baseline_model.uri)
 
@@ -187,11 +210,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"{args.metrics}: not evaluate's metrics.json ({err})") from None
         report = Path(args.splits) / "report.md" if args.splits else None
         trained_on = {"source_uri": args.data_uri or cfg.data.uri, "base_model": cfg.model.name}
-        card = {"config": cfg, "trained_on": trained_on, "metrics": flat,
-                "data_report": report.read_text(encoding="utf-8") if report and report.is_file() else None}
+        card = {
+            "config": cfg,
+            "trained_on": trained_on,
+            "metrics": flat,
+            "data_report": report.read_text(encoding="utf-8") if report and report.is_file() else None,
+        }
         select = cfg.export.select if args.baseline else "lora"
-        print(json.dumps(write_export(args.base_model, args.lora, args.baseline, args.output_dir, select, card),
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                write_export(args.base_model, args.lora, args.baseline, args.output_dir, select, card),
+                ensure_ascii=False,
+            )
+        )
 
     return run_cli(parser, work, argv)
 

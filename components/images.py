@@ -29,4 +29,3 @@ def check_image_ref(ref: str) -> str:
     if not _NAME.fullmatch(name):
         raise ValueError(f"not an image reference: {ref!r} (expected {FORM}; repository paths are lowercase)")
     return ref
-

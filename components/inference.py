@@ -16,8 +16,9 @@ def predict_logits(model, dataset, batch_size: int, pad_token_id: int, packing=N
         from components.packing import packed_logits
 
         lengths = [int(np.sum(mask)) for mask in dataset["attention_mask"]]
-        return packed_logits(model, dataset["input_ids"], lengths, batch_size, pad_token_id, packing.max_length,
-                             packing.pack_slots)
+        return packed_logits(
+            model, dataset["input_ids"], lengths, batch_size, pad_token_id, packing.max_length, packing.pack_slots
+        )
 
     collate = BucketCollator(pad_token_id)
     outputs = []

@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 GIT_COMMIT_ENV = "BANGLASENTI_GIT_COMMIT"
 IMAGE_ENV = "BANGLASENTI_IMAGE"
 # Set by Vertex AI inside a custom job: the job id and where it keeps outputs and checkpoints.
-VERTEX_ENV = {"CLOUD_ML_JOB_ID": "vertex_custom_job_id", "AIP_MODEL_DIR": "vertex_model_dir",
-              "AIP_CHECKPOINT_DIR": "vertex_checkpoint_dir"}
+VERTEX_ENV = {
+    "CLOUD_ML_JOB_ID": "vertex_custom_job_id",
+    "AIP_MODEL_DIR": "vertex_model_dir",
+    "AIP_CHECKPOINT_DIR": "vertex_checkpoint_dir",
+}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,8 +30,9 @@ def git_commit(repo: str | Path = REPO_ROOT) -> str:
     """HEAD of the repository holding `repo`, with '-dirty' when tracked files differ; '' outside git."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                              timeout=30).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -51,12 +55,19 @@ def run_context() -> dict[str, str]:
 
 
 # Keys an artifact takes over from its inputs' metadata (input key -> key in the output's metadata).
-DATA_KEYS = {"source_uri": "source_uri", "source_sha256": "source_sha256", "seed": "split_seed",
-             "split_method": "split_method"}
-BASE_MODEL_KEYS = {"base_model": "base_model", "revision": "base_model_revision",
-                   "content_sha256": "base_model_sha256"}
-TOKENIZER_KEYS = {"max_length": "max_length", "buckets": "buckets", "tokenizer_class": "tokenizer_class",
-                  "tokenizer_sha256": "tokenizer_sha256"}
+DATA_KEYS = {
+    "source_uri": "source_uri",
+    "source_sha256": "source_sha256",
+    "seed": "split_seed",
+    "split_method": "split_method",
+}
+BASE_MODEL_KEYS = {"base_model": "base_model", "revision": "base_model_revision", "content_sha256": "base_model_sha256"}
+TOKENIZER_KEYS = {
+    "max_length": "max_length",
+    "buckets": "buckets",
+    "tokenizer_class": "tokenizer_class",
+    "tokenizer_sha256": "tokenizer_sha256",
+}
 
 
 def carry(source, keys: dict[str, str]) -> dict[str, Any]:

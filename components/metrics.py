@@ -26,15 +26,17 @@ def headline_metrics(y_true, y_pred) -> dict[str, float]:
 def classification_metrics(y_true, y_pred) -> dict[str, Any]:
     """Headline metrics, per-class precision/recall/F1, confusion matrix and collapse detection."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=LABELS, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=LABELS, zero_division=0)
     predicted = Counter(y_pred.tolist())
     return {
         **headline_metrics(y_true, y_pred),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(CLASS_NAMES)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),

@@ -21,16 +21,32 @@ TINY = "tiny"  # components.base_model.TINY
 # (name, where, licence, Hugging Face dataset id or "")
 BANGLASENTI_PARTS = [
     ("Bangla Sentiment Dataset", "kaggle.com/datasets/tasrifnurhimel/sentiment-dataset-bangla-text", "Apache-2.0", ""),
-    ("Bangla Sentiments in eLearning", "huggingface.co/datasets/TanjimKIT/Bangla_Sentiments_in_eLearning",
-     "Apache-2.0", "TanjimKIT/Bangla_Sentiments_in_eLearning"),
-    ("Bengali Sentiment Classification (Sazzed 2021)", "kaggle.com/datasets/saurabhshahane/bengali-sentiment-"
-     "classification", "CC BY 4.0", ""),
+    (
+        "Bangla Sentiments in eLearning",
+        "huggingface.co/datasets/TanjimKIT/Bangla_Sentiments_in_eLearning",
+        "Apache-2.0",
+        "TanjimKIT/Bangla_Sentiments_in_eLearning",
+    ),
+    (
+        "Bengali Sentiment Classification (Sazzed 2021)",
+        "kaggle.com/datasets/saurabhshahane/bengali-sentiment-classification",
+        "CC BY 4.0",
+        "",
+    ),
     ("BanglaBook reviews", "github.com/mohsinulkabir14/BanglaBook", "CC BY-NC-SA 4.0", ""),
     ("Bangla Sentiment Dataset (Biswas & Hasan 2025)", "data.mendeley.com/datasets/rh67mckhbh/2", "CC BY 4.0", ""),
-    ("Synthetic Bengali Sentiment", "huggingface.co/datasets/shaikh25/synthetic-bengali-sentiment", "Apache-2.0",
-     "shaikh25/synthetic-bengali-sentiment"),
-    ("SentNoB (noisy Bangla texts)", "huggingface.co/datasets/sustcsenlp/bn_sentiment_noisy_dataset", "Apache-2.0",
-     "sustcsenlp/bn_sentiment_noisy_dataset"),
+    (
+        "Synthetic Bengali Sentiment",
+        "huggingface.co/datasets/shaikh25/synthetic-bengali-sentiment",
+        "Apache-2.0",
+        "shaikh25/synthetic-bengali-sentiment",
+    ),
+    (
+        "SentNoB (noisy Bangla texts)",
+        "huggingface.co/datasets/sustcsenlp/bn_sentiment_noisy_dataset",
+        "Apache-2.0",
+        "sustcsenlp/bn_sentiment_noisy_dataset",
+    ),
 ]
 SAMPLE_DOMAINS = "products, food, services, travel, films, dramas, books, music, sports, education, news"
 
@@ -62,29 +78,45 @@ def data_source(trained_on: dict[str, Any]) -> dict[str, Any]:
     """What is known of the training data: name, parts with their licences, the card's licence id."""
     uri = str(trained_on.get("source_uri") or "")
     if uri == SAMPLE_URI or trained_on.get("source_sha256") == sample_sha256():
-        return {"name": "the embedded Bengali sentiment sample (694 rows written for this project; "
-                        "docs/data_card.md)", "parts": [("embedded sample", "components/data/bangla_sentiment_"
-                                                         "sample.csv", "Apache-2.0", "")],
-                "license": "apache-2.0", "domains": SAMPLE_DOMAINS,
-                "noise": "one author's labels, no hard cases (sarcasm, mixed opinions), and a 70-row test split: "
-                         "one example moves accuracy by 1.4 points."}
+        return {
+            "name": "the embedded Bengali sentiment sample (694 rows written for this project; docs/data_card.md)",
+            "parts": [("embedded sample", "components/data/bangla_sentiment_sample.csv", "Apache-2.0", "")],
+            "license": "apache-2.0",
+            "domains": SAMPLE_DOMAINS,
+            "noise": "one author's labels, no hard cases (sarcasm, mixed opinions), and a 70-row test split: "
+            "one example moves accuracy by 1.4 points.",
+        }
     if uri == BANGLASENTI_URI:
-        return {"name": "the merged BanglaSenti dataset (niloydebbarma-code/banglasenti-dataset-prep)",
-                "parts": BANGLASENTI_PARTS, "license": "cc-by-nc-sa-4.0",
-                "domains": "social-media comments, product and book reviews, e-learning feedback, news comments",
-                "noise": "the merge has duplicates, texts with conflicting labels, book titles with unreliable "
-                         "labels and a SentNoB part whose negative and neutral labels look swapped; the test "
-                         "scores inherit that noise."}
-    return {"name": f"`{uri or 'not recorded'}`", "parts": [], "license": "other", "domains": "",
-            "noise": "not measured beyond the data-quality report's count of texts with conflicting labels."}
+        return {
+            "name": "the merged BanglaSenti dataset (niloydebbarma-code/banglasenti-dataset-prep)",
+            "parts": BANGLASENTI_PARTS,
+            "license": "cc-by-nc-sa-4.0",
+            "domains": "social-media comments, product and book reviews, e-learning feedback, news comments",
+            "noise": "the merge has duplicates, texts with conflicting labels, book titles with unreliable "
+            "labels and a SentNoB part whose negative and neutral labels look swapped; the test "
+            "scores inherit that noise.",
+        }
+    return {
+        "name": f"`{uri or 'not recorded'}`",
+        "parts": [],
+        "license": "other",
+        "domains": "",
+        "noise": "not measured beyond the data-quality report's count of texts with conflicting labels.",
+    }
 
 
 def front_matter(facts: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
     """The Hugging Face model-card metadata."""
     cfg, sel, metrics = facts.get("config"), facts["selection"], facts.get("metrics") or {}
     base = (facts.get("trained_on") or {}).get("base_model") or (cfg.model.name if cfg else "")
-    tags = ["text-classification", "sentiment-analysis", "bengali", "xlm-roberta", "banglasenti-pipeline",
-            "lora" if sel["selected"] == "lora" else "full-fine-tuning"]
+    tags = [
+        "text-classification",
+        "sentiment-analysis",
+        "bengali",
+        "xlm-roberta",
+        "banglasenti-pipeline",
+        "lora" if sel["selected"] == "lora" else "full-fine-tuning",
+    ]
     if sel.get("demo"):
         tags.append("demo")
     meta: dict[str, Any] = {
@@ -102,18 +134,36 @@ def front_matter(facts: dict[str, Any], source: dict[str, Any]) -> dict[str, Any
     meta["metrics"] = ["f1", "accuracy"]
     name = sel["selected"]
     if f"{name}_test_macro_f1" in metrics:
-        meta["model-index"] = [{
-            "name": f"banglasenti-{name}",
-            "results": [{
-                "task": {"type": "text-classification", "name": "Sentiment analysis (negative/positive/neutral)"},
-                "dataset": {"name": source["name"].split(" (")[0], "type": str(
-                    (facts.get("trained_on") or {}).get("source_uri") or "unknown"), "split": "test"},
-                "metrics": [{"type": "f1", "name": "macro-F1", "value": round(float(metrics[f"{name}_test_macro_f1"]),
-                                                                               4)},
-                            {"type": "accuracy", "name": "accuracy",
-                             "value": round(float(metrics.get(f"{name}_test_accuracy", 0.0)), 4)}],
-            }],
-        }]
+        meta["model-index"] = [
+            {
+                "name": f"banglasenti-{name}",
+                "results": [
+                    {
+                        "task": {
+                            "type": "text-classification",
+                            "name": "Sentiment analysis (negative/positive/neutral)",
+                        },
+                        "dataset": {
+                            "name": source["name"].split(" (")[0],
+                            "type": str((facts.get("trained_on") or {}).get("source_uri") or "unknown"),
+                            "split": "test",
+                        },
+                        "metrics": [
+                            {
+                                "type": "f1",
+                                "name": "macro-F1",
+                                "value": round(float(metrics[f"{name}_test_macro_f1"]), 4),
+                            },
+                            {
+                                "type": "accuracy",
+                                "name": "accuracy",
+                                "value": round(float(metrics.get(f"{name}_test_accuracy", 0.0)), 4),
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
     return meta
 
 
@@ -123,8 +173,12 @@ def metrics_lines(facts: dict[str, Any]) -> list[str]:
         return ["No test metrics were given to the export (run evaluate first; the pipeline always does)."]
     cfg = facts.get("config")
     level = round(100 * cfg.report.confidence) if cfg is not None else 95
-    lines = [f"Test split, {level} % bootstrap intervals of macro-F1 (components/stats.py):", "",
-             "| model | macro-F1 | interval | accuracy | weighted F1 |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Test split, {level} % bootstrap intervals of macro-F1 (components/stats.py):",
+        "",
+        "| model | macro-F1 | interval | accuracy | weighted F1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
     names = {"lora": "LoRA", "baseline": "full fine-tuning", "reference": "TF-IDF + logistic regression (reference)"}
     for key, label in names.items():
         if f"{key}_test_macro_f1" not in metrics:
@@ -133,13 +187,18 @@ def metrics_lines(facts: dict[str, Any]) -> list[str]:
         interval = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "-"
         served = " **(served)**" if key == selected else ""
         collapsed = " (collapsed: one class)" if metrics.get(f"{key}_collapsed") else ""
-        lines.append(f"| {label}{served}{collapsed} | {metrics[f'{key}_test_macro_f1']:.4f} | {interval} | "
-                     f"{metrics.get(f'{key}_test_accuracy', float('nan')):.4f} | "
-                     f"{metrics.get(f'{key}_test_weighted_f1', float('nan')):.4f} |")
+        lines.append(
+            f"| {label}{served}{collapsed} | {metrics[f'{key}_test_macro_f1']:.4f} | {interval} | "
+            f"{metrics.get(f'{key}_test_accuracy', float('nan')):.4f} | "
+            f"{metrics.get(f'{key}_test_weighted_f1', float('nan')):.4f} |"
+        )
     if "majority_class_test_macro_f1" in metrics:
         lines.append(f"| majority class | {metrics['majority_class_test_macro_f1']:.4f} | - | - | - |")
-    per_class = [f"{cls} {metrics[f'{selected}_test_f1_{cls}']:.3f}" for cls in CLASS_NAMES
-                 if f"{selected}_test_f1_{cls}" in metrics]
+    per_class = [
+        f"{cls} {metrics[f'{selected}_test_f1_{cls}']:.3f}"
+        for cls in CLASS_NAMES
+        if f"{selected}_test_f1_{cls}" in metrics
+    ]
     if per_class:
         lines += ["", f"Per-class F1 of the served model: {', '.join(per_class)}."]
     ref, own = metrics.get("reference_test_macro_f1"), metrics.get(f"{selected}_test_macro_f1")
@@ -151,26 +210,44 @@ def metrics_lines(facts: dict[str, Any]) -> list[str]:
 def config_lines(facts: dict[str, Any]) -> list[str]:
     cfg, summaries = facts.get("config"), facts.get("summaries") or {}
     lines = ["| setting | LoRA | full fine-tuning |", "|---|---|---|"]
-    rows = [("learning rate", "learning_rate"), ("batch size per device", "batch_size"), ("epochs run", "epochs_run"),
-            ("best epoch (val macro-F1)", "best_epoch"), ("best val macro-F1", "best_val_macro_f1"),
-            ("trainable parameters", "trainable_parameters"), ("total parameters", "total_parameters"),
-            ("seed", "seed"), ("device", "device")]
+    rows = [
+        ("learning rate", "learning_rate"),
+        ("batch size per device", "batch_size"),
+        ("epochs run", "epochs_run"),
+        ("best epoch (val macro-F1)", "best_epoch"),
+        ("best val macro-F1", "best_val_macro_f1"),
+        ("trainable parameters", "trainable_parameters"),
+        ("total parameters", "total_parameters"),
+        ("seed", "seed"),
+        ("device", "device"),
+    ]
     for label, key in rows:
         cells = [summaries.get(name, {}).get(key, "-") for name in ("lora", "baseline")]
-        cells = [f"{c:.4f}" if isinstance(c, float) and key == "best_val_macro_f1" else f"{c:,}" if isinstance(
-            c, int) and "parameters" in key else str(c) for c in cells]
+        cells = [
+            f"{c:.4f}"
+            if isinstance(c, float) and key == "best_val_macro_f1"
+            else f"{c:,}"
+            if isinstance(c, int) and "parameters" in key
+            else str(c)
+            for c in cells
+        ]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     lora = summaries.get("lora", {}).get("lora")
     if lora:
-        lines += ["", f"LoRA: r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, target modules "
-                  f"{', '.join(lora['target_modules'])}."]
+        lines += [
+            "",
+            f"LoRA: r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, target modules "
+            f"{', '.join(lora['target_modules'])}.",
+        ]
     if cfg is not None:
         t = cfg.train
-        lines += [f"Schedule: AdamW, warmup {t.warmup_ratio:.0%} then linear decay, weight decay {t.weight_decay}, "
-                  f"grad-norm clipping {t.max_grad_norm}, early stopping patience {t.early_stopping_patience} "
-                  "epochs; the best epoch by validation macro-F1 is kept.",
-                  f"Inputs: texts Unicode-NFC normalised, whitespace collapsed, truncated to {cfg.tokenize.max_length} "
-                  f"tokens and padded to the buckets {cfg.tokenize.buckets}."]
+        lines += [
+            f"Schedule: AdamW, warmup {t.warmup_ratio:.0%} then linear decay, weight decay {t.weight_decay}, "
+            f"grad-norm clipping {t.max_grad_norm}, early stopping patience {t.early_stopping_patience} "
+            "epochs; the best epoch by validation macro-F1 is kept.",
+            f"Inputs: texts Unicode-NFC normalised, whitespace collapsed, truncated to {cfg.tokenize.max_length} "
+            f"tokens and padded to the buckets {cfg.tokenize.buckets}.",
+        ]
     return lines
 
 
@@ -184,24 +261,39 @@ def data_lines(facts: dict[str, Any], source: dict[str, Any]) -> list[str]:
         lines += ["", "| source | where | licence |", "|---|---|---|"]
         lines += [f"| {name} | {where} | {licence} |" for name, where, licence, _ in source["parts"]]
         if source["license"] == "cc-by-nc-sa-4.0":
-            lines += ["", "The sources carry different licences; BanglaBook's CC BY-NC-SA 4.0 is the most "
-                      "restrictive, so this card states it for the model (non-commercial, share-alike). Check the "
-                      "terms of every source before any other use."]
+            lines += [
+                "",
+                "The sources carry different licences; BanglaBook's CC BY-NC-SA 4.0 is the most "
+                "restrictive, so this card states it for the model (non-commercial, share-alike). Check the "
+                "terms of every source before any other use.",
+            ]
     else:
         lines += ["", "The licence of this data is not known to the pipeline: set `export.license` to state it."]
     if cfg is not None:
         d = cfg.data
-        split = (f"one seeded stratified split {d.train_fraction:g}/{d.val_fraction:g}/{d.test_fraction:g}"
-                 if d.split_method == "stratified" else "the original project's two train_test_split calls (80/10/10)")
-        dedup = (f"texts cleaned (NFC, whitespace) and de-duplicated before splitting, so no text is in two splits; "
-                 f"a text seen with conflicting labels: {d.conflict_rule}" if d.deduplicate
-                 else "no de-duplication: a text may be in more than one split")
+        split = (
+            f"one seeded stratified split {d.train_fraction:g}/{d.val_fraction:g}/{d.test_fraction:g}"
+            if d.split_method == "stratified"
+            else "the original project's two train_test_split calls (80/10/10)"
+        )
+        dedup = (
+            f"texts cleaned (NFC, whitespace) and de-duplicated before splitting, so no text is in two splits; "
+            f"a text seen with conflicting labels: {d.conflict_rule}"
+            if d.deduplicate
+            else "no de-duplication: a text may be in more than one split"
+        )
         lines += ["", f"Split: {split}, seed {trained_on.get('split_seed', d.seed)}; {dedup}."]
     report = facts.get("data_report")
     if report:
         demoted = "\n".join("##" + line if line.startswith("#") else line for line in report.strip().splitlines())
-        lines += ["", "<details><summary>Data-quality report of the prepare step</summary>", "", demoted, "",
-                  "</details>"]
+        lines += [
+            "",
+            "<details><summary>Data-quality report of the prepare step</summary>",
+            "",
+            demoted,
+            "",
+            "</details>",
+        ]
     return lines
 
 
@@ -237,24 +329,43 @@ def render_model_card(facts: dict[str, Any]) -> str:
         lines += [f"> **{sel['warning']}**", ""]
     lines += [
         f"A sequence classifier for Bengali text with three labels: {', '.join(CLASS_NAMES)} (ids 0, 1, 2). "
-        f"Base model: `{base}`.", "",
-        "## Which model is served", "",
+        f"Base model: `{base}`.",
+        "",
+        "## Which model is served",
+        "",
         f"Served (`merged/`): **{sel['selected']}** ({served}). Reason: {sel['selection_reason']}. "
-        f"Validation macro-F1: {scores}.", "",
+        f"Validation macro-F1: {scores}.",
+        "",
         "Files: `merged/` the served model (safetensors, tokenizer, `serving.json`); `adapter/` the LoRA adapter "
         "and classifier head (apply to the same base model)"
-        + ("; `baseline/` the full fine-tuned model." if files.get("baseline_dir") else "."), "",
-        "## Intended use", "",
+        + ("; `baseline/` the full fine-tuned model." if files.get("baseline_dir") else "."),
+        "",
+        "## Intended use",
+        "",
         "Sentiment of short Bengali texts (reviews, comments, feedback; median about 42 characters), for "
         "aggregate analysis and triage, with a human reviewing decisions that matter. Not for judging "
-        "individuals, moderation without review, or any text outside the limits below.", "",
-        "## Evaluation", "", *metrics_lines(facts), "",
-        "## Training data", "", *data_lines(facts, source), "",
-        "## Training configuration", "", *config_lines(facts), "",
-        "## Limits", "", *limits_lines(facts, source), "",
-        "## How to use", "",
+        "individuals, moderation without review, or any text outside the limits below.",
+        "",
+        "## Evaluation",
+        "",
+        *metrics_lines(facts),
+        "",
+        "## Training data",
+        "",
+        *data_lines(facts, source),
+        "",
+        "## Training configuration",
+        "",
+        *config_lines(facts),
+        "",
+        "## Limits",
+        "",
+        *limits_lines(facts, source),
+        "",
+        "## How to use",
+        "",
         "```",
-        "python -m components.predict --model EXPORT_DIR --text \"খুব ভালো লাগলো\"",
+        'python -m components.predict --model EXPORT_DIR --text "খুব ভালো লাগলো"',
         "AIP_STORAGE_URI=EXPORT_DIR python -m components.serve   # docs/serving.md",
         "```",
     ]

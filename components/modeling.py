@@ -48,8 +48,7 @@ def load_trained_model(model_dir: str | Path, base_dir: str | Path):
         require_model_dir(model_dir, ADAPTER_CONFIG, "adapter_model.safetensors")
         model = PeftModel.from_pretrained(load_base_classifier(base_dir), str(model_dir))
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(require_model_dir(model_dir)),
-                                                                   **LOAD_OPTIONS)
+        model = AutoModelForSequenceClassification.from_pretrained(str(require_model_dir(model_dir)), **LOAD_OPTIONS)
     return model.eval()
 
 

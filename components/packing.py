@@ -48,13 +48,20 @@ def rows_per_batch(texts: int, slots: int) -> int:
     return math.ceil(texts / slots)
 
 
-def packed_records(input_ids: Sequence[Sequence[int]], lengths: Sequence[int], labels: Sequence[int],
-                   row_length: int, slots: int) -> list[dict[str, Any]]:
+def packed_records(
+    input_ids: Sequence[Sequence[int]], lengths: Sequence[int], labels: Sequence[int], row_length: int, slots: int
+) -> list[dict[str, Any]]:
     """One record per row: the texts' real tokens (`texts`), their labels, their input positions (`index`) and
     the row's length (one for all: the length-grouped sampler then shuffles rows at random)."""
-    return [{"texts": [list(map(int, input_ids[i][: int(lengths[i])])) for i in row],
-             "labels": [int(labels[i]) for i in row], "index": list(row), "length": row_length}
-            for row in pack_rows(lengths, row_length, slots)]
+    return [
+        {
+            "texts": [list(map(int, input_ids[i][: int(lengths[i])])) for i in row],
+            "labels": [int(labels[i]) for i in row],
+            "index": list(row),
+            "length": row_length,
+        }
+        for row in pack_rows(lengths, row_length, slots)
+    ]
 
 
 def packing_efficiency(lengths: Sequence[int], row_length: int, slots: int, batch_texts: int) -> dict[str, Any]:
@@ -62,12 +69,22 @@ def packing_efficiency(lengths: Sequence[int], row_length: int, slots: int, batc
     rows = pack_rows(lengths, row_length, slots)
     per_batch = rows_per_batch(batch_texts, slots)
     padded_rows = math.ceil(len(rows) / per_batch) * per_batch if rows else 0
-    return {"rows": len(rows), "slots_filled": round(len(lengths) / max(len(rows) * slots, 1), 4),
-            "padding_efficiency": round(sum(map(int, lengths)) / max(padded_rows * row_length, 1), 4)}
+    return {
+        "rows": len(rows),
+        "slots_filled": round(len(lengths) / max(len(rows) * slots, 1), 4),
+        "padding_efficiency": round(sum(map(int, lengths)) / max(padded_rows * row_length, 1), 4),
+    }
 
 
-def epoch_units(order: Sequence[int], lengths: Sequence[int], per_device: int, row_length: int, slots: int,
-                rows: int, window: int = 64) -> list[list[list[int]]] | None:
+def epoch_units(
+    order: Sequence[int],
+    lengths: Sequence[int],
+    per_device: int,
+    row_length: int,
+    slots: int,
+    rows: int,
+    window: int = 64,
+) -> list[list[list[int]]] | None:
     """An epoch's texts in units of exactly `per_device` texts (the epoch's last unit: the rest), each packed into
     at most `rows` rows by `pack_rows` (lists of text indices); None where that fails.
 
@@ -80,7 +97,7 @@ def epoch_units(order: Sequence[int], lengths: Sequence[int], per_device: int, r
     position = {i: k for k, i in enumerate(order)}
     units: list[list[list[int]]] = []
     for start in range(0, len(order), window * per_device):
-        chunk = list(order[start:start + window * per_device])
+        chunk = list(order[start : start + window * per_device])
         count = math.ceil(len(chunk) / per_device)
         places = np.full(count, per_device)
         places[-1] = len(chunk) - (count - 1) * per_device
@@ -98,14 +115,17 @@ def epoch_units(order: Sequence[int], lengths: Sequence[int], per_device: int, r
             return None
         short = members.pop() if len(members[-1]) < per_device else None
         members.sort(key=lambda m: min(map(position.__getitem__, m)))
-        units.extend([[unit[k] for k in row] for row in pack_rows([lengths[i] for i in unit], row_length, slots)]
-                     for unit in members + ([short] if short else []))
+        units.extend(
+            [[unit[k] for k in row] for row in pack_rows([lengths[i] for i in unit], row_length, slots)]
+            for unit in members + ([short] if short else [])
+        )
     return units
 
 
 def even_out(members: list[list[int]], lengths: Sequence[int], row_length: int, slots: int, rows: int) -> bool:
     """Swap texts between units until each packs into `rows` rows: a unit that needs more gives its longest text
     possible for the shortest one of another unit that keeps both within `rows`. False if a unit stays over."""
+
     def fits(unit: list[int]) -> bool:
         return len(pack_rows([lengths[i] for i in unit], row_length, slots)) <= rows
 
@@ -136,9 +156,15 @@ def fill_batches(units: Sequence[Sequence[Sequence[int]]], devices: int, rows: i
     """Batches of `devices` consecutive units: lists of (text, row), row `device * rows + r`."""
     if any(len(unit) > rows for unit in units):
         raise ValueError(f"a unit needs {max(map(len, units))} rows, more than the run's {rows}")
-    return [[(i, device * rows + r) for device, unit in enumerate(units[b:b + devices])
-             for r, row in enumerate(unit) for i in row]
-            for b in range(0, len(units), devices)]
+    return [
+        [
+            (i, device * rows + r)
+            for device, unit in enumerate(units[b : b + devices])
+            for r, row in enumerate(unit)
+            for i in row
+        ]
+        for b in range(0, len(units), devices)
+    ]
 
 
 def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
@@ -148,14 +174,14 @@ def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
 
 
-def train_rows_for(lengths: Sequence[int], per_device: int, row_length: int, slots: int, seed: int,
-                   epochs: int) -> int:
+def train_rows_for(lengths: Sequence[int], per_device: int, row_length: int, slots: int, seed: int, epochs: int) -> int:
     """Rows per device of every training batch: the fewest (from ceil(per_device / slots)) into which
     `epoch_units` packs every unit of each of the run's `epochs` epochs; `per_device` rows always do."""
     orders = [epoch_order(len(lengths), seed, epoch) for epoch in range(epochs)]
     rows = rows_per_batch(per_device, slots)
-    while rows < per_device and any(epoch_units(o, lengths, per_device, row_length, slots, rows) is None
-                                    for o in orders):
+    while rows < per_device and any(
+        epoch_units(o, lengths, per_device, row_length, slots, rows) is None for o in orders
+    ):
         rows += 1
     return rows
 
@@ -192,8 +218,9 @@ class PackedBatchSampler:
     texts (`epoch_units`), `devices` units a batch: every batch but the last holds `per_device * devices` texts,
     in `rows` rows per device. Batches are lists of (text, row) keys of a PackedTexts."""
 
-    def __init__(self, sampler, lengths: Sequence[int], per_device: int, devices: int, rows: int, row_length: int,
-                 slots: int):
+    def __init__(
+        self, sampler, lengths: Sequence[int], per_device: int, devices: int, rows: int, row_length: int, slots: int
+    ):
         self.sampler = sampler  # accelerate forwards set_epoch to batch_sampler.sampler (also when resuming)
         self.lengths, self.per_device, self.devices = list(lengths), per_device, devices
         self.rows, self.row_length, self.slots = rows, row_length, slots
@@ -237,8 +264,9 @@ class PackedCollator:
     With `rows`, a short batch is topped up with empty rows, so that XLA sees one batch shape.
     """
 
-    def __init__(self, pad_token_id: int, row_length: int, slots: int, rows: int | None = None,
-                 with_index: bool = False):
+    def __init__(
+        self, pad_token_id: int, row_length: int, slots: int, rows: int | None = None, with_index: bool = False
+    ):
         self.pad_token_id = pad_token_id
         self.row_length = row_length
         self.slots = slots
@@ -265,16 +293,21 @@ class PackedCollator:
                 n = len(tokens)
                 if offset + n > width:
                     raise ValueError(f"a row holds {offset + n} tokens, more than {width}")
-                ids[r, offset:offset + n] = torch.as_tensor(tokens, dtype=torch.long)
-                segments[r, offset:offset + n] = k + 1
+                ids[r, offset : offset + n] = torch.as_tensor(tokens, dtype=torch.long)
+                segments[r, offset : offset + n] = k + 1
                 # RoBERTa's create_position_ids_from_input_ids for this text alone
-                positions[r, offset:offset + n] = torch.arange(self.pad_token_id + 1, self.pad_token_id + 1 + n)
+                positions[r, offset : offset + n] = torch.arange(self.pad_token_id + 1, self.pad_token_id + 1 + n)
                 cls_index[r, k] = offset
                 labels[r * slots + k] = int(feature["labels"][k])
                 index[r * slots + k] = int(feature["index"][k])
                 offset += n
-        batch = {"input_ids": ids, "segment_ids": segments, "position_ids": positions, "cls_index": cls_index,
-                 "labels": labels}
+        batch = {
+            "input_ids": ids,
+            "segment_ids": segments,
+            "position_ids": positions,
+            "cls_index": cls_index,
+            "labels": labels,
+        }
         if self.with_index:
             batch["index"] = index
         return batch
@@ -282,8 +315,9 @@ class PackedCollator:
 
 def texts_into_rows(features: list[dict[str, Any]]) -> list[dict[str, list]]:
     """Row records (texts, labels, index) from texts carrying their row; rows without texts stay empty."""
-    rows: list[dict[str, list]] = [{"texts": [], "labels": [], "index": []}
-                                   for _ in range(max(f["row"] for f in features) + 1)]
+    rows: list[dict[str, list]] = [
+        {"texts": [], "labels": [], "index": []} for _ in range(max(f["row"] for f in features) + 1)
+    ]
     for f in features:
         row = rows[f["row"]]
         row["texts"].append(f["tokens"])
@@ -300,7 +334,8 @@ def block_diagonal_mask(segment_ids, attn_implementation: str | None):
     same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
     if attn_implementation == "eager":
         return torch.zeros(same.shape, dtype=torch.float32, device=same.device).masked_fill(
-            ~same, torch.finfo(torch.float32).min)
+            ~same, torch.finfo(torch.float32).min
+        )
     return same
 
 
@@ -351,8 +386,15 @@ def packed_forward(model, batch: dict[str, Any]):
     return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def packed_logits(model, input_ids: Sequence[Sequence[int]], lengths: Sequence[int], batch_texts: int,
-                  pad_token_id: int, row_length: int, slots: int):
+def packed_logits(
+    model,
+    input_ids: Sequence[Sequence[int]],
+    lengths: Sequence[int],
+    batch_texts: int,
+    pad_token_id: int,
+    row_length: int,
+    slots: int,
+):
     """Logits of every text, in input order (numpy, float32): texts packed into rows, `batch_texts` slots a batch."""
     import numpy as np
     import torch
@@ -363,7 +405,7 @@ def packed_logits(model, input_ids: Sequence[Sequence[int]], lengths: Sequence[i
     out: np.ndarray | None = None
     with torch.inference_mode():
         for start in range(0, len(records), per_batch):
-            batch = collate(records[start:start + per_batch])
+            batch = collate(records[start : start + per_batch])
             index = batch.pop("index")
             batch.pop("labels")
             logits = packed_forward(model, batch).logits.float().numpy()
@@ -383,8 +425,9 @@ def load_packed_split(tokenized_dir, name: str, row_length: int, slots: int):
     from components.storage import read_parquet
 
     frame = read_parquet(Path(tokenized_dir) / f"{name}.parquet", ["input_ids", "label", "num_tokens"])
-    records = packed_records(frame["input_ids"].tolist(), frame["num_tokens"].tolist(), frame["label"].tolist(),
-                             row_length, slots)
+    records = packed_records(
+        frame["input_ids"].tolist(), frame["num_tokens"].tolist(), frame["label"].tolist(), row_length, slots
+    )
     return datasets.Dataset.from_list(records)
 
 

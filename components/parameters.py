@@ -23,7 +23,6 @@ class RunParameter:
     note: str = ""
     value: Any = None  # the default of a parameter that sets no config key
 
-
     def default(self, cfg) -> Any:
         """The parameter's default: the config's value of its key (sweep_grid: the expanded `sweep.*` grid)."""
         if self.name == "sweep_grid":
@@ -43,9 +42,14 @@ PARAMETERS: tuple[RunParameter, ...] = (
     RunParameter("lora_r", ("lora.r",), int, (MAIN,)),
     RunParameter("lora_alpha", ("lora.alpha",), int, (MAIN,)),
     RunParameter("lora_target_modules", ("lora.target_modules",), list, (MAIN,)),
-    RunParameter("sweep_grid", (), list, (SWEEP,),
-                 note="`sweep.r`, `sweep.alpha_ratio`, `sweep.target_modules` expanded to `{r, alpha, target_modules}` "
-                      "items; each trial sets `lora.r`, `lora.alpha`, `lora.target_modules`"),
+    RunParameter(
+        "sweep_grid",
+        (),
+        list,
+        (SWEEP,),
+        note="`sweep.r`, `sweep.alpha_ratio`, `sweep.target_modules` expanded to `{r, alpha, target_modules}` "
+        "items; each trial sets `lora.r`, `lora.alpha`, `lora.target_modules`",
+    ),
     RunParameter("lora_learning_rate", ("train.lora_learning_rate",), float),
     RunParameter("baseline_learning_rate", ("train.baseline_learning_rate",), float),
     RunParameter("epochs", ("train.epochs",), int),

@@ -111,8 +111,7 @@ def read_jsonl_texts(path: Path, column: str) -> list[str]:
         if column not in record:
             raise InputError(f"{path}: line {lineno}: expected an object with a {column!r} field")
         if not isinstance(record[column], str):
-            raise InputError(f"{path}: line {lineno}: {column!r} must be a string, got "
-                             f"{type(record[column]).__name__}")
+            raise InputError(f"{path}: line {lineno}: {column!r} must be a string, got {type(record[column]).__name__}")
         texts.append(record[column])
     if not texts:
         raise InputError(f"{path}: no lines")
@@ -130,8 +129,10 @@ def read_texts(uri: str, cfg: Config) -> list[str]:
             return read_jsonl_texts(path, cfg.data.text_column)
         frame = read_table(path, cfg.data.format)
     if cfg.data.text_column not in frame.columns:
-        raise InputError(f"{uri}: missing column {cfg.data.text_column!r}; found {list(frame.columns)} "
-                         "(choose one with --set data.text_column=NAME)")
+        raise InputError(
+            f"{uri}: missing column {cfg.data.text_column!r}; found {list(frame.columns)} "
+            "(choose one with --set data.text_column=NAME)"
+        )
     return [as_text(v) for v in frame[cfg.data.text_column]]
 
 
@@ -154,8 +155,11 @@ def vertex_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Vertex AI batch prediction's output lines: {"instance": {"text"}, "prediction": {label, label_id, scores}}."""
     records = []
     for row in frame.to_dict(orient="records"):
-        prediction = {"label": row["label"], "label_id": int(row["label_id"]),
-                      "scores": {name: float(row[col]) for name, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS)}}
+        prediction = {
+            "label": row["label"],
+            "label_id": int(row["label_id"]),
+            "scores": {name: float(row[col]) for name, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS)},
+        }
         if "warning" in row:
             prediction["warning"] = row["warning"]
         records.append({"instance": {"text": row["text"]}, "prediction": prediction})
@@ -173,8 +177,9 @@ def write_output(frame: pd.DataFrame, output: str, output_format: str) -> None:
         path = Path(workdir) / f"predictions{suffix}" if output.startswith("gs://") else Path(output)
         if output_format == "vertex":
             with atomic_file(path) as tmp:
-                tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in vertex_records(frame)),
-                               encoding="utf-8")
+                tmp.write_text(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in vertex_records(frame)), encoding="utf-8"
+                )
         else:
             write_predictions(frame, path)
         if output.startswith("gs://"):
@@ -197,10 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="table of texts: csv/tsv/jsonl/parquet, local, https:// or gs://")
     source.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    parser.add_argument("--output", help="write predictions here (.csv/.tsv/.jsonl/.parquet, local or gs://) "
-                        "instead of stdout")
-    parser.add_argument("--output-format", choices=("table", "vertex"), default="table",
-                        help="table: one flat record per text; vertex: {instance, prediction} JSONL lines")
+    parser.add_argument(
+        "--output", help="write predictions here (.csv/.tsv/.jsonl/.parquet, local or gs://) instead of stdout"
+    )
+    parser.add_argument(
+        "--output-format",
+        choices=("table", "vertex"),
+        default="table",
+        help="table: one flat record per text; vertex: {instance, prediction} JSONL lines",
+    )
 
     def work(args) -> None:
         quiet_libraries()
@@ -216,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             write_output(predictions, args.output, args.output_format)
             print(f"wrote {len(predictions)} predictions to {args.output}", file=sys.stderr)
         else:
-            records = vertex_records(predictions) if args.output_format == "vertex" else predictions.to_dict(
-                orient="records")
+            records = (
+                vertex_records(predictions) if args.output_format == "vertex" else predictions.to_dict(orient="records")
+            )
             for record in records:
                 print(json.dumps(record, ensure_ascii=False, default=int))
 

@@ -8,7 +8,6 @@ Writes train/val/test parquet files (columns text, label, row) and a Markdown da
 Conflicting labels for one text: the most frequent label wins, ties are dropped (`data.conflict_rule`).
 """
 
-
 import json
 import re
 import tempfile
@@ -81,8 +80,9 @@ def split_frame(frame: pd.DataFrame, cfg: DataConfig, source: str = "data") -> d
     if class_counts.empty:
         raise InputError(f"{source}: no rows left to split (every text empty or dropped)")
     if len(class_counts) < 2:
-        raise InputError(f"{source}: only one class ({CLASS_NAMES[int(class_counts.index[0])]}) in the data: "
-                         "cannot train")
+        raise InputError(
+            f"{source}: only one class ({CLASS_NAMES[int(class_counts.index[0])]}) in the data: cannot train"
+        )
     if cfg.split_method == "original":
         first_test, second_test = 0.2, 0.5
     else:
@@ -111,8 +111,14 @@ class PreparedData:
 
 def _percentiles(lengths: pd.Series) -> dict[str, float]:
     qs = lengths.quantile([0.5, 0.9, 0.95, 0.99])
-    return {"p50": float(qs[0.5]), "p90": float(qs[0.9]), "p95": float(qs[0.95]), "p99": float(qs[0.99]),
-            "max": float(lengths.max()), "mean": round(float(lengths.mean()), 1)}
+    return {
+        "p50": float(qs[0.5]),
+        "p90": float(qs[0.9]),
+        "p95": float(qs[0.95]),
+        "p99": float(qs[0.99]),
+        "max": float(lengths.max()),
+        "mean": round(float(lengths.mean()), 1),
+    }
 
 
 def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> PreparedData:
@@ -122,13 +128,14 @@ def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> Prepared
         raise InputError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}")
     if frame.empty:
         raise InputError(f"{source}: no data rows (header only)")
-    data = pd.DataFrame({
-        "text": frame[cfg.text_column].map(lambda v: clean_text(as_text(v))).to_numpy(),
-        "label": map_labels(frame[cfg.label_column], cfg.label_map, source).to_numpy(),
-        "row": np.arange(1, len(frame) + 1),
-    })
-    stats: dict[str, Any] = {"source": source, "rows_in": len(data), "seed": cfg.seed,
-                             "split_method": cfg.split_method}
+    data = pd.DataFrame(
+        {
+            "text": frame[cfg.text_column].map(lambda v: clean_text(as_text(v))).to_numpy(),
+            "label": map_labels(frame[cfg.label_column], cfg.label_map, source).to_numpy(),
+            "row": np.arange(1, len(frame) + 1),
+        }
+    )
+    stats: dict[str, Any] = {"source": source, "rows_in": len(data), "seed": cfg.seed, "split_method": cfg.split_method}
     empty = data["text"] == ""
     stats["dropped_empty"] = int(empty.sum())
     data = data[~empty]
@@ -149,8 +156,9 @@ def prepare_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> Prepared
         stats.update({f"dedup_{k}": v for k, v in dup.items()})
     splits = split_frame(data.reset_index(drop=True), cfg, source)
     seen: dict[str, set[str]] = {name: set(part["text"]) for name, part in splits.items()}
-    stats["cross_split_texts"] = len((seen["train"] & seen["val"]) | (seen["train"] & seen["test"])
-                                     | (seen["val"] & seen["test"]))
+    stats["cross_split_texts"] = len(
+        (seen["train"] & seen["val"]) | (seen["train"] & seen["test"]) | (seen["val"] & seen["test"])
+    )
     stats["rows_out"] = {name: len(part) for name, part in splits.items()}
     stats["label_counts"] = {
         name: {CLASS_NAMES[i]: int((part["label"] == i).sum()) for i in range(NUM_CLASSES)}
@@ -187,8 +195,12 @@ def render_report(stats: dict[str, Any]) -> str:
         "",
         f"- exact duplicate rows (same text and label): {stats['exact_duplicate_rows']}",
         f"- texts seen with conflicting labels: {stats['conflicting_texts']}"
-        + (f" ({stats['dedup_conflicts_resolved']} resolved by majority, "
-           f"{stats['dedup_conflicts_dropped_rows']} rows dropped)" if "dedup_conflicts_resolved" in stats else ""),
+        + (
+            f" ({stats['dedup_conflicts_resolved']} resolved by majority, "
+            f"{stats['dedup_conflicts_dropped_rows']} rows dropped)"
+            if "dedup_conflicts_resolved" in stats
+            else ""
+        ),
         f"- texts in more than one split (leakage): {stats['cross_split_texts']}",
         f"- rows without any Bengali letter: {stats['non_bengali_rows']}",
         f"- rows with more Latin than Bengali letters: {stats['latin_majority_rows']}",
@@ -201,8 +213,13 @@ def render_report(stats: dict[str, Any]) -> str:
     for name, counts in stats["label_counts"].items():
         total = max(sum(counts.values()), 1)
         lines.append(f"| {name} | " + " | ".join(f"{n} ({100 * n / total:.1f} %)" for n in counts.values()) + " |")
-    lines += ["", "## Text length (kept rows)", "", "| unit | p50 | p90 | p95 | p99 | max | mean |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Text length (kept rows)",
+        "",
+        "| unit | p50 | p90 | p95 | p99 | max | mean |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for unit in ("chars", "words"):
         p = stats[f"text_{unit}"]
         cells = " | ".join(f"{p[k]:g}" for k in ("p50", "p90", "p95", "p99", "max", "mean"))
@@ -241,13 +258,20 @@ def write_prepared(prepared: PreparedData, paths: dict[str, str | Path], report_
 
 def split_metadata(prepared: PreparedData, name: str) -> dict[str, Any]:
     stats = prepared.stats
-    return {"split": name, "rows": stats["rows_out"][name], "label_counts": stats["label_counts"][name],
-            "source_uri": stats["source"], "source_sha256": stats["sha256"], "seed": stats["seed"],
-            "split_method": stats["split_method"]}
+    return {
+        "split": name,
+        "rows": stats["rows_out"][name],
+        "label_counts": stats["label_counts"][name],
+        "source_uri": stats["source"],
+        "source_sha256": stats["sha256"],
+        "seed": stats["seed"],
+        "split_method": stats["split_method"],
+    }
 
 
-def run_prepare(cfg: Config, train_path: str | Path, val_path: str | Path, test_path: str | Path,
-                report_path: str | Path) -> PreparedData:
+def run_prepare(
+    cfg: Config, train_path: str | Path, val_path: str | Path, test_path: str | Path, report_path: str | Path
+) -> PreparedData:
     """What the KFP component and the command line do: `cfg.data.uri` read, checked, cleaned and split."""
     from components.runtime import progress
 
@@ -295,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     def work(args) -> None:
         cfg = load_cli_config(args, {"data.uri": args.input})
         out = Path(args.output_dir)
-        prepared = run_prepare(cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet",
-                               out / "report.md")
+        prepared = run_prepare(cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet", out / "report.md")
         print(json.dumps({"rows_out": prepared.stats["rows_out"], "report": str(out / "report.md")}))
 
     return run_cli(parser, work, argv)

@@ -28,38 +28,78 @@ class PrivateUse:
 
 TRAINER = "transformers.trainer:Trainer"
 PRIVATE = (
-    PrivateUse("transformers", TRAINER, "_run_epoch",
-               "trainer: a loader rebuilt for a mid-epoch resume is sharded again (components/trainer.py)"),
-    PrivateUse("transformers", "transformers.trainer", "skip_first_batches",
-               "trainer: the loader of a mid-epoch resume, wrapped to be sharded (the name the Trainer calls)"),
-    PrivateUse("transformers", TRAINER, "_get_train_sampler",
-               "trainer: the shuffle depends on (seed, epoch) only"),
-    PrivateUse("transformers", TRAINER, "_save_checkpoint",
-               "trainer: manifests and the running loss saved with every checkpoint"),
-    PrivateUse("transformers", TRAINER, "_tr_loss", "trainer: the running loss in a checkpoint",
-               instance=True),
-    PrivateUse("transformers", TRAINER, "_total_loss_scalar",
-               "trainer: the running loss in a checkpoint", instance=True),
-    PrivateUse("transformers", TRAINER, "_globalstep_last_logged",
-               "trainer: the running loss in a checkpoint", instance=True),
-    PrivateUse("torch_xla", "torch_xla.distributed.parallel_loader:MpDeviceLoader", "_parallel_loader_kwargs",
-               "device: batches sharded over the SPMD mesh (components/device.py)", instance=True),
+    PrivateUse(
+        "transformers",
+        TRAINER,
+        "_run_epoch",
+        "trainer: a loader rebuilt for a mid-epoch resume is sharded again (components/trainer.py)",
+    ),
+    PrivateUse(
+        "transformers",
+        "transformers.trainer",
+        "skip_first_batches",
+        "trainer: the loader of a mid-epoch resume, wrapped to be sharded (the name the Trainer calls)",
+    ),
+    PrivateUse("transformers", TRAINER, "_get_train_sampler", "trainer: the shuffle depends on (seed, epoch) only"),
+    PrivateUse(
+        "transformers",
+        TRAINER,
+        "_save_checkpoint",
+        "trainer: manifests and the running loss saved with every checkpoint",
+    ),
+    PrivateUse("transformers", TRAINER, "_tr_loss", "trainer: the running loss in a checkpoint", instance=True),
+    PrivateUse(
+        "transformers", TRAINER, "_total_loss_scalar", "trainer: the running loss in a checkpoint", instance=True
+    ),
+    PrivateUse(
+        "transformers", TRAINER, "_globalstep_last_logged", "trainer: the running loss in a checkpoint", instance=True
+    ),
+    PrivateUse(
+        "torch_xla",
+        "torch_xla.distributed.parallel_loader:MpDeviceLoader",
+        "_parallel_loader_kwargs",
+        "device: batches sharded over the SPMD mesh (components/device.py)",
+        instance=True,
+    ),
     PrivateUse("torch_xla", "torch_xla:_XLAC", "_get_xla_sharding_spec", "device, diagnostics: a tensor's sharding"),
-    PrivateUse("torch_xla", "torch_xla:_XLAC", "_get_xla_tensor_shape_type",
-               "device: the element type XLA stores a tensor in"),
-    PrivateUse("torch_xla", "torch_xla:_XLAC", "_xla_computation_cache_is_initialized",
-               "compile_cache: the persistent cache is set once per process"),
-    PrivateUse("google-cloud-aiplatform", "google.cloud.aiplatform.pipeline_jobs:PipelineJob", "_gca_resource",
-               "submit: the request job.submit() would send (pipelines/submit.py)", instance=True),
-    PrivateUse("torch_xla", "torch_xla._internal.tpu", "version",
-               "diagnostics: the TPU generation in the smoke report"),
-    PrivateUse("transformers", "transformers.configuration_utils:PretrainedConfig", "_attn_implementation",
-               "packing: the attention a packed row's block-diagonal mask is built for (boolean or additive)"),
-    PrivateUse("kfp", "kfp.local.docker_task_handler", "run_docker_container",
-               "container_run: DockerRunner's containers started so that a failed step's exit status is read "
-               "(pipelines/container_run.py checks its signature and caller)"),
-    PrivateUse("google-cloud-pipeline-components", "google_cloud_pipeline_components._placeholders",
-               "PROJECT_ID_PLACEHOLDER", "registry: the pipeline job's project (pipelines/registry.py)"),
+    PrivateUse(
+        "torch_xla", "torch_xla:_XLAC", "_get_xla_tensor_shape_type", "device: the element type XLA stores a tensor in"
+    ),
+    PrivateUse(
+        "torch_xla",
+        "torch_xla:_XLAC",
+        "_xla_computation_cache_is_initialized",
+        "compile_cache: the persistent cache is set once per process",
+    ),
+    PrivateUse(
+        "google-cloud-aiplatform",
+        "google.cloud.aiplatform.pipeline_jobs:PipelineJob",
+        "_gca_resource",
+        "submit: the request job.submit() would send (pipelines/submit.py)",
+        instance=True,
+    ),
+    PrivateUse(
+        "torch_xla", "torch_xla._internal.tpu", "version", "diagnostics: the TPU generation in the smoke report"
+    ),
+    PrivateUse(
+        "transformers",
+        "transformers.configuration_utils:PretrainedConfig",
+        "_attn_implementation",
+        "packing: the attention a packed row's block-diagonal mask is built for (boolean or additive)",
+    ),
+    PrivateUse(
+        "kfp",
+        "kfp.local.docker_task_handler",
+        "run_docker_container",
+        "container_run: DockerRunner's containers started so that a failed step's exit status is read "
+        "(pipelines/container_run.py checks its signature and caller)",
+    ),
+    PrivateUse(
+        "google-cloud-pipeline-components",
+        "google_cloud_pipeline_components._placeholders",
+        "PROJECT_ID_PLACEHOLDER",
+        "registry: the pipeline job's project (pipelines/registry.py)",
+    ),
 )
 
 
@@ -86,10 +126,13 @@ def _version(package: str) -> str:
 
 def gone(use: PrivateUse) -> str:
     if _version(use.package) == "?":
-        return (f"{use.package} is not installed; the project uses its {use.owner.replace(':', '.')}.{use.name} "
-                f"({use.why})")
-    return (f"{use.package} {_version(use.package)} has no {use.owner.replace(':', '.')}.{use.name}, which the "
-            f"project relies on ({use.why}); use a version that has it or update that code")
+        return (
+            f"{use.package} is not installed; the project uses its {use.owner.replace(':', '.')}.{use.name} ({use.why})"
+        )
+    return (
+        f"{use.package} {_version(use.package)} has no {use.owner.replace(':', '.')}.{use.name}, which the "
+        f"project relies on ({use.why}); use a version that has it or update that code"
+    )
 
 
 def private(obj: Any, name: str, owner: str | None = None) -> Any:

@@ -26,8 +26,9 @@ def train_reference(train: pd.DataFrame, val: pd.DataFrame, cfg: ReferenceConfig
     from components.metrics import headline_metrics
 
     start = time.monotonic()
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(cfg.ngram_min, cfg.ngram_max),
-                                 max_features=cfg.max_features, sublinear_tf=True)
+    vectorizer = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(cfg.ngram_min, cfg.ngram_max), max_features=cfg.max_features, sublinear_tf=True
+    )
     x_train = vectorizer.fit_transform(train["text"])
     x_val = vectorizer.transform(val["text"])
     history = []

@@ -40,8 +40,9 @@ def model_client(location: str, api_endpoint: str | None = None):
     if api_endpoint:
         from google.auth.credentials import AnonymousCredentials
 
-        return aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": api_endpoint}, transport="rest",
-                                                credentials=AnonymousCredentials())
+        return aiplatform_v1.ModelServiceClient(
+            client_options={"api_endpoint": api_endpoint}, transport="rest", credentials=AnonymousCredentials()
+        )
     return aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": f"{location}-aiplatform.googleapis.com"})
 
 
@@ -50,8 +51,10 @@ def find_parent_model(client, project: str, location: str, display_name: str) ->
     parent = f"projects/{project}/locations/{location}"
     names = [m.name for m in client.list_models(request={"parent": parent, "filter": f'display_name="{display_name}"'})]
     if len(names) > 1:
-        raise RegistryError(f"{len(names)} registry models are named {display_name!r} ({', '.join(names)}): set "
-                            "registry.parent_model to the one that gets the new versions")
+        raise RegistryError(
+            f"{len(names)} registry models are named {display_name!r} ({', '.join(names)}): set "
+            "registry.parent_model to the one that gets the new versions"
+        )
     return names[0] if names else None
 
 
@@ -85,21 +88,40 @@ def challenger_wins(macro_f1: float, current: Champion | None) -> bool:
 
 def container_spec(serving_image: str) -> dict[str, Any]:
     """The serving container as the registry records it: Vertex AI passes the routes and port as AIP_* variables."""
-    return {"image_uri": serving_image, "predict_route": PREDICT_ROUTE, "health_route": HEALTH_ROUTE,
-            "ports": [{"container_port": SERVE_PORT}]}
+    return {
+        "image_uri": serving_image,
+        "predict_route": PREDICT_ROUTE,
+        "health_route": HEALTH_ROUTE,
+        "ports": [{"container_port": SERVE_PORT}],
+    }
 
 
-def upload_version(client, project: str, location: str, parent: str | None, display_name: str, artifact_uri: str,
-                   serving_image: str, description: str, labels: dict[str, str]) -> str:
+def upload_version(
+    client,
+    project: str,
+    location: str,
+    parent: str | None,
+    display_name: str,
+    artifact_uri: str,
+    serving_image: str,
+    description: str,
+    labels: dict[str, str],
+) -> str:
     """Upload `artifact_uri` as a new version of `parent` (not made default) or as a new model; returns
     models/ID@VERSION."""
     from google.cloud import aiplatform_v1
 
-    model = aiplatform_v1.Model(display_name=display_name, description=description, artifact_uri=artifact_uri,
-                                container_spec=container_spec(serving_image), labels=labels,
-                                version_description=description)
-    request = aiplatform_v1.UploadModelRequest(parent=f"projects/{project}/locations/{location}", model=model,
-                                               parent_model=parent or "")
+    model = aiplatform_v1.Model(
+        display_name=display_name,
+        description=description,
+        artifact_uri=artifact_uri,
+        container_spec=container_spec(serving_image),
+        labels=labels,
+        version_description=description,
+    )
+    request = aiplatform_v1.UploadModelRequest(
+        parent=f"projects/{project}/locations/{location}", model=model, parent_model=parent or ""
+    )
     response = client.upload_model(request=request).result()
     return f"{response.model}@{response.model_version_id}"
 
@@ -116,20 +138,35 @@ def per_class(confusion: list[list[int]]) -> list[dict[str, float]]:
     return rows
 
 
-def evaluation_request(classes: list[str], confusion: list[list[int]], macro_f1: float, accuracy: float,
-                       metadata: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluation_request(
+    classes: list[str], confusion: list[list[int]], macro_f1: float, accuracy: float, metadata: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A ModelEvaluation (classification metrics schema: top-1 scores and the confusion matrix) and one slice per
     class with its precision, recall and F1, as the REST API takes them."""
-    top1 = {"confidenceThreshold": 0.0, "maxPredictions": 1, "f1ScoreMacro": macro_f1, "f1ScoreMicro": accuracy,
-            "precision": accuracy, "recall": accuracy, "f1Score": accuracy}
+    top1 = {
+        "confidenceThreshold": 0.0,
+        "maxPredictions": 1,
+        "f1ScoreMacro": macro_f1,
+        "f1ScoreMicro": accuracy,
+        "precision": accuracy,
+        "recall": accuracy,
+        "f1Score": accuracy,
+    }
     specs = [{"id": str(i), "displayName": c} for i, c in enumerate(classes)]
-    evaluation = {"displayName": EVALUATION_NAME, "metricsSchemaUri": CLASSIFICATION_SCHEMA,
-                  "metrics": {"confidenceMetrics": [top1],
-                              "confusionMatrix": {"annotationSpecs": specs, "rows": confusion}},
-                  "metadata": metadata}
-    slices = [{"slice": {"dimension": "annotationSpec", "value": c}, "metricsSchemaUri": CLASSIFICATION_SCHEMA,
-               "metrics": {"confidenceMetrics": [{"confidenceThreshold": 0.0, "maxPredictions": 1, **scores}]}}
-              for c, scores in zip(classes, per_class(confusion))]
+    evaluation = {
+        "displayName": EVALUATION_NAME,
+        "metricsSchemaUri": CLASSIFICATION_SCHEMA,
+        "metrics": {"confidenceMetrics": [top1], "confusionMatrix": {"annotationSpecs": specs, "rows": confusion}},
+        "metadata": metadata,
+    }
+    slices = [
+        {
+            "slice": {"dimension": "annotationSpec", "value": c},
+            "metricsSchemaUri": CLASSIFICATION_SCHEMA,
+            "metrics": {"confidenceMetrics": [{"confidenceThreshold": 0.0, "maxPredictions": 1, **scores}]},
+        }
+        for c, scores in zip(classes, per_class(confusion))
+    ]
     return evaluation, slices
 
 
@@ -150,40 +187,88 @@ def import_evaluation(client, version: str, evaluation: dict[str, Any], slices: 
     return imported.name
 
 
-def register(client, *, project: str, location: str, parent_model: str, display_name: str, artifact_uri: str,
-             serving_image: str, selected: str, classes: list[str], confusion: list[list[int]], macro_f1: float,
-             accuracy: float, labels: dict[str, str] | None = None) -> dict[str, Any]:
+def register(
+    client,
+    *,
+    project: str,
+    location: str,
+    parent_model: str,
+    display_name: str,
+    artifact_uri: str,
+    serving_image: str,
+    selected: str,
+    classes: list[str],
+    confusion: list[list[int]],
+    macro_f1: float,
+    accuracy: float,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Add the exported model as a version of the registry model, import its evaluation, and make it the default
     version when it beats the current one. Returns what was done (the step's VertexModel metadata); a refused call
     is a one-line RegistryError."""
     from google.api_core.exceptions import GoogleAPICallError
 
     try:
-        return _register(client, project, location, parent_model, display_name, artifact_uri, serving_image, selected,
-                         classes, confusion, macro_f1, accuracy, labels or {})
+        return _register(
+            client,
+            project,
+            location,
+            parent_model,
+            display_name,
+            artifact_uri,
+            serving_image,
+            selected,
+            classes,
+            confusion,
+            macro_f1,
+            accuracy,
+            labels or {},
+        )
     except GoogleAPICallError as err:
         message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", err.message or "")  # the REST transport's prefix
         raise RegistryError(f"Model Registry ({location}): {err.code} {message}") from err
 
 
-def _register(client, project: str, location: str, parent_model: str, display_name: str, artifact_uri: str,
-              serving_image: str, selected: str, classes: list[str], confusion: list[list[int]], macro_f1: float,
-              accuracy: float, labels: dict[str, str]) -> dict[str, Any]:
+def _register(
+    client,
+    project: str,
+    location: str,
+    parent_model: str,
+    display_name: str,
+    artifact_uri: str,
+    serving_image: str,
+    selected: str,
+    classes: list[str],
+    confusion: list[list[int]],
+    macro_f1: float,
+    accuracy: float,
+    labels: dict[str, str],
+) -> dict[str, Any]:
     parent = parent_model or find_parent_model(client, project, location, display_name)
     current = champion(client, parent) if parent else None
     wins = challenger_wins(macro_f1, current)
     description = f"{selected} model; test macro-F1 {macro_f1:.4f}"
-    version = upload_version(client, project, location, parent, display_name, artifact_uri, serving_image,
-                             description, labels)
-    evaluation, slices = evaluation_request(classes, confusion, macro_f1, accuracy,
-                                            {"selected": selected, "test_macro_f1": macro_f1})
+    version = upload_version(
+        client, project, location, parent, display_name, artifact_uri, serving_image, description, labels
+    )
+    evaluation, slices = evaluation_request(
+        classes, confusion, macro_f1, accuracy, {"selected": selected, "test_macro_f1": macro_f1}
+    )
     evaluation_name = import_evaluation(client, version, evaluation, slices)
     if wins and current is not None:  # a new model's first version is its default already
         client.merge_version_aliases(name=version, version_aliases=[DEFAULT_ALIAS])
     model_name, version_id = version.split("@")
-    result = {"resourceName": version, "model": model_name, "version_id": version_id, "artifact_uri": artifact_uri,
-              "selected": selected, "test_macro_f1": macro_f1, "is_default_version": wins,
-              "champion_version": current.version if current else "", "evaluation": evaluation_name}
+    result = {
+        "resourceName": version,
+        "model": model_name,
+        "version_id": version_id,
+        "artifact_uri": artifact_uri,
+        "selected": selected,
+        "test_macro_f1": macro_f1,
+        "is_default_version": wins,
+        "champion_version": current.version if current else "",
+        "evaluation": evaluation_name,
+    }
     if current is not None and current.macro_f1 is not None:
         result["champion_test_macro_f1"] = current.macro_f1
     return result
@@ -239,13 +324,25 @@ def upload_model(
     require_committed(model.path)  # the export step's directory artifact, read through the /gcs/ mount
     selected, key = selected_key(dict(model.metadata))
     classes, confusion = confusion_rows(dict((lora_confusion if selected == "lora" else baseline_confusion).metadata))
-    result = register(model_client(location), project=project, location=location, parent_model=parent_model,
-                      display_name=display_name, artifact_uri=f"{model.uri.rstrip('/')}/{MERGED}",
-                      serving_image=serving_image, selected=selected, classes=classes, confusion=confusion,
-                      macro_f1=float(metrics.metadata[key]),
-                      accuracy=float(metrics.metadata[f"{selected}_test_accuracy"]),
-                      labels={"source": "banglasenti-pipeline", "selected": selected})
+    result = register(
+        model_client(location),
+        project=project,
+        location=location,
+        parent_model=parent_model,
+        display_name=display_name,
+        artifact_uri=f"{model.uri.rstrip('/')}/{MERGED}",
+        serving_image=serving_image,
+        selected=selected,
+        classes=classes,
+        confusion=confusion,
+        macro_f1=float(metrics.metadata[key]),
+        accuracy=float(metrics.metadata[f"{selected}_test_accuracy"]),
+        labels={"source": "banglasenti-pipeline", "selected": selected},
+    )
     vertex_model.uri = f"https://{location}-aiplatform.googleapis.com/v1/{result['resourceName']}"
     vertex_model.metadata.update(result)
-    print(f"registered {result['resourceName']} ({selected}, test macro-F1 {result['test_macro_f1']:.4f}); default "
-          f"version: {'this one' if result['is_default_version'] else result['champion_version']}", flush=True)
+    print(
+        f"registered {result['resourceName']} ({selected}, test macro-F1 {result['test_macro_f1']:.4f}); default "
+        f"version: {'this one' if result['is_default_version'] else result['champion_version']}",
+        flush=True,
+    )

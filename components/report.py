@@ -87,10 +87,17 @@ def curves_figure(summaries: dict[str, dict[str, Any]]):
     for name, s in summaries.items():
         history = s.get("history") or []
         epochs = [r["epoch"] for r in history]
-        line = loss_ax.plot(epochs, [r.get("train_loss", float("nan")) for r in history], marker="o",
-                            label=f"{name} train")[0]
-        loss_ax.plot(epochs, [r.get("val_loss", float("nan")) for r in history], marker="x", linestyle="--",
-                     color=line.get_color(), label=f"{name} val")
+        line = loss_ax.plot(
+            epochs, [r.get("train_loss", float("nan")) for r in history], marker="o", label=f"{name} train"
+        )[0]
+        loss_ax.plot(
+            epochs,
+            [r.get("val_loss", float("nan")) for r in history],
+            marker="x",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{name} val",
+        )
         f1_ax.plot(epochs, [r.get("val_macro_f1", float("nan")) for r in history], marker="o", label=name)
     from matplotlib.ticker import MaxNLocator
 
@@ -137,8 +144,10 @@ def warnings_html(results: dict[str, Any]) -> list[str]:
         elif not m["beats_majority_class"]:
             out.append(f"{name} does not beat the majority-class macro-F1.")
         if reference and name != "reference" and m["macro_f1"] < reference["macro_f1"]:
-            out.append(f"{name} scores below the TF-IDF reference (macro-F1 {m['macro_f1']:.3f} < "
-                       f"{reference['macro_f1']:.3f}).")
+            out.append(
+                f"{name} scores below the TF-IDF reference (macro-F1 {m['macro_f1']:.3f} < "
+                f"{reference['macro_f1']:.3f})."
+            )
     return [f'<div class="warn"><strong>WARNING:</strong> {escape(w)}</div>' for w in out]
 
 
@@ -149,16 +158,46 @@ def headline_html(results: dict[str, Any]) -> str:
     rows = []
     for name, m in results["models"].items():
         ci = intervals.get(name)
-        rows.append([name, f"{m['macro_f1']:.4f}", _ci(ci, "macro_f1"), f"{m['accuracy']:.4f}", _ci(ci, "accuracy"),
-                     f"{m['weighted_f1']:.4f}", _ci(ci, "weighted_f1"), m["predicted_classes"]])
+        rows.append(
+            [
+                name,
+                f"{m['macro_f1']:.4f}",
+                _ci(ci, "macro_f1"),
+                f"{m['accuracy']:.4f}",
+                _ci(ci, "accuracy"),
+                f"{m['weighted_f1']:.4f}",
+                _ci(ci, "weighted_f1"),
+                m["predicted_classes"],
+            ]
+        )
     maj = results["majority_class"]
-    rows.append(["majority class", f"{maj['macro_f1']:.4f}", "-", f"{maj['accuracy']:.4f}", "-",
-                 f"{maj['weighted_f1']:.4f}", "-", 1])
-    header = ["model", "macro-F1", f"{level} % CI", "accuracy", f"{level} % CI", "weighted F1", f"{level} % CI",
-              "classes predicted"]
+    rows.append(
+        [
+            "majority class",
+            f"{maj['macro_f1']:.4f}",
+            "-",
+            f"{maj['accuracy']:.4f}",
+            "-",
+            f"{maj['weighted_f1']:.4f}",
+            "-",
+            1,
+        ]
+    )
+    header = [
+        "model",
+        "macro-F1",
+        f"{level} % CI",
+        "accuracy",
+        f"{level} % CI",
+        "weighted F1",
+        f"{level} % CI",
+        "classes predicted",
+    ]
     n = next(iter(results["models"].values()))["examples"]
-    note = (f'<p class="note">Test split: {n} examples. Intervals: percentile bootstrap over '
-            f'{unc.get("samples", 0)} resamples of the test split (seed {unc.get("seed", "-")}).</p>')
+    note = (
+        f'<p class="note">Test split: {n} examples. Intervals: percentile bootstrap over '
+        f"{unc.get('samples', 0)} resamples of the test split (seed {unc.get('seed', '-')}).</p>"
+    )
     return _table(header, rows) + note
 
 
@@ -166,16 +205,30 @@ def tests_html(results: dict[str, Any]) -> str:
     tests = results.get("uncertainty", {}).get("paired_tests", [])
     if not tests:
         return "<p>No paired tests.</p>"
-    rows = [[f"{t['a']} - {t['b']}", f"{t['bootstrap_macro_f1_delta']:+.4f}",
-             f"[{t['bootstrap_delta_low']:+.3f}, {t['bootstrap_delta_high']:+.3f}]", f"{t['bootstrap_p_value']:.3f}",
-             f"{t['mcnemar_a_only_correct']} / {t['mcnemar_b_only_correct']}", f"{t['mcnemar_p_value']:.3f}"]
-            for t in tests]
-    header = ["pair (a - b)", "macro-F1 difference", "bootstrap CI", "bootstrap p", "only a / only b correct",
-              "McNemar p"]
+    rows = [
+        [
+            f"{t['a']} - {t['b']}",
+            f"{t['bootstrap_macro_f1_delta']:+.4f}",
+            f"[{t['bootstrap_delta_low']:+.3f}, {t['bootstrap_delta_high']:+.3f}]",
+            f"{t['bootstrap_p_value']:.3f}",
+            f"{t['mcnemar_a_only_correct']} / {t['mcnemar_b_only_correct']}",
+            f"{t['mcnemar_p_value']:.3f}",
+        ]
+        for t in tests
+    ]
+    header = [
+        "pair (a - b)",
+        "macro-F1 difference",
+        "bootstrap CI",
+        "bootstrap p",
+        "only a / only b correct",
+        "McNemar p",
+    ]
     return _table(header, rows) + (
         '<p class="note">Paired bootstrap: both models scored on the same resamples; p is twice the share of '
         "resamples on the smaller side of zero. McNemar: exact binomial test on the examples exactly one of the "
-        "two models gets right. p below 0.05 means the difference is unlikely to be resampling noise.</p>")
+        "two models gets right. p below 0.05 means the difference is unlikely to be resampling noise.</p>"
+    )
 
 
 def cost_html(summaries: dict[str, dict[str, Any]], sizes: dict[str, int]) -> str:
@@ -184,18 +237,40 @@ def cost_html(summaries: dict[str, dict[str, Any]], sizes: dict[str, int]) -> st
         total = s.get("total_parameters")
         trainable = s.get("trainable_parameters")
         share = f"{100 * trainable / total:.2f} %" if total and trainable is not None else "-"
-        rows.append([name, f"{trainable:,}" if trainable is not None else "-", f"{total:,}" if total else "-", share,
-                     _mib(sizes.get(name)), f"{s.get('wall_seconds', float('nan')):.1f}",
-                     f"{s.get('train_examples_per_second', float('nan')):.1f}", s.get("epochs_run", "-"),
-                     s.get("best_epoch", "-"), s.get("device", "-")])
-    header = ["model", "trainable params", "total params", "trainable share", "saved size", "train wall s",
-              "examples/s", "epochs run", "best epoch", "device"]
+        rows.append(
+            [
+                name,
+                f"{trainable:,}" if trainable is not None else "-",
+                f"{total:,}" if total else "-",
+                share,
+                _mib(sizes.get(name)),
+                f"{s.get('wall_seconds', float('nan')):.1f}",
+                f"{s.get('train_examples_per_second', float('nan')):.1f}",
+                s.get("epochs_run", "-"),
+                s.get("best_epoch", "-"),
+                s.get("device", "-"),
+            ]
+        )
+    header = [
+        "model",
+        "trainable params",
+        "total params",
+        "trainable share",
+        "saved size",
+        "train wall s",
+        "examples/s",
+        "epochs run",
+        "best epoch",
+        "device",
+    ]
     text = _table(header, rows)
     if sizes.get("lora") and sizes.get("baseline"):
-        text += (f'<p class="note">The LoRA artifact (adapter + classifier head) is '
-                 f"{100 * sizes['lora'] / sizes['baseline']:.1f} % of the full fine-tuned model's size. "
-                 "Examples/s counts training examples per second of the whole training run (evaluation included)."
-                 "</p>")
+        text += (
+            f'<p class="note">The LoRA artifact (adapter + classifier head) is '
+            f"{100 * sizes['lora'] / sizes['baseline']:.1f} % of the full fine-tuned model's size. "
+            "Examples/s counts training examples per second of the whole training run (evaluation included)."
+            "</p>"
+        )
     return text
 
 
@@ -213,31 +288,62 @@ def data_quality_html(data_quality: dict[str, Any] | None) -> str:
     if findings:
         parts.append(_table(["finding", "value"], [[k.replace("_", " "), v] for k, v in findings.items()]))
     if data_quality.get("markdown"):
-        parts.append("<details><summary>The data-quality report of prepare</summary><pre>"
-                     f"{escape(data_quality['markdown'])}</pre></details>")
+        parts.append(
+            "<details><summary>The data-quality report of prepare</summary><pre>"
+            f"{escape(data_quality['markdown'])}</pre></details>"
+        )
     return "".join(parts)
 
 
-def render_html(results: dict[str, Any], summaries: dict[str, dict[str, Any]], sizes: dict[str, int],
-                data_quality: dict[str, Any] | None = None, title: str = "LoRA vs full fine-tuning") -> str:
+def render_html(
+    results: dict[str, Any],
+    summaries: dict[str, dict[str, Any]],
+    sizes: dict[str, int],
+    data_quality: dict[str, Any] | None = None,
+    title: str = "LoRA vs full fine-tuning",
+) -> str:
     """The whole report page."""
     models = results["models"]
     curves = {name: s for name, s in summaries.items() if s.get("history")}
     served = results.get("served")
-    body = [f"<h1>{escape(title)}: test results</h1>", *warnings_html(results),
-            *([f"<p>Exported and served: <strong>{escape(served['model'])}</strong> ({escape(served['reason'])}).</p>"]
-              if served else []),
-            "<h2>Headline</h2>", headline_html(results),
-            "<h2>Is the difference real?</h2>", tests_html(results),
-            "<h2>Confusion matrices</h2>", _img(png_data_uri(confusion_figure(models)), "confusion matrices"),
-            "<h2>Per-class F1</h2>", _img(png_data_uri(per_class_f1_figure(models)), "per-class F1"),
-            _table(["model", *[f"{c} P / R / F1" for c in CLASS_NAMES]],
-                   [[name] + [f"{m['per_class'][c]['precision']:.3f} / {m['per_class'][c]['recall']:.3f} / "
-                              f"{m['per_class'][c]['f1']:.3f}" for c in CLASS_NAMES] for name, m in models.items()])]
+    body = [
+        f"<h1>{escape(title)}: test results</h1>",
+        *warnings_html(results),
+        *(
+            [f"<p>Exported and served: <strong>{escape(served['model'])}</strong> ({escape(served['reason'])}).</p>"]
+            if served
+            else []
+        ),
+        "<h2>Headline</h2>",
+        headline_html(results),
+        "<h2>Is the difference real?</h2>",
+        tests_html(results),
+        "<h2>Confusion matrices</h2>",
+        _img(png_data_uri(confusion_figure(models)), "confusion matrices"),
+        "<h2>Per-class F1</h2>",
+        _img(png_data_uri(per_class_f1_figure(models)), "per-class F1"),
+        _table(
+            ["model", *[f"{c} P / R / F1" for c in CLASS_NAMES]],
+            [
+                [name]
+                + [
+                    f"{m['per_class'][c]['precision']:.3f} / {m['per_class'][c]['recall']:.3f} / "
+                    f"{m['per_class'][c]['f1']:.3f}"
+                    for c in CLASS_NAMES
+                ]
+                for name, m in models.items()
+            ],
+        ),
+    ]
     if curves:
         body += ["<h2>Training curves</h2>", _img(png_data_uri(curves_figure(curves)), "training curves")]
-    body += ["<h2>Cost: parameters, size, speed</h2>", cost_html(summaries, sizes),
-             "<h2>Data quality</h2>", data_quality_html(data_quality)]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    body += [
+        "<h2>Cost: parameters, size, speed</h2>",
+        cost_html(summaries, sizes),
+        "<h2>Data quality</h2>",
+        data_quality_html(data_quality),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

@@ -61,8 +61,11 @@ class LoadedModel:
         out = []
         for row in frame.itertuples(index=False):
             record = row._asdict()
-            prediction = {"label": record["label"], "label_id": int(record["label_id"]),
-                          "scores": {name: float(record[col]) for name, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS)}}
+            prediction = {
+                "label": record["label"],
+                "label_id": int(record["label_id"]),
+                "scores": {name: float(record[col]) for name, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS)},
+            }
             if warning:
                 prediction["warning"] = warning
             out.append(prediction)
@@ -76,7 +79,7 @@ def local_model_dir(uri: str, workdir: Path) -> Path:
     if uri.startswith("gs://"):
         download_gcs_directory(uri, workdir)
         return workdir
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
 
 
 def load_served_model(uri: str) -> LoadedModel:
@@ -114,13 +117,13 @@ def parse_instances(body: bytes, max_instances: int) -> list[str]:
     if not instances:
         raise BadRequest('"instances" is empty')
     if len(instances) > max_instances:
-        raise BadRequest(f'too many instances: {len(instances)} (at most {max_instances} per request)')
+        raise BadRequest(f"too many instances: {len(instances)} (at most {max_instances} per request)")
     texts = []
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict) or "text" not in instance:
             raise BadRequest(f'instances[{i}]: expected an object with a "text" field')
         if not isinstance(instance["text"], str):
-            raise BadRequest(f'instances[{i}].text: expected a string, got {type(instance["text"]).__name__}')
+            raise BadRequest(f"instances[{i}].text: expected a string, got {type(instance['text']).__name__}")
         texts.append(instance["text"])
     return texts
 
@@ -150,9 +153,13 @@ class ModelHolder:
             self.done.set()
 
 
-def create_app(holder: ModelHolder, health_route: str = DEFAULT_HEALTH_ROUTE,
-               predict_route: str = DEFAULT_PREDICT_ROUTE, max_body_bytes: int = MAX_BODY_BYTES,
-               max_instances: int = MAX_INSTANCES):
+def create_app(
+    holder: ModelHolder,
+    health_route: str = DEFAULT_HEALTH_ROUTE,
+    predict_route: str = DEFAULT_PREDICT_ROUTE,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_instances: int = MAX_INSTANCES,
+):
     """The FastAPI application: health and predict on the given routes."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
@@ -211,8 +218,13 @@ def serve(uri: str, host: str, port: int, health_route: str, predict_route: str)
     import uvicorn
 
     holder = ModelHolder(lambda: load_served_model(uri))
-    app = create_app(holder, health_route, predict_route, int(os.environ.get(MAX_BODY_ENV, MAX_BODY_BYTES)),
-                     int(os.environ.get(MAX_INSTANCES_ENV, MAX_INSTANCES)))
+    app = create_app(
+        holder,
+        health_route,
+        predict_route,
+        int(os.environ.get(MAX_BODY_ENV, MAX_BODY_BYTES)),
+        int(os.environ.get(MAX_INSTANCES_ENV, MAX_INSTANCES)),
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False))
 
     def stop() -> None:
@@ -227,18 +239,30 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=os.environ.get("AIP_STORAGE_URI"),
-                        help="export directory or its merged/ (local or gs://); default $AIP_STORAGE_URI")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("AIP_STORAGE_URI"),
+        help="export directory or its merged/ (local or gs://); default $AIP_STORAGE_URI",
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all interfaces)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT") or DEFAULT_PORT),
-                        help="port (default $AIP_HTTP_PORT or 8080)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("AIP_HTTP_PORT") or DEFAULT_PORT),
+        help="port (default $AIP_HTTP_PORT or 8080)",
+    )
     args = parser.parse_args(argv)
     if not args.model:
         print("error: no model: set AIP_STORAGE_URI or pass --model", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return serve(args.model, args.host, args.port, route("AIP_HEALTH_ROUTE", DEFAULT_HEALTH_ROUTE),
-                 route("AIP_PREDICT_ROUTE", DEFAULT_PREDICT_ROUTE))
+    return serve(
+        args.model,
+        args.host,
+        args.port,
+        route("AIP_HEALTH_ROUTE", DEFAULT_HEALTH_ROUTE),
+        route("AIP_PREDICT_ROUTE", DEFAULT_PREDICT_ROUTE),
+    )
 
 
 if __name__ == "__main__":

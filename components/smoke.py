@@ -22,18 +22,38 @@ from components.parameters import SMOKE_STEPS
 from components.storage import atomic_file
 
 DEFAULT_STEPS = SMOKE_STEPS
-SUMMARY_KEYS = ("best_val_macro_f1", "final_train_loss", "wall_seconds", "train_examples_per_second", "placement",
-                "xla_graphs", "trainable_parameters", "total_parameters")
+SUMMARY_KEYS = (
+    "best_val_macro_f1",
+    "final_train_loss",
+    "wall_seconds",
+    "train_examples_per_second",
+    "placement",
+    "xla_graphs",
+    "trainable_parameters",
+    "total_parameters",
+)
 
 
 def smoke_config(cfg: Config, steps: int, workdir: Path) -> Config:
     """`cfg` cut to `steps` optimizer steps, no early stopping, checkpoints at the end only, in `workdir`."""
-    return cfg.with_overrides({"train.max_steps": steps, "train.early_stopping_patience": 0,
-                               "train.checkpoint_steps": 0, "train.checkpoint_dir": str(workdir / "checkpoints")})
+    return cfg.with_overrides(
+        {
+            "train.max_steps": steps,
+            "train.early_stopping_patience": 0,
+            "train.checkpoint_steps": 0,
+            "train.checkpoint_dir": str(workdir / "checkpoints"),
+        }
+    )
 
 
-def run_smoke(cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_dir: str | Path,
-              steps: int = DEFAULT_STEPS, modes: tuple[str, ...] = ("lora", "baseline")) -> dict[str, Any]:
+def run_smoke(
+    cfg: Config,
+    base_dir: str | Path,
+    tokenized_dir: str | Path,
+    out_dir: str | Path,
+    steps: int = DEFAULT_STEPS,
+    modes: tuple[str, ...] = ("lora", "baseline"),
+) -> dict[str, Any]:
     """Train each mode for `steps` steps; return the diagnostics of every run (`out_dir`: where the outputs go,
     beside which a local run keeps its compilation cache)."""
     from components.compile_cache import setup_compile_cache
@@ -53,15 +73,25 @@ def run_smoke(cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_
                 summary = train_model(mode, run_cfg, base_dir, tokenized_dir, work / mode)  # type: ignore[arg-type]
             record.update({key: summary[key] for key in SUMMARY_KEYS if key in summary})
             runs[mode] = record
-    return {"steps": steps, "compile_cache": cache, "base_model": str(base_dir), "libraries": library_versions(),
-            "runs": runs}
+    return {
+        "steps": steps,
+        "compile_cache": cache,
+        "base_model": str(base_dir),
+        "libraries": library_versions(),
+        "runs": runs,
+    }
 
 
 def markdown(diagnostics: dict[str, Any]) -> str:
     """A short human summary; the JSON holds everything, the metrics report included."""
-    lines = [f"# Smoke run: {diagnostics['steps']} steps per mode", "",
-             f"Compilation cache: `{diagnostics['compile_cache'] or 'off'}`", "",
-             "| | " + " | ".join(diagnostics["runs"]) + " |", "|---|" + "---|" * len(diagnostics["runs"])]
+    lines = [
+        f"# Smoke run: {diagnostics['steps']} steps per mode",
+        "",
+        f"Compilation cache: `{diagnostics['compile_cache'] or 'off'}`",
+        "",
+        "| | " + " | ".join(diagnostics["runs"]) + " |",
+        "|---|" + "---|" * len(diagnostics["runs"]),
+    ]
 
     def row(label: str, get) -> None:
         cells = []
@@ -81,14 +111,19 @@ def markdown(diagnostics: dict[str, Any]) -> str:
     row("XLA_USE_BF16 / XLA_DOWNCAST_BF16", lambda r: "/".join(v or "unset" for v in r["bf16_environment"].values()))
     row("graphs compiled", lambda r: r["graphs_compiled"])
     row("compile time (s)", lambda r: r["compile_seconds"])
-    row("persistent cache hits / misses / found, not loadable",
-        lambda r: "{hits} / {misses} / {deserialize_failures}".format(**r["persistent_cache"]))
+    row(
+        "persistent cache hits / misses / found, not loadable",
+        lambda r: "{hits} / {misses} / {deserialize_failures}".format(**r["persistent_cache"]),
+    )
     row("first step (s)", lambda r: r["step_seconds"]["first"])
     row("median later step (s)", lambda r: r["step_seconds"]["median_after_first"])
     row("steps", lambda r: r["steps"])
     row("final train loss", lambda r: round(r["final_train_loss"], 4))
-    lines += ["", "Step times are host-side (XLA runs a step asynchronously); graphs and compile time cover the "
-              "whole training call, evaluation included. The torch_xla metrics report is in the JSON."]
+    lines += [
+        "",
+        "Step times are host-side (XLA runs a step asynchronously); graphs and compile time cover the "
+        "whole training call, evaluation included. The torch_xla metrics report is in the JSON.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -99,8 +134,15 @@ def write_diagnostics(diagnostics: dict[str, Any], json_path: str | Path, md_pat
         tmp.write_text(json.dumps(diagnostics, indent=2, default=str), encoding="utf-8")
 
 
-def smoke_step(cfg: Config, steps: int, base_dir: str, tokenized_dir: str, json_path: str, md_path: str,
-               modes: tuple[str, ...] = ("lora", "baseline")) -> dict[str, Any]:
+def smoke_step(
+    cfg: Config,
+    steps: int,
+    base_dir: str,
+    tokenized_dir: str,
+    json_path: str,
+    md_path: str,
+    modes: tuple[str, ...] = ("lora", "baseline"),
+) -> dict[str, Any]:
     """What the KFP component and the command line do: `run_smoke`, its diagnostics written as JSON and Markdown."""
     from components.runtime import quiet_libraries
 
@@ -134,14 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenized", required=True, help="directory of tokenized splits")
     parser.add_argument("--output-dir", required=True, help="directory for diagnostics.json and diagnostics.md")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per mode")
-    parser.add_argument("--mode", dest="modes", action="append", choices=("lora", "baseline"),
-                        help="train only this mode (repeatable; default: both)")
+    parser.add_argument(
+        "--mode",
+        dest="modes",
+        action="append",
+        choices=("lora", "baseline"),
+        help="train only this mode (repeatable; default: both)",
+    )
 
     def work(args) -> None:
         cfg = load_cli_config(args)
         out = Path(args.output_dir)
-        smoke_step(cfg, args.steps, args.base_model, args.tokenized, str(out / "diagnostics.json"),
-                   str(out / "diagnostics.md"), tuple(args.modes or ("lora", "baseline")))
+        smoke_step(
+            cfg,
+            args.steps,
+            args.base_model,
+            args.tokenized,
+            str(out / "diagnostics.json"),
+            str(out / "diagnostics.md"),
+            tuple(args.modes or ("lora", "baseline")),
+        )
         print(out / "diagnostics.md")
 
     return run_cli(parser, work, argv)

@@ -86,18 +86,23 @@ def gcs_error(uri: str, err: Exception, writing: bool = False) -> InputError:
 
     if isinstance(err, gexc.RetryError):
         cause = err.cause if err.cause is not None else err
-        return InputError(f"{uri}: GCS still failing after retrying for {gcs_retry_seconds():g} s "
-                          f"({cause.__class__.__name__}: {one_line(cause)}); try again later")
+        return InputError(
+            f"{uri}: GCS still failing after retrying for {gcs_retry_seconds():g} s "
+            f"({cause.__class__.__name__}: {one_line(cause)}); try again later"
+        )
     if isinstance(err, gexc.NotFound):
         return InputError(f"{uri}: not found (check the bucket and object name)")
     if isinstance(err, gexc.Forbidden):
         permission = "storage.objects.create" if writing else "storage.objects.get"
         return InputError(f"{uri}: permission denied (the service account needs {permission})")
     if isinstance(err, auth_exc.DefaultCredentialsError):
-        return InputError(f"{uri}: no Google Cloud credentials (run `gcloud auth application-default login` "
-                          "or run under a service account)")
-    return InputError(f"{uri}: cannot {'write to' if writing else 'read from'} GCS: {err.__class__.__name__}: "
-                      f"{one_line(err)}")
+        return InputError(
+            f"{uri}: no Google Cloud credentials (run `gcloud auth application-default login` "
+            "or run under a service account)"
+        )
+    return InputError(
+        f"{uri}: cannot {'write to' if writing else 'read from'} GCS: {err.__class__.__name__}: {one_line(err)}"
+    )
 
 
 def gcs_faults() -> tuple[type[Exception], ...]:
@@ -129,8 +134,13 @@ def _download_https_file(uri: str, dest: Path) -> None:
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    retry = Retry(total=5, backoff_factor=1.0, status_forcelist=(429, 500, 502, 503, 504), allowed_methods={"GET"},
-                  raise_on_status=False)
+    retry = Retry(
+        total=5,
+        backoff_factor=1.0,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods={"GET"},
+        raise_on_status=False,
+    )
     with requests.Session() as session:
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
@@ -192,8 +202,9 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):  # -> pand
     return frame[columns] if columns else frame
 
 
-def require_model_dir(path: str | Path, config: str = "config.json", weights: str = "*.safetensors",
-                      source: str | None = None) -> Path:
+def require_model_dir(
+    path: str | Path, config: str = "config.json", weights: str = "*.safetensors", source: str | None = None
+) -> Path:
     """A saved model directory with its config and safetensors weights (pickled weights are never loaded); errors
     name `source` (e.g. the gs:// URI it was downloaded from), else the path."""
     path = require_saved_dir(path, source)
@@ -284,14 +295,15 @@ WRITING, COMMITTED = "writing", "committed"
 
 def manifest_files(directory: Path, manifest: str) -> list[Path]:
     """The files a manifest covers: every file under `directory` but the manifest and hidden temporary files."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != manifest
-                  and not p.name.startswith("."))
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != manifest and not p.name.startswith("."))
 
 
 def write_manifest(directory: Path, manifest: str, **extra: Any) -> None:
     """Commit `directory`: record the size and sha256 of every file in `manifest`, written (replaced) last."""
-    files = {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-             for p in manifest_files(directory, manifest)}
+    files = {
+        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in manifest_files(directory, manifest)
+    }
     with atomic_file(directory / manifest) as tmp:
         tmp.write_text(json.dumps({**extra, "files": files}, indent=1), encoding="utf-8")
 
@@ -320,8 +332,7 @@ def manifest_problem(directory: Path, manifest: str, check_sha256: bool = True) 
 
 def _owned(directory: Path) -> bool:
     """Whether `directory` may be cleared for a new write: empty, or written by `committed_directory`."""
-    return (directory / ARTIFACT_MANIFEST).is_file() or not any(
-        not p.name.startswith(".") for p in directory.iterdir())
+    return (directory / ARTIFACT_MANIFEST).is_file() or not any(not p.name.startswith(".") for p in directory.iterdir())
 
 
 @contextlib.contextmanager
@@ -336,8 +347,10 @@ def committed_directory(final: str | Path) -> Iterator[Path]:
         final.unlink()
     final.mkdir(parents=True, exist_ok=True)
     if not _owned(final):
-        raise InputError(f"{final}: output directory holds files this project did not write; refusing to "
-                         "replace them (choose another directory or empty it)")
+        raise InputError(
+            f"{final}: output directory holds files this project did not write; refusing to "
+            "replace them (choose another directory or empty it)"
+        )
     with atomic_file(final / ARTIFACT_MANIFEST) as tmp:
         tmp.write_text(json.dumps({"state": WRITING}), encoding="utf-8")
     for child in final.iterdir():
@@ -386,8 +399,9 @@ def files_digest(files: dict[str, str]) -> str:
 def directory_digest(directory: str | Path) -> str:
     """The content digest of `directory`, every file read (its artifact manifest left out)."""
     directory = Path(directory)
-    return files_digest({str(p.relative_to(directory)): sha256_file(p)
-                         for p in manifest_files(directory, ARTIFACT_MANIFEST)})
+    return files_digest(
+        {str(p.relative_to(directory)): sha256_file(p) for p in manifest_files(directory, ARTIFACT_MANIFEST)}
+    )
 
 
 def content_digest(directory: str | Path) -> str:
@@ -418,8 +432,10 @@ def require_committed(path: str | Path, source: str | None = None) -> Path:
         if (directory / ARTIFACT_MANIFEST).exists():
             problem = commit_problem(directory)
             if problem:
-                raise InputError(f"{source or directory}: uncommitted directory artifact ({problem}); "
-                                 "run the step that writes it again")
+                raise InputError(
+                    f"{source or directory}: uncommitted directory artifact ({problem}); "
+                    "run the step that writes it again"
+                )
             break
     return path
 

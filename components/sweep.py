@@ -16,11 +16,16 @@ from components.storage import atomic_file, committed_directory, copy_artifact_t
 def trial_row(index: int, summary: dict[str, Any]) -> dict[str, Any]:
     """One trial's settings and scores (metadata numbers come back as floats from KFP; counts are ints)."""
     lora = summary.get("lora", {})
-    return {"trial": index, "r": int(lora["r"]), "alpha": int(lora["alpha"]),
-            "target_modules": list(lora.get("target_modules", [])),
-            "val_macro_f1": float(summary["best_val_macro_f1"]),
-            "trainable_parameters": int(summary["trainable_parameters"]), "epochs_run": int(summary["epochs_run"]),
-            "wall_seconds": float(summary["wall_seconds"])}
+    return {
+        "trial": index,
+        "r": int(lora["r"]),
+        "alpha": int(lora["alpha"]),
+        "target_modules": list(lora.get("target_modules", [])),
+        "val_macro_f1": float(summary["best_val_macro_f1"]),
+        "trainable_parameters": int(summary["trainable_parameters"]),
+        "epochs_run": int(summary["epochs_run"]),
+        "wall_seconds": float(summary["wall_seconds"]),
+    }
 
 
 def rank_trials(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -32,21 +37,30 @@ def rank_trials(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def render_leaderboard(ranked: list[dict[str, Any]]) -> str:
-    lines = ["# LoRA sweep: trials by val macro-F1", "",
-             "| rank | trial | r | alpha | target modules | val macro-F1 | trainable params | epochs | wall s |",
-             "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "# LoRA sweep: trials by val macro-F1",
+        "",
+        "| rank | trial | r | alpha | target modules | val macro-F1 | trainable params | epochs | wall s |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for rank, r in enumerate(ranked, start=1):
-        lines.append(f"| {rank} | {r['trial']} | {r['r']} | {r['alpha']} | {', '.join(r['target_modules'])} | "
-                     f"{r['val_macro_f1']:.4f} | {r['trainable_parameters']:,} | {r['epochs_run']} | "
-                     f"{r['wall_seconds']:.1f} |")
+        lines.append(
+            f"| {rank} | {r['trial']} | {r['r']} | {r['alpha']} | {', '.join(r['target_modules'])} | "
+            f"{r['val_macro_f1']:.4f} | {r['trainable_parameters']:,} | {r['epochs_run']} | "
+            f"{r['wall_seconds']:.1f} |"
+        )
     best = ranked[0]
-    lines += ["", f"Chosen: trial {best['trial']} (r {best['r']}, alpha {best['alpha']}), val macro-F1 "
-              f"{best['val_macro_f1']:.4f}. The chosen model is evaluated on the test split against the baseline."]
+    lines += [
+        "",
+        f"Chosen: trial {best['trial']} (r {best['r']}, alpha {best['alpha']}), val macro-F1 "
+        f"{best['val_macro_f1']:.4f}. The chosen model is evaluated on the test split against the baseline.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def select_best(model_dirs: list[str], summaries: list[dict[str, Any]], out_dir: str,
-                leaderboard_path: str) -> dict[str, Any]:
+def select_best(
+    model_dirs: list[str], summaries: list[dict[str, Any]], out_dir: str, leaderboard_path: str
+) -> dict[str, Any]:
     """Copy the best trial's model to `out_dir`, write the leaderboard; return the best trial's row."""
     ranked = rank_trials(summaries)
     best = ranked[0]
@@ -70,7 +84,8 @@ def select_best_trial(
 
     summaries = [dict(t.metadata) for t in trials]
     best = select_best([t.path for t in trials], summaries, best_model.path, leaderboard.path)
-    best_model.metadata.update({**summaries[best["trial"]], "sweep_trial": best["trial"],
-                                "sweep_trials": best["trials"]})
+    best_model.metadata.update(
+        {**summaries[best["trial"]], "sweep_trial": best["trial"], "sweep_trials": best["trials"]}
+    )
     for key in ("trial", "r", "alpha", "val_macro_f1", "trials"):
         metrics.log_metric(f"sweep_best_{key}", float(best[key]))

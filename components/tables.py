@@ -61,8 +61,10 @@ def check_utf8(path: Path) -> None:
             except UnicodeDecodeError as err:
                 start = max(err.start - len(err.object) + len(block), 0)  # the decoder may hold earlier bytes
                 line += block[:start].count(b"\n")
-                raise InputError(f"{path}: line {line}: not UTF-8 text (byte {offset + start}: "
-                                 f"{block[start:start + 1]!r}); save the file as UTF-8") from None
+                raise InputError(
+                    f"{path}: line {line}: not UTF-8 text (byte {offset + start}: "
+                    f"{block[start : start + 1]!r}); save the file as UTF-8"
+                ) from None
             offset += len(block)
             line += block.count(b"\n")
         try:

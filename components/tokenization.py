@@ -7,7 +7,6 @@ Each text is truncated to `tokenize.max_length` and padded to the smallest bucke
 and num_tokens (real tokens); metadata records the truncation rate and the padding efficiency.
 """
 
-
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +20,9 @@ from components.kfp_support import lightweight_component
 from components.storage import committed_directory, read_parquet, sha256_file
 
 
-def tokenize_splits(split_paths: Mapping[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig,
-                    out_dir: str | Path) -> dict[str, Any]:
+def tokenize_splits(
+    split_paths: Mapping[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig, out_dir: str | Path
+) -> dict[str, Any]:
     """Tokenize train/val/test into `out_dir` (committed once complete); returns the metadata."""
     tokenizer = load_tokenizer(model_dir)
     tokenizer_file = Path(model_dir) / "tokenizer.json"
@@ -30,8 +30,7 @@ def tokenize_splits(split_paths: Mapping[str, str | Path], model_dir: str | Path
         "max_length": cfg.max_length,
         "buckets": list(cfg.buckets),
         "tokenizer_class": type(tokenizer).__name__,
-        "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file.exists()
-        else "",
+        "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file.exists() else "",
         "pad_token_id": tokenizer.pad_token_id,
     }
     with committed_directory(out_dir) as tmp:
@@ -41,8 +40,12 @@ def tokenize_splits(split_paths: Mapping[str, str | Path], model_dir: str | Path
             meta[name] = stats
         (tmp / "tokenization.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     train = meta["train"]
-    meta.update({k: train[k] for k in ("truncation_rate", "padding_efficiency", "padding_efficiency_at_256",
-                                       "packed_padding_efficiency")})
+    meta.update(
+        {
+            k: train[k]
+            for k in ("truncation_rate", "padding_efficiency", "padding_efficiency_at_256", "packed_padding_efficiency")
+        }
+    )
     return meta
 
 
@@ -52,10 +55,12 @@ def run_tokenize(cfg: Config, split_paths: dict[str, str], model_dir: str, out_d
 
     quiet_libraries()
     meta = tokenize_splits(split_paths, model_dir, cfg.tokenize, out_dir)
-    progress(f"tokenized to max_length {cfg.tokenize.max_length}: truncated {meta['truncation_rate']:.1%} of texts, "
-             f"padding efficiency {meta['padding_efficiency']:.2f} in buckets, "
-             f"{meta['packed_padding_efficiency']:.2f} with the whole split packed into rows"
-             + (" (tokenize.packing: on)" if cfg.tokenize.packing else " (tokenize.packing: off)"))
+    progress(
+        f"tokenized to max_length {cfg.tokenize.max_length}: truncated {meta['truncation_rate']:.1%} of texts, "
+        f"padding efficiency {meta['padding_efficiency']:.2f} in buckets, "
+        f"{meta['packed_padding_efficiency']:.2f} with the whole split packed into rows"
+        + (" (tokenize.packing: on)" if cfg.tokenize.packing else " (tokenize.packing: off)")
+    )
     return meta
 
 

@@ -39,11 +39,17 @@ def train_step(mode: Mode, cfg: Config, base_model, tokenized, model, metrics) -
 
     quiet_libraries()
     summary = train_model(mode, cfg, base_model.path, tokenized.path, model.path)
-    progress(f"{mode}: {summary['epochs_run']} epochs, best val macro-F1 {summary['best_val_macro_f1']:.4f} (epoch "
-             f"{summary['best_epoch']}), {summary['train_examples_per_second']:g} train examples/s")
+    progress(
+        f"{mode}: {summary['epochs_run']} epochs, best val macro-F1 {summary['best_val_macro_f1']:.4f} (epoch "
+        f"{summary['best_epoch']}), {summary['train_examples_per_second']:g} train examples/s"
+    )
     publish(mode, summary, model, metrics)
-    stamp(model, **training_lineage(cfg), **carry(base_model, BASE_MODEL_KEYS),
-          **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}))
+    stamp(
+        model,
+        **training_lineage(cfg),
+        **carry(base_model, BASE_MODEL_KEYS),
+        **carry(tokenized, {**DATA_KEYS, **TOKENIZER_KEYS}),
+    )
 
 
 @lightweight_component
@@ -66,8 +72,15 @@ def train_lora(
     from components.parameters import run_overrides
     from components.train import train_step
 
-    overrides = run_overrides(lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=lora_target_modules,
-                              lora_learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
+    overrides = run_overrides(
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_target_modules=lora_target_modules,
+        lora_learning_rate=learning_rate,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
     train_step("lora", config_from_json(config_json, overrides), base_model, tokenized, model, metrics)
 
 

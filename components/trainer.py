@@ -76,9 +76,19 @@ class SentimentTrainer(Trainer):
     """Trainer with static shapes on XLA, its own bf16 autocast, real-row losses, step checkpoints committed by
     manifests, SIGTERM stops and exact resumption."""
 
-    def __init__(self, model=None, args=None, *, placement: Placement, pad_token_id: int,
-                 packing: PackedRows | None = None, checkpoint_steps: int = 0, stop: dict[str, bool] | None = None,
-                 resume_from: str | None = None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args=None,
+        *,
+        placement: Placement,
+        pad_token_id: int,
+        packing: PackedRows | None = None,
+        checkpoint_steps: int = 0,
+        stop: dict[str, bool] | None = None,
+        resume_from: str | None = None,
+        **kwargs,
+    ):
         fixed = placement.static_shapes
         self.placement = placement
         self.packing = packing
@@ -88,10 +98,12 @@ class SentimentTrainer(Trainer):
             self.eval_collator = BucketCollator(pad_token_id, placement.global_eval_batch if fixed else None)
             collator = BucketCollator(pad_token_id, placement.global_batch if fixed else None)
         else:  # rows of packed texts; on XLA every batch topped up to its phase's number of rows
-            self.eval_collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
-                                                packing.eval_rows if fixed else None)
-            collator = PackedCollator(pad_token_id, packing.row_length, packing.slots,
-                                      packing.train_rows if fixed else None)
+            self.eval_collator = PackedCollator(
+                pad_token_id, packing.row_length, packing.slots, packing.eval_rows if fixed else None
+            )
+            collator = PackedCollator(
+                pad_token_id, packing.row_length, packing.slots, packing.train_rows if fixed else None
+            )
         super().__init__(model, args, data_collator=collator, **kwargs)
         # The model's loss is already the mean over a batch's real rows (one batch per optimizer step): no
         # item count computed on the device beside the step (on a TPU, accelerate would run it as a graph of
@@ -107,8 +119,7 @@ class SentimentTrainer(Trainer):
         """bf16 autocast around the forward pass and loss; weights and optimizer states stay float32."""
         if self.placement.precision != "bf16":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16,
-                              cache_enabled=cache_enabled)
+        return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Packed rows: logits per text slot, loss the mean over the filled slots (texts, not rows)."""
@@ -135,11 +146,18 @@ class SentimentTrainer(Trainer):
             return shard_batches(super().get_train_dataloader())
         # packed: batches of exactly the batch size in texts (the last: the rest), a fixed number of rows
         texts, p = self.train_dataset, self.packing
-        sampler = PackedBatchSampler(EpochShuffle(len(texts), self.args.data_seed), texts.lengths,
-                                     self.placement.per_device_batch, self.placement.devices,
-                                     p.train_rows // self.placement.devices, p.row_length, p.slots)
-        loader = DataLoader(texts, batch_sampler=sampler, collate_fn=self.data_collator,
-                            pin_memory=self.args.dataloader_pin_memory)
+        sampler = PackedBatchSampler(
+            EpochShuffle(len(texts), self.args.data_seed),
+            texts.lengths,
+            self.placement.per_device_batch,
+            self.placement.devices,
+            p.train_rows // self.placement.devices,
+            p.row_length,
+            p.slots,
+        )
+        loader = DataLoader(
+            texts, batch_sampler=sampler, collate_fn=self.data_collator, pin_memory=self.args.dataloader_pin_memory
+        )
         return shard_batches(self.accelerator.prepare(loader))
 
     def get_eval_dataloader(self, eval_dataset=None):
@@ -153,19 +171,23 @@ class SentimentTrainer(Trainer):
         # Resuming mid-epoch, the Trainer rebuilds the loader through accelerate's skip_first_batches, which
         # drops the input sharding: shard the rebuilt loader too.
         skip = private(hf_trainer, "skip_first_batches")
-        set_private(hf_trainer, "skip_first_batches",
-                    lambda loader, num_batches=0: shard_batches(skip(loader, num_batches)), "transformers.trainer")
+        set_private(
+            hf_trainer,
+            "skip_first_batches",
+            lambda loader, num_batches=0: shard_batches(skip(loader, num_batches)),
+            "transformers.trainer",
+        )
         try:
             return super()._run_epoch(*args, **kwargs)
         finally:
             set_private(hf_trainer, "skip_first_batches", skip, "transformers.trainer")
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         """The Trainer's loss repeats each batch's mean over its rows, filler rows included: recompute it
         over the real rows from the logits and labels (both already on the host)."""
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                         metric_key_prefix)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if output.predictions is not None and output.label_ids is not None:
             output.metrics[f"{metric_key_prefix}_loss"] = real_rows_loss(output.predictions, output.label_ids)
         return output
@@ -173,24 +195,31 @@ class SentimentTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return EpochSeededLengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset,
-            lengths=dataset[self.args.length_column_name], seed=self.args.data_seed)
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            dataset=dataset,
+            lengths=dataset[self.args.length_column_name],
+            seed=self.args.data_seed,
+        )
 
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         assert self.args.output_dir is not None  # TrainingArguments.__post_init__ sets it
         path = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         (path / "training_args.bin").unlink(missing_ok=True)  # a pickle, never read back
-        loss = {"tr_loss": float(private(self, "_tr_loss", TRAINER).item()),
-                "total_loss_scalar": private(self, "_total_loss_scalar", TRAINER),
-                "globalstep_last_logged": private(self, "_globalstep_last_logged", TRAINER)}
+        loss = {
+            "tr_loss": float(private(self, "_tr_loss", TRAINER).item()),
+            "total_loss_scalar": private(self, "_total_loss_scalar", TRAINER),
+            "globalstep_last_logged": private(self, "_globalstep_last_logged", TRAINER),
+        }
         (path / LOSS_STATE).write_text(json.dumps(loss), encoding="utf-8")
         write_manifest(path)
         if self.stop["requested"] and self.state.global_step < self.state.max_steps:
             # Leave the loop at once: no epoch-end logging or evaluation that a resumed run would not repeat.
-            raise Interrupted(f"stopped by SIGTERM at step {self.state.global_step} of {self.state.max_steps}; "
-                              f"checkpoint saved in {self.args.output_dir}: run again with the same output "
-                              "location to resume")
+            raise Interrupted(
+                f"stopped by SIGTERM at step {self.state.global_step} of {self.state.max_steps}; "
+                f"checkpoint saved in {self.args.output_dir}: run again with the same output "
+                "location to resume"
+            )
 
     def restore_loss_state(self) -> None:
         """Continue the running loss sums of the interrupted run (else a resumed epoch's loss is partial)."""

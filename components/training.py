@@ -154,8 +154,13 @@ def xla_graph_counts(record: dict[str, list[int]]):
     device-to-host transfers in the step loop, and the compiles after it (evaluation, logging, checkpointing)."""
     from transformers import TrainerCallback
 
-    for key in ("step_loop_steps", "step_loop_compiles", "step_loop_executions", "step_loop_host_transfers",
-                "after_loop_compiles"):
+    for key in (
+        "step_loop_steps",
+        "step_loop_compiles",
+        "step_loop_executions",
+        "step_loop_host_transfers",
+        "after_loop_compiles",
+    ):
         record[key] = []
 
     class GraphCounts(TrainerCallback):
@@ -199,16 +204,26 @@ def xla_storage_types(record: dict[str, list[str]]):
     class StorageTypes(TrainerCallback):
         def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
             params = {xla_element_type(p) for p in model.parameters() if p.requires_grad}
-            states = {xla_element_type(value) for per_param in optimizer.state.values()
-                      for value in per_param.values() if hasattr(value, "device") and value.device.type == "xla"}
+            states = {
+                xla_element_type(value)
+                for per_param in optimizer.state.values()
+                for value in per_param.values()
+                if hasattr(value, "device") and value.device.type == "xla"
+            }
             record["parameters"] = sorted(set(record["parameters"]) | params)
             record["optimizer_states"] = sorted(set(record["optimizer_states"]) | states)
 
     return StorageTypes()
 
 
-def train_model(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_dir: str | Path,
-                callbacks: Sequence = ()) -> dict[str, Any]:
+def train_model(
+    mode: Mode,
+    cfg: Config,
+    base_dir: str | Path,
+    tokenized_dir: str | Path,
+    out_dir: str | Path,
+    callbacks: Sequence = (),
+) -> dict[str, Any]:
     """Train, keep the best epoch by val macro-F1, commit it to `out_dir` (manifest last); return the summary.
     `callbacks`: more Trainer callbacks, run after the trainer's own."""
     from transformers import set_seed
@@ -270,28 +285,42 @@ def training_data(cfg: Config, tokenized_dir: str | Path, placement: Placement) 
         return load_tokenized_split(tokenized_dir, "train"), load_tokenized_split(tokenized_dir, "val"), None
     train_set = load_packed_texts(tokenized_dir, "train")
     val_set = load_packed_split(tokenized_dir, "val", tok.max_length, tok.pack_slots)
-    rows = train_rows_for(train_set.lengths, placement.per_device_batch, tok.max_length, tok.pack_slots,
-                          cfg.train.seed, training_epochs(cfg, len(train_set), placement))
-    packing = PackedRows(tok.max_length, tok.pack_slots, rows * placement.devices,
-                         batch_rows(placement.per_device_eval_batch, cfg, placement))
+    rows = train_rows_for(
+        train_set.lengths,
+        placement.per_device_batch,
+        tok.max_length,
+        tok.pack_slots,
+        cfg.train.seed,
+        training_epochs(cfg, len(train_set), placement),
+    )
+    packing = PackedRows(
+        tok.max_length,
+        tok.pack_slots,
+        rows * placement.devices,
+        batch_rows(placement.per_device_eval_batch, cfg, placement),
+    )
     return train_set, val_set, packing
 
 
-def checkpoint_to_resume(mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path,
-                         out_dir: Path) -> tuple[Path, Path | None]:
+def checkpoint_to_resume(
+    mode: Mode, cfg: Config, base_dir: str | Path, tokenized_dir: str | Path, out_dir: Path
+) -> tuple[Path, Path | None]:
     """This run's checkpoint directory and the checkpoint in it to resume from (None: start afresh)."""
     from components.checkpoints import checkpoint_root, latest_valid_checkpoint, run_checkpoint_dir, run_identity
 
-    ckpt = run_checkpoint_dir(checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode),
-                              run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir))
+    ckpt = run_checkpoint_dir(
+        checkpoint_root(cfg.train.checkpoint_dir, out_dir, mode),
+        run_identity(mode, cfg.model_dump(mode="json"), base_dir, tokenized_dir),
+    )
     resume = latest_valid_checkpoint(ckpt)
     if resume is not None:
         progress(f"{mode}: resuming from {resume}")
     return ckpt, resume
 
 
-def training_callbacks(mode: Mode, cfg: Config, placement: Placement, graphs: dict[str, list[int]],
-                       storage: dict[str, list[str]]) -> list:
+def training_callbacks(
+    mode: Mode, cfg: Config, placement: Placement, graphs: dict[str, list[int]], storage: dict[str, list[str]]
+) -> list:
     """The Trainer's callbacks: on XLA the graph counts and storage types (recorded into `graphs` and `storage`),
     TensorBoard curves, the smoke job's recorder, early stopping."""
     from transformers import EarlyStoppingCallback
@@ -305,15 +334,26 @@ def training_callbacks(mode: Mode, cfg: Config, placement: Placement, graphs: di
     return callbacks
 
 
-def run_facts(trainer, resume: Path | None, packing: PackedRows | None, graphs: dict[str, list[int]],
-              storage: dict[str, list[str]]) -> dict[str, Any]:
+def run_facts(
+    trainer,
+    resume: Path | None,
+    packing: PackedRows | None,
+    graphs: dict[str, list[int]],
+    storage: dict[str, list[str]],
+) -> dict[str, Any]:
     """What the summary adds from the run itself: the whole run's training loss, the step resumed from, the packed
     rows, and on XLA the graphs, storage types and batch shardings."""
-    facts: dict[str, Any] = {"final_train_loss": trainer.whole_run_training_loss(),
-                             "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
+    facts: dict[str, Any] = {
+        "final_train_loss": trainer.whole_run_training_loss(),
+        "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
+    }
     if packing is not None:
-        facts["packing"] = {"row_length": packing.row_length, "slots": packing.slots,
-                            "train_rows_per_batch": packing.train_rows, "eval_rows_per_batch": packing.eval_rows}
+        facts["packing"] = {
+            "row_length": packing.row_length,
+            "slots": packing.slots,
+            "train_rows_per_batch": packing.train_rows,
+            "eval_rows_per_batch": packing.eval_rows,
+        }
     if graphs:
         facts["xla_graphs"] = graphs
         facts["xla_storage_types"] = storage
@@ -329,8 +369,16 @@ def commit_model(trainer, summary: dict[str, Any], out_dir: Path) -> None:
         (tmp / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
-def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dict[str, float]],
-              best: dict[str, float], result, wall: float, placement: Placement) -> dict[str, Any]:
+def summarize(
+    mode: Mode,
+    cfg: Config,
+    counts: dict[str, int],
+    history: list[dict[str, float]],
+    best: dict[str, float],
+    result,
+    wall: float,
+    placement: Placement,
+) -> dict[str, Any]:
     """The training summary: best val scores, curves, sizes, speed and the settings behind them."""
     from components.runtime import library_versions
 
@@ -359,5 +407,14 @@ def summarize(mode: Mode, cfg: Config, counts: dict[str, int], history: list[dic
     return summary
 
 
-SCALAR_METRICS = ("best_val_macro_f1", "best_val_accuracy", "best_epoch", "epochs_run", "final_train_loss",
-                  "trainable_parameters", "total_parameters", "wall_seconds", "train_examples_per_second")
+SCALAR_METRICS = (
+    "best_val_macro_f1",
+    "best_val_accuracy",
+    "best_epoch",
+    "epochs_run",
+    "final_train_loss",
+    "trainable_parameters",
+    "total_parameters",
+    "wall_seconds",
+    "train_examples_per_second",
+)

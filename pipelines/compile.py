@@ -1,7 +1,7 @@
 """Compile the pipeline to a KFP IR YAML.
 
-    python pipelines/compile.py                                   # configs/banglasenti.yaml, vertex target
-    python pipelines/compile.py --config configs/local.yaml --target local --output local.pipeline.yaml
+python pipelines/compile.py                                   # configs/banglasenti.yaml, vertex target
+python pipelines/compile.py --config configs/local.yaml --target local --output local.pipeline.yaml
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from components.config import CONFIG_DIR, load_config
 from pipelines.pipeline import TARGETS, Target, build_pipeline
 
 
-def compile_pipeline(config_path: str | Path, output: str | Path, target: Target = "vertex",
-                     overrides: list[str] | None = None) -> Path:
+def compile_pipeline(
+    config_path: str | Path, output: str | Path, target: Target = "vertex", overrides: list[str] | None = None
+) -> Path:
     """Write the compiled pipeline for `config_path` to `output`."""
     cfg = load_config(config_path, overrides or [])
     output = Path(output)

@@ -24,8 +24,9 @@ class KfpInternalsChanged(RuntimeError):
     """The installed kfp no longer starts DockerRunner's containers as run_container expects."""
 
 
-def run_container(client: Any, image: str, command: list[str], volumes: dict[str, Any],
-                  **container_run_args: Any) -> int:
+def run_container(
+    client: Any, image: str, command: list[str], volumes: dict[str, Any], **container_run_args: Any
+) -> int:
     """Run `command` in `image` (pulled if absent), print its logs, return its exit status, then remove it."""
     if container_run_args.pop("auto_remove", False):
         raise ValueError("DockerRunner: auto_remove=True loses the exit status; leave it out")
@@ -35,8 +36,9 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict[str
         print(f"Pulling image {image!r}", flush=True)
         client.images.pull(image)
     # Created, then started inside the try: a container whose start fails is removed too.
-    container = client.containers.create(image=image, command=command, detach=True, volumes=volumes,
-                                         auto_remove=False, **container_run_args)
+    container = client.containers.create(
+        image=image, command=command, detach=True, volumes=volumes, auto_remove=False, **container_run_args
+    )
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two chunks
     try:
         container.start()
@@ -55,16 +57,22 @@ def check_kfp(module: ModuleType) -> None:
     handler = getattr(module, "DockerTaskHandler", None)
     where = f"{module.__name__} (kfp {_kfp_version()})"
     if found is None or handler is None:
-        raise KfpInternalsChanged(f"{where} has no {KFP_FUNCTION} or DockerTaskHandler: pipelines/container_run.py "
-                                  "must be adapted to this kfp")
+        raise KfpInternalsChanged(
+            f"{where} has no {KFP_FUNCTION} or DockerTaskHandler: pipelines/container_run.py "
+            "must be adapted to this kfp"
+        )
     if found is not run_container:
         params = list(inspect.signature(found).parameters)
         if params != KFP_PARAMETERS:
-            raise KfpInternalsChanged(f"{where}.{KFP_FUNCTION} takes {params}, expected {KFP_PARAMETERS}: "
-                                      "pipelines/container_run.py must be adapted to this kfp")
+            raise KfpInternalsChanged(
+                f"{where}.{KFP_FUNCTION} takes {params}, expected {KFP_PARAMETERS}: "
+                "pipelines/container_run.py must be adapted to this kfp"
+            )
     if KFP_FUNCTION not in handler.run.__code__.co_names:
-        raise KfpInternalsChanged(f"{where}: DockerTaskHandler.run no longer calls {KFP_FUNCTION}: "
-                                  "pipelines/container_run.py must be adapted to this kfp")
+        raise KfpInternalsChanged(
+            f"{where}: DockerTaskHandler.run no longer calls {KFP_FUNCTION}: "
+            "pipelines/container_run.py must be adapted to this kfp"
+        )
 
 
 def install() -> None:

@@ -50,9 +50,17 @@ def step_image(cfg: Config, name: str) -> str:
 def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, Any]:
     """The components of each step for a target: as defined for the local runner, in our images for the local
     runner in containers (`docker`) and on Vertex, where the training steps are custom jobs."""
-    steps = {"prepare": prepare, "base_model": base_model_op,
-             "tokenize": tokenize, "train_lora": train_lora, "train_baseline": train_baseline, "evaluate": evaluate,
-             "export_model": export_model, "select_best_trial": select_best_trial, "smoke": smoke}
+    steps = {
+        "prepare": prepare,
+        "base_model": base_model_op,
+        "tokenize": tokenize,
+        "train_lora": train_lora,
+        "train_baseline": train_baseline,
+        "evaluate": evaluate,
+        "export_model": export_model,
+        "select_best_trial": select_best_trial,
+        "smoke": smoke,
+    }
     if cfg.registry.upload:  # google-cloud-pipeline-components (the vertex extra) only when asked
         from components.registry import selected_macro_f1, upload_model
 
@@ -102,39 +110,80 @@ class Dag:
         """importer (the raw data as a Dataset node of the lineage graph, whatever the run's `data_uri`), prepare,
         base-model and tokenize; returns the last three tasks."""
         raw = self.configure(on_vertex.import_raw_data(self.cfg, p["data_uri"]), "importer")
-        prep = self.task("prepare", config_json=self.config_json, data_uri=p["data_uri"], seed=p["data_seed"],
-                         raw_data=raw.output)
-        base = self.task("base_model", config_json=self.config_json, model_name=p["model_name"],
-                         train=prep.outputs["train"])
-        tok = self.task("tokenize", config_json=self.config_json, base_model=base.outputs["model"],
-                        train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"])
+        prep = self.task(
+            "prepare", config_json=self.config_json, data_uri=p["data_uri"], seed=p["data_seed"], raw_data=raw.output
+        )
+        base = self.task(
+            "base_model", config_json=self.config_json, model_name=p["model_name"], train=prep.outputs["train"]
+        )
+        tok = self.task(
+            "tokenize",
+            config_json=self.config_json,
+            base_model=base.outputs["model"],
+            train=prep.outputs["train"],
+            val=prep.outputs["val"],
+            test=prep.outputs["test"],
+        )
         return prep, base, tok
 
     def training_inputs(self, p: dict[str, Any], base, tok) -> dict[str, Any]:
         """The arguments both training steps take from the run parameters and the data steps."""
-        return {"config_json": self.config_json, "epochs": p["epochs"], "batch_size": p["batch_size"],
-                "seed": p["seed"], "base_model": base.outputs["model"], "tokenized": tok.outputs["tokenized"]}
+        return {
+            "config_json": self.config_json,
+            "epochs": p["epochs"],
+            "batch_size": p["batch_size"],
+            "seed": p["seed"],
+            "base_model": base.outputs["model"],
+            "tokenized": tok.outputs["tokenized"],
+        }
 
     def evaluate(self, prep, base, tok, lora_model, baseline_model):
-        return self.task("evaluate", config_json=self.config_json, base_model=base.outputs["model"],
-                         tokenized=tok.outputs["tokenized"], lora_model=lora_model, baseline_model=baseline_model,
-                         train=prep.outputs["train"], val=prep.outputs["val"], test=prep.outputs["test"],
-                         data_report=prep.outputs["report"])
+        return self.task(
+            "evaluate",
+            config_json=self.config_json,
+            base_model=base.outputs["model"],
+            tokenized=tok.outputs["tokenized"],
+            lora_model=lora_model,
+            baseline_model=baseline_model,
+            train=prep.outputs["train"],
+            val=prep.outputs["val"],
+            test=prep.outputs["test"],
+            data_report=prep.outputs["report"],
+        )
 
     def export_model(self, prep, base, lora_model, baseline_model, evaluation):
         """export-model: the served model chosen from the two trained ones, with its model card."""
-        return self.task("export_model", config_json=self.config_json, base_model=base.outputs["model"],
-                         lora_model=lora_model, baseline_model=baseline_model,
-                         metrics=evaluation.outputs["metrics"], data_report=prep.outputs["report"])
+        return self.task(
+            "export_model",
+            config_json=self.config_json,
+            base_model=base.outputs["model"],
+            lora_model=lora_model,
+            baseline_model=baseline_model,
+            metrics=evaluation.outputs["metrics"],
+            data_report=prep.outputs["report"],
+        )
 
 
-def run_parameter_pipeline(cfg: Config, target: Target, pipeline: str, name: str, description: str,
-                           outputs: type, body: Callable[[Dag, dict[str, Any]], Any]):
+def run_parameter_pipeline(
+    cfg: Config,
+    target: Target,
+    pipeline: str,
+    name: str,
+    description: str,
+    outputs: type,
+    body: Callable[[Dag, dict[str, Any]], Any],
+):
     """A KFP pipeline whose signature is the run parameters of `pipeline` (components/parameters.py) with the
     config's values as defaults; `body` gets a Dag for `target` and the parameters as a dict."""
     signature = inspect.Signature(
-        [inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default(cfg), annotation=p.kind)
-         for p in pipeline_parameters(pipeline)], return_annotation=outputs)
+        [
+            inspect.Parameter(
+                p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=p.default(cfg), annotation=p.kind
+            )
+            for p in pipeline_parameters(pipeline)
+        ],
+        return_annotation=outputs,
+    )
 
     def pipeline_func(*args: Any, **kwargs: Any):
         bound = signature.bind(*args, **kwargs)
@@ -152,8 +201,14 @@ def build_pipeline(cfg: Config, target: Target = "local"):
     def body(dag: Dag, p: dict[str, Any]) -> PipelineOutputs:
         prep, base, tok = dag.data_steps(p)
         shared = dag.training_inputs(p, base, tok)
-        lora = dag.task("train_lora", lora_r=p["lora_r"], lora_alpha=p["lora_alpha"],
-                        lora_target_modules=p["lora_target_modules"], learning_rate=p["lora_learning_rate"], **shared)
+        lora = dag.task(
+            "train_lora",
+            lora_r=p["lora_r"],
+            lora_alpha=p["lora_alpha"],
+            lora_target_modules=p["lora_target_modules"],
+            learning_rate=p["lora_learning_rate"],
+            **shared,
+        )
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
         export = dag.export_model(prep, base, lora.outputs["model"], full.outputs["model"], evaluation)
@@ -161,11 +216,22 @@ def build_pipeline(cfg: Config, target: Target = "local"):
             from pipelines.registry import add_registry_upload
 
             add_registry_upload(dag, evaluation, export)
-        return PipelineOutputs(report=evaluation.outputs["report"], metrics=evaluation.outputs["metrics"],
-                               data_report=prep.outputs["report"], html_report=evaluation.outputs["html_report"])
+        return PipelineOutputs(
+            report=evaluation.outputs["report"],
+            metrics=evaluation.outputs["metrics"],
+            data_report=prep.outputs["report"],
+            html_report=evaluation.outputs["html_report"],
+        )
 
-    return run_parameter_pipeline(cfg, target, "main", cfg.pipeline.name, "Bengali sentiment: LoRA vs full "
-                                  "fine-tuning of an XLM-R encoder.", PipelineOutputs, body)
+    return run_parameter_pipeline(
+        cfg,
+        target,
+        "main",
+        cfg.pipeline.name,
+        "Bengali sentiment: LoRA vs full fine-tuning of an XLM-R encoder.",
+        PipelineOutputs,
+        body,
+    )
 
 
 class PipelineOutputs(NamedTuple):

@@ -29,15 +29,24 @@ LOCATIONS_SOURCE = "https://cloud.google.com/vertex-ai/docs/general/locations"
 # Cloud Storage locations spanning several regions (https://cloud.google.com/storage/docs/locations): the
 # multi-regions by region-name prefix, the predefined dual-regions by their regions.
 MULTI_REGIONS = {"US": "us-", "EU": "europe-", "ASIA": "asia-"}
-DUAL_REGIONS = {"NAM4": ("us-central1", "us-east1"), "EUR4": ("europe-north1", "europe-west4"),
-                "ASIA1": ("asia-northeast1", "asia-northeast2")}
+DUAL_REGIONS = {
+    "NAM4": ("us-central1", "us-east1"),
+    "EUR4": ("europe-north1", "europe-west4"),
+    "ASIA1": ("asia-northeast1", "asia-northeast2"),
+}
 # APIs a run calls: pipelines and jobs, artifacts, image pulls, and the SDK's look-up of the bucket's project.
-REQUIRED_APIS = ("aiplatform.googleapis.com", "storage.googleapis.com", "artifactregistry.googleapis.com",
-                 "cloudresourcemanager.googleapis.com")
+REQUIRED_APIS = (
+    "aiplatform.googleapis.com",
+    "storage.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+)
 SERVICEUSAGE_ENDPOINT = "https://serviceusage.googleapis.com"
 _NAME = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"  # a service account id or project id: 6-30 characters
-SERVICE_ACCOUNT = re.compile(rf"^(?:{_NAME}@{_NAME}(?:\.[a-z0-9.-]*[a-z0-9])?\.iam\.gserviceaccount\.com"
-                             rf"|\d+-compute@developer\.gserviceaccount\.com|{_NAME}@appspot\.gserviceaccount\.com)$")
+SERVICE_ACCOUNT = re.compile(
+    rf"^(?:{_NAME}@{_NAME}(?:\.[a-z0-9.-]*[a-z0-9])?\.iam\.gserviceaccount\.com"
+    rf"|\d+-compute@developer\.gserviceaccount\.com|{_NAME}@appspot\.gserviceaccount\.com)$"
+)
 ERROR, WARNING, NOT_CHECKED = "error", "warning", "not checked"
 
 
@@ -68,22 +77,34 @@ def worker_pools(spec: dict) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def step_images(spec: dict) -> set[str]:
     """Every image a step or custom job of the spec runs, and the serving image the registry step records."""
-    images = {e["container"]["image"] for e in spec.get("deploymentSpec", {}).get("executors", {}).values()
-              if "image" in e.get("container", {})}
+    images = {
+        e["container"]["image"]
+        for e in spec.get("deploymentSpec", {}).get("executors", {}).values()
+        if "image" in e.get("container", {})
+    }
     dags = [spec.get("root", {}).get("dag", {})] + [c["dag"] for c in spec.get("components", {}).values() if "dag" in c]
     params = [t.get("inputs", {}).get("parameters", {}) for dag in dags for t in dag.get("tasks", {}).values()]
     serving = {p.get("serving_image", {}).get("runtimeValue", {}).get("constant") for p in params}
-    return images | {p.get("container_spec", {}).get("image_uri", "") for _, p in worker_pools(spec)} | \
-        {i for i in serving if isinstance(i, str)} - {""}
+    return (
+        images
+        | {p.get("container_spec", {}).get("image_uri", "") for _, p in worker_pools(spec)}
+        | {i for i in serving if isinstance(i, str)} - {""}
+    )
 
 
 def image_findings(spec: dict) -> list[Finding]:
     """Images still set to a placeholder of configs/banglasenti.yaml or to the local runner's label."""
-    return [Finding(ERROR, "image", f"{image!r} is a placeholder: set pipeline.cpu_image and pipeline.train_image "
-                    "(with registry.upload also pipeline.serve_image) to the images you built (docs/containers.md), "
-                    "e.g. --set pipeline.cpu_image=REGION-docker.pkg.dev/PROJECT_ID/banglasenti/cpu:TAG")
-            for image in sorted(step_images(spec))
-            if "/my-project/" in image or image.endswith(":COMMIT_SHA") or image == LOCAL_IMAGE]
+    return [
+        Finding(
+            ERROR,
+            "image",
+            f"{image!r} is a placeholder: set pipeline.cpu_image and pipeline.train_image "
+            "(with registry.upload also pipeline.serve_image) to the images you built (docs/containers.md), "
+            "e.g. --set pipeline.cpu_image=REGION-docker.pkg.dev/PROJECT_ID/banglasenti/cpu:TAG",
+        )
+        for image in sorted(step_images(spec))
+        if "/my-project/" in image or image.endswith(":COMMIT_SHA") or image == LOCAL_IMAGE
+    ]
 
 
 def region_findings(spec: dict, region: str) -> list[Finding]:
@@ -96,33 +117,61 @@ def region_findings(spec: dict, region: str) -> list[Finding]:
         seen.add(accelerator)
         regions = CUSTOM_TRAINING_REGIONS.get(accelerator)
         if regions is None:
-            findings.append(Finding(NOT_CHECKED, "region", f"no list of regions kept for {accelerator}; see "
-                                    f"{LOCATIONS_SOURCE}"))
+            findings.append(
+                Finding(NOT_CHECKED, "region", f"no list of regions kept for {accelerator}; see {LOCATIONS_SOURCE}")
+            )
         elif region not in regions:
-            findings.append(Finding(ERROR, "region", f"{region} does not offer {accelerator} to Vertex AI custom "
-                                    f"training (offered in {', '.join(sorted(regions))}; {LOCATIONS_SOURCE}): pass "
-                                    "--region with a bucket there, or --set vertex.train.machine=... for another "
-                                    "machine"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "region",
+                    f"{region} does not offer {accelerator} to Vertex AI custom "
+                    f"training (offered in {', '.join(sorted(regions))}; {LOCATIONS_SOURCE}): pass "
+                    "--region with a bucket there, or --set vertex.train.machine=... for another "
+                    "machine",
+                )
+            )
     return findings
 
 
 def service_account_findings(account: str) -> list[Finding]:
     if not account:
-        return [Finding(WARNING, "service account", "none set: the run and its jobs use the Compute Engine default "
-                        "service account; pass --service-account (docs/vertex.md#iam)")]
+        return [
+            Finding(
+                WARNING,
+                "service account",
+                "none set: the run and its jobs use the Compute Engine default "
+                "service account; pass --service-account (docs/vertex.md#iam)",
+            )
+        ]
     if "@gcp-sa-" in account:
-        return [Finding(ERROR, "service account", f"{account!r} is a Google-managed service agent, which a run "
-                        "cannot act as: pass a service account of your project")]
+        return [
+            Finding(
+                ERROR,
+                "service account",
+                f"{account!r} is a Google-managed service agent, which a run "
+                "cannot act as: pass a service account of your project",
+            )
+        ]
     if not SERVICE_ACCOUNT.match(account):
-        return [Finding(ERROR, "service account", f"{account!r} is not a service account email: expected "
-                        "NAME@PROJECT_ID.iam.gserviceaccount.com (NAME: 6-30 lowercase letters, digits or -)")]
+        return [
+            Finding(
+                ERROR,
+                "service account",
+                f"{account!r} is not a service account email: expected "
+                "NAME@PROJECT_ID.iam.gserviceaccount.com (NAME: 6-30 lowercase letters, digits or -)",
+            )
+        ]
     return []
 
 
 def spec_findings(spec: dict, cfg: Config) -> list[Finding]:
     """What the compiled spec and the config show, without calling anything."""
-    return [*image_findings(spec), *region_findings(spec, cfg.vertex.region),
-            *service_account_findings(cfg.vertex.service_account)]
+    return [
+        *image_findings(spec),
+        *region_findings(spec, cfg.vertex.region),
+        *service_account_findings(cfg.vertex.service_account),
+    ]
 
 
 def location_finding(bucket: str, location: str, data_locations: list[str], region: str) -> Finding | None:
@@ -135,8 +184,12 @@ def location_finding(bucket: str, location: str, data_locations: list[str], regi
     if prefix and region.startswith(prefix):
         return None
     where = f"multi-region {location}" if prefix else location
-    return Finding(WARNING, "bucket", f"gs://{bucket} is in {where}, the run in {region}: every artifact and "
-                   f"checkpoint crosses regions (slower, and billed as network transfer); use a bucket in {region}")
+    return Finding(
+        WARNING,
+        "bucket",
+        f"gs://{bucket} is in {where}, the run in {region}: every artifact and "
+        f"checkpoint crosses regions (slower, and billed as network transfer); use a bucket in {region}",
+    )
 
 
 def bucket_findings(uris: list[str], region: str, client=None) -> list[Finding]:
@@ -154,20 +207,39 @@ def bucket_findings(uris: list[str], region: str, client=None) -> list[Finding]:
                 client = gcs_client()
             bucket = client.get_bucket(name, timeout=20, retry=Retry(timeout=30))
         except gexc.NotFound:
-            findings.append(Finding(ERROR, "bucket", f"gs://{name} not found: create it in the run's region: "
-                                    f"gcloud storage buckets create gs://{name} --location={region}"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "bucket",
+                    f"gs://{name} not found: create it in the run's region: "
+                    f"gcloud storage buckets create gs://{name} --location={region}",
+                )
+            )
             continue
         except gexc.Forbidden:
-            findings.append(Finding(ERROR, "bucket", f"permission denied on gs://{name}: the caller needs "
-                                    "storage.buckets.get on it (roles/storage.admin)"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "bucket",
+                    f"permission denied on gs://{name}: the caller needs "
+                    "storage.buckets.get on it (roles/storage.admin)",
+                )
+            )
             continue
         except auth_exc.GoogleAuthError as err:
-            findings.append(Finding(NOT_CHECKED, "bucket", f"gs://{name}: no usable credentials "
-                                    f"({_first_sentence(err)}): gcloud auth application-default login"))
+            findings.append(
+                Finding(
+                    NOT_CHECKED,
+                    "bucket",
+                    f"gs://{name}: no usable credentials "
+                    f"({_first_sentence(err)}): gcloud auth application-default login",
+                )
+            )
             continue
         except (gexc.GoogleAPIError, OSError) as err:
-            findings.append(Finding(NOT_CHECKED, "bucket", f"gs://{name}: Cloud Storage not reachable "
-                                    f"({_first_sentence(err)})"))
+            findings.append(
+                Finding(NOT_CHECKED, "bucket", f"gs://{name}: Cloud Storage not reachable ({_first_sentence(err)})")
+            )
             continue
         finding = location_finding(name, bucket.location or "", list(bucket.data_locations or []), region)
         if finding:
@@ -184,17 +256,29 @@ def api_findings(project: str, endpoint: str | None = None, timeout: float = 15.
     names = [f"projects/{project}/services/{api}" for api in REQUIRED_APIS]
     try:
         session = _session(endpoint)
-        answer = session.get(f"{endpoint}/v1/projects/{project}/services:batchGet", params={"names": names},
-                             timeout=timeout)
+        answer = session.get(
+            f"{endpoint}/v1/projects/{project}/services:batchGet", params={"names": names}, timeout=timeout
+        )
     except auth_exc.GoogleAuthError as err:
-        return [Finding(NOT_CHECKED, "apis", f"no usable credentials for Service Usage ({_first_sentence(err)}): "
-                        "gcloud auth application-default login")]
+        return [
+            Finding(
+                NOT_CHECKED,
+                "apis",
+                f"no usable credentials for Service Usage ({_first_sentence(err)}): "
+                "gcloud auth application-default login",
+            )
+        ]
     except requests.RequestException as err:
-        return [Finding(NOT_CHECKED, "apis", f"Service Usage not reachable at {endpoint} "
-                        f"({err.__class__.__name__})")]
+        return [Finding(NOT_CHECKED, "apis", f"Service Usage not reachable at {endpoint} ({err.__class__.__name__})")]
     if answer.status_code == 403:
-        return [Finding(NOT_CHECKED, "apis", "Service Usage refused to list the project's APIs (403): the caller "
-                        "needs serviceusage.services.get (roles/serviceusage.serviceUsageViewer)")]
+        return [
+            Finding(
+                NOT_CHECKED,
+                "apis",
+                "Service Usage refused to list the project's APIs (403): the caller "
+                "needs serviceusage.services.get (roles/serviceusage.serviceUsageViewer)",
+            )
+        ]
     if answer.status_code != 200:
         return [Finding(NOT_CHECKED, "apis", f"Service Usage answered {answer.status_code}")]
     try:
@@ -204,8 +288,14 @@ def api_findings(project: str, endpoint: str | None = None, timeout: float = 15.
     disabled = [api for api in REQUIRED_APIS if states.get(api) != "ENABLED"]
     if not disabled:
         return []
-    return [Finding(ERROR, "apis", f"not enabled in project {project}: {', '.join(disabled)}: "
-                    f"gcloud services enable {' '.join(disabled)} --project={project}")]
+    return [
+        Finding(
+            ERROR,
+            "apis",
+            f"not enabled in project {project}: {', '.join(disabled)}: "
+            f"gcloud services enable {' '.join(disabled)} --project={project}",
+        )
+    ]
 
 
 def is_loopback_http(endpoint: str | None) -> bool:

@@ -20,8 +20,10 @@ def registry_location(cfg: Config) -> str:
     location = cfg.registry.location or cfg.vertex.region
     parent = cfg.registry.parent_model
     if parent and parent.split("/")[3] != location:
-        raise ValueError(f"registry.parent_model {parent} is not in the registry's region {location} "
-                         "(registry.location, else vertex.region)")
+        raise ValueError(
+            f"registry.parent_model {parent} is not in the registry's region {location} "
+            "(registry.location, else vertex.region)"
+        )
     return location
 
 
@@ -29,8 +31,9 @@ def registry_project(cfg: Config) -> str:
     """`registry.project`, else the placeholder Vertex AI fills with the pipeline job's project."""
     from components.private_api import private_attr
 
-    return cfg.registry.project or private_attr("google_cloud_pipeline_components._placeholders",
-                                                "PROJECT_ID_PLACEHOLDER")
+    return cfg.registry.project or private_attr(
+        "google_cloud_pipeline_components._placeholders", "PROJECT_ID_PLACEHOLDER"
+    )
 
 
 def batch_predict_output(cfg: Config) -> str:
@@ -50,11 +53,18 @@ def add_registry_upload(dag, evaluation, export):
     location, project = registry_location(cfg), registry_project(cfg)
     score = dag.task("selected_macro_f1", metrics=evaluation.outputs["metrics"], model=export.outputs["model"])
     with dsl.If(score.output >= r.min_macro_f1, name="macro-f1-gate"):
-        upload = dag.task("upload_model", model=export.outputs["model"], metrics=evaluation.outputs["metrics"],
-                          lora_confusion=evaluation.outputs["lora_confusion"],
-                          baseline_confusion=evaluation.outputs["baseline_confusion"], display_name=r.display_name,
-                          parent_model=r.parent_model, project=project, location=location,
-                          serving_image=cfg.pipeline.serve_image)
+        upload = dag.task(
+            "upload_model",
+            model=export.outputs["model"],
+            metrics=evaluation.outputs["metrics"],
+            lora_confusion=evaluation.outputs["lora_confusion"],
+            baseline_confusion=evaluation.outputs["baseline_confusion"],
+            display_name=r.display_name,
+            parent_model=r.parent_model,
+            project=project,
+            location=location,
+            serving_image=cfg.pipeline.serve_image,
+        )
         if r.batch_predict_source:
             add_batch_predict(cfg, upload, location)
     return upload
@@ -67,10 +77,19 @@ def add_batch_predict(cfg: Config, upload, location: str):
     r = cfg.registry
     args = {"project": r.project} if r.project else {}  # else the op's default: the pipeline job's project
     task = ModelBatchPredictOp(
-        job_display_name=f"{r.display_name}-batch-predict", model=upload.outputs["vertex_model"], location=location,
-        instances_format="jsonl", predictions_format="jsonl", gcs_source_uris=[r.batch_predict_source],
-        gcs_destination_output_uri_prefix=batch_predict_output(cfg), machine_type=r.batch_predict_machine_type,
-        starting_replica_count=1, max_replica_count=r.batch_predict_max_replicas, labels=dict(cfg.vertex.labels),
-        service_account=cfg.vertex.service_account, **args)
+        job_display_name=f"{r.display_name}-batch-predict",
+        model=upload.outputs["vertex_model"],
+        location=location,
+        instances_format="jsonl",
+        predictions_format="jsonl",
+        gcs_source_uris=[r.batch_predict_source],
+        gcs_destination_output_uri_prefix=batch_predict_output(cfg),
+        machine_type=r.batch_predict_machine_type,
+        starting_replica_count=1,
+        max_replica_count=r.batch_predict_max_replicas,
+        labels=dict(cfg.vertex.labels),
+        service_account=cfg.vertex.service_account,
+        **args,
+    )
     task.set_caching_options(cfg.vertex.enable_caching)
     return task

@@ -42,8 +42,10 @@ T = TypeVar("T")
 
 RUNNERS = ("subprocess", "docker")
 # The images `make images` builds (podman names local images localhost/NAME:latest).
-LOCAL_IMAGES = {"pipeline.cpu_image": "localhost/banglasenti-cpu:latest",
-                "pipeline.train_image": "localhost/banglasenti-tpu:latest"}
+LOCAL_IMAGES = {
+    "pipeline.cpu_image": "localhost/banglasenti-cpu:latest",
+    "pipeline.train_image": "localhost/banglasenti-tpu:latest",
+}
 GCS_MOUNT = Path("/gcs")  # where Vertex AI's steps see gs:// (Cloud Storage FUSE)
 
 
@@ -95,8 +97,9 @@ def init_docker_runner(cfg: Config, pipeline_root: str | Path | None = None) -> 
     return view
 
 
-def run_local(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False,
-              runner: str = "subprocess") -> dict[str, Any]:
+def run_local(
+    cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_semantics: bool = False, runner: str = "subprocess"
+) -> dict[str, Any]:
     """Run the DAG with kfp.local's SubprocessRunner in this Python environment, or (`runner="docker"`) every
     step in its image (cfg.pipeline.cpu_image, cfg.pipeline.train_image); return the run's paths."""
     if runner not in RUNNERS:
@@ -122,21 +125,36 @@ def run_local(cfg: Config, pipeline_root: str | Path | None = None, gcsfuse_sema
 
 def list_artifacts(run_dir: Path) -> list[Path]:
     """Top-level artifacts of every task: <run>/<task>/<output>."""
-    return sorted(p for task in run_dir.iterdir() if task.is_dir() for p in task.iterdir()
-                  if not p.name.startswith(".") and p.name != "executor_output.json")
+    return sorted(
+        p
+        for task in run_dir.iterdir()
+        if task.is_dir()
+        for p in task.iterdir()
+        if not p.name.startswith(".") and p.name != "executor_output.json"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__, str(CONFIG_DIR / "local.yaml"), "experiment YAML")
     parser.add_argument("--pipeline-root", help="where artifacts go (default: the config's pipeline.local_root)")
-    parser.add_argument("--gcsfuse-semantics", action="store_true",
-                        help="refuse what Cloud Storage FUSE refuses under the pipeline root (as on Vertex AI)")
-    parser.add_argument("--runner", choices=RUNNERS, default="subprocess",
-                        help="subprocess: this Python environment; docker: each step in its image, through the "
-                        "Docker API at $DOCKER_HOST (images: pipeline.cpu_image, pipeline.train_image; default the "
-                        "ones `make images` builds)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show kfp's whole log (executor inputs, outputs) instead of a line per step")
+    parser.add_argument(
+        "--gcsfuse-semantics",
+        action="store_true",
+        help="refuse what Cloud Storage FUSE refuses under the pipeline root (as on Vertex AI)",
+    )
+    parser.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="subprocess: this Python environment; docker: each step in its image, through the "
+        "Docker API at $DOCKER_HOST (images: pipeline.cpu_image, pipeline.train_image; default the "
+        "ones `make images` builds)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show kfp's whole log (executor inputs, outputs) instead of a line per step",
+    )
     return run_cli(parser, run_command, argv)
 
 
@@ -170,9 +188,14 @@ def run_command(args: argparse.Namespace) -> int:
     for path in list_artifacts(result["run_dir"]):
         print(f"  {path.parent.name}/{path.name}: {path}")
     metrics = result["metrics"]
-    print("\nTest macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
-                                         for name in ("lora", "baseline", "reference", "majority_class")
-                                         if f"{name}_test_macro_f1" in metrics))
+    print(
+        "\nTest macro-F1: "
+        + ", ".join(
+            f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
+            for name in ("lora", "baseline", "reference", "majority_class")
+            if f"{name}_test_macro_f1" in metrics
+        )
+    )
     print(f"Comparison report: {result['report']}")
     print(f"HTML report: {browsable_html(result['html_report'])}")
     print(f"Data-quality report: {result['data_report']}")

@@ -22,13 +22,25 @@ def build_smoke_pipeline(cfg: Config, target: Target = "vertex"):
 
     def body(dag: Dag, p: dict[str, Any]) -> SmokeOutputs:
         _, base, tok = dag.data_steps(p)
-        run = dag.task("smoke", config_json=dag.config_json, steps=p["smoke_steps"], base_model=base.outputs["model"],
-                       tokenized=tok.outputs["tokenized"])
+        run = dag.task(
+            "smoke",
+            config_json=dag.config_json,
+            steps=p["smoke_steps"],
+            base_model=base.outputs["model"],
+            tokenized=tok.outputs["tokenized"],
+        )
         run.set_caching_options(False)  # a diagnostic: it measures this run
         return SmokeOutputs(diagnostics=run.outputs["diagnostics"], report=run.outputs["report"])
 
-    return run_parameter_pipeline(cfg, target, SMOKE, f"{cfg.pipeline.name}-smoke", "A short training of both modes "
-                                  "on the training machine, with device diagnostics.", SmokeOutputs, body)
+    return run_parameter_pipeline(
+        cfg,
+        target,
+        SMOKE,
+        f"{cfg.pipeline.name}-smoke",
+        "A short training of both modes on the training machine, with device diagnostics.",
+        SmokeOutputs,
+        body,
+    )
 
 
 class SmokeOutputs(NamedTuple):

@@ -38,9 +38,14 @@ from components.storage import split_gs_uri
 from pipelines import preflight
 
 # Flags that set keys of the config's `vertex` section.
-FLAG_KEYS = {"project": "vertex.project", "region": "vertex.region", "staging_bucket": "vertex.staging_bucket",
-             "pipeline_root": "vertex.pipeline_root", "service_account": "vertex.service_account",
-             "network": "vertex.network"}
+FLAG_KEYS = {
+    "project": "vertex.project",
+    "region": "vertex.region",
+    "staging_bucket": "vertex.staging_bucket",
+    "pipeline_root": "vertex.pipeline_root",
+    "service_account": "vertex.service_account",
+    "network": "vertex.network",
+}
 EXPERIMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 DONE_STATES = ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED")
 
@@ -86,8 +91,11 @@ def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
             raise SubmitError(f"--param {name}: not a pipeline parameter; choose from {', '.join(sorted(types))}")
         if kind == "STRING":
             value = str(value)
-        elif kind in ("NUMBER_DOUBLE", "NUMBER_INTEGER") and isinstance(value, (str, int)) \
-                and not isinstance(value, bool):
+        elif (
+            kind in ("NUMBER_DOUBLE", "NUMBER_INTEGER")
+            and isinstance(value, (str, int))
+            and not isinstance(value, bool)
+        ):
             value = _number(value, float if kind == "NUMBER_DOUBLE" else int)
         expected = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "LIST": list, "BOOLEAN": bool}.get(kind, str)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -127,11 +135,14 @@ def upload_data(path: Path, uri: str) -> bool:
     except gexc.PreconditionFailed:
         return False
     except gexc.NotFound:
-        raise SubmitError(f"gs://{bucket_name}: bucket not found; create it in the run's region: "
-                          f"gcloud storage buckets create gs://{bucket_name} --location REGION") from None
+        raise SubmitError(
+            f"gs://{bucket_name}: bucket not found; create it in the run's region: "
+            f"gcloud storage buckets create gs://{bucket_name} --location REGION"
+        ) from None
     except gexc.Forbidden:
-        raise SubmitError(f"{uri}: permission denied; the caller needs roles/storage.objectAdmin on "
-                          f"gs://{bucket_name}") from None
+        raise SubmitError(
+            f"{uri}: permission denied; the caller needs roles/storage.objectAdmin on gs://{bucket_name}"
+        ) from None
     return True
 
 
@@ -145,23 +156,31 @@ def describe_api_error(err: BaseException | None, cfg: Config) -> str | None:
     if err is None:
         return None
     if isinstance(err, auth_exc.GoogleAuthError):
-        return ("no usable Google Cloud credentials: run `gcloud auth application-default login` or set "
-                f"GOOGLE_APPLICATION_CREDENTIALS ({str(err).splitlines()[0]})")
+        return (
+            "no usable Google Cloud credentials: run `gcloud auth application-default login` or set "
+            f"GOOGLE_APPLICATION_CREDENTIALS ({str(err).splitlines()[0]})"
+        )
     v = cfg.vertex
     message = (err.message or str(err)).strip().splitlines()[0]
     message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", message)  # the REST transport's request prefix
     if isinstance(err, gexc.TooManyRequests):
-        return (f"Vertex AI quota exhausted (429 RESOURCE_EXHAUSTED): {message}. Wait and resubmit, or request more "
-                f"quota for {v.region} (console: IAM & Admin > Quotas, service aiplatform.googleapis.com); "
-                "docs/vertex.md#quota")
+        return (
+            f"Vertex AI quota exhausted (429 RESOURCE_EXHAUSTED): {message}. Wait and resubmit, or request more "
+            f"quota for {v.region} (console: IAM & Admin > Quotas, service aiplatform.googleapis.com); "
+            "docs/vertex.md#quota"
+        )
     if isinstance(err, gexc.Forbidden):
         account = v.service_account or "the run's service account"
-        return (f"permission denied (403 PERMISSION_DENIED): {message}. The caller needs roles/aiplatform.user on "
-                f"project {v.project} and roles/iam.serviceAccountUser on {account}; if the Vertex AI API is "
-                "disabled: gcloud services enable aiplatform.googleapis.com")
+        return (
+            f"permission denied (403 PERMISSION_DENIED): {message}. The caller needs roles/aiplatform.user on "
+            f"project {v.project} and roles/iam.serviceAccountUser on {account}; if the Vertex AI API is "
+            "disabled: gcloud services enable aiplatform.googleapis.com"
+        )
     if isinstance(err, gexc.BadRequest):
-        return (f"Vertex AI rejected the request (400 INVALID_ARGUMENT): {message}. Fix the flag, --param or "
-                "config key it names; --dry-run prints the request")
+        return (
+            f"Vertex AI rejected the request (400 INVALID_ARGUMENT): {message}. Fix the flag, --param or "
+            "config key it names; --dry-run prints the request"
+        )
     if isinstance(err, gexc.NotFound):
         return f"not found (404): {message}. Check --project ({v.project}) and --region ({v.region})"
     if isinstance(err, gexc.Unauthorized):
@@ -181,26 +200,57 @@ def build_parser() -> argparse.ArgumentParser:
     add("--pipeline-root", help="gs:// root of the run's artifacts (vertex.pipeline_root)")
     add("--service-account", help="service account of the run and its jobs (vertex.service_account)")
     add("--network", help="VPC network to peer with (vertex.network)")
-    add("--reserved-ip-range", dest="reserved_ip_ranges", action="append", default=None,
-        help="reserved IP range of that network (repeatable)")
+    add(
+        "--reserved-ip-range",
+        dest="reserved_ip_ranges",
+        action="append",
+        default=None,
+        help="reserved IP range of that network (repeatable)",
+    )
     add("--label", dest="labels", action="append", default=[], metavar="KEY=VALUE", help="label of the run")
-    add("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
-        help="pipeline parameter value, e.g. --param epochs=5 (repeatable)")
-    add("--cache", dest="enable_caching", action=argparse.BooleanOptionalAction, default=None,
-        help="reuse (or with --no-cache, never reuse) outputs of earlier runs; default: as compiled")
+    add(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter value, e.g. --param epochs=5 (repeatable)",
+    )
+    add(
+        "--cache",
+        dest="enable_caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse (or with --no-cache, never reuse) outputs of earlier runs; default: as compiled",
+    )
     add("--experiment", help="Vertex AI Experiments experiment to log the run to")
     add("--display-name", help="display name of the run (default: the pipeline name)")
     add("--job-id", help="id of the run (default: <pipeline name>-<timestamp>)")
     add("--api-endpoint", help="Vertex AI API endpoint: regional or private; http://127.0.0.1:PORT for a stand-in")
-    add("--upload-data", type=Path, metavar="PATH", help="upload this data file to the staging bucket first and "
-        "run on it (sets data_uri)")
-    add("--check", action="store_true", help="report what would stop or slow the run (placeholder images, bucket "
+    add(
+        "--upload-data",
+        type=Path,
+        metavar="PATH",
+        help="upload this data file to the staging bucket first and run on it (sets data_uri)",
+    )
+    add(
+        "--check",
+        action="store_true",
+        help="report what would stop or slow the run (placeholder images, bucket "
         "location, TPU region, service account, disabled APIs), one line each, and submit nothing; exit 2 if any "
-        "blocks")
-    add("--serviceusage-endpoint", help="Service Usage endpoint that --check asks for the enabled APIs "
-        f"(default {preflight.SERVICEUSAGE_ENDPOINT})")
-    add("--smoke", action="store_true", help="submit the smoke pipeline instead (pipelines/smoke.py): a short "
-        "training of both modes on the training machine with a diagnostics artifact; run it first")
+        "blocks",
+    )
+    add(
+        "--serviceusage-endpoint",
+        help="Service Usage endpoint that --check asks for the enabled APIs "
+        f"(default {preflight.SERVICEUSAGE_ENDPOINT})",
+    )
+    add(
+        "--smoke",
+        action="store_true",
+        help="submit the smoke pipeline instead (pipelines/smoke.py): a short "
+        "training of both modes on the training machine with a diagnostics artifact; run it first",
+    )
     add("--dry-run", action="store_true", help="print the complete request, run --check, and create nothing")
     add("--wait", action="store_true", help="follow the run until it ends; exit 1 unless it succeeds")
     add("--poll-seconds", type=float, default=30.0, help="seconds between state checks with --wait")
@@ -241,10 +291,14 @@ def init_sdk(cfg: Config, api_endpoint: str | None, dry_run: bool, debug: bool =
     anonymous = dry_run or preflight.is_loopback_http(api_endpoint)
     if api_endpoint and api_endpoint.startswith("http://") and not preflight.is_loopback_http(api_endpoint):
         raise SubmitError(f"--api-endpoint {api_endpoint}: plain http:// is only for a loopback stand-in; use https://")
-    aiplatform.init(project=cfg.vertex.project, location=cfg.vertex.region,
-                    staging_bucket=cfg.vertex.staging_bucket or None,
-                    credentials=AnonymousCredentials() if anonymous else None, api_endpoint=api_endpoint,
-                    api_transport="rest" if api_endpoint and "://" in api_endpoint else None)
+    aiplatform.init(
+        project=cfg.vertex.project,
+        location=cfg.vertex.region,
+        staging_bucket=cfg.vertex.staging_bucket or None,
+        credentials=AnonymousCredentials() if anonymous else None,
+        api_endpoint=api_endpoint,
+        api_transport="rest" if api_endpoint and "://" in api_endpoint else None,
+    )
 
 
 def create_request(job, cfg: Config) -> dict[str, Any]:
@@ -256,8 +310,11 @@ def create_request(job, cfg: Config) -> dict[str, Any]:
     resource.service_account = cfg.vertex.service_account
     resource.network = cfg.vertex.network
     resource.reserved_ip_ranges = list(cfg.vertex.reserved_ip_ranges)
-    request = CreatePipelineJobRequest(parent=f"projects/{cfg.vertex.project}/locations/{cfg.vertex.region}",
-                                       pipeline_job=resource, pipeline_job_id=job.job_id)
+    request = CreatePipelineJobRequest(
+        parent=f"projects/{cfg.vertex.project}/locations/{cfg.vertex.region}",
+        pipeline_job=resource,
+        pipeline_job_id=job.job_id,
+    )
     return json.loads(CreatePipelineJobRequest.to_json(request, always_print_fields_with_no_presence=False))
 
 
@@ -284,8 +341,10 @@ def follow(job, poll_seconds: float) -> int:
 
 
 def console_link(cfg: Config, job_id: str) -> str:
-    return (f"https://console.cloud.google.com/vertex-ai/locations/{cfg.vertex.region}/pipelines/runs/{job_id}"
-            f"?project={cfg.vertex.project}")
+    return (
+        f"https://console.cloud.google.com/vertex-ai/locations/{cfg.vertex.region}/pipelines/runs/{job_id}"
+        f"?project={cfg.vertex.project}"
+    )
 
 
 def created_name(job) -> str | None:
@@ -300,8 +359,10 @@ def remote_findings(args: argparse.Namespace, cfg: Config, pipeline_root: str) -
     """Bucket and API findings: they ask Cloud Storage and Service Usage, reading only."""
     v = cfg.vertex
     uris = [pipeline_root, v.staging_bucket, v.train.base_output_directory]
-    return [*preflight.bucket_findings([u for u in uris if u], v.region),
-            *preflight.api_findings(v.project, args.serviceusage_endpoint)]
+    return [
+        *preflight.bucket_findings([u for u in uris if u], v.region),
+        *preflight.api_findings(v.project, args.serviceusage_endpoint),
+    ]
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -310,8 +371,10 @@ def submit(args: argparse.Namespace) -> int:
     pipeline_root = checked_pipeline_root(args, cfg)
     upload = None
     if args.upload_data:
-        upload = {"source": str(args.upload_data),
-                  "destination": upload_destination(args.upload_data, cfg.vertex.staging_bucket)}
+        upload = {
+            "source": str(args.upload_data),
+            "destination": upload_destination(args.upload_data, cfg.vertex.staging_bucket),
+        }
         params["data_uri"] = upload["destination"]
         cfg = load_submit_config(args, params)
     if args.smoke and args.template:
@@ -377,8 +440,9 @@ def print_spec_findings(findings: list[preflight.Finding]) -> bool:
     return bool(blocking)
 
 
-def pipeline_job(args: argparse.Namespace, cfg: Config, template: Path, spec: dict, pipeline_root: str,
-                 params: dict[str, Any]):
+def pipeline_job(
+    args: argparse.Namespace, cfg: Config, template: Path, spec: dict, pipeline_root: str, params: dict[str, Any]
+):
     """The SDK's PipelineJob for the run (nothing sent yet)."""
     init_sdk(cfg, args.api_endpoint, args.dry_run, args.debug)
     from google.cloud import aiplatform
@@ -386,9 +450,15 @@ def pipeline_job(args: argparse.Namespace, cfg: Config, template: Path, spec: di
     v = cfg.vertex
     return aiplatform.PipelineJob(
         display_name=args.display_name or spec.get("pipelineInfo", {}).get("name", cfg.pipeline.name),
-        template_path=str(template), job_id=args.job_id,
-        pipeline_root=pipeline_root, parameter_values=params, enable_caching=args.enable_caching,
-        labels=dict(v.labels), project=v.project, location=v.region)
+        template_path=str(template),
+        job_id=args.job_id,
+        pipeline_root=pipeline_root,
+        parameter_values=params,
+        enable_caching=args.enable_caching,
+        labels=dict(v.labels),
+        project=v.project,
+        location=v.region,
+    )
 
 
 def start_run(job, args: argparse.Namespace, cfg: Config) -> bool:
@@ -396,8 +466,12 @@ def start_run(job, args: argparse.Namespace, cfg: Config) -> bool:
     not an error (resubmitting would start a second run)."""
     v = cfg.vertex
     try:
-        job.submit(service_account=v.service_account or None, network=v.network or None,
-                   reserved_ip_ranges=list(v.reserved_ip_ranges) or None, experiment=args.experiment)
+        job.submit(
+            service_account=v.service_account or None,
+            network=v.network or None,
+            reserved_ip_ranges=list(v.reserved_ip_ranges) or None,
+            experiment=args.experiment,
+        )
     except Exception as err:
         name = created_name(job)
         if name is None or not args.experiment:
@@ -406,9 +480,13 @@ def start_run(job, args: argparse.Namespace, cfg: Config) -> bool:
         while cause.__cause__ is not None:  # the service's own message, under the SDK's RuntimeError
             cause = cause.__cause__
         cause_line = (getattr(cause, "message", None) or str(cause) or type(cause).__name__).strip().splitlines()[0]
-        print(f"warning: run {name} was created and goes on ({console_link(cfg, job.job_id)}), but linking it to "
-              f"Vertex AI Experiment {args.experiment!r} failed; do not resubmit (that starts and bills a second "
-              f"run). Cause: {cause_line}", file=sys.stderr, flush=True)
+        print(
+            f"warning: run {name} was created and goes on ({console_link(cfg, job.job_id)}), but linking it to "
+            f"Vertex AI Experiment {args.experiment!r} failed; do not resubmit (that starts and bills a second "
+            f"run). Cause: {cause_line}",
+            file=sys.stderr,
+            flush=True,
+        )
         return False
     return bool(args.experiment)
 

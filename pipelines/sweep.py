@@ -23,8 +23,17 @@ from components.cli import base_parser, run_cli
 from components.config import CONFIG_DIR, Config, load_config
 from pipelines.pipeline import Dag, Target, run_parameter_pipeline
 
-SWEEP_TASKS = ("importer", "prepare", "base-model", "tokenize", "for-loop-1", "select-best-trial", "train-baseline",
-               "evaluate", "export-model")
+SWEEP_TASKS = (
+    "importer",
+    "prepare",
+    "base-model",
+    "tokenize",
+    "for-loop-1",
+    "select-best-trial",
+    "train-baseline",
+    "evaluate",
+    "export-model",
+)
 TRIAL_JOB = "train-lora-trial"  # the trials' custom jobs share one output directory (checkpoints keyed by trial)
 
 
@@ -35,17 +44,35 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
         prep, base, tok = dag.data_steps(p)
         shared = dag.training_inputs(p, base, tok)
         with dsl.ParallelFor(p["sweep_grid"], parallelism=cfg.sweep.parallelism or None) as trial:
-            lora = dag.task("train_lora", job=TRIAL_JOB, lora_r=trial.r, lora_alpha=trial.alpha,
-                            lora_target_modules=trial.target_modules, learning_rate=p["lora_learning_rate"], **shared)
+            lora = dag.task(
+                "train_lora",
+                job=TRIAL_JOB,
+                lora_r=trial.r,
+                lora_alpha=trial.alpha,
+                lora_target_modules=trial.target_modules,
+                learning_rate=p["lora_learning_rate"],
+                **shared,
+            )
         best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
         dag.export_model(prep, base, best.outputs["best_model"], full.outputs["model"], evaluation)
-        return SweepOutputs(report=evaluation.outputs["report"], html_report=evaluation.outputs["html_report"],
-                            leaderboard=best.outputs["leaderboard"], metrics=evaluation.outputs["metrics"])
+        return SweepOutputs(
+            report=evaluation.outputs["report"],
+            html_report=evaluation.outputs["html_report"],
+            leaderboard=best.outputs["leaderboard"],
+            metrics=evaluation.outputs["metrics"],
+        )
 
-    return run_parameter_pipeline(cfg, target, "sweep", f"{cfg.pipeline.name}-lora-sweep", "Bengali sentiment: a "
-                                  "LoRA (r, alpha, target modules) sweep against full fine-tuning.", SweepOutputs, body)
+    return run_parameter_pipeline(
+        cfg,
+        target,
+        "sweep",
+        f"{cfg.pipeline.name}-lora-sweep",
+        "Bengali sentiment: a LoRA (r, alpha, target modules) sweep against full fine-tuning.",
+        SweepOutputs,
+        body,
+    )
 
 
 class SweepOutputs(NamedTuple):
@@ -62,19 +89,25 @@ def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dic
     init_local_runner(cfg, pipeline_root)  # gcsfuse semantics with BANGLASENTI_GCSFUSE_SEMANTICS=1
     task = build_sweep_pipeline(cfg, "local")()
     return {name: Path(task.outputs[name].path) for name in ("report", "html_report", "leaderboard")} | {
-        "metrics": task.outputs["metrics"].metadata}
+        "metrics": task.outputs["metrics"].metadata
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__, config_help="experiment YAML (default: local.yaml with --run-local, else "
-                         "banglasenti.yaml)")
+    parser = base_parser(
+        __doc__, config_help="experiment YAML (default: local.yaml with --run-local, else banglasenti.yaml)"
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--run-local", action="store_true", help="run with the KFP local runner")
     mode.add_argument("--output", help="compile for Vertex AI into this YAML file")
-    parser.add_argument("--pipeline-root", help="local runs: where artifacts go (default: the config's "
-                        "pipeline.local_root)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="local runs: show kfp's whole log (executor inputs, outputs) instead of a line per step")
+    parser.add_argument(
+        "--pipeline-root", help="local runs: where artifacts go (default: the config's pipeline.local_root)"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="local runs: show kfp's whole log (executor inputs, outputs) instead of a line per step",
+    )
     return run_cli(parser, sweep_command, argv)
 
 
@@ -96,9 +129,14 @@ def sweep_command(args: argparse.Namespace) -> int:
         return 1
     print(result["leaderboard"].read_text(encoding="utf-8"))
     metrics = result["metrics"]
-    print("Test macro-F1: " + ", ".join(f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
-                                        for name in ("lora", "baseline", "reference") if f"{name}_test_macro_f1"
-                                        in metrics))
+    print(
+        "Test macro-F1: "
+        + ", ".join(
+            f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
+            for name in ("lora", "baseline", "reference")
+            if f"{name}_test_macro_f1" in metrics
+        )
+    )
     print(f"Leaderboard: {result['leaderboard']}")
     print(f"Comparison report: {result['report']}")
     print(f"HTML report: {browsable_html(result['html_report'])}")

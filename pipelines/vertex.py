@@ -35,13 +35,18 @@ def custom_job_component(component, cfg: Config, env: dict[str, str]):
     try:
         from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
     except ImportError as err:
-        raise ImportError(f"the vertex target needs google-cloud-pipeline-components ({err}): "
-                          "`make setup`, or pip install -e '.[vertex]'") from None
+        raise ImportError(
+            f"the vertex target needs google-cloud-pipeline-components ({err}): "
+            "`make setup`, or pip install -e '.[vertex]'"
+        ) from None
 
     job, profile = cfg.vertex.train, cfg.vertex.train.profile
     name = component.component_spec.name
-    accelerator = {"accelerator_type": profile.accelerator_type, "accelerator_count": profile.accelerator_count} \
-        if profile.accelerator_type else {}
+    accelerator = (
+        {"accelerator_type": profile.accelerator_type, "accelerator_count": profile.accelerator_count}
+        if profile.accelerator_type
+        else {}
+    )
     return create_custom_training_job_from_component(
         component,
         display_name=f"{cfg.pipeline.name}-{name}",
@@ -57,8 +62,9 @@ def custom_job_component(component, cfg: Config, env: dict[str, str]):
         tensorboard=job.tensorboard,
         enable_web_access=job.enable_web_access,
         labels={**cfg.vertex.labels, "step": name},
-        env=[{"name": key, "value": value} for key, value in
-             {**profile.env, **env, SHARED_CHECKPOINT_ENV: "1"}.items()],
+        env=[
+            {"name": key, "value": value} for key, value in {**profile.env, **env, SHARED_CHECKPOINT_ENV: "1"}.items()
+        ],
         strategy=job.strategy,
         max_wait_duration=job.max_wait_duration,
     )
@@ -72,8 +78,11 @@ def default_worker_pool_specs(job_component) -> list[dict[str, Any]]:
 def training_key(cfg: Config) -> str:
     """Hash of the compiled values that decide a training result: data, model, tokenization, LoRA and training
     settings, the training image and machine. Run parameters and input content are checked at run time."""
-    decisive = {**cfg.model_dump(mode="json", include={"data", "model", "tokenize", "lora", "train"}),
-                "train_image": cfg.pipeline.train_image, "machine": cfg.vertex.train.profile.model_dump(mode="json")}
+    decisive = {
+        **cfg.model_dump(mode="json", include={"data", "model", "tokenize", "lora", "train"}),
+        "train_image": cfg.pipeline.train_image,
+        "machine": cfg.vertex.train.profile.model_dump(mode="json"),
+    }
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -119,6 +128,14 @@ def configure_task(cfg: Config, commit: str, task, kind: str) -> None:
 
 def import_raw_data(cfg: Config, data_uri):
     """The run's raw data (whatever its URI) as a Dataset node of the lineage graph (a URI is imported once)."""
-    return dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset, reimport=False,
-                        metadata={"role": "raw data", "format": cfg.data.format,
-                                  "text_column": cfg.data.text_column, "label_column": cfg.data.label_column})
+    return dsl.importer(
+        artifact_uri=data_uri,
+        artifact_class=dsl.Dataset,
+        reimport=False,
+        metadata={
+            "role": "raw data",
+            "format": cfg.data.format,
+            "text_column": cfg.data.text_column,
+            "label_column": cfg.data.label_column,
+        },
+    )

@@ -45,12 +45,14 @@ FAST_OVERRIDES = {
 # pytest-xdist workers (make test) share the cores: each worker and the commands it starts use its share of
 # threads, so that torch's OpenMP threads of two workers do not contend for the same cores.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
 # A test using any of these is in the component layer.
-COMPONENT_FIXTURES = frozenset({"prepared_dir", "base_dir", "tokenized_dir", "trained", "gcs_emulator",
-                                "gcsfuse_semantics"})
+COMPONENT_FIXTURES = frozenset(
+    {"prepared_dir", "base_dir", "tokenized_dir", "trained", "gcs_emulator", "gcsfuse_semantics"}
+)
 HEAVIER = ("slow", "network", "xla", "images")
 
 
@@ -91,16 +93,27 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
 def prepared_dir(tmp_path_factory, fast_cfg) -> Path:
     from components.prepare import run_prepare
 
-    return built_once(tmp_path_factory, "prepared", lambda out: run_prepare(
-        fast_cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet", out / "report.md"))
+    return built_once(
+        tmp_path_factory,
+        "prepared",
+        lambda out: run_prepare(
+            fast_cfg, out / "train.parquet", out / "val.parquet", out / "test.parquet", out / "report.md"
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory, fast_cfg, prepared_dir) -> Path:
     from components.base_model import run_base_model
 
-    return built_once(tmp_path_factory, "base", lambda out: run_base_model(
-        fast_cfg, str(prepared_dir / "train.parquet"), str(out / "model"))) / "model"
+    return (
+        built_once(
+            tmp_path_factory,
+            "base",
+            lambda out: run_base_model(fast_cfg, str(prepared_dir / "train.parquet"), str(out / "model")),
+        )
+        / "model"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +121,12 @@ def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
     from components.tokenization import run_tokenize
 
     paths = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
-    return built_once(tmp_path_factory, "tokenized", lambda out: run_tokenize(
-        fast_cfg, paths, str(base_dir), str(out / "tok"))) / "tok"
+    return (
+        built_once(
+            tmp_path_factory, "tokenized", lambda out: run_tokenize(fast_cfg, paths, str(base_dir), str(out / "tok"))
+        )
+        / "tok"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -163,8 +180,11 @@ def gcs_emulator():
     """gcp-storage-emulator on loopback; yields its URL and sets STORAGE_EMULATOR_HOST for the session."""
     port = free_port()
     exe = Path(sys.executable).parent / "gcp-storage-emulator"
-    proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

@@ -42,8 +42,13 @@ def test_a_committed_directory_is_readable_by_other_users(tmp_path):
     finally:
         os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").rglob("*")}
-    assert modes == {"adapter_model.safetensors": 0o644, "tokenizer.json": 0o644, "run.sh": 0o744,
-                     ARTIFACT_MANIFEST: 0o644, "sub": 0o755}
+    assert modes == {
+        "adapter_model.safetensors": 0o644,
+        "tokenizer.json": 0o644,
+        "run.sh": 0o744,
+        ARTIFACT_MANIFEST: 0o644,
+        "sub": 0o755,
+    }
 
 
 def test_a_committed_directory_lists_every_file_written_before_its_manifest(tmp_path):
@@ -65,16 +70,20 @@ def test_a_committed_directory_lists_every_file_written_before_its_manifest(tmp_
 
 def test_a_killed_writer_leaves_a_directory_every_reader_refuses(tmp_path):
     out = tmp_path / "tok"
-    code = ("import os, signal, sys\n"
-            "from components.storage import committed_directory\n"
-            "with committed_directory(sys.argv[1]) as out:\n"
-            "    (out / 'train.parquet').write_bytes(b'PAR1 half written')\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal, sys\n"
+        "from components.storage import committed_directory\n"
+        "with committed_directory(sys.argv[1]) as out:\n"
+        "    (out / 'train.parquet').write_bytes(b'PAR1 half written')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     run = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == -signal.SIGKILL
     assert (out / "train.parquet").exists() and manifest(out) == {"state": "writing"}
-    message = f"{out}: uncommitted directory artifact (its writer did not finish (no commit)); run the step that " \
-              "writes it again"
+    message = (
+        f"{out}: uncommitted directory artifact (its writer did not finish (no commit)); run the step that "
+        "writes it again"
+    )
     with pytest.raises(InputError) as err:
         require_committed(out)
     assert str(err.value) == message and "\n" not in message
@@ -82,8 +91,10 @@ def test_a_killed_writer_leaves_a_directory_every_reader_refuses(tmp_path):
         read_parquet(out / "train.parquet")
 
 
-@pytest.mark.parametrize("reader", ["require_model_dir", "load_tokenizer", "load_tokenized_split", "predict",
-                                    "base_model_reuse", "select_best"])
+@pytest.mark.parametrize(
+    "reader",
+    ["require_model_dir", "load_tokenizer", "load_tokenized_split", "predict", "base_model_reuse", "select_best"],
+)
 def test_readers_refuse_an_uncommitted_artifact(reader, base_dir, tokenized_dir, tmp_path):
     from components.base_model import resolve_base_model
     from components.collation import load_tokenized_split
@@ -102,10 +113,20 @@ def test_readers_refuse_an_uncommitted_artifact(reader, base_dir, tokenized_dir,
         "load_tokenized_split": lambda: load_tokenized_split(broken, "train"),
         "predict": lambda: resolve_model_dir(broken),
         "base_model_reuse": lambda: resolve_base_model(ModelConfig(name=str(broken)), [], 128, tmp_path / "out"),
-        "select_best": lambda: select_best([str(broken)], [{"lora": {"r": 4, "alpha": 8}, "best_val_macro_f1": 0.5,
-                                                             "trainable_parameters": 1, "epochs_run": 1,
-                                                             "wall_seconds": 1.0}],
-                                           str(tmp_path / "best"), str(tmp_path / "board.md")),
+        "select_best": lambda: select_best(
+            [str(broken)],
+            [
+                {
+                    "lora": {"r": 4, "alpha": 8},
+                    "best_val_macro_f1": 0.5,
+                    "trainable_parameters": 1,
+                    "epochs_run": 1,
+                    "wall_seconds": 1.0,
+                }
+            ],
+            str(tmp_path / "best"),
+            str(tmp_path / "board.md"),
+        ),
     }
     with pytest.raises(InputError, match=f"{broken}: uncommitted directory artifact"):
         calls[reader]()

@@ -50,19 +50,25 @@ BAD_TABLES = [
     ("range.csv", "text,label\nভালো,1\nখারাপ,3\n".encode(), "row 2: label '3' is not one of 0, 1, 2"),
     ("negative.csv", "text,label\nভালো,-1\n".encode(), "row 1: label '-1'"),
     ("nolabel.csv", "text,label\nভালো,\n".encode(), "row 1: label ''"),
-    ("single.csv", b"text,label\n" + "".join(f"ভালো {i},1\n" for i in range(30)).encode(),
-     "single.csv: only one class (positive)"),
+    (
+        "single.csv",
+        b"text,label\n" + "".join(f"ভালো {i},1\n" for i in range(30)).encode(),
+        "single.csv: only one class (positive)",
+    ),
     ("few.csv", "text,label\nভালো,1\nখারাপ,0\nঠিক,2\n".encode(), "few.csv: too few rows to split"),
     ("blank.csv", b"text,label\n  ,1\n\t,0\n", "blank.csv: no rows left to split"),
-    ("latin1.csv", "text,label\nভালো,1\n".encode() + "caf\xe9,0\n".encode("latin-1"),
-     "latin1.csv: line 3: not UTF-8 text (byte "),
+    (
+        "latin1.csv",
+        "text,label\nভালো,1\n".encode() + "caf\xe9,0\n".encode("latin-1"),
+        "latin1.csv: line 3: not UTF-8 text (byte ",
+    ),
     ("garbage.csv", bytes(range(256)) * 8, "not UTF-8 text"),
     ("garbage.parquet", bytes(range(256)) * 8, "garbage.parquet: cannot read as parquet"),
     ("packed.csv", gzip.compress(GOOD.encode()), "packed.csv: file is gzip-compressed"),
     ("quotes.csv", 'text,label\n"ভালো,1\nখারাপ,0\n'.encode(), "quotes.csv: malformed csv"),
     ("fields.csv", "text,label\nভালো,1\nখারাপ,0,extra\n".encode(), "line 3"),
     ("broken.jsonl", '{"text": "ভালো", "label": 1}\n{"text": \n'.encode(), "broken.jsonl: line 2: not valid JSON"),
-    ("list.jsonl", b'[1, 2]\n', "list.jsonl: line 1: expected a JSON object"),
+    ("list.jsonl", b"[1, 2]\n", "list.jsonl: line 1: expected a JSON object"),
     ("data.xlsx", b"PK\x03\x04", "data.xlsx: unsupported extension '.xlsx'"),
 ]
 
@@ -98,19 +104,34 @@ def test_prepare_rejects_missing_paths_directories_and_unreadable_files(tmp_path
 
 @pytest.mark.component
 def test_debug_shows_the_traceback(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "components.prepare", "--input", str(tmp_path / "none.csv"),
-                          "--output-dir", str(tmp_path / "o"), "--debug"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.prepare",
+            "--input",
+            str(tmp_path / "none.csv"),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--debug",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0 and "Traceback" in run.stderr and "InputError" in run.stderr
 
 
 @pytest.mark.component
 def test_kfp_executor_reports_expected_errors_in_one_line(tmp_path):
     """Inside a KFP executor (_KFP_RUNTIME=true) a failing step ends with one line, not a traceback."""
-    code = ("from components.config import Config\nfrom components.prepare import run_prepare\n"
-            f"cfg = Config().with_overrides({{'data.uri': {str(tmp_path / 'none.csv')!r}}})\n"
-            "run_prepare(cfg, 'a', 'b', 'c', 'd')\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "_KFP_RUNTIME": "true"})
+    code = (
+        "from components.config import Config\nfrom components.prepare import run_prepare\n"
+        f"cfg = Config().with_overrides({{'data.uri': {str(tmp_path / 'none.csv')!r}}})\n"
+        "run_prepare(cfg, 'a', 'b', 'c', 'd')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "_KFP_RUNTIME": "true"}
+    )
     assert run.returncode == 1
     assert run.stderr == f"error: {tmp_path / 'none.csv'}: no such file\n"
 
@@ -118,8 +139,12 @@ def test_kfp_executor_reports_expected_errors_in_one_line(tmp_path):
 def test_odd_but_valid_tables_work(tmp_path):
     long_text = "ভালো " * 20_000
     rows = [
-        ("ভালো\r\nজিনিস", "1", "x"), ('বলল "দারুণ", তারপর\nচলে গেল', "1", "y"), ("😀 দারুণ 👍🏽", "1", ""),
-        ("Mixed বাংলা and English 123", "0", ""), ("हिंदी और বাংলা", "2", ""), (long_text, "0", ""),
+        ("ভালো\r\nজিনিস", "1", "x"),
+        ('বলল "দারুণ", তারপর\nচলে গেল', "1", "y"),
+        ("😀 দারুণ 👍🏽", "1", ""),
+        ("Mixed বাংলা and English 123", "0", ""),
+        ("हिंदी और বাংলা", "2", ""),
+        (long_text, "0", ""),
     ] + [(f"খবর নম্বর {i}", str(i % 3), "") for i in range(40)]
     frame = pd.DataFrame(rows, columns=["text", "label", "extra column"])
     path = tmp_path / "odd.csv"
@@ -145,39 +170,62 @@ def test_later_steps_reject_bad_inputs_in_one_line(tmp_path, capsys, prepared_di
     assert_one_line_error(code, err, "missing.parquet: no such file")
     code, err = run_main(base_model, ["--train", str(prepared_dir / "report.md"), "--output-dir", str(out)], capsys)
     assert_one_line_error(code, err, "report.md: not a readable parquet file")
-    code, err = run_main(base_model, ["--train", str(tokenized_dir / "train.parquet"), "--output-dir", str(out)],
-                         capsys)
+    code, err = run_main(
+        base_model, ["--train", str(tokenized_dir / "train.parquet"), "--output-dir", str(out)], capsys
+    )
     assert_one_line_error(code, err, "train.parquet: missing column(s) ['text']")
-    code, err = run_main(base_model, ["--train", missing, "--output-dir", str(out), "--set",
-                                      f"model.name={tmp_path}"], capsys)
+    code, err = run_main(
+        base_model, ["--train", missing, "--output-dir", str(out), "--set", f"model.name={tmp_path}"], capsys
+    )
     assert_one_line_error(code, err, f"{tmp_path}: not a model directory (no config.json)")
 
-    code, err = run_main(tokenization, ["--splits", str(tmp_path), "--base-model", str(base_dir),
-                                        "--output-dir", str(out)], capsys)
+    code, err = run_main(
+        tokenization, ["--splits", str(tmp_path), "--base-model", str(base_dir), "--output-dir", str(out)], capsys
+    )
     assert_one_line_error(code, err, "train.parquet: no such file")
-    code, err = run_main(tokenization, ["--splits", str(prepared_dir), "--base-model", str(tmp_path / "nobase"),
-                                        "--output-dir", str(out)], capsys)
+    code, err = run_main(
+        tokenization,
+        ["--splits", str(prepared_dir), "--base-model", str(tmp_path / "nobase"), "--output-dir", str(out)],
+        capsys,
+    )
     assert_one_line_error(code, err, "nobase: no such model directory")
 
     common = ["--mode", "lora", "--output-dir", str(out)]
     code, err = run_main(train, [*common, "--base-model", str(base_dir), "--tokenized", str(prepared_dir)], capsys)
     assert_one_line_error(code, err, "train.parquet: missing column(s) ['input_ids', 'num_tokens']")  # packed rows
-    code, err = run_main(train, [*common, "--base-model", str(base_dir), "--tokenized", str(prepared_dir),
-                                 "--set", "tokenize.packing=false"], capsys)
+    code, err = run_main(
+        train,
+        [*common, "--base-model", str(base_dir), "--tokenized", str(prepared_dir), "--set", "tokenize.packing=false"],
+        capsys,
+    )
     assert_one_line_error(code, err, "train.parquet: missing column(s) ['input_ids', 'attention_mask', 'length']")
-    code, err = run_main(train, [*common, "--base-model", str(prepared_dir), "--tokenized", str(tokenized_dir)],
-                         capsys)
+    code, err = run_main(train, [*common, "--base-model", str(prepared_dir), "--tokenized", str(tokenized_dir)], capsys)
     assert_one_line_error(code, err, f"{prepared_dir}: cannot load a tokenizer from it")
-    code, err = run_main(train, [*common, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir),
-                                 "--set", "lora.r=0"], capsys)
+    code, err = run_main(
+        train, [*common, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--set", "lora.r=0"], capsys
+    )
     assert_one_line_error(code, err, "lora.r: Input should be greater than 0")
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text((base_dir / "config.json").read_text())
     (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
-    code, err = run_main(evaluate, ["--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--lora",
-                                    str(pickled), "--baseline", str(pickled), "--output-dir", str(out)], capsys)
+    code, err = run_main(
+        evaluate,
+        [
+            "--base-model",
+            str(base_dir),
+            "--tokenized",
+            str(tokenized_dir),
+            "--lora",
+            str(pickled),
+            "--baseline",
+            str(pickled),
+            "--output-dir",
+            str(out),
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, "pickled: no *.safetensors weights (pickled weights are not loaded)")
     assert nothing_written(out)
 
@@ -186,9 +234,11 @@ def test_later_steps_reject_bad_inputs_in_one_line(tmp_path, capsys, prepared_di
 
 VALID_LABELS = st.sampled_from(["0", "1", "2", " 1 ", "2.0"])
 LABELS = st.one_of(VALID_LABELS, st.sampled_from(["3", "", "x", "-1", "1.5"]))
-TEXTS = st.one_of(st.sampled_from(["ভালো", "খারাপ", "ঠিক আছে", "  ", "", "ok", "😀", "a\nb", 'q"uote']),
-                  st.text(alphabet=st.sampled_from(list("অআকখগঘ ১২ab😀\n\t\",'")), max_size=12),
-                  st.text(max_size=30))
+TEXTS = st.one_of(
+    st.sampled_from(["ভালো", "খারাপ", "ঠিক আছে", "  ", "", "ok", "😀", "a\nb", 'q"uote']),
+    st.text(alphabet=st.sampled_from(list("অআকখগঘ ১২ab😀\n\t\",'")), max_size=12),
+    st.text(max_size=30),
+)
 
 
 def prepare_or_clean_error(path, work) -> None:
@@ -209,8 +259,9 @@ def check_partition(prepared, frame: pd.DataFrame) -> None:
     rows = [r for part in prepared.splits.values() for r in part["row"].tolist()]
     assert len(rows) == len(set(rows)) == sum(prepared.stats["rows_out"].values())
     stats = prepared.stats
-    assert len(rows) == stats["rows_in"] - stats["dropped_empty"] - stats["dropped_non_bengali"] \
-        - stats.get("dedup_removed_rows", 0)
+    assert len(rows) == stats["rows_in"] - stats["dropped_empty"] - stats["dropped_non_bengali"] - stats.get(
+        "dedup_removed_rows", 0
+    )
     texts = [t for part in prepared.splits.values() for t in part["text"]]
     assert len(texts) == len(set(texts))  # de-duplicated: no text twice, so none in two splits
     for part in prepared.splits.values():
@@ -220,10 +271,15 @@ def check_partition(prepared, frame: pd.DataFrame) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.one_of(st.lists(st.tuples(TEXTS, VALID_LABELS, st.booleans()), min_size=30, max_size=120)
-                     .map(lambda rs: [(f"{t} {i}" if unique else t, label) for i, (t, label, unique) in enumerate(rs)]),
-                     st.lists(st.tuples(TEXTS, LABELS), max_size=20)), suffix=st.sampled_from([".csv", ".tsv", ".jsonl",
-                                                                                     ".parquet"]))
+@given(
+    rows=st.one_of(
+        st.lists(st.tuples(TEXTS, VALID_LABELS, st.booleans()), min_size=30, max_size=120).map(
+            lambda rs: [(f"{t} {i}" if unique else t, label) for i, (t, label, unique) in enumerate(rs)]
+        ),
+        st.lists(st.tuples(TEXTS, LABELS), max_size=20),
+    ),
+    suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".parquet"]),
+)
 def test_random_tables_give_a_clean_error_or_an_exact_partition(tmp_path_factory, rows, suffix):
     work = tmp_path_factory.mktemp("prop")
     frame = pd.DataFrame(rows, columns=["text", "label"], dtype=str)
@@ -238,10 +294,15 @@ def test_random_tables_give_a_clean_error_or_an_exact_partition(tmp_path_factory
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.one_of(st.binary(max_size=400),
-                         st.text(alphabet=st.sampled_from(list('ab,\t"\n\r\x00ভা১{}:[]01 ')), max_size=200)
-                         .map(lambda t: ("text,label\n" + t).encode())),
-       suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".parquet"]))
+@given(
+    content=st.one_of(
+        st.binary(max_size=400),
+        st.text(alphabet=st.sampled_from(list('ab,\t"\n\r\x00ভা১{}:[]01 ')), max_size=200).map(
+            lambda t: ("text,label\n" + t).encode()
+        ),
+    ),
+    suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".parquet"]),
+)
 def test_random_bytes_give_a_clean_error_or_an_exact_partition(tmp_path_factory, content, suffix):
     work = tmp_path_factory.mktemp("bytes")
     path = work / f"data{suffix}"
@@ -253,18 +314,91 @@ def test_random_bytes_give_a_clean_error_or_an_exact_partition(tmp_path_factory,
     ("module", "argv", "key"),
     [
         (prepare, ["--input", "/nonexistent.csv", "--output-dir", "OUT", "--set", "data.seed=abc"], "data.seed"),
-        (base_model, ["--train", "/nonexistent.parquet", "--output-dir", "OUT", "--set", "model.tiny.vocab_size=-5"],
-         "model.tiny.vocab_size"),
-        (tokenization, ["--splits", "/nonexistent", "--base-model", "/nonexistent", "--output-dir", "OUT", "--set",
-                        "tokenize.buckets=[64, 32, 128]"], "tokenize"),
-        (train, ["--mode", "lora", "--base-model", "/no", "--tokenized", "/no", "--output-dir", "OUT", "--set",
-                 "train.checkpoint_steps=-1"], "train.checkpoint_steps"),
-        (train, ["--mode", "baseline", "--base-model", "/no", "--tokenized", "/no", "--output-dir", "OUT", "--set",
-                 "train.baseline_learning_rate=0"], "train.baseline_learning_rate"),
-        (evaluate, ["--base-model", "/no", "--tokenized", "/no", "--lora", "/no", "--baseline", "/no",
-                    "--output-dir", "OUT", "--set", "train.eval_batch_size=[1]"], "train.eval_batch_size"),
-        (train, ["--mode", "lora", "--base-model", "/no", "--tokenized", "/no", "--output-dir", "OUT", "--set",
-                 "train.checkpoint_dirr=/tmp"], "train.checkpoint_dirr: unknown key"),
+        (
+            base_model,
+            ["--train", "/nonexistent.parquet", "--output-dir", "OUT", "--set", "model.tiny.vocab_size=-5"],
+            "model.tiny.vocab_size",
+        ),
+        (
+            tokenization,
+            [
+                "--splits",
+                "/nonexistent",
+                "--base-model",
+                "/nonexistent",
+                "--output-dir",
+                "OUT",
+                "--set",
+                "tokenize.buckets=[64, 32, 128]",
+            ],
+            "tokenize",
+        ),
+        (
+            train,
+            [
+                "--mode",
+                "lora",
+                "--base-model",
+                "/no",
+                "--tokenized",
+                "/no",
+                "--output-dir",
+                "OUT",
+                "--set",
+                "train.checkpoint_steps=-1",
+            ],
+            "train.checkpoint_steps",
+        ),
+        (
+            train,
+            [
+                "--mode",
+                "baseline",
+                "--base-model",
+                "/no",
+                "--tokenized",
+                "/no",
+                "--output-dir",
+                "OUT",
+                "--set",
+                "train.baseline_learning_rate=0",
+            ],
+            "train.baseline_learning_rate",
+        ),
+        (
+            evaluate,
+            [
+                "--base-model",
+                "/no",
+                "--tokenized",
+                "/no",
+                "--lora",
+                "/no",
+                "--baseline",
+                "/no",
+                "--output-dir",
+                "OUT",
+                "--set",
+                "train.eval_batch_size=[1]",
+            ],
+            "train.eval_batch_size",
+        ),
+        (
+            train,
+            [
+                "--mode",
+                "lora",
+                "--base-model",
+                "/no",
+                "--tokenized",
+                "/no",
+                "--output-dir",
+                "OUT",
+                "--set",
+                "train.checkpoint_dirr=/tmp",
+            ],
+            "train.checkpoint_dirr: unknown key",
+        ),
     ],
 )
 def test_config_errors_name_the_key_before_any_input_is_touched(tmp_path, capsys, module, argv, key):

@@ -94,8 +94,9 @@ def test_a_tiny_base_without_pretraining_says_what_it_did(train_texts, tmp_path,
 
 
 def test_tiny_base_is_reproducible(train_texts, tmp_path):
-    cfg = ModelConfig(name="tiny", tiny=TinyModelConfig(hidden_size=32, intermediate_size=64, pretrain_steps=5,
-                                                         vocab_size=500))
+    cfg = ModelConfig(
+        name="tiny", tiny=TinyModelConfig(hidden_size=32, intermediate_size=64, pretrain_steps=5, vocab_size=500)
+    )
     a = resolve_base_model(cfg, train_texts, 64, tmp_path / "a")
     b = resolve_base_model(cfg, train_texts, 64, tmp_path / "b")
     assert a["content_sha256"] == b["content_sha256"]
@@ -164,10 +165,15 @@ def test_hub_model_is_downloaded_at_its_resolved_commit(tmp_path, monkeypatch, b
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    meta = resolve_base_model(ModelConfig(name="FacebookAI/xlm-roberta-base", revision="main"), [], 128,
-                              tmp_path / "hub")
+    meta = resolve_base_model(
+        ModelConfig(name="FacebookAI/xlm-roberta-base", revision="main"), [], 128, tmp_path / "hub"
+    )
     assert calls["info"] == ("FacebookAI/xlm-roberta-base", "main")
     assert calls["snapshot"][:2] == ("FacebookAI/xlm-roberta-base", "a" * 40)
     assert "*.safetensors" in calls["snapshot"][2] and not any("bin" in p for p in calls["snapshot"][2])
-    assert meta == {"base_model": "FacebookAI/xlm-roberta-base", "kind": "hub", "revision": "a" * 40,
-                    "content_sha256": content_digest(tmp_path / "hub")}
+    assert meta == {
+        "base_model": "FacebookAI/xlm-roberta-base",
+        "kind": "hub",
+        "revision": "a" * 40,
+        "content_sha256": content_digest(tmp_path / "hub"),
+    }

@@ -17,11 +17,37 @@ SAMPLE = ROOT / "components" / "data" / "bangla_sentiment_sample.csv"
 def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
     report_path = tmp_path / "report.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--arch", "tiny", "--data", str(SAMPLE),
-         "--examples", "32", "--batch-size", "8", "--repeats", "1", "--settings", "buckets,packed",
-         "--modes", "lora", "--device", "cpu", "--matmul-size", "64", "--tokenizer-vocab", "500",
-         "--json", str(report_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "throughput.py"),
+            "--arch",
+            "tiny",
+            "--data",
+            str(SAMPLE),
+            "--examples",
+            "32",
+            "--batch-size",
+            "8",
+            "--repeats",
+            "1",
+            "--settings",
+            "buckets,packed",
+            "--modes",
+            "lora",
+            "--device",
+            "cpu",
+            "--matmul-size",
+            "64",
+            "--tokenizer-vocab",
+            "500",
+            "--json",
+            str(report_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(report_path.read_text())
     train = Config().train
@@ -30,7 +56,8 @@ def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
     for result in results.values():
         assert result["device"] == "cpu"  # where --device says, whatever else the machine has
         # the optimizer, learning rate and clipping of components.training.training_arguments for LoRA
-        assert result["optimizer"] == (f"AdamW (adamw_torch_fused, lr {train.lora_learning_rate:g}, "
-                                       f"clip {train.max_grad_norm:g})")
+        assert result["optimizer"] == (
+            f"AdamW (adamw_torch_fused, lr {train.lora_learning_rate:g}, clip {train.max_grad_norm:g})"
+        )
         assert result["examples"] == 32 and result["examples_per_s"] > 0
         assert 0 < result["trainable_parameters"] < 100_000  # the adapters and the head of the tiny model

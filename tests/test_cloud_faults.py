@@ -108,10 +108,12 @@ def proxy(gcs_emulator, gcs_objects, monkeypatch):
 
 def media_plan(actions: list[str]) -> Plan:
     """The listed actions for the first downloads of the object's bytes, then 'ok'."""
+
     def plan(method, path, seen):
         if "alt=media" in path and seen <= len(actions):
             return actions[seen - 1]
         return "ok"
+
     return plan
 
 
@@ -176,8 +178,20 @@ def test_object_names_cannot_escape_the_directory(tmp_path, monkeypatch):
 
 def test_command_line_reports_a_persistent_fault_in_one_line(proxy, tmp_path):
     proxy.plan = lambda method, path, seen: "drop"
-    run = subprocess.run([sys.executable, "-m", "components.prepare", "--input", "gs://faulty/data/train.csv",
-                          "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.prepare",
+            "--input",
+            "gs://faulty/data/train.csv",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "GCS still failing after retrying for 3 s" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()

@@ -30,30 +30,63 @@ def chain(tmp_path_factory, fast_cfg):
     cfg = fast_cfg.to_json()
     a = {name: artifact(dsl.Dataset, root / name) for name in ("train", "val", "test")}
     a["data_report"] = artifact(dsl.Markdown, root / "data_report")
-    prepare.python_func(config_json=cfg, data_uri="sample", seed=42, train=a["train"], val=a["val"],
-                        test=a["test"], report=a["data_report"])
+    prepare.python_func(
+        config_json=cfg,
+        data_uri="sample",
+        seed=42,
+        train=a["train"],
+        val=a["val"],
+        test=a["test"],
+        report=a["data_report"],
+    )
     a["base"] = artifact(dsl.Model, root / "base")
     base_model.python_func(config_json=cfg, model_name="tiny", train=a["train"], model=a["base"])
     a["tokenized"] = artifact(dsl.Dataset, root / "tokenized")
-    tokenize.python_func(config_json=cfg, base_model=a["base"], train=a["train"], val=a["val"], test=a["test"],
-                         tokenized=a["tokenized"])
+    tokenize.python_func(
+        config_json=cfg, base_model=a["base"], train=a["train"], val=a["val"], test=a["test"], tokenized=a["tokenized"]
+    )
     for name in ("lora", "baseline"):
         a[name] = artifact(dsl.Model, root / name)
         a[f"{name}_metrics"] = artifact(dsl.Metrics, root / f"{name}_metrics")
-    shared = {"config_json": cfg, "epochs": 1, "batch_size": 16, "seed": 42, "base_model": a["base"],
-              "tokenized": a["tokenized"]}
-    train_lora.python_func(lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"], learning_rate=2e-3,
-                           model=a["lora"], metrics=a["lora_metrics"], **shared)
+    shared = {
+        "config_json": cfg,
+        "epochs": 1,
+        "batch_size": 16,
+        "seed": 42,
+        "base_model": a["base"],
+        "tokenized": a["tokenized"],
+    }
+    train_lora.python_func(
+        lora_r=4,
+        lora_alpha=8,
+        lora_target_modules=["query", "value"],
+        learning_rate=2e-3,
+        model=a["lora"],
+        metrics=a["lora_metrics"],
+        **shared,
+    )
     train_baseline.python_func(learning_rate=3e-4, model=a["baseline"], metrics=a["baseline_metrics"], **shared)
     for name in ("metrics", "lora_confusion", "baseline_confusion", "reference_confusion"):
         a[name] = artifact(dsl.ClassificationMetrics if "confusion" in name else dsl.Metrics, root / name)
     a["report"] = artifact(dsl.Markdown, root / "report")
     a["html_report"] = artifact(dsl.HTML, root / "html_report")
-    evaluate.python_func(config_json=cfg, base_model=a["base"], tokenized=a["tokenized"], lora_model=a["lora"],
-                         baseline_model=a["baseline"], train=a["train"], val=a["val"], test=a["test"],
-                         data_report=a["data_report"], metrics=a["metrics"], lora_confusion=a["lora_confusion"],
-                         baseline_confusion=a["baseline_confusion"], reference_confusion=a["reference_confusion"],
-                         report=a["report"], html_report=a["html_report"])
+    evaluate.python_func(
+        config_json=cfg,
+        base_model=a["base"],
+        tokenized=a["tokenized"],
+        lora_model=a["lora"],
+        baseline_model=a["baseline"],
+        train=a["train"],
+        val=a["val"],
+        test=a["test"],
+        data_report=a["data_report"],
+        metrics=a["metrics"],
+        lora_confusion=a["lora_confusion"],
+        baseline_confusion=a["baseline_confusion"],
+        reference_confusion=a["reference_confusion"],
+        report=a["report"],
+        html_report=a["html_report"],
+    )
     a["config_json"] = cfg
     return a
 
@@ -88,8 +121,9 @@ def test_train_components_use_the_run_parameters(chain):
     assert not lora_keys & baseline_keys
     curves = json.loads(Path(chain["lora_metrics"].path).read_text())
     assert [row["epoch"] for row in curves["history"]] == [1]
-    assert curves["history"][0]["val_macro_f1"] == pytest.approx(chain["lora_metrics"].metadata[
-        "lora_best_val_macro_f1"])
+    assert curves["history"][0]["val_macro_f1"] == pytest.approx(
+        chain["lora_metrics"].metadata["lora_best_val_macro_f1"]
+    )
 
 
 @pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate", "export"])
@@ -134,9 +168,15 @@ def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path)
     from components.modeling import MERGED, MODEL_CARD, SERVING_INFO
 
     out = artifact(dsl.Model, tmp_path / "export")
-    export_model.python_func(config_json=chain["config_json"],
-                             base_model=chain["base"], lora_model=chain["lora"], baseline_model=chain["baseline"],
-                             metrics=chain["metrics"], data_report=chain["data_report"], model=out)
+    export_model.python_func(
+        config_json=chain["config_json"],
+        base_model=chain["base"],
+        lora_model=chain["lora"],
+        baseline_model=chain["baseline"],
+        metrics=chain["metrics"],
+        data_report=chain["data_report"],
+        model=out,
+    )
     meta = out.metadata
     scores = {name: chain[name].metadata["best_val_macro_f1"] for name in ("lora", "baseline")}
     assert meta["selected"] == ("baseline" if scores["baseline"] > scores["lora"] else "lora")
@@ -152,4 +192,5 @@ def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path)
     served = f"Exported and served: **{meta['selected']}** ({meta['selection_reason']})."
     assert served in Path(chain["report"].path).read_text(encoding="utf-8")  # evaluate's report says it too
     assert f"Exported and served: <strong>{meta['selected']}</strong>" in Path(chain["html_report"].path).read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )

@@ -63,8 +63,15 @@ def test_yaml_must_be_a_mapping(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml():
-    cfg = load_config(None, ["train.epochs=3", "lora.target_modules=[query, value]", "data.uri=gs://b/x.csv",
-                             "train.lora_learning_rate=5e-4"])
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "lora.target_modules=[query, value]",
+            "data.uri=gs://b/x.csv",
+            "train.lora_learning_rate=5e-4",
+        ],
+    )
     assert cfg.train.epochs == 3
     assert cfg.lora.target_modules == ["query", "value"]
     assert cfg.data.uri == "gs://b/x.csv"
@@ -80,8 +87,11 @@ def test_config_json_round_trip_with_runtime_values():
     cfg = load_config(CONFIG_DIR / "local.yaml")
     rebuilt = config_from_json(cfg.to_json(), {"train.epochs": 1, "lora.r": 4})
     assert (rebuilt.train.epochs, rebuilt.lora.r) == (1, 4)
-    assert rebuilt.model_dump() == {**cfg.model_dump(), "train": {**cfg.train.model_dump(), "epochs": 1},
-                                    "lora": {**cfg.lora.model_dump(), "r": 4}}
+    assert rebuilt.model_dump() == {
+        **cfg.model_dump(),
+        "train": {**cfg.train.model_dump(), "epochs": 1},
+        "lora": {**cfg.lora.model_dump(), "r": 4},
+    }
 
 
 def test_every_field_has_a_description():

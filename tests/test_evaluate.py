@@ -31,8 +31,10 @@ def test_collapse_and_majority_reference():
 def test_report_flags_a_collapsed_model():
     collapsed = classification_metrics([0, 1, 2], [2, 2, 2]) | {"beats_majority_class": False}
     fine = classification_metrics([0, 1, 2], [0, 1, 2]) | {"beats_majority_class": True}
-    results = {"models": {"lora": fine, "baseline": collapsed},
-               "majority_class": majority_class_metrics([2], [0, 1, 2])}
+    results = {
+        "models": {"lora": fine, "baseline": collapsed},
+        "majority_class": majority_class_metrics([2], [0, 1, 2]),
+    }
     report = render_comparison(results, {})
     assert "WARNING: baseline collapsed" in report and "WARNING: lora" not in report
     keys = flat_metrics(results)

@@ -35,8 +35,7 @@ def test_export_writes_a_merged_model_and_the_adapter(exported, trained):
     assert json.loads((out / "export.json").read_text())["merged_dir"] == MERGED
 
 
-def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, tokenized_dir, prepared_dir,
-                                                   fast_cfg):
+def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, tokenized_dir, prepared_dir, fast_cfg):
     from components.collation import load_tokenized_split
     from components.inference import predict_logits
     from components.modeling import load_trained_model
@@ -59,8 +58,16 @@ def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, 
 def test_write_predictions_round_trips(tmp_path, suffix):
     from components.tables import read_table
 
-    frame = pd.DataFrame({"text": ["ভালো", "খারাপ"], "label": ["positive", "negative"], "label_id": [1, 0],
-                          "p_negative": [0.1, 0.8], "p_positive": [0.7, 0.1], "p_neutral": [0.2, 0.1]})
+    frame = pd.DataFrame(
+        {
+            "text": ["ভালো", "খারাপ"],
+            "label": ["positive", "negative"],
+            "label_id": [1, 0],
+            "p_negative": [0.1, 0.8],
+            "p_positive": [0.7, 0.1],
+            "p_neutral": [0.2, 0.1],
+        }
+    )
     write_predictions(frame, tmp_path / f"p{suffix}")
     back = read_table(tmp_path / f"p{suffix}")
     assert back["text"].tolist() == ["ভালো", "খারাপ"] and back["label"].tolist() == ["positive", "negative"]
@@ -89,8 +96,18 @@ def test_predict_command_reads_a_table_with_another_text_column(exported, tmp_pa
     table = tmp_path / "reviews.tsv"
     pd.DataFrame({"id": [1, 2, 3], "review": ["খুব ভালো", "বাজে", "ঠিক আছে"]}).to_csv(table, sep="\t", index=False)
     out = tmp_path / "pred.jsonl"
-    run = run_predict("--model", exported[0] / MERGED, "--input", table, "--set", "data.text_column=review",
-                      "--set", "train.eval_batch_size=2", "--output", out)
+    run = run_predict(
+        "--model",
+        exported[0] / MERGED,
+        "--input",
+        table,
+        "--set",
+        "data.text_column=review",
+        "--set",
+        "train.eval_batch_size=2",
+        "--output",
+        out,
+    )
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in rows] == ["খুব ভালো", "বাজে", "ঠিক আছে"]
@@ -110,14 +127,18 @@ def test_predict_command_prints_texts_and_needs_a_base_for_an_adapter(exported, 
 
 # --- the served model: chosen by validation macro-F1, with its card ----------------------------------------
 
-@pytest.mark.parametrize(("select", "scores", "chosen"), [
-    ("best", {"lora": 0.41, "baseline": 0.69}, "baseline"),
-    ("best", {"lora": 0.70, "baseline": 0.69}, "lora"),
-    ("best", {"lora": 0.5, "baseline": 0.5}, "lora"),  # a tie: the smaller adapter
-    ("lora", {"lora": 0.41, "baseline": 0.69}, "lora"),
-    ("baseline", {"lora": 0.70, "baseline": 0.69}, "baseline"),
-    ("best", {"lora": 0.41}, "lora"),
-])
+
+@pytest.mark.parametrize(
+    ("select", "scores", "chosen"),
+    [
+        ("best", {"lora": 0.41, "baseline": 0.69}, "baseline"),
+        ("best", {"lora": 0.70, "baseline": 0.69}, "lora"),
+        ("best", {"lora": 0.5, "baseline": 0.5}, "lora"),  # a tie: the smaller adapter
+        ("lora", {"lora": 0.41, "baseline": 0.69}, "lora"),
+        ("baseline", {"lora": 0.70, "baseline": 0.69}, "baseline"),
+        ("best", {"lora": 0.41}, "lora"),
+    ],
+)
 def test_choose_model_by_validation_macro_f1(select, scores, chosen):
     from components.modeling import choose_model
 
@@ -150,20 +171,24 @@ def eval_metrics(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_p
     out = tmp_path_factory.mktemp("eval")
     splits = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
     dirs = {name: str(path) for name, (path, _) in trained.items()}
-    return flat_metrics(run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir),
-                                     str(out / "report.md"), splits))
+    return flat_metrics(run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir), str(out / "report.md"), splits))
 
 
 @pytest.mark.parametrize("select", ["baseline", "best"])
-def test_export_serves_the_selected_model_and_keeps_both(select, trained, base_dir, fast_cfg, prepared_dir,
-                                                        eval_metrics, tmp_path):
+def test_export_serves_the_selected_model_and_keeps_both(
+    select, trained, base_dir, fast_cfg, prepared_dir, eval_metrics, tmp_path
+):
     from components.export import write_export
     from components.modeling import BASELINE, MODEL_CARD, SERVING_INFO
     from components.storage import require_committed
 
     out = tmp_path / "export"
-    card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"},
-            "metrics": eval_metrics, "data_report": (prepared_dir / "report.md").read_text(encoding="utf-8")}
+    card = {
+        "config": fast_cfg,
+        "trained_on": {"source_uri": "sample", "base_model": "tiny"},
+        "metrics": eval_metrics,
+        "data_report": (prepared_dir / "report.md").read_text(encoding="utf-8"),
+    }
     summary = write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, select, card)
     scores = {name: s["best_val_macro_f1"] for name, (_, s) in trained.items()}
     expected = "baseline" if select == "baseline" or scores["baseline"] > scores["lora"] else "lora"
@@ -179,8 +204,9 @@ def test_export_serves_the_selected_model_and_keeps_both(select, trained, base_d
     if expected == "baseline":
         np.testing.assert_allclose(served, logits_on(trained["baseline"][0], CHECK), atol=1e-6)
     else:
-        np.testing.assert_allclose(logits_on(out / BASELINE, CHECK), logits_on(trained["baseline"][0], CHECK),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            logits_on(out / BASELINE, CHECK), logits_on(trained["baseline"][0], CHECK), atol=1e-6
+        )
         assert not np.allclose(served, logits_on(out / BASELINE, CHECK), atol=1e-4)
     info = json.loads((out / MERGED / SERVING_INFO).read_text(encoding="utf-8"))
     assert info["selected"] == expected and info["tokenize"] == fast_cfg.tokenize.model_dump()
@@ -206,13 +232,18 @@ def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, 
     from components.modeling import MODEL_CARD
 
     out = tmp_path / "export"
-    card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"},
-            "metrics": eval_metrics, "data_report": (prepared_dir / "report.md").read_text(encoding="utf-8")}
+    card = {
+        "config": fast_cfg,
+        "trained_on": {"source_uri": "sample", "base_model": "tiny"},
+        "metrics": eval_metrics,
+        "data_report": (prepared_dir / "report.md").read_text(encoding="utf-8"),
+    }
     summary = write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
     text = (out / MODEL_CARD).read_text(encoding="utf-8")
     meta = card_front_matter(text)
-    assert meta["language"] == ["bn"] and meta["license"] == "apache-2.0" and meta["pipeline_tag"] == \
-        "text-classification"
+    assert (
+        meta["language"] == ["bn"] and meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "text-classification"
+    )
     assert "demo" in meta["tags"] and "base_model" not in meta  # the tiny base is no Hub model
     selected = summary["selected"]
     result = meta["model-index"][0]["results"][0]["metrics"][0]
@@ -227,8 +258,9 @@ def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, 
     assert "de-duplicated before splitting" in text and "### Rows" in text  # prepare's report, demoted
     assert "romanised Bengali" in text and "Label noise of the sources: one author's labels" in text
     assert "Domains: trained on products, food" in text and "95 % bootstrap intervals" in text
-    assert f"learning rate | {trained['lora'][1]['learning_rate']} | {trained['baseline'][1]['learning_rate']} |" \
-        in text
+    assert (
+        f"learning rate | {trained['lora'][1]['learning_rate']} | {trained['baseline'][1]['learning_rate']} |" in text
+    )
 
 
 def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
@@ -236,12 +268,22 @@ def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
     from components.model_card import BANGLASENTI_URI, render_model_card
 
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
-    facts = {"config": cfg, "trained_on": {"source_uri": BANGLASENTI_URI, "base_model": "FacebookAI/xlm-roberta-base",
-                                           "source_sha256": "ab" * 32},
-             "selection": {"selected": "baseline", "selection_reason": "higher validation macro-F1",
-                           "val_macro_f1": {"lora": 0.6, "baseline": 0.7}, "demo": False},
-             "metrics": {"baseline_test_macro_f1": 0.69, "baseline_test_accuracy": 0.7,
-                         "reference_test_macro_f1": 0.72}, "summaries": {}}
+    facts = {
+        "config": cfg,
+        "trained_on": {
+            "source_uri": BANGLASENTI_URI,
+            "base_model": "FacebookAI/xlm-roberta-base",
+            "source_sha256": "ab" * 32,
+        },
+        "selection": {
+            "selected": "baseline",
+            "selection_reason": "higher validation macro-F1",
+            "val_macro_f1": {"lora": 0.6, "baseline": 0.7},
+            "demo": False,
+        },
+        "metrics": {"baseline_test_macro_f1": 0.69, "baseline_test_accuracy": 0.7, "reference_test_macro_f1": 0.72},
+        "summaries": {},
+    }
     text = render_model_card(facts)
     meta = card_front_matter(text)
     assert meta["license"] == "cc-by-nc-sa-4.0" and meta["base_model"] == "FacebookAI/xlm-roberta-base"
@@ -249,18 +291,26 @@ def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
     assert "| BanglaBook reviews | github.com/mohsinulkabir14/BanglaBook | CC BY-NC-SA 4.0 |" in text
     assert "DEMO" not in text and "below the TF-IDF reference (0.6900 < 0.7200)" in text
     assert "SentNoB part whose negative and neutral labels look swapped" in text
-    other = render_model_card({**facts, "config": cfg.model_copy(update={"export": cfg.export.model_copy(
-        update={"license": "mit"})}), "trained_on": {"source_uri": "gs://b/mine.csv"}})
+    other = render_model_card(
+        {
+            **facts,
+            "config": cfg.model_copy(update={"export": cfg.export.model_copy(update={"license": "mit"})}),
+            "trained_on": {"source_uri": "gs://b/mine.csv"},
+        }
+    )
     assert card_front_matter(other)["license"] == "mit" and "not known to the pipeline" in other
 
 
 # --- predict on JSONL instances (Vertex AI batch prediction's input format) --------------------------------
 
+
 def test_predict_command_on_jsonl_instances_keeps_order_and_names_bad_lines(exported, tmp_path, run_predict):
     texts = ["খুব ভালো", "বাজে", "ঠিক আছে", "দাম বেশি"]
     source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n"
-                              for i, t in enumerate(texts)) + "\n", encoding="utf-8")
+    source.write_text(
+        "".join(json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)) + "\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "out.jsonl"
     run = run_predict("--model", exported[0], "--input", source, "--output", out, "--output-format", "vertex")
     assert run.returncode == 0, run.stderr
@@ -272,8 +322,9 @@ def test_predict_command_on_jsonl_instances_keeps_order_and_names_bad_lines(expo
     source.write_text('{"text": "ভালো"}\n{"text": 3}\n', encoding="utf-8")
     bad = run_predict("--model", exported[0], "--input", source)
     assert bad.returncode == 2 and f"{source}: line 2: 'text' must be a string, got int" in bad.stderr
-    wrong = run_predict("--model", exported[0], "--text", "x", "--output", tmp_path / "o.csv", "--output-format",
-                        "vertex")
+    wrong = run_predict(
+        "--model", exported[0], "--text", "x", "--output", tmp_path / "o.csv", "--output-format", "vertex"
+    )
     assert wrong.returncode == 2 and "writes JSONL" in wrong.stderr
 
 
@@ -284,9 +335,24 @@ def test_predict_command_reads_and_writes_cloud_storage(exported, gcs_emulator, 
     texts = ["খুব ভালো", "বাজে"]
     bucket.blob("texts.jsonl").upload_from_string("".join(json.dumps({"text": t}) + "\n" for t in texts))
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator}
-    run = subprocess.run([sys.executable, "-m", "components.predict", "--model", str(exported[0]), "--input",
-                          "gs://batch-in/texts.jsonl", "--output", "gs://batch-in/out/predictions.jsonl",
-                          "--output-format", "vertex"], capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.predict",
+            "--model",
+            str(exported[0]),
+            "--input",
+            "gs://batch-in/texts.jsonl",
+            "--output",
+            "gs://batch-in/out/predictions.jsonl",
+            "--output-format",
+            "vertex",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     lines = bucket.blob("out/predictions.jsonl").download_as_text().splitlines()
     assert [json.loads(line)["instance"]["text"] for line in lines] == texts

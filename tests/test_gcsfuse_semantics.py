@@ -13,7 +13,7 @@ import pytest
 from pipelines import gcsfuse
 from tests.conftest import ROOT
 
-PROBE = r'''
+PROBE = r"""
 import errno, json, os, shutil, sys, tempfile
 from pathlib import Path
 
@@ -55,22 +55,30 @@ result = {
 }
 result["moved"] = (root / "moved" / "w").read_text() == "1" and not (root / "full3").exists()
 print(json.dumps(result))
-'''
+"""
 
 
 def probe(tmp_path: Path, env: dict[str, str]) -> dict:
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
-    run = subprocess.run([sys.executable, "-c", PROBE, str(root), str(outside)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(root), str(outside)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
 
 def test_the_mode_refuses_what_gcsfuse_refuses_and_lets_file_replaces_through(tmp_path):
-    result = probe(tmp_path, gcsfuse.environment([tmp_path / "root"], {k: v for k, v in os.environ.items()
-                                                                      if k != gcsfuse.ROOTS_ENV}))
+    result = probe(
+        tmp_path,
+        gcsfuse.environment([tmp_path / "root"], {k: v for k, v in os.environ.items() if k != gcsfuse.ROOTS_ENV}),
+    )
     assert result == {
         "sitecustomize": True,
         "old_atomic_directory": errno.EMFILE,  # the bug: base-model died here on Vertex AI
@@ -92,8 +100,19 @@ def test_without_the_mode_the_same_operations_succeed(tmp_path):
     assert result["sitecustomize"] is False
     assert result["moved"] is True
     assert {k: v for k, v in result.items() if k not in ("sitecustomize", "moved")} == dict.fromkeys(
-        ("old_atomic_directory", "rename_full_dir", "path_rename_full_dir", "file_replace", "rename_empty_dir",
-         "link", "into_mount", "outside", "shutil_move_dir"), 0)
+        (
+            "old_atomic_directory",
+            "rename_full_dir",
+            "path_rename_full_dir",
+            "file_replace",
+            "rename_empty_dir",
+            "link",
+            "into_mount",
+            "outside",
+            "shutil_move_dir",
+        ),
+        0,
+    )
 
 
 def test_the_switch(monkeypatch):

@@ -37,7 +37,8 @@ def test_docker_target_runs_each_step_in_its_image(tmp_path):
     assert set(tasks) == {"importer", *TASKS}
     for name in TASKS:
         container = spec["deploymentSpec"]["executors"][tasks[name]["componentRef"]["name"].replace("comp-", "exec-")][
-            "container"]
+            "container"
+        ]
         train = name.startswith("train-")
         assert container["image"] == LOCAL_IMAGES["pipeline.train_image" if train else "pipeline.cpu_image"], name
         assert "pip install" not in " ".join(container["command"]), name
@@ -53,8 +54,13 @@ def locked(lock: str, package: str) -> str:
     raise AssertionError(f"{package} not in {lock}.txt")
 
 
-def run_in(image: str, *args: str, user: str | None = None, env: dict[str, str] | None = None,
-           volumes: dict[Path, str] | None = None) -> str:
+def run_in(
+    image: str,
+    *args: str,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    volumes: dict[Path, str] | None = None,
+) -> str:
     """`podman run` of the image's entrypoint (python -m) with ARGS, no network; stdout."""
     cmd = ["run", "--rm", "--network", "none"]
     cmd += ["--user", user] if user else []
@@ -80,9 +86,14 @@ def test_atomic_files_are_readable_by_other_steps(tmp_path):
 
 
 @images
-@pytest.mark.parametrize("name,user,workdir,cmd", [("cpu", "10001:10001", "/home/app", "components.prepare"),
-                                                   ("tpu", "0:0", "/workspace", "components.train"),
-                                                   ("serve", "10001:10001", "/home/app", "components.serve")])
+@pytest.mark.parametrize(
+    "name,user,workdir,cmd",
+    [
+        ("cpu", "10001:10001", "/home/app", "components.prepare"),
+        ("tpu", "0:0", "/workspace", "components.train"),
+        ("serve", "10001:10001", "/home/app", "components.serve"),
+    ],
+)
 def test_image_config(name, user, workdir, cmd):
     """User, workdir, entrypoint and command as the Dockerfile says, and the commit label."""
     config = json.loads(podman("image", "inspect", local_image(name)).stdout)[0]["Config"]
@@ -109,8 +120,10 @@ def test_serve_image_is_the_cpu_image_plus_metadata():
 def test_image_packages(name):
     """The lock's torch and kfp, the project installed (not the source tree), pip check clean, the user's uid."""
     image = local_image(name)
-    code = ("import importlib.metadata as m, os, components, json; print(json.dumps({'torch': m.version('torch'), "
-            "'kfp': m.version('kfp'), 'components': components.__file__, 'uid': os.getuid()}))")
+    code = (
+        "import importlib.metadata as m, os, components, json; print(json.dumps({'torch': m.version('torch'), "
+        "'kfp': m.version('kfp'), 'components': components.__file__, 'uid': os.getuid()}))"
+    )
     seen = json.loads(podman("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code).stdout)
     assert seen["torch"] == locked(name, "torch")
     assert seen["kfp"] == locked(name, "kfp")
@@ -128,13 +141,36 @@ def test_steps_in_cpu_image(tmp_path):
     out = tmp_path / "bucket"
     out.mkdir()
     out.chmod(0o777)
-    small = [arg for key, value in FAST_OVERRIDES.items() if key.startswith("model.tiny.")
-             for arg in ("--set", f"{key}={value}")]
-    prep = json.loads(run_in(image, "components.prepare", "--input", "sample", "--output-dir", "/gcs/bucket/prepare",
-                             volumes={out: "/gcs/bucket"}).strip().splitlines()[-1])
+    small = [
+        arg
+        for key, value in FAST_OVERRIDES.items()
+        if key.startswith("model.tiny.")
+        for arg in ("--set", f"{key}={value}")
+    ]
+    prep = json.loads(
+        run_in(
+            image,
+            "components.prepare",
+            "--input",
+            "sample",
+            "--output-dir",
+            "/gcs/bucket/prepare",
+            volumes={out: "/gcs/bucket"},
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     assert sum(prep["rows_out"].values()) > 600 and prep["report"] == "/gcs/bucket/prepare/report.md"
-    run_in(image, "components.base_model", *small, "--train", "/gcs/bucket/prepare/train.parquet",
-           "--output-dir", "/gcs/bucket/base", volumes={out: "/gcs/bucket"})
+    run_in(
+        image,
+        "components.base_model",
+        *small,
+        "--train",
+        "/gcs/bucket/prepare/train.parquet",
+        "--output-dir",
+        "/gcs/bucket/base",
+        volumes={out: "/gcs/bucket"},
+    )
     for path in (out / "prepare" / "train.parquet", out / "base" / "config.json"):
         assert path.is_file(), path
         assert path.stat().st_uid == 10001
@@ -147,10 +183,24 @@ def test_xla_cpu_in_tpu_image():
     image = local_image("tpu")
     env = podman("run", "--rm", "--network", "none", "--entrypoint", "printenv", image, "PJRT_DEVICE").stdout
     assert env.strip() == "TPU"
-    code = ("import torch, torch_xla, torch_xla.core.xla_model as xm; d = xm.xla_device(); "
-            "x = torch.arange(6., device=d).reshape(2, 3); print(d.type, (x @ x.T).sum().item())")
-    out = podman("run", "--rm", "--network", "none", "--env", "PJRT_DEVICE=CPU", "--entrypoint", "python", image,
-                 "-c", code, check=False)
+    code = (
+        "import torch, torch_xla, torch_xla.core.xla_model as xm; d = xm.xla_device(); "
+        "x = torch.arange(6., device=d).reshape(2, 3); print(d.type, (x @ x.T).sum().item())"
+    )
+    out = podman(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--env",
+        "PJRT_DEVICE=CPU",
+        "--entrypoint",
+        "python",
+        image,
+        "-c",
+        code,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["xla", "83.0"]  # [[5, 14], [14, 50]]
 
@@ -160,8 +210,21 @@ def run_dag(runner: str, root: Path) -> tuple[dict[str, float], str]:
     steps and code paths, a smaller base and two epochs); its printed test macro-F1s, and stdout."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     sets = [a for k, v in FAST_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
-    proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--runner", runner,
-                           "--pipeline-root", str(root), *sets], capture_output=True, text=True, env=env, timeout=3600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "run_local.py"),
+            "--runner",
+            runner,
+            "--pipeline-root",
+            str(root),
+            *sets,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("Test macro-F1: "))
     scores = dict(item.rsplit(" ", 1) for item in line.removeprefix("Test macro-F1: ").split(", "))
@@ -180,9 +243,11 @@ def test_failed_step_is_reported_as_failed(tmp_path, capsys):
 
     @dsl.container_component
     def step(code: int):
-        return dsl.ContainerSpec(image=image, command=["python", "-c"],
-                                 args=["import sys; print('step says', sys.argv[1]); sys.exit(int(sys.argv[1]))",
-                                       code])
+        return dsl.ContainerSpec(
+            image=image,
+            command=["python", "-c"],
+            args=["import sys; print('step says', sys.argv[1]); sys.exit(int(sys.argv[1]))", code],
+        )
 
     def containers() -> set[str]:
         return set(podman("ps", "-a", "--filter", f"ancestor={image}", "--format", "{{.ID}}").stdout.split())
@@ -191,8 +256,11 @@ def test_failed_step_is_reported_as_failed(tmp_path, capsys):
     container_run.install()
     root = tmp_path / "root"
     root.mkdir()
-    local.init(runner=local.DockerRunner(network_mode="none", entrypoint=["/usr/bin/env"]), pipeline_root=str(root),
-               raise_on_error=True)
+    local.init(
+        runner=local.DockerRunner(network_mode="none", entrypoint=["/usr/bin/env"]),
+        pipeline_root=str(root),
+        raise_on_error=True,
+    )
     step(code=0)
     with pytest.raises(RuntimeError, match="FAILURE"):
         step(code=3)
@@ -246,11 +314,26 @@ def test_serve_image_serves_the_dag_export(dag_runs, tmp_path):
     image = local_image("serve")
     model = dag_runs["docker"][2] / "export-model" / "model"
     port = free_port()
-    env = {"AIP_STORAGE_URI": "/model", "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": HEALTH,
-           "AIP_PREDICT_ROUTE": PREDICT}
+    env = {
+        "AIP_STORAGE_URI": "/model",
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": HEALTH,
+        "AIP_PREDICT_ROUTE": PREDICT,
+    }
     name = f"banglasenti-serve-test-{port}"
-    podman("run", "-d", "--rm", "--name", name, "--network", "host", "--volume", f"{model}:/model:ro",
-           *[f"--env={k}={v}" for k, v in env.items()], image)
+    podman(
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--volume",
+        f"{model}:/model:ro",
+        *[f"--env={k}={v}" for k, v in env.items()],
+        image,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, timeout=300)
@@ -265,10 +348,22 @@ def test_serve_image_serves_the_dag_export(dag_runs, tmp_path):
     work = tmp_path / "io"
     work.mkdir()
     work.chmod(0o777)
-    (work / "in.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
-                                   encoding="utf-8")
-    run_in(image, "components.predict", "--model", "/model", "--input", "/io/in.jsonl", "--output",
-           "/io/out.jsonl", "--output-format", "vertex", volumes={model: "/model:ro", work: "/io"})
+    (work / "in.jsonl").write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8"
+    )
+    run_in(
+        image,
+        "components.predict",
+        "--model",
+        "/model",
+        "--input",
+        "/io/in.jsonl",
+        "--output",
+        "/io/out.jsonl",
+        "--output-format",
+        "vertex",
+        volumes={model: "/model:ro", work: "/io"},
+    )
     rows = [json.loads(line) for line in (work / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["instance"]["text"] for r in rows] == texts
     assert_same_predictions(served, [r["prediction"] for r in rows])

@@ -52,9 +52,12 @@ def test_run_context_reads_the_step_environment(monkeypatch):
     monkeypatch.setenv("CLOUD_ML_JOB_ID", "987")
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://b/run/train-lora/checkpoints/")
     monkeypatch.delenv("AIP_MODEL_DIR", raising=False)
-    assert run_context() == {"git_commit": "abc123", "image": "europe-docker.pkg.dev/p/r/tpu:v1",
-                             "vertex_custom_job_id": "987",
-                             "vertex_checkpoint_dir": "gs://b/run/train-lora/checkpoints/"}
+    assert run_context() == {
+        "git_commit": "abc123",
+        "image": "europe-docker.pkg.dev/p/r/tpu:v1",
+        "vertex_custom_job_id": "987",
+        "vertex_checkpoint_dir": "gs://b/run/train-lora/checkpoints/",
+    }
     model = dsl.Model(uri="/tmp/m", metadata={"mode": "lora"})
     stamp(model, lr=3e-4)
     assert model.metadata["mode"] == "lora" and model.metadata["git_commit"] == "abc123"
@@ -62,8 +65,9 @@ def test_run_context_reads_the_step_environment(monkeypatch):
 
 
 def test_carry_takes_over_and_renames_input_lineage():
-    split = dsl.Dataset(uri="/tmp/t", metadata={"source_uri": "gs://b/d.csv", "source_sha256": "f" * 64, "seed": 7,
-                                                "rows": 10})
+    split = dsl.Dataset(
+        uri="/tmp/t", metadata={"source_uri": "gs://b/d.csv", "source_sha256": "f" * 64, "seed": 7, "rows": 10}
+    )
     assert carry(split, DATA_KEYS) == {"source_uri": "gs://b/d.csv", "source_sha256": "f" * 64, "split_seed": 7}
     downstream = dsl.Dataset(uri="/tmp/x", metadata=carry(split, DATA_KEYS))
     assert carry(downstream, DATA_KEYS) == carry(split, DATA_KEYS)  # already renamed keys pass through
@@ -86,8 +90,9 @@ def test_every_step_gets_the_commit_it_was_compiled_from(tmp_path, target):
     assert text.count(f'"value": "{commit}"') == 7  # five containers and two custom jobs, or seven containers
 
 
-def test_imported_raw_data_is_read_from_gcs_and_every_artifact_carries_lineage(gcs_emulator, tmp_path, fast_cfg,
-                                                                             base_dir, monkeypatch):
+def test_imported_raw_data_is_read_from_gcs_and_every_artifact_carries_lineage(
+    gcs_emulator, tmp_path, fast_cfg, base_dir, monkeypatch
+):
     client = gcs_client()
     bucket = client.lookup_bucket("raw-data") or client.create_bucket("raw-data")
     bucket.blob("bangla/sample.csv").upload_from_filename(str(SAMPLE_PATH))
@@ -108,8 +113,9 @@ def test_imported_raw_data_is_read_from_gcs_and_every_artifact_carries_lineage(g
     assert a["base"].metadata["source_sha256"] == a["train"].metadata["source_sha256"]
     assert a["base"].metadata["git_commit"] == "0123abcd"
     a["tok"] = dsl.Dataset(uri=str(tmp_path / "tok"))
-    tokenize.python_func(config_json=cfg, base_model=a["base"], train=a["train"], val=a["val"], test=a["test"],
-                         tokenized=a["tok"])
+    tokenize.python_func(
+        config_json=cfg, base_model=a["base"], train=a["train"], val=a["val"], test=a["test"], tokenized=a["tok"]
+    )
     tok = a["tok"].metadata
     assert tok["source_uri"] == "gs://raw-data/bangla/sample.csv" and tok["split_seed"] == 42
     assert tok["base_model"] == str(base_dir) and tok["base_model_sha256"] == a["base"].metadata["content_sha256"]

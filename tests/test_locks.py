@@ -63,15 +63,18 @@ def differences(lock: Path) -> list[str]:
     pinned = {**lock_changes.lock_versions(lock.parent / "build.txt"), **lock_changes.lock_versions(lock)}
     installed = installed_versions()
     installed.pop("banglasenti-pipeline", None)
-    return ([f"{pkg}: {installed.get(pkg, 'missing')}, locked {ver}" for pkg, ver in sorted(pinned.items())
-             if installed.get(pkg) != ver]
-            + [f"{pkg} {ver}: not in {lock.name}" for pkg, ver in sorted(installed.items()) if pkg not in pinned])
+    return [
+        f"{pkg}: {installed.get(pkg, 'missing')}, locked {ver}"
+        for pkg, ver in sorted(pinned.items())
+        if installed.get(pkg) != ver
+    ] + [f"{pkg} {ver}: not in {lock.name}" for pkg, ver in sorted(installed.items()) if pkg not in pinned]
 
 
 def test_the_dev_venv_holds_exactly_its_lock():
     lock = environment_lock_dir() / "dev.txt"
     assert not differences(lock), (
-        f"{sys.prefix} differs from {lock} (`rm -rf {sys.prefix} && make setup` rebuilds it): {differences(lock)}")
+        f"{sys.prefix} differs from {lock} (`rm -rf {sys.prefix} && make setup` rebuilds it): {differences(lock)}"
+    )
 
 
 @pytest.mark.xla
@@ -79,16 +82,21 @@ def test_the_xla_environment_holds_exactly_its_lock():
     pytest.importorskip("torch_xla", reason="runs in the XLA environment (make test-xla)")
     lock = environment_lock_dir() / "xla.txt"
     assert not differences(lock), (
-        f"{sys.prefix} differs from {lock} (`rm -rf {sys.prefix} && make setup-xla` rebuilds it): "
-        f"{differences(lock)}")
+        f"{sys.prefix} differs from {lock} (`rm -rf {sys.prefix} && make setup-xla` rebuilds it): {differences(lock)}"
+    )
 
 
 # --- containers/lock_changes.py ---------------------------------------------------------------------------------
 
+
 def write_lock(path: Path, pins: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# a header\n" + "".join(
-        f"{name}=={version} \\\n    --hash=sha256:{'0' * 64}\n    # via x\n" for name, version in pins.items()))
+    path.write_text(
+        "# a header\n"
+        + "".join(
+            f"{name}=={version} \\\n    --hash=sha256:{'0' * 64}\n    # via x\n" for name, version in pins.items()
+        )
+    )
 
 
 def test_changes_name_each_package_once_with_the_locks_it_moves_in(tmp_path):
@@ -99,7 +107,10 @@ def test_changes_name_each_package_once_with_the_locks_it_moves_in(tmp_path):
     write_lock(new / "cpu.txt", {"transformers": "5.25.0"})
     write_lock(old / "only-old.txt", {"a": "1"})
     assert lock_changes.changes(old, new) == [
-        "- gone 1.0 (tpu)", "+ kernels 0.19.1 (tpu)", "transformers 5.24.0 -> 5.25.0 (cpu, tpu)"]
+        "- gone 1.0 (tpu)",
+        "+ kernels 0.19.1 (tpu)",
+        "transformers 5.24.0 -> 5.25.0 (cpu, tpu)",
+    ]
     assert lock_changes.changes(old, old) == []
 
 
@@ -117,11 +128,13 @@ def test_lock_changes_command_prints_changes_or_says_none(tmp_path):
     write_lock(tmp_path / "a" / "dev.txt", {"peft": "0.21.2"})
     write_lock(tmp_path / "b" / "dev.txt", {"peft": "0.22.0"})
     script = str(ROOT / "containers" / "lock_changes.py")
-    run = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b")],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True, text=True, timeout=60
+    )
     assert (run.returncode, run.stdout) == (0, "peft 0.21.2 -> 0.22.0 (dev)\n")
-    same = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "a")],
-                          capture_output=True, text=True, timeout=60)
+    same = subprocess.run(
+        [sys.executable, script, str(tmp_path / "a"), str(tmp_path / "a")], capture_output=True, text=True, timeout=60
+    )
     assert (same.returncode, same.stdout) == (0, "no version changes\n")
     usage = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "lock_changes.py" in usage.stderr

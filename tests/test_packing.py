@@ -54,10 +54,10 @@ def test_collator_restarts_positions_per_text_and_marks_empty_slots():
                 assert batch["labels"][r * 2 + k] == IGNORED_LABEL
                 continue
             start, n = int(batch["cls_index"][r, k]), len(texts[i])
-            assert batch["input_ids"][r, start:start + n].tolist() == texts[i]
-            assert (batch["segment_ids"][r, start:start + n] == k + 1).all()
+            assert batch["input_ids"][r, start : start + n].tolist() == texts[i]
+            assert (batch["segment_ids"][r, start : start + n] == k + 1).all()
             alone = create_position_ids_from_input_ids(torch.tensor([texts[i]]), padding_idx=1)[0]
-            assert batch["position_ids"][r, start:start + n].tolist() == alone.tolist()
+            assert batch["position_ids"][r, start : start + n].tolist() == alone.tolist()
             assert batch["labels"][r * 2 + k] == [2, 0, 1][i]
     assert sorted(int(i) for i in batch["index"] if i >= 0) == [0, 1, 2]
     assert (batch["segment_ids"][2] == 0).all() and (batch["labels"][4:] == IGNORED_LABEL).all()  # a filler row
@@ -90,8 +90,11 @@ def lora_with_nonzero_adapters(base_dir, fast_cfg):
 def test_packed_logits_match_each_text_alone(mode, base_dir, tokenized_dir, fast_cfg):
     from components.training import build_model
 
-    model = (lora_with_nonzero_adapters(base_dir, fast_cfg) if mode == "lora"
-             else build_model("baseline", base_dir, fast_cfg)).eval()
+    model = (
+        lora_with_nonzero_adapters(base_dir, fast_cfg)
+        if mode == "lora"
+        else build_model("baseline", base_dir, fast_cfg)
+    ).eval()
     texts, _ = sample_texts(tokenized_dir)
     want = one_by_one(model, texts).numpy()
     # 10 texts a batch: two rows of 8 slots, the second partly empty; results come back in input order
@@ -116,8 +119,12 @@ def test_loss_and_gradients_count_texts_not_rows(base_dir, tokenized_dir, fast_c
     params = [p for p in model.parameters() if p.requires_grad]
     loss = packed_forward(model, batch).loss
     packed_grads = torch.autograd.grad(loss, params)
-    alone = torch.stack([torch.nn.functional.cross_entropy(model(input_ids=torch.tensor([t])).logits.float(),
-                                                           torch.tensor([y])) for t, y in zip(texts, labels)])
+    alone = torch.stack(
+        [
+            torch.nn.functional.cross_entropy(model(input_ids=torch.tensor([t])).logits.float(), torch.tensor([y]))
+            for t, y in zip(texts, labels)
+        ]
+    )
     want = alone.mean()
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
     for got, ref in zip(packed_grads, torch.autograd.grad(want, params)):
@@ -138,8 +145,7 @@ def test_evaluation_and_prediction_keep_input_order(trained, base_dir, tokenized
     np.testing.assert_allclose(packed, bucketed, atol=2e-5, rtol=1e-4)
     # reversed input, reversed output
     reversed_set = test.select(list(range(len(test)))[::-1])
-    np.testing.assert_allclose(predict_logits(model, reversed_set, 16, 1, tokenize), packed[::-1],
-                               atol=2e-5, rtol=1e-4)
+    np.testing.assert_allclose(predict_logits(model, reversed_set, 16, 1, tokenize), packed[::-1], atol=2e-5, rtol=1e-4)
 
 
 def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_path):
@@ -159,10 +165,19 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     texts = pd.read_parquet(tokenized_dir / "val.parquet", columns=["input_ids", "num_tokens", "label"])
     placement = Placement("cpu", 1, "fp32", 16, 16)
     trainer = SentimentTrainer(
-        model=model, args=TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2,
-                                            report_to="none", remove_unused_columns=False, disable_tqdm=True),
-        placement=placement, pad_token_id=1, packing=PackedRows(ROW, SLOTS, 2, 2),
-        compute_metrics=compute_val_metrics)
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            per_device_eval_batch_size=2,
+            report_to="none",
+            remove_unused_columns=False,
+            disable_tqdm=True,
+        ),
+        placement=placement,
+        pad_token_id=1,
+        packing=PackedRows(ROW, SLOTS, 2, 2),
+        compute_metrics=compute_val_metrics,
+    )
     out = trainer.predict(val)
     real = out.label_ids != IGNORED_LABEL
     assert real.sum() == len(texts) and len(val) < len(texts)
@@ -213,10 +228,12 @@ def test_packed_and_bucketed_runs_take_the_same_optimizer_steps(fast_cfg, base_d
 
     texts = len(pd.read_parquet(tokenized_dir / "train.parquet", columns=["label"]))
     steps = -(-texts // fast_cfg.train.batch_size) * fast_cfg.train.epochs
-    packed = train_model("lora", fast_cfg.with_overrides({"tokenize.packing": True}), base_dir, tokenized_dir,
-                         tmp_path / "lora")
-    bucketed = train_model("lora", fast_cfg.with_overrides({"tokenize.packing": False}), base_dir, tokenized_dir,
-                           tmp_path / "bucketed")
+    packed = train_model(
+        "lora", fast_cfg.with_overrides({"tokenize.packing": True}), base_dir, tokenized_dir, tmp_path / "lora"
+    )
+    bucketed = train_model(
+        "lora", fast_cfg.with_overrides({"tokenize.packing": False}), base_dir, tokenized_dir, tmp_path / "bucketed"
+    )
     assert packed["optimizer_steps"] == bucketed["optimizer_steps"] == steps
     assert packed["packing"]["train_rows_per_batch"] < fast_cfg.train.batch_size
     assert "packing" not in bucketed

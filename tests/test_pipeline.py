@@ -63,10 +63,17 @@ def test_pipeline_parameters_default_to_the_config(tmp_path):
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex", ["data.seed=7"]))
     params = {k: v.get("defaultValue") for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
     assert params == {
-        "data_uri": cfg.data.uri, "data_seed": 7, "model_name": cfg.model.name, "lora_r": cfg.lora.r,
-        "lora_alpha": cfg.lora.alpha, "lora_target_modules": cfg.lora.target_modules,
-        "lora_learning_rate": cfg.train.lora_learning_rate, "baseline_learning_rate": cfg.train.baseline_learning_rate,
-        "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size, "seed": cfg.train.seed,
+        "data_uri": cfg.data.uri,
+        "data_seed": 7,
+        "model_name": cfg.model.name,
+        "lora_r": cfg.lora.r,
+        "lora_alpha": cfg.lora.alpha,
+        "lora_target_modules": cfg.lora.target_modules,
+        "lora_learning_rate": cfg.train.lora_learning_rate,
+        "baseline_learning_rate": cfg.train.baseline_learning_rate,
+        "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size,
+        "seed": cfg.train.seed,
     }
     tasks = spec["root"]["dag"]["tasks"]
     embedded = tasks["prepare"]["inputs"]["parameters"]["config_json"]
@@ -81,8 +88,9 @@ KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", list:
 
 
 @pytest.mark.component
-@pytest.mark.parametrize(("pipeline", "build"), [(MAIN, build_pipeline), (SWEEP, build_sweep_pipeline),
-                                                   (SMOKE, build_smoke_pipeline)])
+@pytest.mark.parametrize(
+    ("pipeline", "build"), [(MAIN, build_pipeline), (SWEEP, build_sweep_pipeline), (SMOKE, build_smoke_pipeline)]
+)
 @pytest.mark.parametrize("target", ["local", "vertex"])
 def test_every_pipeline_signature_is_the_parameter_table(tmp_path, pipeline, build, target):
     from kfp import compiler
@@ -93,8 +101,11 @@ def test_every_pipeline_signature_is_the_parameter_table(tmp_path, pipeline, bui
     table = pipeline_parameters(pipeline)
     assert list(declared) == sorted(p.name for p in table)
     for p in table:
-        assert declared[p.name] == {"defaultValue": p.default(cfg), "isOptional": True,
-                                    "parameterType": KFP_TYPES[p.kind]}, p.name
+        assert declared[p.name] == {
+            "defaultValue": p.default(cfg),
+            "isOptional": True,
+            "parameterType": KFP_TYPES[p.kind],
+        }, p.name
 
 
 def test_the_parameter_table_names_real_config_keys():
@@ -112,21 +123,45 @@ def test_configuration_doc_lists_the_parameter_table():
     assert parameters_reference() in doc
 
 
-@pytest.mark.parametrize(("component", "given", "expected"), [
-    ("train_lora", {"lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["query"], "learning_rate": 1e-3,
-                    "epochs": 2, "batch_size": 8, "seed": 9},
-     {"lora.r": 4, "lora.alpha": 8, "lora.target_modules": ["query"], "train.lora_learning_rate": 1e-3,
-      "train.epochs": 2, "train.batch_size": 8, "train.seed": 9}),
-    ("train_baseline", {"learning_rate": 1e-5, "epochs": 2, "batch_size": 8, "seed": 9},
-     {"train.baseline_learning_rate": 1e-5, "train.epochs": 2, "train.batch_size": 8, "train.seed": 9}),
-])
+@pytest.mark.parametrize(
+    ("component", "given", "expected"),
+    [
+        (
+            "train_lora",
+            {
+                "lora_r": 4,
+                "lora_alpha": 8,
+                "lora_target_modules": ["query"],
+                "learning_rate": 1e-3,
+                "epochs": 2,
+                "batch_size": 8,
+                "seed": 9,
+            },
+            {
+                "lora.r": 4,
+                "lora.alpha": 8,
+                "lora.target_modules": ["query"],
+                "train.lora_learning_rate": 1e-3,
+                "train.epochs": 2,
+                "train.batch_size": 8,
+                "train.seed": 9,
+            },
+        ),
+        (
+            "train_baseline",
+            {"learning_rate": 1e-5, "epochs": 2, "batch_size": 8, "seed": 9},
+            {"train.baseline_learning_rate": 1e-5, "train.epochs": 2, "train.batch_size": 8, "train.seed": 9},
+        ),
+    ],
+)
 def test_training_components_turn_their_parameters_into_the_tables_keys(monkeypatch, component, given, expected):
     from components import train
 
     seen = {}
     monkeypatch.setattr(train, "train_step", lambda mode, cfg, *a: seen.update(cfg=cfg))
-    getattr(train, component).python_func(config_json=Config().to_json(), base_model=None, tokenized=None,
-                                          model=None, metrics=None, **given)
+    getattr(train, component).python_func(
+        config_json=Config().to_json(), base_model=None, tokenized=None, model=None, metrics=None, **given
+    )
     got = seen["cfg"].model_dump()
     assert {key: got[key.split(".")[0]][key.split(".")[1]] for key in expected} == expected
     untouched = {section for section in got if not any(key.startswith(f"{section}.") for key in expected)}
@@ -145,8 +180,13 @@ def test_prepare_splits_with_its_own_seed(tmp_path):
 
     def split(seed: int) -> dict:
         out = {name: dsl.Dataset(uri=str(tmp_path / str(seed) / name)) for name in ("train", "val", "test")}
-        prepare.python_func(config_json=cfg.to_json(), data_uri=cfg.data.uri, seed=seed,
-                            report=dsl.Markdown(uri=str(tmp_path / str(seed) / "report")), **out)
+        prepare.python_func(
+            config_json=cfg.to_json(),
+            data_uri=cfg.data.uri,
+            seed=seed,
+            report=dsl.Markdown(uri=str(tmp_path / str(seed) / "report")),
+            **out,
+        )
         return out
 
     first, again = split(11), split(12)
@@ -159,8 +199,9 @@ def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path)
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
     spec = load_spec(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex"))
     executors = spec["deploymentSpec"]["executors"]
-    images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items()
-              if "container" in ex}  # the importer has no container of ours
+    images = {
+        name.removeprefix("exec-"): ex["container"]["image"] for name, ex in executors.items() if "container" in ex
+    }  # the importer has no container of ours
     cpu_steps = ("prepare", "base-model", "tokenize", "evaluate", "export-model")
     assert {name: images[name] for name in cpu_steps} == dict.fromkeys(cpu_steps, cfg.pipeline.cpu_image)
     for step in ("train-lora", "train-baseline"):  # custom jobs: the image is in the job's worker pool
@@ -174,12 +215,20 @@ def test_vertex_target_uses_the_configured_images_without_pip_installs(tmp_path)
 @pytest.mark.component
 def test_compile_command_writes_a_spec(tmp_path):
     out = tmp_path / "pipeline.yaml"
-    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(out)],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "compile.py"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert load_spec(out)["pipelineInfo"]["name"] == "banglasenti-lora-vs-full"
-    bad = subprocess.run([sys.executable, str(ROOT / "pipelines" / "compile.py"), "--set", "lora.r=0",
-                          "--output", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "compile.py"), "--set", "lora.r=0", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "lora.r" in bad.stderr
 
 
@@ -192,20 +241,43 @@ def executor_metrics(run_dir: Path) -> dict:
 def test_main_job_runs_the_whole_dag_offline(tmp_path):
     """`python pipelines/run_local.py` on configs/local.yaml, as the README runs it, with every step under
     Cloud Storage FUSE semantics (renaming a non-empty directory under the pipeline root fails, as on Vertex AI)."""
-    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--pipeline-root",
-                          str(tmp_path), "--gcsfuse-semantics"], capture_output=True, text=True, cwd=ROOT,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "run_local.py"),
+            "--pipeline-root",
+            str(tmp_path),
+            "--gcsfuse-semantics",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"gcsfuse semantics under {tmp_path.resolve()}" in run.stdout
     run_dir = Path(re.search(r"Run finished in \d+ s: (\S+)", run.stdout).group(1))
-    for task, output in [("prepare", "train"), ("base-model", "model"), ("tokenize", "tokenized"),
-                         ("train-lora", "model"), ("train-baseline", "model"), ("evaluate", "report"),
-                         ("evaluate", "html_report"), ("export-model", "model")]:
+    for task, output in [
+        ("prepare", "train"),
+        ("base-model", "model"),
+        ("tokenize", "tokenized"),
+        ("train-lora", "model"),
+        ("train-baseline", "model"),
+        ("evaluate", "report"),
+        ("evaluate", "html_report"),
+        ("export-model", "model"),
+    ]:
         assert (run_dir / task / output).exists(), (task, output)
     # the terminal: a line per step with what it did; kfp's whole log in the file it names
-    for line in ("prepare: ", "base-model: pre-trained ", "tokenize: tokenized to max_length",
-                 "train-lora: lora: ", "train-baseline: baseline: ", "evaluate: test macro-F1: lora ",
-                 "export-model: exported "):
+    for line in (
+        "prepare: ",
+        "base-model: pre-trained ",
+        "tokenize: tokenized to max_length",
+        "train-lora: lora: ",
+        "train-baseline: baseline: ",
+        "evaluate: test macro-F1: lora ",
+        "export-model: exported ",
+    ):
         assert f"\n{line}" in run.stdout, line
     assert "executor_input" not in run.stdout
     log = Path(re.search(r"kfp's whole log: (\S+)", run.stdout).group(1)).read_text(encoding="utf-8")
@@ -231,8 +303,9 @@ def test_compiled_yaml_loads_back_and_runs_locally_on_gcs_data(tmp_path, gcs_emu
 
     client = gcs_client()
     bucket = client.lookup_bucket("raw-data-bucket") or client.create_bucket("raw-data-bucket")
-    bucket.blob("banglasenti/sample.csv").upload_from_filename(str(ROOT / "components" / "data" /
-                                                                    "bangla_sentiment_sample.csv"))
+    bucket.blob("banglasenti/sample.csv").upload_from_filename(
+        str(ROOT / "components" / "data" / "bangla_sentiment_sample.csv")
+    )
     path = compile_pipeline(CONFIG_DIR / "local.yaml", tmp_path / "local.yaml", "local", FAST)
     pipeline = components.load_component_from_file(str(path))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "runs"))
@@ -248,9 +321,19 @@ def test_compiled_yaml_loads_back_and_runs_locally_on_gcs_data(tmp_path, gcs_emu
 
 @pytest.mark.component
 def test_main_job_reports_a_failing_step_in_one_line(tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "run_local.py"), "--pipeline-root",
-                          str(tmp_path), "--set", f"data.uri={tmp_path / 'missing.csv'}"],
-                         capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "run_local.py"),
+            "--pipeline-root",
+            str(tmp_path),
+            "--set",
+            f"data.uri={tmp_path / 'missing.csv'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 1
     assert "missing.csv: no such file" in run.stdout
     assert run.stderr.strip().splitlines()[-1].startswith("error: Pipeline")

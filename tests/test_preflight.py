@@ -17,8 +17,12 @@ TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path_factory.mktemp("spec") / "p.yaml", "vertex",
-                            [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}"])
+    path = compile_pipeline(
+        CONFIG_DIR / "banglasenti.yaml",
+        tmp_path_factory.mktemp("spec") / "p.yaml",
+        "vertex",
+        [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}"],
+    )
     return yaml.safe_load(path.read_text())
 
 
@@ -26,10 +30,28 @@ def spec(tmp_path_factory):
 def test_worker_pools_are_found_in_components_and_in_nested_task_inputs(spec):
     found = dict(preflight.worker_pools(spec))
     assert {"comp-train-lora worker_pool_specs[0]", "comp-train-baseline worker_pool_specs[0]"} <= set(found)
-    nested = {"components": {"comp-for-loop-1": {"dag": {"tasks": {"train": {"inputs": {"parameters": {
-        "worker_pool_specs": {"runtimeValue": {"constant": [{"machine_spec": {"accelerator_type": "TPU_V3"}}]}}}}}}}}}}
+    nested = {
+        "components": {
+            "comp-for-loop-1": {
+                "dag": {
+                    "tasks": {
+                        "train": {
+                            "inputs": {
+                                "parameters": {
+                                    "worker_pool_specs": {
+                                        "runtimeValue": {"constant": [{"machine_spec": {"accelerator_type": "TPU_V3"}}]}
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     assert list(preflight.worker_pools(nested)) == [
-        ("task train (comp-for-loop-1) worker_pool_specs[0]", {"machine_spec": {"accelerator_type": "TPU_V3"}})]
+        ("task train (comp-for-loop-1) worker_pool_specs[0]", {"machine_spec": {"accelerator_type": "TPU_V3"}})
+    ]
 
 
 def test_a_compiled_spec_with_real_images_in_a_tpu_region_has_no_finding(spec):
@@ -47,8 +69,26 @@ def test_a_region_without_tpu_v3_blocks(spec, region):
 
 
 def test_an_accelerator_without_a_region_list_is_not_checked():
-    gpu = {"components": {"comp-train": {"inputDefinitions": {"parameters": {"worker_pool_specs": {"defaultValue": [
-        {"machine_spec": {"machine_type": "a2-highgpu-1g", "accelerator_type": "NVIDIA_TESLA_A100"}}]}}}}}}
+    gpu = {
+        "components": {
+            "comp-train": {
+                "inputDefinitions": {
+                    "parameters": {
+                        "worker_pool_specs": {
+                            "defaultValue": [
+                                {
+                                    "machine_spec": {
+                                        "machine_type": "a2-highgpu-1g",
+                                        "accelerator_type": "NVIDIA_TESLA_A100",
+                                    }
+                                }
+                            ]
+                        }
+                    }
+                }
+            }
+        }
+    }
     [finding] = preflight.region_findings(gpu, "us-central1")
     assert finding.level == preflight.NOT_CHECKED and "NVIDIA_TESLA_A100" in finding.message
 
@@ -63,33 +103,39 @@ def test_placeholder_images_are_named_one_line_each(spec, tmp_path):
     assert all("\n" not in f.line() for f in findings)
 
 
-@pytest.mark.parametrize(("account", "level"), [
-    ("banglasenti-runner@my-project.iam.gserviceaccount.com", None),
-    ("123456789012-compute@developer.gserviceaccount.com", None),
-    ("my-project@appspot.gserviceaccount.com", None),
-    ("", preflight.WARNING),
-    ("runner", preflight.ERROR),
-    ("banglasenti-runner@my-project.iam.gserviceaccount.co", preflight.ERROR),
-    ("run@my-project.iam.gserviceaccount.com", preflight.ERROR),  # ids are 6-30 characters
-    ("Banglasenti-runner@my-project.iam.gserviceaccount.com", preflight.ERROR),
-    ("service-123@gcp-sa-aiplatform-cc.iam.gserviceaccount.com", preflight.ERROR),  # a service agent
-    ("banglasenti-runner@my-project.iam.gserviceaccount.com ", preflight.ERROR),
-])
+@pytest.mark.parametrize(
+    ("account", "level"),
+    [
+        ("banglasenti-runner@my-project.iam.gserviceaccount.com", None),
+        ("123456789012-compute@developer.gserviceaccount.com", None),
+        ("my-project@appspot.gserviceaccount.com", None),
+        ("", preflight.WARNING),
+        ("runner", preflight.ERROR),
+        ("banglasenti-runner@my-project.iam.gserviceaccount.co", preflight.ERROR),
+        ("run@my-project.iam.gserviceaccount.com", preflight.ERROR),  # ids are 6-30 characters
+        ("Banglasenti-runner@my-project.iam.gserviceaccount.com", preflight.ERROR),
+        ("service-123@gcp-sa-aiplatform-cc.iam.gserviceaccount.com", preflight.ERROR),  # a service agent
+        ("banglasenti-runner@my-project.iam.gserviceaccount.com ", preflight.ERROR),
+    ],
+)
 def test_service_account_format(account, level):
     findings = preflight.service_account_findings(account)
     assert [f.level for f in findings] == ([level] if level else [])
 
 
-@pytest.mark.parametrize(("location", "data_locations", "region", "warned"), [
-    ("US-CENTRAL1", [], "us-central1", False),
-    ("US", [], "us-central1", False),  # a multi-region holding the region
-    ("EU", [], "europe-west4", False),
-    ("NAM4", [], "us-east1", False),  # a predefined dual-region
-    ("US", ["US-CENTRAL1", "US-WEST1"], "us-west1", False),  # a configurable dual-region
-    ("US", [], "europe-west4", True),
-    ("EUROPE-WEST4", [], "us-central1", True),
-    ("NAM4", [], "us-west1", True),
-])
+@pytest.mark.parametrize(
+    ("location", "data_locations", "region", "warned"),
+    [
+        ("US-CENTRAL1", [], "us-central1", False),
+        ("US", [], "us-central1", False),  # a multi-region holding the region
+        ("EU", [], "europe-west4", False),
+        ("NAM4", [], "us-east1", False),  # a predefined dual-region
+        ("US", ["US-CENTRAL1", "US-WEST1"], "us-west1", False),  # a configurable dual-region
+        ("US", [], "europe-west4", True),
+        ("EUROPE-WEST4", [], "us-central1", True),
+        ("NAM4", [], "us-west1", True),
+    ],
+)
 def test_bucket_location_against_the_region(location, data_locations, region, warned):
     finding = preflight.location_finding("b", location, data_locations, region)
     assert (finding is not None) is warned
@@ -109,7 +155,9 @@ def test_bucket_findings_on_the_emulator(gcs_emulator):
     assert preflight.bucket_findings(["gs://pf-us/root", "gs://pf-us/data"], "us-central1") == []
     findings = preflight.bucket_findings(["gs://pf-asia/root", "gs://pf-missing/x", "gs://pf-us/r"], "us-central1")
     assert [(f.level, f.message.split(":")[0]) for f in findings] == [
-        (preflight.WARNING, "gs"), (preflight.ERROR, "gs")]
+        (preflight.WARNING, "gs"),
+        (preflight.ERROR, "gs"),
+    ]
     assert "gs://pf-asia is in ASIA-EAST1, the run in us-central1" in findings[0].message
     assert "gs://pf-missing not found" in findings[1].message and "--location=us-central1" in findings[1].message
 
@@ -130,8 +178,9 @@ def test_apis_asked_from_service_usage(standin):
     standin.enabled_apis -= {"artifactregistry.googleapis.com", "aiplatform.googleapis.com"}
     [finding] = preflight.api_findings("proj", standin.url)
     assert finding.level == preflight.ERROR
-    assert finding.message.endswith("gcloud services enable aiplatform.googleapis.com "
-                                    "artifactregistry.googleapis.com --project=proj")
+    assert finding.message.endswith(
+        "gcloud services enable aiplatform.googleapis.com artifactregistry.googleapis.com --project=proj"
+    )
     [request] = [r for r in standin.requests if r.path.endswith(":batchGet")][-1:]
     assert request.query["names"][0] == "projects/proj/services/aiplatform.googleapis.com"
 

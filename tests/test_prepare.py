@@ -79,14 +79,15 @@ def test_clean_text_normalises_to_nfc_and_collapses_whitespace():
 
 
 def test_duplicates_and_conflicts_are_resolved_and_counted():
-    frame = pd.DataFrame({
-        "text": ["ক", "ক", "খ", "খ", "খ", "গ", "গ", "ঘ"],
-        "label": [1, 1, 0, 0, 2, 1, 2, 2],
-    })
+    frame = pd.DataFrame(
+        {
+            "text": ["ক", "ক", "খ", "খ", "খ", "গ", "গ", "ঘ"],
+            "label": [1, 1, 0, 0, 2, 1, 2, 2],
+        }
+    )
     kept, counts = resolve_duplicates(frame, "majority")
     assert dict(zip(kept["text"], kept["label"])) == {"ক": 1, "খ": 0, "ঘ": 2}  # গ is a tie: dropped
-    assert counts == {"duplicate_rows": 4, "conflicting_texts": 2, "conflicts_resolved": 1,
-                      "conflicts_dropped_rows": 2}
+    assert counts == {"duplicate_rows": 4, "conflicting_texts": 2, "conflicts_resolved": 1, "conflicts_dropped_rows": 2}
     kept, counts = resolve_duplicates(frame, "drop")
     assert sorted(kept["text"]) == ["ক", "ঘ"]
     assert counts["conflicts_dropped_rows"] == 5
@@ -222,8 +223,9 @@ def test_failure_leaves_no_output(tmp_path, fast_cfg):
     bad.write_text("text,label\nভালো,9\n", encoding="utf-8")
     out = tmp_path / "out"
     with pytest.raises(InputError):
-        run_prepare(fast_cfg.with_overrides({"data.uri": str(bad)}), out / "train", out / "val", out / "test",
-                    out / "report")
+        run_prepare(
+            fast_cfg.with_overrides({"data.uri": str(bad)}), out / "train", out / "val", out / "test", out / "report"
+        )
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -231,8 +233,19 @@ def test_failure_leaves_no_output(tmp_path, fast_cfg):
 def test_command_line_help_and_clean_error(tmp_path):
     help_run = subprocess.run([sys.executable, "-m", "components.prepare", "--help"], capture_output=True, text=True)
     assert help_run.returncode == 0 and "--output-dir" in help_run.stdout
-    bad = subprocess.run([sys.executable, "-m", "components.prepare", "--input", str(tmp_path / "none.csv"),
-                          "--output-dir", str(tmp_path / "o")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.prepare",
+            "--input",
+            str(tmp_path / "none.csv"),
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "none.csv: no such file" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -240,7 +253,20 @@ def test_command_line_help_and_clean_error(tmp_path):
 
 @pytest.mark.component
 def test_command_line_writes_outputs(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "components.prepare", "--input", "sample", "--output-dir",
-                          str(tmp_path), "--set", "data.seed=3"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.prepare",
+            "--input",
+            "sample",
+            "--output-dir",
+            str(tmp_path),
+            "--set",
+            "data.seed=3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["rows_out"]["train"] == len(pd.read_parquet(tmp_path / "train.parquet"))

@@ -54,8 +54,9 @@ def private_accesses(path: Path) -> list[str]:
     private name, and imports from a private module."""
     listed = {u.name for u in PRIVATE}
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    overrides = {id(child): fn.name for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
-                 for child in ast.walk(fn)}  # innermost function wins: ast.walk visits outer ones first
+    overrides = {
+        id(child): fn.name for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef) for child in ast.walk(fn)
+    }  # innermost function wins: ast.walk visits outer ones first
     found = []
     for node in ast.walk(tree):
         where = f"{path.parent.name}/{path.name}:{getattr(node, 'lineno', 0)}"
@@ -79,16 +80,23 @@ def private_accesses(path: Path) -> list[str]:
 
 def test_the_check_finds_each_kind_of_direct_access(tmp_path):
     source = tmp_path / "sample.py"
-    source.write_text("from torch_xla._internal import tpu\n"
-                      "x = getattr(config, '_attn_implementation', None)\n"
-                      "y = loader._parallel_loader_kwargs\n"
-                      "class T(Trainer):\n"
-                      "    def _save_checkpoint(self):\n"
-                      "        super()._save_checkpoint()\n"
-                      "        return self._tr_loss\n", encoding="utf-8")
+    source.write_text(
+        "from torch_xla._internal import tpu\n"
+        "x = getattr(config, '_attn_implementation', None)\n"
+        "y = loader._parallel_loader_kwargs\n"
+        "class T(Trainer):\n"
+        "    def _save_checkpoint(self):\n"
+        "        super()._save_checkpoint()\n"
+        "        return self._tr_loss\n",
+        encoding="utf-8",
+    )
     found = {hit.split(": ", 1)[1] for hit in private_accesses(source)}
-    assert found == {"from torch_xla._internal import", "getattr(..., '_attn_implementation')",
-                     "._parallel_loader_kwargs", "self._tr_loss"}
+    assert found == {
+        "from torch_xla._internal import",
+        "getattr(..., '_attn_implementation')",
+        "._parallel_loader_kwargs",
+        "self._tr_loss",
+    }
 
 
 def test_no_private_name_is_reached_directly():

@@ -25,14 +25,22 @@ from tests.support.vertex_standin import _integral
 PROJECT, REGION = "proj", "europe-west4"
 CPU = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/cpu:v1"
 SERVE = f"{REGION}-docker.pkg.dev/{PROJECT}/banglasenti/serve:v1"
-SETTINGS = [f"vertex.region={REGION}", f"pipeline.serve_image={SERVE}", f"pipeline.cpu_image={CPU}",
-            f"pipeline.train_image={CPU.replace('/cpu:', '/tpu:')}", "vertex.pipeline_root=gs://bucket/root"]
+SETTINGS = [
+    f"vertex.region={REGION}",
+    f"pipeline.serve_image={SERVE}",
+    f"pipeline.cpu_image={CPU}",
+    f"pipeline.train_image={CPU.replace('/cpu:', '/tpu:')}",
+    "vertex.pipeline_root=gs://bucket/root",
+]
 CONFUSION = [[40, 5, 5], [4, 30, 6], [10, 10, 60]]
 
 
 def compiled(tmp_path, *overrides, target="vertex"):
-    spec = yaml.safe_load(compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", target,
-                                           [*SETTINGS, *overrides]).read_text())
+    spec = yaml.safe_load(
+        compile_pipeline(
+            CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", target, [*SETTINGS, *overrides]
+        ).read_text()
+    )
     return spec, spec["root"]["dag"]["tasks"]
 
 
@@ -42,27 +50,31 @@ def constant(task, name):
 
 @pytest.mark.component
 def test_vertex_target_gates_the_upload_on_the_selected_models_macro_f1(tmp_path):
-    spec, tasks = compiled(tmp_path, "registry.upload=true", "registry.min_macro_f1=0.7",
-                           "registry.display_name=bs")
+    spec, tasks = compiled(tmp_path, "registry.upload=true", "registry.min_macro_f1=0.7", "registry.display_name=bs")
     gate = tasks["condition-1"]
     assert gate["taskInfo"]["name"] == "macro-f1-gate"
-    assert gate["triggerPolicy"]["condition"] == \
-        "inputs.parameter_values['pipelinechannel--selected-macro-f1-Output'] >= 0.7"
+    assert (
+        gate["triggerPolicy"]["condition"]
+        == "inputs.parameter_values['pipelinechannel--selected-macro-f1-Output'] >= 0.7"
+    )
     read = tasks["selected-macro-f1"]["inputs"]["artifacts"]
     assert read["metrics"]["taskOutputArtifact"] == {"outputArtifactKey": "metrics", "producerTask": "evaluate"}
     assert read["model"]["taskOutputArtifact"] == {"outputArtifactKey": "model", "producerTask": "export-model"}
     upload = spec["components"]["comp-condition-1"]["dag"]["tasks"]["upload-model"]
     assert upload["inputs"]["artifacts"]["model"]["componentInputArtifact"] == "pipelinechannel--export-model-model"
-    assert upload["inputs"]["artifacts"]["lora_confusion"]["componentInputArtifact"] == \
-        "pipelinechannel--evaluate-lora_confusion"
+    assert (
+        upload["inputs"]["artifacts"]["lora_confusion"]["componentInputArtifact"]
+        == "pipelinechannel--evaluate-lora_confusion"
+    )
     assert constant(upload, "display_name") == "bs" and constant(upload, "parent_model") == ""
     assert constant(upload, "serving_image") == SERVE
     assert constant(upload, "location") == REGION  # registry.location empty: the run's region
     assert constant(upload, "project") == "{{$.pipeline_google_cloud_project_id}}"  # Vertex fills in the job's
     outputs = spec["components"]["comp-upload-model"]["outputDefinitions"]["artifacts"]
     assert outputs["vertex_model"]["artifactType"]["schemaTitle"] == "google.VertexModel"  # lineage to the registry
-    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()
-              if "container" in ex}
+    images = {
+        name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items() if "container" in ex
+    }
     assert images["exec-upload-model"] == images["exec-selected-macro-f1"] == CPU
     assert "model-batch-predict" not in spec["components"]["comp-condition-1"]["dag"]["tasks"]
 
@@ -70,8 +82,13 @@ def test_vertex_target_gates_the_upload_on_the_selected_models_macro_f1(tmp_path
 @pytest.mark.component
 def test_registry_location_and_parent_come_from_the_config(tmp_path):
     parent = f"projects/{PROJECT}/locations/us-east1/models/42"
-    spec, _ = compiled(tmp_path, "registry.upload=true", "registry.location=us-east1",
-                       f"registry.parent_model={parent}", f"registry.project={PROJECT}")
+    spec, _ = compiled(
+        tmp_path,
+        "registry.upload=true",
+        "registry.location=us-east1",
+        f"registry.parent_model={parent}",
+        f"registry.project={PROJECT}",
+    )
     upload = spec["components"]["comp-condition-1"]["dag"]["tasks"]["upload-model"]
     assert constant(upload, "location") == "us-east1" and constant(upload, "parent_model") == parent
     assert constant(upload, "project") == PROJECT
@@ -88,19 +105,30 @@ def test_no_registry_steps_unless_enabled_on_vertex(tmp_path, target, overrides)
 
 @pytest.mark.component
 def test_batch_prediction_is_compiled_only_when_asked(tmp_path):
-    spec, _ = compiled(tmp_path, "registry.upload=true", "registry.batch_predict_source=gs://bucket/texts.jsonl",
-                       "registry.batch_predict_machine_type=n1-standard-8", "registry.batch_predict_max_replicas=3")
+    spec, _ = compiled(
+        tmp_path,
+        "registry.upload=true",
+        "registry.batch_predict_source=gs://bucket/texts.jsonl",
+        "registry.batch_predict_machine_type=n1-standard-8",
+        "registry.batch_predict_max_replicas=3",
+    )
     tasks = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     batch = tasks["model-batch-predict"]
-    assert batch["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {"outputArtifactKey": "vertex_model",
-                                                                           "producerTask": "upload-model"}
+    assert batch["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "vertex_model",
+        "producerTask": "upload-model",
+    }
     assert constant(batch, "gcs_source_uris") == ["gs://bucket/texts.jsonl"]
     assert constant(batch, "instances_format") == constant(batch, "predictions_format") == "jsonl"
     assert constant(batch, "gcs_destination_output_uri_prefix") == "gs://bucket/root/batch-predictions"
     assert constant(batch, "machine_type") == "n1-standard-8" and constant(batch, "max_replica_count") == 3
     assert constant(batch, "location") == REGION
-    spec, _ = compiled(tmp_path, "registry.upload=true", "registry.batch_predict_source=gs://bucket/texts.jsonl",
-                       "registry.batch_predict_output=gs://out/preds")
+    spec, _ = compiled(
+        tmp_path,
+        "registry.upload=true",
+        "registry.batch_predict_source=gs://bucket/texts.jsonl",
+        "registry.batch_predict_output=gs://out/preds",
+    )
     batch = spec["components"]["comp-condition-1"]["dag"]["tasks"]["model-batch-predict"]
     assert constant(batch, "gcs_destination_output_uri_prefix") == "gs://out/preds"
 
@@ -111,8 +139,11 @@ def test_the_check_names_a_placeholder_serving_image(tmp_path):
 
     spec, _ = compiled(tmp_path, "registry.upload=true")
     assert preflight.image_findings(spec) == []
-    spec, _ = compiled(tmp_path, "registry.upload=true",
-                       "pipeline.serve_image=us-docker.pkg.dev/my-project/banglasenti/serve:COMMIT_SHA")
+    spec, _ = compiled(
+        tmp_path,
+        "registry.upload=true",
+        "pipeline.serve_image=us-docker.pkg.dev/my-project/banglasenti/serve:COMMIT_SHA",
+    )
     [finding] = preflight.image_findings(spec)
     assert "serve:COMMIT_SHA" in finding.message and "pipeline.serve_image" in finding.message
 
@@ -129,11 +160,13 @@ def test_batch_prediction_needs_the_upload(tmp_path):
         load_config(CONFIG_DIR / "banglasenti.yaml", {"registry.batch_predict_source": "gs://bucket/t.jsonl"})
 
 
-@pytest.mark.parametrize("metadata, expected", [({}, 0.61), ({"selected": "lora"}, 0.61),
-                                                ({"selected": "baseline"}, 0.72)])
+@pytest.mark.parametrize(
+    "metadata, expected", [({}, 0.61), ({"selected": "lora"}, 0.61), ({"selected": "baseline"}, 0.72)]
+)
 def test_selected_macro_f1_reads_the_exported_models_score(tmp_path, metadata, expected):
-    metrics = dsl.Metrics(uri=str(tmp_path / "m"),
-                          metadata={"lora_test_macro_f1": 0.61, "baseline_test_macro_f1": 0.72})
+    metrics = dsl.Metrics(
+        uri=str(tmp_path / "m"), metadata={"lora_test_macro_f1": 0.61, "baseline_test_macro_f1": 0.72}
+    )
     model = dsl.Model(uri=str(tmp_path / "model"), metadata=metadata)
     assert selected_macro_f1.python_func(metrics=metrics, model=model) == pytest.approx(expected)
 
@@ -143,14 +176,20 @@ def test_selected_macro_f1_names_what_is_missing(tmp_path):
     with pytest.raises(InputError, match="baseline_test_macro_f1"):
         selected_macro_f1.python_func(metrics=dsl.Metrics(uri=str(tmp_path / "m"), metadata={}), model=model)
     with pytest.raises(InputError, match="selected='tfidf'"):
-        selected_macro_f1.python_func(metrics=dsl.Metrics(uri=str(tmp_path / "m"), metadata={}),
-                                      model=dsl.Model(uri=str(tmp_path / "x"), metadata={"selected": "tfidf"}))
+        selected_macro_f1.python_func(
+            metrics=dsl.Metrics(uri=str(tmp_path / "m"), metadata={}),
+            model=dsl.Model(uri=str(tmp_path / "x"), metadata={"selected": "tfidf"}),
+        )
 
 
 @dsl.component(base_image="python:3.11-slim", install_kfp_package=False)
-def scored_model(score: float, metrics: dsl.Output[dsl.Metrics], model: dsl.Output[dsl.Model],
-                 lora_confusion: dsl.Output[dsl.ClassificationMetrics],
-                 baseline_confusion: dsl.Output[dsl.ClassificationMetrics]):
+def scored_model(
+    score: float,
+    metrics: dsl.Output[dsl.Metrics],
+    model: dsl.Output[dsl.Model],
+    lora_confusion: dsl.Output[dsl.ClassificationMetrics],
+    baseline_confusion: dsl.Output[dsl.ClassificationMetrics],
+):
     """Stand-in for evaluate + export: the gate's metric, confusion matrices and a model directory."""
     import os
 
@@ -172,8 +211,9 @@ def test_gate_on_the_local_runner(tmp_path, score, uploads):
     from pipelines.pipeline import Dag
     from pipelines.registry import add_registry_upload
 
-    cfg = load_config(CONFIG_DIR / "local.yaml", {"registry.upload": True, "registry.min_macro_f1": 0.6,
-                                                  "registry.project": "p"})
+    cfg = load_config(
+        CONFIG_DIR / "local.yaml", {"registry.upload": True, "registry.min_macro_f1": 0.6, "registry.project": "p"}
+    )
 
     @dsl.pipeline(name="gate")
     def gate():
@@ -192,9 +232,20 @@ def test_gate_on_the_local_runner(tmp_path, score, uploads):
 
 
 def run_register(standin, macro_f1, parent_model="", uri="gs://bucket/run/export-model/model/merged"):
-    return register(model_client(REGION, standin.url), project=PROJECT, location=REGION, parent_model=parent_model,
-                    display_name="bs", artifact_uri=uri, serving_image=SERVE, selected="lora",
-                    classes=list(CLASS_NAMES), confusion=CONFUSION, macro_f1=macro_f1, accuracy=0.65)
+    return register(
+        model_client(REGION, standin.url),
+        project=PROJECT,
+        location=REGION,
+        parent_model=parent_model,
+        display_name="bs",
+        artifact_uri=uri,
+        serving_image=SERVE,
+        selected="lora",
+        classes=list(CLASS_NAMES),
+        confusion=CONFUSION,
+        macro_f1=macro_f1,
+        accuracy=0.65,
+    )
 
 
 @pytest.mark.component
@@ -207,8 +258,12 @@ def test_first_upload_creates_the_model_with_its_evaluation(standin):
     assert "parentModel" not in upload.body  # no model named bs yet
     model = upload.body["model"]
     assert model["artifactUri"] == "gs://bucket/run/export-model/model/merged"
-    assert model["containerSpec"] == {"imageUri": SERVE, "predictRoute": "/predict", "healthRoute": "/health",
-                                      "ports": [{"containerPort": 8080}]}
+    assert model["containerSpec"] == {
+        "imageUri": SERVE,
+        "predictRoute": "/predict",
+        "healthRoute": "/health",
+        "ports": [{"containerPort": 8080}],
+    }
     assert model["displayName"] == "bs" and "0.6600" in model["description"]
     name = f"projects/{PROJECT}/locations/{REGION}/models/1000"
     assert result["resourceName"] == f"{name}@1" and result["is_default_version"]
@@ -221,8 +276,9 @@ def test_first_upload_creates_the_model_with_its_evaluation(standin):
     assert [s["displayName"] for s in evaluation["metrics"]["confusionMatrix"]["annotationSpecs"]] == list(CLASS_NAMES)
     assert evaluation["metrics"]["confidenceMetrics"][0]["f1ScoreMacro"] == pytest.approx(0.66)
     [slices] = standin.calls("/slices:batchImport")
-    per_class = {s["slice"]["value"]: s["metrics"]["confidenceMetrics"][0]
-                 for s in slices.body["modelEvaluationSlices"]}
+    per_class = {
+        s["slice"]["value"]: s["metrics"]["confidenceMetrics"][0] for s in slices.body["modelEvaluationSlices"]
+    }
     assert set(per_class) == set(CLASS_NAMES)
     assert per_class["negative"]["precision"] == pytest.approx(40 / 54)  # column: 40 + 4 + 10 predicted negative
     assert per_class["negative"]["recall"] == pytest.approx(40 / 50)
@@ -310,13 +366,18 @@ def test_the_stand_in_refuses_what_the_service_refuses(standin):
     message = aiplatform_v1.ModelEvaluation()
     json_format.ParseDict(evaluation, type(message).pb(message))
     with pytest.raises(BadRequest, match="not in the classification metrics schema: \\['macroF1'\\]"):
-        model_client(REGION, standin.url).import_model_evaluation(parent=result["resourceName"],
-                                                                  model_evaluation=message)
-    jobs = aiplatform_v1.JobServiceClient(client_options={"api_endpoint": standin.url}, transport="rest",
-                                          credentials=_anonymous())
-    job = {"display_name": "j", "model": result["resourceName"],
-           "input_config": {"instances_format": "jsonl", "gcs_source": {"uris": ["gs://bucket/t.jsonl"]}},
-           "output_config": {"predictions_format": "jsonl", "gcs_destination": {"output_uri_prefix": "gs://bucket/o"}}}
+        model_client(REGION, standin.url).import_model_evaluation(
+            parent=result["resourceName"], model_evaluation=message
+        )
+    jobs = aiplatform_v1.JobServiceClient(
+        client_options={"api_endpoint": standin.url}, transport="rest", credentials=_anonymous()
+    )
+    job = {
+        "display_name": "j",
+        "model": result["resourceName"],
+        "input_config": {"instances_format": "jsonl", "gcs_source": {"uris": ["gs://bucket/t.jsonl"]}},
+        "output_config": {"predictions_format": "jsonl", "gcs_destination": {"output_uri_prefix": "gs://bucket/o"}},
+    }
     with pytest.raises(BadRequest, match="machine_type is required"):
         jobs.create_batch_prediction_job(parent=parent, batch_prediction_job=job)
 
@@ -337,17 +398,27 @@ def test_upload_step_outputs_a_vertex_model_of_the_new_version(standin, monkeypa
 
     monkeypatch.setattr(components.registry, "model_client", lambda location: model_client(location, standin.url))
     model = dsl.Model(uri="gs://bucket/root/export-model/model/", metadata={"selected": "baseline"})
-    metrics = dsl.Metrics(uri=str(tmp_path / "m"), metadata={"baseline_test_macro_f1": 0.7123,
-                                                             "baseline_test_accuracy": 0.75,
-                                                             "lora_test_macro_f1": 0.5})
+    metrics = dsl.Metrics(
+        uri=str(tmp_path / "m"),
+        metadata={"baseline_test_macro_f1": 0.7123, "baseline_test_accuracy": 0.75, "lora_test_macro_f1": 0.5},
+    )
     confusions = {}
     for name, matrix in (("lora", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]), ("baseline", CONFUSION)):
         confusions[name] = dsl.ClassificationMetrics(uri=str(tmp_path / name))
         confusions[name].log_confusion_matrix(list(CLASS_NAMES), matrix)
     out = VertexModel(uri=str(tmp_path / "vm"), metadata={})
-    upload_model.python_func(model=model, metrics=metrics, lora_confusion=confusions["lora"],
-                             baseline_confusion=confusions["baseline"], display_name="bs", parent_model="",
-                             project=PROJECT, location=REGION, serving_image=SERVE, vertex_model=out)
+    upload_model.python_func(
+        model=model,
+        metrics=metrics,
+        lora_confusion=confusions["lora"],
+        baseline_confusion=confusions["baseline"],
+        display_name="bs",
+        parent_model="",
+        project=PROJECT,
+        location=REGION,
+        serving_image=SERVE,
+        vertex_model=out,
+    )
     [upload] = standin.calls("/models:upload")
     assert upload.body["model"]["artifactUri"] == "gs://bucket/root/export-model/model/merged"
     assert upload.body["model"]["labels"] == {"source": "banglasenti-pipeline", "selected": "baseline"}
@@ -373,30 +444,48 @@ def test_batch_prediction_job_request_through_the_ops_launcher(standin, monkeypa
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     version = run_register(standin, 0.7)["resourceName"]
-    spec, _ = compiled(tmp_path, "registry.upload=true", "registry.batch_predict_source=gs://bucket/texts.jsonl",
-                       f"registry.project={PROJECT}")
+    spec, _ = compiled(
+        tmp_path,
+        "registry.upload=true",
+        "registry.batch_predict_source=gs://bucket/texts.jsonl",
+        f"registry.project={PROJECT}",
+    )
     task = spec["components"]["comp-condition-1"]["dag"]["tasks"]["model-batch-predict"]
-    component = json_format.ParseDict(spec["components"][task["componentRef"]["name"]],
-                                      pipeline_spec_pb2.ComponentSpec())
+    component = json_format.ParseDict(
+        spec["components"][task["componentRef"]["name"]], pipeline_spec_pb2.ComponentSpec()
+    )
     arguments = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()}
-    arguments["model"] = VertexModel(name="vertex_model", uri=f"https://x/v1/{version}",
-                                     metadata={"resourceName": version})
+    arguments["model"] = VertexModel(
+        name="vertex_model", uri=f"https://x/v1/{version}", metadata={"resourceName": version}
+    )
     executor_input = executor_input_utils.construct_executor_input(component, arguments, str(tmp_path / "task"), False)
     container = spec["deploymentSpec"]["executors"][component.executor_label]["container"]
     command = placeholder_utils.replace_placeholders(
-        container["command"] + container["args"], _integral(json_format.MessageToDict(executor_input)), "run", "task",
-        str(tmp_path), "job-1")  # integral numbers as the pipeline backend writes them (support/vertex_standin.py)
+        container["command"] + container["args"],
+        _integral(json_format.MessageToDict(executor_input)),
+        "run",
+        "task",
+        str(tmp_path),
+        "job-1",
+    )  # integral numbers as the pipeline backend writes them (support/vertex_standin.py)
     assert command[:3] == ["python3", "-u", "-m"] and command[3] == launcher.__name__
-    monkeypatch.setattr(aiplatform.gapic, "JobServiceClient", lambda **kw: JobServiceClient(
-        client_options={"api_endpoint": standin.url}, transport="rest", credentials=_anonymous()))
+    monkeypatch.setattr(
+        aiplatform.gapic,
+        "JobServiceClient",
+        lambda **kw: JobServiceClient(
+            client_options={"api_endpoint": standin.url}, transport="rest", credentials=_anonymous()
+        ),
+    )
     launcher.main(command[4:])
     [create] = standin.calls("/batchPredictionJobs")
     assert create.path == f"/v1/projects/{PROJECT}/locations/{REGION}/batchPredictionJobs"
     job = create.body
     assert job["model"] == version  # the new version, not the model's default
     assert job["inputConfig"] == {"instancesFormat": "jsonl", "gcsSource": {"uris": ["gs://bucket/texts.jsonl"]}}
-    assert job["outputConfig"] == {"predictionsFormat": "jsonl",
-                                   "gcsDestination": {"outputUriPrefix": "gs://bucket/root/batch-predictions"}}
+    assert job["outputConfig"] == {
+        "predictionsFormat": "jsonl",
+        "gcsDestination": {"outputUriPrefix": "gs://bucket/root/batch-predictions"},
+    }
     assert job["dedicatedResources"]["machineSpec"] == {"machineType": "n1-standard-4"}
     assert job["dedicatedResources"]["startingReplicaCount"] == job["dedicatedResources"]["maxReplicaCount"] == 1
     output = json.loads(Path(executor_input.outputs.output_file).read_text())

@@ -84,8 +84,9 @@ def test_tfidf_reference_learns_the_sample(prepared_dir):
     model, summary = train_reference(frames["train"], frames["val"], ReferenceConfig())
     test_pred = predict_reference(model, frames["test"]["text"])
     macro = f1_score(frames["test"]["label"], test_pred, average="macro")
-    majority = f1_score(frames["test"]["label"], np.full(len(test_pred), frames["train"]["label"].mode()[0]),
-                        average="macro")
+    majority = f1_score(
+        frames["test"]["label"], np.full(len(test_pred), frames["train"]["label"].mode()[0]), average="macro"
+    )
     assert macro > majority + 0.15
     assert summary["best_c"] in ReferenceConfig().c_values and len(summary["c_search"]) == 4
     assert summary["best_val_macro_f1"] == max(r["val_macro_f1"] for r in summary["c_search"])
@@ -95,9 +96,17 @@ def test_tfidf_reference_learns_the_sample(prepared_dir):
 def test_run_evaluate_writes_the_html_report(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_path):
     dirs = {mode: str(path) for mode, (path, _) in trained.items()}
     splits = {s: str(prepared_dir / f"{s}.parquet") for s in ("train", "val", "test")}
-    results = run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir), str(tmp_path / "r.md"),
-                           splits, str(tmp_path / "r.html"), str(prepared_dir / "report.md"),
-                           {"cross_split_texts": 0})
+    results = run_evaluate(
+        fast_cfg,
+        dirs,
+        str(base_dir),
+        str(tokenized_dir),
+        str(tmp_path / "r.md"),
+        splits,
+        str(tmp_path / "r.html"),
+        str(prepared_dir / "report.md"),
+        {"cross_split_texts": 0},
+    )
     assert set(results["models"]) == {"lora", "baseline", "reference"}
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
@@ -126,21 +135,39 @@ def test_report_warns_when_a_transformer_falls_below_the_reference():
     from components.report import render_html
 
     y = [0, 1, 2, 2, 1, 0]
-    models = {"lora": classification_metrics(y, [2] * 6) | {"beats_majority_class": False},
-              "reference": classification_metrics(y, y) | {"beats_majority_class": True}}
+    models = {
+        "lora": classification_metrics(y, [2] * 6) | {"beats_majority_class": False},
+        "reference": classification_metrics(y, y) | {"beats_majority_class": True},
+    }
     page = render_html({"models": models, "majority_class": majority_class_metrics([2], y)}, {}, {})
     assert "lora collapsed" in page and "lora scores below the TF-IDF reference" in page
     assert "WARNING:</strong> reference" not in page
 
 
-def test_evaluate_command_writes_html_and_the_reference(trained, base_dir, tokenized_dir, prepared_dir, tmp_path,
-                                                        capsys):
+def test_evaluate_command_writes_html_and_the_reference(
+    trained, base_dir, tokenized_dir, prepared_dir, tmp_path, capsys
+):
     """The command's function in this process (its `python -m` entry point: test_components)."""
     from components.evaluate import main
 
-    status = main(["--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--lora", str(trained["lora"][0]),
-                   "--baseline", str(trained["baseline"][0]), "--splits", str(prepared_dir), "--set",
-                   "report.bootstrap_samples=100", "--output-dir", str(tmp_path)])
+    status = main(
+        [
+            "--base-model",
+            str(base_dir),
+            "--tokenized",
+            str(tokenized_dir),
+            "--lora",
+            str(trained["lora"][0]),
+            "--baseline",
+            str(trained["baseline"][0]),
+            "--splits",
+            str(prepared_dir),
+            "--set",
+            "report.bootstrap_samples=100",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr()
     assert status == 0, out.err
     saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))

@@ -12,11 +12,20 @@ import pytest
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install -y "
-                                       "chromium chromium-driver; .ci/run does it)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900"]
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; .ci/run does it)",
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+]
 IMAGES_JS = "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
 
 
@@ -42,8 +51,16 @@ def report_page(tmp_path_factory, trained, base_dir, tokenized_dir, prepared_dir
     out = tmp_path_factory.mktemp("html")
     dirs = {mode: str(path) for mode, (path, _) in trained.items()}
     splits = {s: str(prepared_dir / f"{s}.parquet") for s in ("train", "val", "test")}
-    run_evaluate(fast_cfg, dirs, str(base_dir), str(tokenized_dir), str(out / "report.md"), splits,
-                 str(out / "report.html"), str(prepared_dir / "report.md"))
+    run_evaluate(
+        fast_cfg,
+        dirs,
+        str(base_dir),
+        str(tokenized_dir),
+        str(out / "report.md"),
+        splits,
+        str(out / "report.html"),
+        str(prepared_dir / "report.md"),
+    )
     return out / "report.html"
 
 
@@ -65,16 +82,22 @@ def test_report_renders_with_every_image_and_no_console_error(browser, report_pa
     assert browser.title == "LoRA vs full fine-tuning"
     headings = browser.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
     assert headings[:2] == ["Headline", "Is the difference real?"] and "Data quality" in headings
-    rows = browser.execute_script("return Array.from(document.querySelectorAll('table')[0].rows)"
-                                  ".map(r => r.cells[0].textContent)")
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('table')[0].rows).map(r => r.cells[0].textContent)"
+    )
     assert rows == ["model", "lora", "baseline", "reference", "majority class"]
 
 
 def test_the_checks_catch_a_broken_image_and_a_console_error(browser, report_page, tmp_path):
     broken = tmp_path / "broken.html"
-    broken.write_text(report_page.read_text(encoding="utf-8").replace(
-        "</body>", '<img src="data:image/png;base64,iVBORw0KGgoAAAA=" alt="broken">'
-        '<script>throw new Error("report script failed")</script></body>'), encoding="utf-8")
+    broken.write_text(
+        report_page.read_text(encoding="utf-8").replace(
+            "</body>",
+            '<img src="data:image/png;base64,iVBORw0KGgoAAAA=" alt="broken">'
+            '<script>throw new Error("report script failed")</script></body>',
+        ),
+        encoding="utf-8",
+    )
     images, errors = load(browser, broken)
     assert images[-1][0] == "broken" and images[-1][2] == 0
     assert any("report script failed" in e["message"] for e in errors)

@@ -26,12 +26,26 @@ CHECKPOINT_STEPS = 7  # 555 train rows / batch 16 = 35 steps per epoch: step 7 i
 
 
 def train_command(mode: str, base_dir: Path, tokenized_dir: Path, out: Path, packing: bool = True) -> list[str]:
-    sets = [f"{k}={v}" for k, v in {**FAST_OVERRIDES, "train.checkpoint_steps": CHECKPOINT_STEPS,
-                                    "tokenize.packing": packing}.items()]
-    return [sys.executable, "-m", "components.train", "--mode", mode, "--base-model", str(base_dir),
-            "--tokenized", str(tokenized_dir), "--output-dir", str(out),
-            "--config", str(ROOT / "configs" / "local.yaml"),
-            *[arg for s in sets for arg in ("--set", s)]]
+    sets = [
+        f"{k}={v}"
+        for k, v in {**FAST_OVERRIDES, "train.checkpoint_steps": CHECKPOINT_STEPS, "tokenize.packing": packing}.items()
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--mode",
+        mode,
+        "--base-model",
+        str(base_dir),
+        "--tokenized",
+        str(tokenized_dir),
+        "--output-dir",
+        str(out),
+        "--config",
+        str(ROOT / "configs" / "local.yaml"),
+        *[arg for s in sets for arg in ("--set", s)],
+    ]
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -57,15 +71,19 @@ def weights_digest(model_dir: Path) -> str:
 
 
 def comparable(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in ("wall_seconds", "train_examples_per_second",
-                                                          "resumed_from_step")}
+    return {
+        k: v for k, v in summary.items() if k not in ("wall_seconds", "train_examples_per_second", "resumed_from_step")
+    }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("mode", "sig", "packing"), [("baseline", signal.SIGKILL, True),
-                                                     ("lora", signal.SIGTERM, True), ("lora", signal.SIGTERM, False)])
-def test_killed_training_resumes_to_the_same_result(base_dir, tokenized_dir, tmp_path, gcsfuse_semantics, mode, sig,
-                                                    packing):
+@pytest.mark.parametrize(
+    ("mode", "sig", "packing"),
+    [("baseline", signal.SIGKILL, True), ("lora", signal.SIGTERM, True), ("lora", signal.SIGTERM, False)],
+)
+def test_killed_training_resumes_to_the_same_result(
+    base_dir, tokenized_dir, tmp_path, gcsfuse_semantics, mode, sig, packing
+):
     """Under gcsfuse semantics (tmp_path behaves as the /gcs/ mount), as on Vertex AI; packed rows (the resumed
     epoch forms the same batches) and bucketed batches."""
     reference = tmp_path / "reference"
@@ -145,16 +163,23 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
         check_run_identity(tmp_path / "c", {"mode": "lora", "config": {"lr": 2}})
 
 
-def test_sigterm_in_process_stops_with_a_checkpoint(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch,
-                                                    gcsfuse_semantics):
+def test_sigterm_in_process_stops_with_a_checkpoint(
+    base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch, gcsfuse_semantics
+):
     """The same stop path in-process: SIGTERM arrives during step 3, the trainer saves after step 4 and stops."""
     from components.training import train_model
 
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(tmp_path / "aip"))  # as Vertex AI sets it (here a plain path)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="stopped by SIGTERM at step 4 of 70"):
-        train_model("lora", fast_cfg.with_overrides({"train.checkpoint_steps": 0}), base_dir, tokenized_dir,
-                    tmp_path / "m", callbacks=[sigterm_at_step(3)])
+        train_model(
+            "lora",
+            fast_cfg.with_overrides({"train.checkpoint_steps": 0}),
+            base_dir,
+            tokenized_dir,
+            tmp_path / "m",
+            callbacks=[sigterm_at_step(3)],
+        )
     assert signal.getsignal(signal.SIGTERM) == before
     assert not (tmp_path / "m").exists()
     ckpt = tmp_path / "aip" / "lora"

@@ -60,8 +60,11 @@ def test_no_remote_code_and_no_unsafe_torch_load():
 def test_model_loading_sites_insist_on_safetensors_without_hub_kernels():
     from components.modeling import LOAD_OPTIONS
 
-    sites = [(p, n) for p, n in calls("from_pretrained") if p.name == "modeling.py"
-             and getattr(n.func.value, "id", "") == "AutoModelForSequenceClassification"]
+    sites = [
+        (p, n)
+        for p, n in calls("from_pretrained")
+        if p.name == "modeling.py" and getattr(n.func.value, "id", "") == "AutoModelForSequenceClassification"
+    ]
     assert len(sites) == 2
     for path, node in sites:
         spread = [k.value.id for k in node.keywords if k.arg is None and isinstance(k.value, ast.Name)]
@@ -94,16 +97,29 @@ def test_configs_and_compiled_spec_hold_no_secrets(tmp_path):
 
 
 def test_the_secret_scan_finds_planted_secrets():
-    planted = ['{"type": "service_account", "private_key_id": "abc"}', "-----BEGIN RSA PRIVATE KEY-----",
-               "key: AIza" + "A" * 35, "token ya29." + "b" * 30, "hf_" + "c" * 34, "password: hunter2"]
+    planted = [
+        '{"type": "service_account", "private_key_id": "abc"}',
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "key: AIza" + "A" * 35,
+        "token ya29." + "b" * 30,
+        "hf_" + "c" * 34,
+        "password: hunter2",
+    ]
     assert all(secrets_in(text) for text in planted)
     assert not secrets_in("model:\n  name: FacebookAI/xlm-roberta-base\nlora_r: 16\n")
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("data.csv", "data.csv"), ("..", "download"), ("../../etc/passwd", "etc_passwd"), ("", "download"),
-     ("a b;rm -rf ~.csv", "a_b_rm_-rf_.csv"), (".hidden", "hidden"), ("বাংলা.csv", "csv")],
+    [
+        ("data.csv", "data.csv"),
+        ("..", "download"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("", "download"),
+        ("a b;rm -rf ~.csv", "a_b_rm_-rf_.csv"),
+        (".hidden", "hidden"),
+        ("বাংলা.csv", "csv"),
+    ],
 )
 def test_file_names_from_untrusted_text_are_sanitised(raw, expected):
     assert safe_name(raw) == expected
@@ -118,5 +134,16 @@ def test_hub_downloads_fetch_no_pickled_weights():
         return any(fnmatch(name, pattern) for pattern in MODEL_FILE_PATTERNS)
 
     assert fetched("model.safetensors") and fetched("config.json") and fetched("sentencepiece.bpe.model")
-    assert not [n for n in ("pytorch_model.bin", "tf_model.h5", "model.pt", "flax_model.msgpack", "model.ckpt",
-                            "training_args.bin", "modeling_custom.py") if fetched(n)]
+    assert not [
+        n
+        for n in (
+            "pytorch_model.bin",
+            "tf_model.h5",
+            "model.pt",
+            "flax_model.msgpack",
+            "model.ckpt",
+            "training_args.bin",
+            "modeling_custom.py",
+        )
+        if fetched(n)
+    ]

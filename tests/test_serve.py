@@ -58,17 +58,29 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 
 
 def start_server(model: str | Path, **env: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    environ = {**os.environ, "AIP_STORAGE_URI": str(model), "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": HEALTH,
-               "AIP_PREDICT_ROUTE": PREDICT, **env}
-    proc = subprocess.Popen([sys.executable, "-m", "components.serve", "--host", "127.0.0.1"], env=environ,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    environ = {
+        **os.environ,
+        "AIP_STORAGE_URI": str(model),
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": HEALTH,
+        "AIP_PREDICT_ROUTE": PREDICT,
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "components.serve", "--host", "127.0.0.1"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def server(export_dir):
-    proc, url = start_server(export_dir, BANGLASENTI_SERVE_MAX_INSTANCES=str(MAX_INSTANCES),
-                             BANGLASENTI_SERVE_MAX_BODY_BYTES=str(MAX_BODY))
+    proc, url = start_server(
+        export_dir, BANGLASENTI_SERVE_MAX_INSTANCES=str(MAX_INSTANCES), BANGLASENTI_SERVE_MAX_BODY_BYTES=str(MAX_BODY)
+    )
     try:
         wait_ready(url, proc)
         yield url
@@ -89,9 +101,23 @@ def cli_predictions(export_dir: Path, texts: list[str], tmp_path: Path) -> list[
     """`python -m components.predict` on a JSONL of instances, Vertex batch prediction's output format."""
     source, out = tmp_path / "instances.jsonl", tmp_path / "predictions.jsonl"
     source.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "components.predict", "--model", str(export_dir), "--input",
-                          str(source), "--output", str(out), "--output-format", "vertex"], capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.predict",
+            "--model",
+            str(export_dir),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--output-format",
+            "vertex",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert "warning: DEMO MODEL" in run.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -110,7 +136,7 @@ def assert_same_predictions(served: list[dict], expected: list[dict]) -> None:
 
 def test_served_predictions_equal_the_predict_command(server, export_dir, tmp_path):
     texts = sample_texts(300) + ["", "   একদম   বাজে  ", "খুব ভালো " * 80]  # empty, unclean, truncated
-    served = [p for start in range(0, len(texts), 100) for p in predict(server, texts[start:start + 100])]
+    served = [p for start in range(0, len(texts), 100) for p in predict(server, texts[start : start + 100])]
     expected = cli_predictions(export_dir, texts, tmp_path)
     assert_same_predictions(served, expected)
     assert {p["label"] for p in served} <= set(CLASS_NAMES)
@@ -140,11 +166,13 @@ BAD = [
     (b'{"instances": {"text": "x"}}', '"instances" must be a list'),
     (b'{"instances": []}', '"instances" is empty'),
     (b'{"instances": ["just a string"]}', 'instances[0]: expected an object with a "text" field'),
-    (b'{"instances": [{"text": "ok"}, {"txt": "x"}]}', 'instances[1]: expected an object'),
+    (b'{"instances": [{"text": "ok"}, {"txt": "x"}]}', "instances[1]: expected an object"),
     (b'{"instances": [{"text": 5}]}', "instances[0].text: expected a string, got int"),
     (b'{"instances": [{"text": null}]}', "instances[0].text: expected a string, got NoneType"),
-    (json.dumps({"instances": [{"text": "a"}] * (MAX_INSTANCES + 1)}).encode(),
-     f"too many instances: {MAX_INSTANCES + 1} (at most {MAX_INSTANCES} per request)"),
+    (
+        json.dumps({"instances": [{"text": "a"}] * (MAX_INSTANCES + 1)}).encode(),
+        f"too many instances: {MAX_INSTANCES + 1} (at most {MAX_INSTANCES} per request)",
+    ),
     (json.dumps({"instances": [{"text": "ক" * MAX_BODY}]}).encode(), "body too long"),
 ]
 

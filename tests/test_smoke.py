@@ -7,8 +7,9 @@ from tests.test_submit import SA, TPU, bucket, run_main  # noqa: F401 - fixtures
 
 
 def test_smoke_submission_is_a_short_custom_job_on_the_training_machine(standin, bucket, capfd):  # noqa: F811
-    code, out, err = run_main(capfd, "--smoke", "--service-account", SA, "--param", "smoke_steps=20",
-                              "--api-endpoint", standin.url)
+    code, out, err = run_main(
+        capfd, "--smoke", "--service-account", SA, "--param", "smoke_steps=20", "--api-endpoint", standin.url
+    )
     assert code == 0, err
     [create] = standin.created_jobs()
     job = create.body
@@ -20,8 +21,13 @@ def test_smoke_submission_is_a_short_custom_job_on_the_training_machine(standin,
     assert not {"train-lora", "train-baseline", "evaluate"} & set(tasks)
     assert tasks["smoke"].get("cachingOptions", {}).get("enableCache", False) is False  # it measures this run
     assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"data_uri", "data_seed", "model_name", "seed",
-                                                                   "smoke_steps"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
+        "data_uri",
+        "data_seed",
+        "model_name",
+        "seed",
+        "smoke_steps",
+    }
     [pool] = spec["components"]["comp-smoke"]["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
     assert pool["machine_spec"] == {"machine_type": "cloud-tpu", "accelerator_type": "TPU_V3", "accelerator_count": 8}
     container = pool["container_spec"]
@@ -38,15 +44,23 @@ def test_smoke_does_not_take_a_template(standin, capfd, tmp_path):  # noqa: F811
 
 
 def test_smoke_report_names_what_to_check():
-    run = {"device_kind": "xla", "device_type": "TPU", "device_count": 8,
-           "mesh": {"shape": [8], "axis_names": ["data"], "device_ids": list(range(8))},
-           "batch": {"input_ids_shape": [256, 32], "input_ids_sharding": "{devices=[8,1]0,1,2,3,4,5,6,7}"},
-           "parameter_dtypes": {"float32": 10}, "optimizer_state_dtypes": {"float32": 20},
-           "trainable_bf16_exact_share": 0.0, "bf16_environment": {"XLA_USE_BF16": "", "XLA_DOWNCAST_BF16": ""},
-           "graphs_compiled": 5, "compile_seconds": 61.5,
-           "persistent_cache": {"hits": 0, "misses": 5, "loads": 0, "deserialize_failures": 0},
-           "step_seconds": {"first": 40.0, "median_after_first": 0.05},
-           "steps": 50, "final_train_loss": 1.0986}
+    run = {
+        "device_kind": "xla",
+        "device_type": "TPU",
+        "device_count": 8,
+        "mesh": {"shape": [8], "axis_names": ["data"], "device_ids": list(range(8))},
+        "batch": {"input_ids_shape": [256, 32], "input_ids_sharding": "{devices=[8,1]0,1,2,3,4,5,6,7}"},
+        "parameter_dtypes": {"float32": 10},
+        "optimizer_state_dtypes": {"float32": 20},
+        "trainable_bf16_exact_share": 0.0,
+        "bf16_environment": {"XLA_USE_BF16": "", "XLA_DOWNCAST_BF16": ""},
+        "graphs_compiled": 5,
+        "compile_seconds": 61.5,
+        "persistent_cache": {"hits": 0, "misses": 5, "loads": 0, "deserialize_failures": 0},
+        "step_seconds": {"first": 40.0, "median_after_first": 0.05},
+        "steps": 50,
+        "final_train_loss": 1.0986,
+    }
     text = markdown({"steps": 50, "compile_cache": "/gcs/b/root/xla-compile-cache/tpu", "runs": {"lora": run}})
     assert "| device | xla TPU x8 |" in text
     assert "`{devices=[8,1]0,1,2,3,4,5,6,7}`" in text

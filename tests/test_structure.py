@@ -27,8 +27,17 @@ def step_modules() -> set[str]:
 
 
 def test_the_steps_are_found():
-    assert {"prepare", "base_model", "tokenization", "train", "evaluate", "export", "registry", "smoke",
-            "sweep"} <= step_modules()
+    assert {
+        "prepare",
+        "base_model",
+        "tokenization",
+        "train",
+        "evaluate",
+        "export",
+        "registry",
+        "smoke",
+        "sweep",
+    } <= step_modules()
 
 
 def test_no_module_imports_a_step_other_than_itself():
@@ -39,6 +48,9 @@ def test_no_module_imports_a_step_other_than_itself():
 
 def test_every_form_of_import_is_seen(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("import components.a\nfrom components.b import x\nfrom components import c, d as e\n"
-                      "def f():\n    from components.g.h import y\n", encoding="utf-8")
+    source.write_text(
+        "import components.a\nfrom components.b import x\nfrom components import c, d as e\n"
+        "def f():\n    from components.g.h import y\n",
+        encoding="utf-8",
+    )
     assert imported_modules(source) == {"a", "b", "c", "d", "g"}

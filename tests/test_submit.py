@@ -19,8 +19,20 @@ BUCKET = "submit-bucket"
 CPU = "us-central1-docker.pkg.dev/proj/banglasenti/cpu:v1"
 TPU = "us-central1-docker.pkg.dev/proj/banglasenti/tpu:v1"
 SA = "banglasenti-runner@proj-id.iam.gserviceaccount.com"
-BASE = ["--project", "proj", "--region", "us-central1", "--staging-bucket", f"gs://{BUCKET}",
-        "--set", f"pipeline.cpu_image={CPU}", "--set", f"pipeline.train_image={TPU}", "--service-account", SA]
+BASE = [
+    "--project",
+    "proj",
+    "--region",
+    "us-central1",
+    "--staging-bucket",
+    f"gs://{BUCKET}",
+    "--set",
+    f"pipeline.cpu_image={CPU}",
+    "--set",
+    f"pipeline.train_image={TPU}",
+    "--service-account",
+    SA,
+]
 
 
 @pytest.fixture
@@ -47,11 +59,33 @@ def run_main(capfd, *args) -> tuple[int, str, str]:
 
 def test_dry_run_prints_the_complete_request_and_creates_nothing(standin, bucket, tmp_path):
     run = subprocess.run(
-        [sys.executable, str(ROOT / "pipelines" / "submit.py"), *BASE,
-         "--network", "projects/123/global/networks/vpc", "--label", "team=nlp", "--param", "epochs=3",
-         "--param", "lora_target_modules=[query, value]", "--no-cache", "--experiment", "lora-vs-full",
-         "--job-id", "run-1", "--api-endpoint", standin.url, "--serviceusage-endpoint", standin.url, "--dry-run"],
-        capture_output=True, text=True, cwd=tmp_path)
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "submit.py"),
+            *BASE,
+            "--network",
+            "projects/123/global/networks/vpc",
+            "--label",
+            "team=nlp",
+            "--param",
+            "epochs=3",
+            "--param",
+            "lora_target_modules=[query, value]",
+            "--no-cache",
+            "--experiment",
+            "lora-vs-full",
+            "--job-id",
+            "run-1",
+            "--api-endpoint",
+            standin.url,
+            "--serviceusage-endpoint",
+            standin.url,
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr.strip().splitlines()[-1] == "check: no problem found"
     plan = json.loads(run.stdout)
@@ -71,16 +105,32 @@ def test_dry_run_prints_the_complete_request_and_creates_nothing(standin, bucket
 
 
 def test_submit_sends_the_pipeline_and_logs_it_to_an_experiment(standin, bucket, capfd, tmp_path):
-    code, out, err = run_main(capfd, "--service-account", SA, "--label", "team=nlp", "--param", "lora_r=8",
-                              "--param", "data_uri=gs://data/banglasenti.csv", "--experiment", "lora-vs-full",
-                              "--api-endpoint", standin.url, "--output", str(tmp_path / "sent.yaml"))
+    code, out, err = run_main(
+        capfd,
+        "--service-account",
+        SA,
+        "--label",
+        "team=nlp",
+        "--param",
+        "lora_r=8",
+        "--param",
+        "data_uri=gs://data/banglasenti.csv",
+        "--experiment",
+        "lora-vs-full",
+        "--api-endpoint",
+        standin.url,
+        "--output",
+        str(tmp_path / "sent.yaml"),
+    )
     assert code == 0, err
     [create] = standin.created_jobs()
     assert create.path == "/v1/projects/proj/locations/us-central1/pipelineJobs"
     job = create.body
     assert job["serviceAccount"] == SA and job["labels"] == {"app": "banglasenti", "team": "nlp"}
-    assert job["runtimeConfig"] == {"gcsOutputDirectory": f"gs://{BUCKET}/pipeline-root",
-                                    "parameterValues": {"lora_r": 8, "data_uri": "gs://data/banglasenti.csv"}}
+    assert job["runtimeConfig"] == {
+        "gcsOutputDirectory": f"gs://{BUCKET}/pipeline-root",
+        "parameterValues": {"lora_r": 8, "data_uri": "gs://data/banglasenti.csv"},
+    }
     sent = yaml.safe_load((tmp_path / "sent.yaml").read_text())
     assert job["pipelineSpec"]["root"] == json.loads(json.dumps(sent["root"]))
     assert "importer" in job["pipelineSpec"]["root"]["dag"]["tasks"]  # the gs:// data is a lineage node
@@ -92,8 +142,9 @@ def test_submit_sends_the_pipeline_and_logs_it_to_an_experiment(standin, bucket,
     assert standin.contexts[experiment]["schemaTitle"] == "system.Experiment"
     [link] = [r for r in standin.requests if r.path.endswith(":addContextChildren")]
     assert link.path == f"/v1/{experiment}:addContextChildren"
-    assert link.body["childContexts"] == [f"projects/proj/locations/us-central1/metadataStores/default/contexts/"
-                                          f"{create.query['pipelineJobId'][0]}"]
+    assert link.body["childContexts"] == [
+        f"projects/proj/locations/us-central1/metadataStores/default/contexts/{create.query['pipelineJobId'][0]}"
+    ]
     assert f"submitted: projects/proj/locations/us-central1/pipelineJobs/{create.query['pipelineJobId'][0]}" in out
 
 
@@ -124,21 +175,37 @@ def test_upload_puts_the_data_on_gcs_once_and_runs_on_it(standin, bucket, capfd,
 
 
 def test_submit_takes_a_compiled_template(standin, bucket, capfd, tmp_path):
-    template = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "t.yaml", "vertex",
-                                [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}"])
-    code, _, err = run_main(capfd, "--template", str(template), "--param", "epochs=2", "--param",
-                            "lora_learning_rate=5e-4", "--api-endpoint", standin.url)
+    template = compile_pipeline(
+        CONFIG_DIR / "banglasenti.yaml",
+        tmp_path / "t.yaml",
+        "vertex",
+        [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}"],
+    )
+    code, _, err = run_main(
+        capfd,
+        "--template",
+        str(template),
+        "--param",
+        "epochs=2",
+        "--param",
+        "lora_learning_rate=5e-4",
+        "--api-endpoint",
+        standin.url,
+    )
     assert code == 0, err
     job = standin.created_jobs()[0].body
     assert job["runtimeConfig"]["parameterValues"] == {"epochs": 2, "lora_learning_rate": 5e-4}
     assert job["pipelineSpec"]["root"] == json.loads(json.dumps(yaml.safe_load(template.read_text())["root"]))
 
 
-@pytest.mark.parametrize(("status", "hint"), [
-    ("RESOURCE_EXHAUSTED", "request more quota for us-central1"),
-    ("PERMISSION_DENIED", "roles/aiplatform.user on project proj"),
-    ("INVALID_ARGUMENT", "--dry-run prints the request"),
-])
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        ("RESOURCE_EXHAUSTED", "request more quota for us-central1"),
+        ("PERMISSION_DENIED", "roles/aiplatform.user on project proj"),
+        ("INVALID_ARGUMENT", "--dry-run prints the request"),
+    ],
+)
 def test_api_errors_end_in_one_line_saying_what_to_do(standin, bucket, capfd, status, hint):
     message = f"{status.lower()} from the stand-in"
     standin.fail["create_job"] = (status, message)
@@ -150,33 +217,45 @@ def test_api_errors_end_in_one_line_saying_what_to_do(standin, bucket, capfd, st
     assert "Traceback" not in err and "submitted" not in out and "http://" not in lines[0]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--param", "epochz=3"], "--param epochz: not a pipeline parameter"),
-    (["--param", "lora_r=0"], "lora.r: Input should be greater than 0"),
-    (["--experiment", "Bad_Name"], "--experiment 'Bad_Name'"),
-    (["--api-endpoint", "http://example.com:8080"], "only for a loopback stand-in"),
-    (["--set", "pipeline.train_image=python:3.11-slim"], "is a placeholder"),
-    (["--upload-data", "/nonexistent/data.csv"], "--upload-data /nonexistent/data.csv: no such file"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--param", "epochz=3"], "--param epochz: not a pipeline parameter"),
+        (["--param", "lora_r=0"], "lora.r: Input should be greater than 0"),
+        (["--experiment", "Bad_Name"], "--experiment 'Bad_Name'"),
+        (["--api-endpoint", "http://example.com:8080"], "only for a loopback stand-in"),
+        (["--set", "pipeline.train_image=python:3.11-slim"], "is a placeholder"),
+        (["--upload-data", "/nonexistent/data.csv"], "--upload-data /nonexistent/data.csv: no such file"),
+    ],
+)
 def test_bad_submissions_fail_before_any_call(standin, capfd, args, message):
-    code, _, err = run_main(capfd, *args, "--api-endpoint", standin.url) if "--api-endpoint" not in args \
+    code, _, err = (
+        run_main(capfd, *args, "--api-endpoint", standin.url)
+        if "--api-endpoint" not in args
         else run_main(capfd, *args)
+    )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert standin.requests == []
 
 
 def test_missing_pipeline_root_bucket_is_named(standin, gcs_emulator, capfd):
-    code, _, err = run_main(capfd, "--pipeline-root", "gs://no-such-bucket-here/root", "--api-endpoint",
-                            standin.url)
+    code, _, err = run_main(capfd, "--pipeline-root", "gs://no-such-bucket-here/root", "--api-endpoint", standin.url)
     assert code == 2 and "error: bucket: gs://no-such-bucket-here not found" in err
     assert standin.created_jobs() == []
 
 
-@pytest.mark.parametrize(("endpoint", "loopback"), [
-    ("http://127.0.0.1:8080", True), ("http://localhost:9000", True), ("http://[::1]:80", True),
-    ("http://10.0.0.5:8080", False), ("https://127.0.0.1:8443", False),
-    ("us-central1-aiplatform.googleapis.com", False), (None, False),
-])
+@pytest.mark.parametrize(
+    ("endpoint", "loopback"),
+    [
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:9000", True),
+        ("http://[::1]:80", True),
+        ("http://10.0.0.5:8080", False),
+        ("https://127.0.0.1:8443", False),
+        ("us-central1-aiplatform.googleapis.com", False),
+        (None, False),
+    ],
+)
 def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
     from pipelines.preflight import is_loopback_http
 
@@ -186,8 +265,18 @@ def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
 def test_upload_to_a_missing_bucket_is_named(standin, gcs_emulator, capfd, tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("text,label\nভালো,1\n", encoding="utf-8")
-    code = main([*BASE[:4], "--staging-bucket", "gs://no-staging-bucket", *BASE[6:], "--upload-data", str(data),
-                 "--api-endpoint", standin.url])
+    code = main(
+        [
+            *BASE[:4],
+            "--staging-bucket",
+            "gs://no-staging-bucket",
+            *BASE[6:],
+            "--upload-data",
+            str(data),
+            "--api-endpoint",
+            standin.url,
+        ]
+    )
     err = capfd.readouterr().err
     assert code == 2 and "gs://no-staging-bucket: bucket not found" in err and len(err.strip().splitlines()) == 1
     assert standin.created_jobs() == []
@@ -196,14 +285,29 @@ def test_upload_to_a_missing_bucket_is_named(standin, gcs_emulator, capfd, tmp_p
 @pytest.mark.parametrize("mode", ["--check", "--dry-run"])
 def test_check_reports_each_problem_on_one_line_and_creates_nothing(standin, bucket, capfd, mode):
     standin.enabled_apis.discard("artifactregistry.googleapis.com")
-    code, out, err = run_main(capfd, "--region", "asia-east1", "--service-account", "runner",
-                              "--set", "pipeline.train_image=python:3.11-slim", "--api-endpoint", standin.url,
-                              "--serviceusage-endpoint", standin.url, mode)
+    code, out, err = run_main(
+        capfd,
+        "--region",
+        "asia-east1",
+        "--service-account",
+        "runner",
+        "--set",
+        "pipeline.train_image=python:3.11-slim",
+        "--api-endpoint",
+        standin.url,
+        "--serviceusage-endpoint",
+        standin.url,
+        mode,
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert [line.split(": ")[:2] for line in lines[:-1]] == [
-        ["error", "image"], ["error", "region"], ["error", "service account"],
-        ["warning", "bucket"], ["error", "apis"]]
+        ["error", "image"],
+        ["error", "region"],
+        ["error", "service account"],
+        ["warning", "bucket"],
+        ["error", "apis"],
+    ]
     assert "'python:3.11-slim' is a placeholder" in lines[0]
     assert "asia-east1 does not offer TPU_V3" in lines[1] and "'runner' is not a service account" in lines[2]
     assert f"gs://{BUCKET} is in multi-region US, the run in asia-east1" in lines[3]
@@ -218,7 +322,8 @@ def test_check_passes_a_sound_setup_and_says_what_it_could_not_ask(standin, buck
     assert code == 0 and out == ""
     assert err.strip().splitlines() == [
         "not checked: apis: Service Usage not reachable at http://127.0.0.1:9 (ConnectionError)",
-        "check: 1 not checked"]
+        "check: 1 not checked",
+    ]
 
 
 def test_blocking_problems_stop_a_submission(standin, bucket, capfd):
@@ -229,8 +334,7 @@ def test_blocking_problems_stop_a_submission(standin, bucket, capfd):
 
 def test_a_run_created_but_not_linked_to_its_experiment_is_a_warning(standin, bucket, capfd):
     standin.fail["add_context_children"] = ("PERMISSION_DENIED", "aiplatform.metadataStores.contexts.update denied")
-    code, out, err = run_main(capfd, "--experiment", "lora-vs-full", "--job-id", "run-7", "--api-endpoint",
-                              standin.url)
+    code, out, err = run_main(capfd, "--experiment", "lora-vs-full", "--job-id", "run-7", "--api-endpoint", standin.url)
     assert code == 0, err
     [create] = standin.created_jobs()
     name = "projects/proj/locations/us-central1/pipelineJobs/run-7"
@@ -254,8 +358,11 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(f"{url}/v1/projects/proj/locations/us-central1/pipelineJobs?pipelineJobId=j",
-                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/v1/projects/proj/locations/us-central1/pipelineJobs?pipelineJobId=j",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status, json.loads(answer.read())
@@ -275,33 +382,47 @@ def test_the_stand_in_refuses_a_misspelt_request_field_naming_it(standin):
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    path = compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path_factory.mktemp("t") / "t.yaml", "vertex",
-                            [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}",
-                             "vertex.train.machine=tpu-v5e-4"])  # worker pools in task inputs too (topology)
+    path = compile_pipeline(
+        CONFIG_DIR / "banglasenti.yaml",
+        tmp_path_factory.mktemp("t") / "t.yaml",
+        "vertex",
+        [f"pipeline.cpu_image={CPU}", f"pipeline.train_image={TPU}", "vertex.train.machine=tpu-v5e-4"],
+    )  # worker pools in task inputs too (topology)
     return yaml.safe_load(path.read_text())
 
 
-@pytest.mark.parametrize(("where", "edit", "named"), [
-    ("component", lambda pool: pool["machine_spec"].update(machine_typ=pool["machine_spec"].pop("machine_type")),
-     "machine_typ"),
-    ("task", lambda pool: pool["machine_spec"].update(tpu_topolgy=pool["machine_spec"].pop("tpu_topology")),
-     "tpu_topolgy"),
-    ("component", lambda pool: pool.update(machineSpec=pool.pop("machine_spec")), "machineSpec"),  # camelCase
-])
-def test_a_misspelt_worker_pool_field_fails_the_submission(standin, bucket, capfd, tmp_path, compiled, where,
-                                                           edit, named):
+@pytest.mark.parametrize(
+    ("where", "edit", "named"),
+    [
+        (
+            "component",
+            lambda pool: pool["machine_spec"].update(machine_typ=pool["machine_spec"].pop("machine_type")),
+            "machine_typ",
+        ),
+        (
+            "task",
+            lambda pool: pool["machine_spec"].update(tpu_topolgy=pool["machine_spec"].pop("tpu_topology")),
+            "tpu_topolgy",
+        ),
+        ("component", lambda pool: pool.update(machineSpec=pool.pop("machine_spec")), "machineSpec"),  # camelCase
+    ],
+)
+def test_a_misspelt_worker_pool_field_fails_the_submission(
+    standin, bucket, capfd, tmp_path, compiled, where, edit, named
+):
     spec = json.loads(json.dumps(compiled))
     if where == "component":
         pool = spec["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]["worker_pool_specs"][
-            "defaultValue"][0]
+            "defaultValue"
+        ][0]
     else:
-        pool = spec["root"]["dag"]["tasks"]["train-lora"]["inputs"]["parameters"]["worker_pool_specs"][
-            "runtimeValue"]["constant"][0]
+        pool = spec["root"]["dag"]["tasks"]["train-lora"]["inputs"]["parameters"]["worker_pool_specs"]["runtimeValue"][
+            "constant"
+        ][0]
     edit(pool)
     template = tmp_path / "t.yaml"
     template.write_text(yaml.safe_dump(spec))
-    code, out, err = run_main(capfd, "--template", str(template), "--region", "us-west4", "--api-endpoint",
-                              standin.url)
+    code, out, err = run_main(capfd, "--template", str(template), "--region", "us-west4", "--api-endpoint", standin.url)
     assert code == 1 and "submitted" not in out
     [line] = [x for x in err.strip().splitlines() if x.startswith("error: ")]
     assert "(400 INVALID_ARGUMENT)" in line and "worker_pool_specs[0]" in line and named in line

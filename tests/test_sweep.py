@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def summary(r, f1, targets=("query", "value")):
-    return {"lora": {"r": float(r), "alpha": float(2 * r), "target_modules": list(targets)}, "best_val_macro_f1": f1,
-            "trainable_parameters": 100.0 * r, "epochs_run": 2.0, "wall_seconds": 1.5}
+    return {
+        "lora": {"r": float(r), "alpha": float(2 * r), "target_modules": list(targets)},
+        "best_val_macro_f1": f1,
+        "trainable_parameters": 100.0 * r,
+        "epochs_run": 2.0,
+        "wall_seconds": 1.5,
+    }
 
 
 def test_grid_is_the_product_of_the_settings():
@@ -70,8 +75,9 @@ def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
     assert evaluate_lora == {"outputArtifactKey": "best_model", "producerTask": "select-best-trial"}
     loop_body = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]["train-lora"]["inputs"]["parameters"]
     assert loop_body["lora_r"]["parameterExpressionSelector"] == 'parseJson(string_value)["r"]'
-    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()
-              if "container" in ex}
+    images = {
+        name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items() if "container" in ex
+    }
     assert images["exec-select-best-trial"] == cfg.pipeline.cpu_image
     pools = spec["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]["worker_pool_specs"]
     assert [pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]] == [cfg.pipeline.train_image]
@@ -98,11 +104,26 @@ def test_sweep_runs_locally(tmp_path):
     """Two trials on the tiny model, one epoch each, through the KFP local runner (about 75 s on 2 cores), under
     Cloud Storage FUSE semantics ($BANGLASENTI_GCSFUSE_SEMANTICS=1)."""
     sets = [f"{key}={value}" for key, value in {**FAST_OVERRIDES, "train.epochs": 1}.items()]
-    sets += ["sweep.r=[2, 4]", "sweep.target_modules=[[query, value]]", "sweep.parallelism=1",
-             "report.bootstrap_samples=200"]
-    run = subprocess.run([sys.executable, str(ROOT / "pipelines" / "sweep.py"), "--run-local", "--pipeline-root",
-                          str(tmp_path), *[a for s in sets for a in ("--set", s)]],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, SWITCH_ENV: "1"})
+    sets += [
+        "sweep.r=[2, 4]",
+        "sweep.target_modules=[[query, value]]",
+        "sweep.parallelism=1",
+        "report.bootstrap_samples=200",
+    ]
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipelines" / "sweep.py"),
+            "--run-local",
+            "--pipeline-root",
+            str(tmp_path),
+            *[a for s in sets for a in ("--set", s)],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, SWITCH_ENV: "1"},
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"gcsfuse semantics under {tmp_path.resolve()}" in run.stdout  # every step as on Vertex AI's /gcs/
     # the terminal: a line per step (the trials' too); kfp's whole log in the file it names

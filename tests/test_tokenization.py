@@ -19,8 +19,9 @@ def test_tokenized_rows_are_padded_to_their_bucket(base_dir):
     frame = pd.DataFrame({"text": ["ভালো", "খুব খারাপ সার্ভিস, আর কখনো না", long_text], "label": [1, 0, 2]})
     cfg = TokenizeConfig(max_length=64, buckets=[16, 32, 64])
     table, stats = tokenize_frame(frame, tokenizer, cfg)
-    for ids, mask, length, real in zip(table["input_ids"], table["attention_mask"], table["length"],
-                                       table["num_tokens"]):
+    for ids, mask, length, real in zip(
+        table["input_ids"], table["attention_mask"], table["length"], table["num_tokens"]
+    ):
         assert len(ids) == len(mask) == length == bucket_for(real, cfg.buckets)
         assert mask.sum() == real
         assert ids[0] == tokenizer.bos_token_id and ids[real - 1] == tokenizer.eos_token_id

@@ -13,10 +13,12 @@ from components.training import build_model, epoch_history
 
 def test_collator_keeps_bucket_shapes():
     collate = BucketCollator(pad_token_id=1)
-    batch = collate([
-        {"input_ids": [0, 5, 2] + [1] * 29, "attention_mask": [1] * 3 + [0] * 29, "label": 2},
-        {"input_ids": [0] + [7] * 40 + [2] + [1] * 22, "attention_mask": [1] * 42 + [0] * 22, "label": 0},
-    ])
+    batch = collate(
+        [
+            {"input_ids": [0, 5, 2] + [1] * 29, "attention_mask": [1] * 3 + [0] * 29, "label": 2},
+            {"input_ids": [0] + [7] * 40 + [2] + [1] * 22, "attention_mask": [1] * 42 + [0] * 22, "label": 0},
+        ]
+    )
     assert batch["input_ids"].shape == (2, 64)
     assert batch["attention_mask"].sum(dim=1).tolist() == [3, 42]
     assert (batch["input_ids"][0, 3:] == 1).all()
@@ -25,8 +27,10 @@ def test_collator_keeps_bucket_shapes():
 
 def test_epoch_history_merges_train_and_eval_logs():
     log = [
-        {"loss": 1.0, "epoch": 1.0}, {"eval_loss": 0.9, "eval_macro_f1": 0.4, "epoch": 1.0},
-        {"loss": 0.7, "epoch": 2.0}, {"eval_loss": 0.8, "eval_macro_f1": 0.5, "epoch": 2.0},
+        {"loss": 1.0, "epoch": 1.0},
+        {"eval_loss": 0.9, "eval_macro_f1": 0.4, "epoch": 1.0},
+        {"loss": 0.7, "epoch": 2.0},
+        {"eval_loss": 0.8, "eval_macro_f1": 0.5, "epoch": 2.0},
         {"train_runtime": 3.0, "epoch": 2.0},
     ]
     assert epoch_history(log) == [
@@ -39,16 +43,21 @@ def test_epoch_history_merges_train_and_eval_logs():
     ("targets", "wrapped"),
     [
         (["query", "value"], {"query", "value"}),
-        (["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
-         {"query", "key", "value", "dense"}),
+        (
+            ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
+            {"query", "key", "value", "dense"},
+        ),
         (["all-linear"], {"query", "key", "value", "dense"}),
     ],
 )
 def test_lora_wraps_the_targets_and_trains_the_head(base_dir, fast_cfg, targets, wrapped):
     cfg = fast_cfg.model_copy(update={"lora": fast_cfg.lora.model_copy(update={"target_modules": targets})})
     model = build_model("lora", base_dir, cfg)
-    lora_modules = {name.split(".")[-1] for name, module in model.named_modules()
-                    if hasattr(module, "lora_A") and "classifier" not in name}
+    lora_modules = {
+        name.split(".")[-1]
+        for name, module in model.named_modules()
+        if hasattr(module, "lora_A") and "classifier" not in name
+    }
     assert lora_modules == wrapped
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert any("classifier" in name and "modules_to_save" in name for name in trainable)
@@ -97,10 +106,12 @@ def test_lora_head_was_trained(trained, base_dir):
     model_dir, _ = trained["lora"]
     model = load_trained_model(model_dir, base_dir)
     head = dict(model.named_parameters())
-    trained_w = next(v for k, v in head.items() if "classifier" in k and "modules_to_save" in k and "out_proj.weight"
-                     in k)
-    original_w = next(v for k, v in head.items() if "classifier" in k and "original_module" in k
-                      and "out_proj.weight" in k)
+    trained_w = next(
+        v for k, v in head.items() if "classifier" in k and "modules_to_save" in k and "out_proj.weight" in k
+    )
+    original_w = next(
+        v for k, v in head.items() if "classifier" in k and "original_module" in k and "out_proj.weight" in k
+    )
     assert not torch.equal(trained_w, original_w)
 
 

@@ -18,8 +18,10 @@ from pipelines.vertex import training_key
 
 TRAIN_STEPS = ("train-lora", "train-baseline")
 CPU_STEPS = ("prepare", "base-model", "tokenize", "evaluate")
-IMAGES = ["pipeline.cpu_image=europe-west4-docker.pkg.dev/proj/banglasenti/cpu:v1",
-          "pipeline.train_image=europe-west4-docker.pkg.dev/proj/banglasenti/tpu:v1"]
+IMAGES = [
+    "pipeline.cpu_image=europe-west4-docker.pkg.dev/proj/banglasenti/cpu:v1",
+    "pipeline.train_image=europe-west4-docker.pkg.dev/proj/banglasenti/tpu:v1",
+]
 
 
 def compiled(tmp_path, overrides=(), config="banglasenti.yaml") -> dict:
@@ -29,8 +31,10 @@ def compiled(tmp_path, overrides=(), config="banglasenti.yaml") -> dict:
 
 def job_inputs(spec: dict, step: str) -> dict:
     """The custom job's input parameters: the wrapper's defaults, overridden by the task's arguments."""
-    defaults = {k: v.get("defaultValue") for k, v in
-                spec["components"][f"comp-{step}"]["inputDefinitions"]["parameters"].items()}
+    defaults = {
+        k: v.get("defaultValue")
+        for k, v in spec["components"][f"comp-{step}"]["inputDefinitions"]["parameters"].items()
+    }
     task = spec["root"]["dag"]["tasks"][step]["inputs"]["parameters"]
     given = {k: v["runtimeValue"]["constant"] for k, v in task.items() if "runtimeValue" in v}
     return {**defaults, **given}
@@ -42,15 +46,22 @@ def test_train_steps_are_tpu_v3_8_custom_jobs_in_the_train_image(tmp_path):
     for step in TRAIN_STEPS:
         job = job_inputs(spec, step)
         [pool] = job["worker_pool_specs"]
-        assert pool["machine_spec"] == {"machine_type": "cloud-tpu", "accelerator_type": "TPU_V3",
-                                        "accelerator_count": 8}
+        assert pool["machine_spec"] == {
+            "machine_type": "cloud-tpu",
+            "accelerator_type": "TPU_V3",
+            "accelerator_count": 8,
+        }
         assert pool["replica_count"] == 1
         container = pool["container_spec"]
         assert container["image_uri"] == "europe-west4-docker.pkg.dev/proj/banglasenti/tpu:v1"
         assert container["args"][-1] == step.replace("-", "_")  # the component function the job runs
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env == {"PJRT_DEVICE": "TPU", GIT_COMMIT_ENV: git_commit(), IMAGE_ENV: container["image_uri"],
-                       SHARED_CHECKPOINT_ENV: "1"}
+        assert env == {
+            "PJRT_DEVICE": "TPU",
+            GIT_COMMIT_ENV: git_commit(),
+            IMAGE_ENV: container["image_uri"],
+            SHARED_CHECKPOINT_ENV: "1",
+        }
         assert pool["disk_spec"] == {"boot_disk_type": "pd-ssd", "boot_disk_size_gb": 100}
         assert job["display_name"] == f"banglasenti-lora-vs-full-{step}"
         assert (job["timeout"], job["strategy"]) == ("86400s", "STANDARD")
@@ -67,15 +78,18 @@ def test_train_steps_are_tpu_v3_8_custom_jobs_in_the_train_image(tmp_path):
 
 @pytest.mark.component
 def test_cpu_steps_run_in_the_cpu_image_with_configured_limits_and_retries(tmp_path):
-    spec = compiled(tmp_path, ["vertex.cpu_steps.cpu_limit=4", "vertex.cpu_steps.memory_limit=16G",
-                               "vertex.cpu_steps.retries=3"])
+    spec = compiled(
+        tmp_path, ["vertex.cpu_steps.cpu_limit=4", "vertex.cpu_steps.memory_limit=16G", "vertex.cpu_steps.retries=3"]
+    )
     for step in CPU_STEPS:
         container = spec["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
         assert container["image"] == "europe-west4-docker.pkg.dev/proj/banglasenti/cpu:v1"
         assert container["resources"]["resourceCpuLimit"] == "4"
         assert container["resources"]["resourceMemoryLimit"] == "16G"
-        assert {e["name"]: e["value"] for e in container["env"]} == {GIT_COMMIT_ENV: git_commit(),
-                                                                   IMAGE_ENV: container["image"]}
+        assert {e["name"]: e["value"] for e in container["env"]} == {
+            GIT_COMMIT_ENV: git_commit(),
+            IMAGE_ENV: container["image"],
+        }
         task = spec["root"]["dag"]["tasks"][step]
         assert task["retryPolicy"]["maxRetryCount"] == 3
 
@@ -95,15 +109,23 @@ def test_other_machine_profiles(tmp_path, profile):
 
 @pytest.mark.component
 def test_job_settings_come_from_the_config(tmp_path):
-    spec = compiled(tmp_path, [
-        "vertex.service_account=trainer@proj.iam.gserviceaccount.com",
-        "vertex.network=projects/123/global/networks/vpc", "vertex.reserved_ip_ranges=[vertex-range]",
-        "vertex.labels={app: banglasenti, team: nlp}", "vertex.enable_caching=false",
-        "vertex.train.strategy=SPOT", "vertex.train.timeout=7200s", "vertex.train.boot_disk_size_gb=200",
-        "vertex.train.boot_disk_type=pd-standard", "vertex.train.retries=0",
-        "vertex.train.base_output_directory=gs://ckpt-bucket/jobs/",
-        "vertex.train.tensorboard=projects/123/locations/us-central1/tensorboards/456",
-    ])
+    spec = compiled(
+        tmp_path,
+        [
+            "vertex.service_account=trainer@proj.iam.gserviceaccount.com",
+            "vertex.network=projects/123/global/networks/vpc",
+            "vertex.reserved_ip_ranges=[vertex-range]",
+            "vertex.labels={app: banglasenti, team: nlp}",
+            "vertex.enable_caching=false",
+            "vertex.train.strategy=SPOT",
+            "vertex.train.timeout=7200s",
+            "vertex.train.boot_disk_size_gb=200",
+            "vertex.train.boot_disk_type=pd-standard",
+            "vertex.train.retries=0",
+            "vertex.train.base_output_directory=gs://ckpt-bucket/jobs/",
+            "vertex.train.tensorboard=projects/123/locations/us-central1/tensorboards/456",
+        ],
+    )
     for step in TRAIN_STEPS:
         job = job_inputs(spec, step)
         assert job["service_account"] == "trainer@proj.iam.gserviceaccount.com"
@@ -119,16 +141,22 @@ def test_job_settings_come_from_the_config(tmp_path):
     assert all(t.get("cachingOptions") == {} for t in spec["root"]["dag"]["tasks"].values())
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ("vertex.train.machine=tpu-v9", "vertex.train"),
-    ("vertex.train.timeout=1h", "vertex.train.timeout"),
-    ("vertex.labels={Team: nlp}", "vertex"),
-    ("vertex.pipeline_root=/tmp/root", "vertex.pipeline_root"),
-    ("vertex.train.profiles={x: {machine_type: a2-highgpu-1g, accelerator_type: NVIDIA_TESLA_A100, "
-     "accelerator_count: 1, tpu_topology: 2x2}}", "vertex.train.profiles.x"),
-    ("vertex.train.profiles={x: {machine_type: cloud-tpu, accelerator_type: TPU_V3}}", "vertex.train.profiles.x"),
-    ("vertex.reserved_ip_ranges=[r1]", "vertex"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("vertex.train.machine=tpu-v9", "vertex.train"),
+        ("vertex.train.timeout=1h", "vertex.train.timeout"),
+        ("vertex.labels={Team: nlp}", "vertex"),
+        ("vertex.pipeline_root=/tmp/root", "vertex.pipeline_root"),
+        (
+            "vertex.train.profiles={x: {machine_type: a2-highgpu-1g, accelerator_type: NVIDIA_TESLA_A100, "
+            "accelerator_count: 1, tpu_topology: 2x2}}",
+            "vertex.train.profiles.x",
+        ),
+        ("vertex.train.profiles={x: {machine_type: cloud-tpu, accelerator_type: TPU_V3}}", "vertex.train.profiles.x"),
+        ("vertex.reserved_ip_ranges=[r1]", "vertex"),
+    ],
+)
 def test_bad_vertex_settings_name_the_key(override, key):
     with pytest.raises(ConfigError, match=rf": {re.escape(key)}[.:]"):
         load_config(CONFIG_DIR / "banglasenti.yaml", [override])
@@ -142,7 +170,9 @@ def test_raw_data_is_imported_as_a_lineage_node_whatever_the_compiled_uri(tmp_pa
     spec = compiled(tmp_path, [f"data.uri={uri}"])
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["prepare"]["inputs"]["artifacts"]["raw_data"]["taskOutputArtifact"] == {
-        "outputArtifactKey": "artifact", "producerTask": "importer"}
+        "outputArtifactKey": "artifact",
+        "producerTask": "importer",
+    }
     importer = spec["deploymentSpec"]["executors"]["exec-importer"]["importer"]
     assert importer["artifactUri"] == {"runtimeParameter": "uri"}
     assert tasks["importer"]["inputs"]["parameters"]["uri"] == {"componentInputParameter": "data_uri"}
@@ -166,8 +196,9 @@ def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, over
     from pipelines.smoke import build_smoke_pipeline
     from pipelines.sweep import build_sweep_pipeline
 
-    cfg = load_config(CONFIG_DIR / "banglasenti.yaml",
-                      [*IMAGES, "vertex.cpu_steps.retries=3", "vertex.train.retries=2", *overrides])
+    cfg = load_config(
+        CONFIG_DIR / "banglasenti.yaml", [*IMAGES, "vertex.cpu_steps.retries=3", "vertex.train.retries=2", *overrides]
+    )
     if variant == "main":
         spec = compiled(tmp_path, ["vertex.cpu_steps.retries=3", "vertex.train.retries=2", *overrides])
     else:
@@ -194,9 +225,13 @@ def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, over
             container = executor["container"]
             assert container["image"] == cfg.pipeline.cpu_image, name
             assert (container["resources"]["resourceCpuLimit"], container["resources"]["resourceMemoryLimit"]) == (
-                "8", "32G"), name
-            assert {e["name"]: e["value"] for e in container["env"]} == {GIT_COMMIT_ENV: git_commit(),
-                                                                       IMAGE_ENV: cfg.pipeline.cpu_image}, name
+                "8",
+                "32G",
+            ), name
+            assert {e["name"]: e["value"] for e in container["env"]} == {
+                GIT_COMMIT_ENV: git_commit(),
+                IMAGE_ENV: cfg.pipeline.cpu_image,
+            }, name
             assert task["retryPolicy"]["maxRetryCount"] == 3, name
     expected_cpu = {"prepare", "base-model", "tokenize"}
     if variant != "smoke":
@@ -212,8 +247,11 @@ def training_task_inputs(spec: dict) -> dict:
     out = {}
     for name, task, component in dag_tasks(spec):
         if name.startswith("train-"):
-            out[name] = {"inputs": task["inputs"], "component": component,
-                         "executor": spec["deploymentSpec"]["executors"][component["executorLabel"]]}
+            out[name] = {
+                "inputs": task["inputs"],
+                "component": component,
+                "executor": spec["deploymentSpec"]["executors"][component["executorLabel"]],
+            }
     return out
 
 
@@ -229,8 +267,10 @@ def test_identical_configs_give_identical_training_cache_keys(tmp_path):
     assert not PER_RUN.search(json.dumps(first))
     changed = training_task_inputs(compiled(tmp_path / "c", ["train.warmup_ratio=0.1"]))
     for step in first:
-        old, new = (t[step]["inputs"]["parameters"]["base_output_directory"]["runtimeValue"]["constant"]
-                    for t in (first, changed))
+        old, new = (
+            t[step]["inputs"]["parameters"]["base_output_directory"]["runtimeValue"]["constant"]
+            for t in (first, changed)
+        )
         assert old != new and old.rsplit("/", 1)[0] == new.rsplit("/", 1)[0], step
 
 
@@ -259,8 +299,9 @@ def vertex_api(gcs_emulator, monkeypatch):
 
     client = gcs_client()
     found = client.lookup_bucket("cache-bucket") or client.create_bucket("cache-bucket")
-    monkeypatch.setattr(resource_manager_utils, "get_project_number",
-                        lambda project_id, credentials=None: str(found.project_number))
+    monkeypatch.setattr(
+        resource_manager_utils, "get_project_number", lambda project_id, credentials=None: str(found.project_number)
+    )
     with running() as state:
         yield state
 
@@ -271,8 +312,17 @@ def test_two_submissions_send_identical_training_task_inputs(vertex_api, capfd):
     are identical, so the second run reuses the first one's training (and resumes it if it failed)."""
     from pipelines.submit import main
 
-    args = ["--project", "proj", "--region", "us-central1", "--staging-bucket", "gs://cache-bucket",
-            *[a for image in IMAGES for a in ("--set", image)], "--api-endpoint", vertex_api.url]
+    args = [
+        "--project",
+        "proj",
+        "--region",
+        "us-central1",
+        "--staging-bucket",
+        "gs://cache-bucket",
+        *[a for image in IMAGES for a in ("--set", image)],
+        "--api-endpoint",
+        vertex_api.url,
+    ]
     for _ in range(2):
         assert main(args) == 0, capfd.readouterr().err
     first, second = (training_task_inputs(r.body["pipelineSpec"]) for r in vertex_api.created_jobs())
@@ -328,8 +378,10 @@ def test_a_shared_checkpoint_location_keys_each_run_by_its_identity(tmp_path):
     assert latest_valid_checkpoint(first) == ckpt
     # other data (a run with --param data_uri=...) or another setting: a location of its own, nothing refused
     _, other_tok = identity_inputs(tmp_path / "other", b"other tokens")
-    for other in (run_identity("lora", {"train": {"epochs": 2}}, base, other_tok),
-                  run_identity("lora", {"train": {"epochs": 3}}, base, tok)):
+    for other in (
+        run_identity("lora", {"train": {"epochs": 2}}, base, other_tok),
+        run_identity("lora", {"train": {"epochs": 3}}, base, tok),
+    ):
         location = run_checkpoint_dir(root, other, shared=True)
         assert location.parent == root and location != first and latest_valid_checkpoint(location) is None
         remove_checkpoints(location)
@@ -359,8 +411,9 @@ def test_an_unshared_location_is_used_directly_until_another_run_holds_it(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monkeypatch, fast_cfg, base_dir,
-                                                                  tokenized_dir):
+def test_a_resubmitted_training_job_resumes_from_its_checkpoints(
+    tmp_path, monkeypatch, fast_cfg, base_dir, tokenized_dir
+):
     """A training job stopped mid-run (preempted), then the same job of a resubmitted run: it resumes from the
     first job's checkpoint; a job with other inputs in the same directory starts afresh beside it."""
     from components.checkpoints import Interrupted, latest_valid_checkpoint
@@ -372,12 +425,23 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
     ckpt_root = Path(os.environ["AIP_CHECKPOINT_DIR"]) / "lora"
     overrides = {"train.checkpoint_steps": 0, "train.epochs": 1}
     with pytest.raises(Interrupted):
-        train_model("lora", fast_cfg.with_overrides(overrides), base_dir, tokenized_dir, tmp_path / "a",
-                    callbacks=[sigterm_at_step(3)])
+        train_model(
+            "lora",
+            fast_cfg.with_overrides(overrides),
+            base_dir,
+            tokenized_dir,
+            tmp_path / "a",
+            callbacks=[sigterm_at_step(3)],
+        )
     [run_dir] = ckpt_root.iterdir()  # a sub-location keyed by the run's identity, never the shared root
     assert run_dir.name.startswith("run-") and latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"
-    other = train_model("lora", fast_cfg.with_overrides({**overrides, "train.lora_learning_rate": 1e-3}), base_dir,
-                        tokenized_dir, tmp_path / "b")
+    other = train_model(
+        "lora",
+        fast_cfg.with_overrides({**overrides, "train.lora_learning_rate": 1e-3}),
+        base_dir,
+        tokenized_dir,
+        tmp_path / "b",
+    )
     assert other["resumed_from_step"] == 0  # another run's checkpoints are not taken, nor is it refused
     assert latest_valid_checkpoint(run_dir) == run_dir / "checkpoint-4"  # and it leaves them alone
     resumed = train_model("lora", fast_cfg.with_overrides(overrides), base_dir, tokenized_dir, tmp_path / "c")
@@ -389,8 +453,11 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(tmp_path, monke
 def test_no_credential_or_secret_in_the_spec(tmp_path, monkeypatch):
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps({"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE"}))
-    secrets = {"GOOGLE_APPLICATION_CREDENTIALS": str(key_file), "HF_TOKEN": "hf_secretTOKEN123456",
-               "GOOGLE_CLOUD_ACCESS_TOKEN": "ya29.a0secret-token-value"}
+    secrets = {
+        "GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
+        "HF_TOKEN": "hf_secretTOKEN123456",
+        "GOOGLE_CLOUD_ACCESS_TOKEN": "ya29.a0secret-token-value",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     text = (compile_pipeline(CONFIG_DIR / "banglasenti.yaml", tmp_path / "p.yaml", "vertex", IMAGES)).read_text()

@@ -27,9 +27,14 @@ pytestmark = pytest.mark.xla
 
 EPOCHS = 2
 SHARDED = "{devices=[2,1]0,1}"  # dimension 0 split over devices 0 and 1, the other dimension whole
-OVERRIDES = {**FAST_OVERRIDES, "train.epochs": EPOCHS, "train.batch_size": 8, "train.eval_batch_size": 16,
-             # Checkpoints at epoch ends only: a mid-epoch checkpoint is a device-to-host copy in the step loop.
-             "train.checkpoint_steps": 0}
+OVERRIDES = {
+    **FAST_OVERRIDES,
+    "train.epochs": EPOCHS,
+    "train.batch_size": 8,
+    "train.eval_batch_size": 16,
+    # Checkpoints at epoch ends only: a mid-epoch checkpoint is a device-to-host copy in the step loop.
+    "train.checkpoint_steps": 0,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -39,16 +44,35 @@ def _needs_torch_xla():
 
 def train_command(mode: str, base_dir, tokenized_dir, out_dir, **overrides) -> list[str]:
     sets = [arg for key, value in {**OVERRIDES, **overrides}.items() for arg in ("--set", f"{key}={value}")]
-    return [sys.executable, "-m", "components.train", "--mode", mode, "--config", str(ROOT / "configs" / "local.yaml"),
-            *sets, "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--mode",
+        mode,
+        "--config",
+        str(ROOT / "configs" / "local.yaml"),
+        *sets,
+        "--base-model",
+        str(base_dir),
+        "--tokenized",
+        str(tokenized_dir),
+        "--output-dir",
+        str(out_dir),
+    ]
 
 
 def train_on_xla(mode: str, base_dir, tokenized_dir, out_dir, own_parent: bool = False, **overrides) -> dict:
     """The real train component in a fresh process on XLA's CPU backend (TPU branch); returns its summary.
     `own_parent`: out_dir's parent holds only this run's output, checkpoints and compile cache (then a run that
     XLA's CPU runtime crashes is run once more from nothing: tests/support/xla_process.py)."""
-    done = run_on_xla(train_command(mode, base_dir, tokenized_dir, out_dir, **overrides), xla_env(), cwd=ROOT,
-                      timeout=1800, rerun_after_crash=[out_dir.parent] if own_parent else None)
+    done = run_on_xla(
+        train_command(mode, base_dir, tokenized_dir, out_dir, **overrides),
+        xla_env(),
+        cwd=ROOT,
+        timeout=1800,
+        rerun_after_crash=[out_dir.parent] if own_parent else None,
+    )
     assert done.returncode == 0, failure_tail(done)
     return json.loads((out_dir / "training_summary.json").read_text())
 
@@ -59,8 +83,16 @@ def xla_trained(base_dir, tokenized_dir, tmp_path_factory):
     (model_dir, summary)."""
 
     def get(mode: str, packing: bool = True):
-        out = built_once(tmp_path_factory, f"xla-{mode}-{packing}", lambda root: train_on_xla(
-            mode, base_dir, tokenized_dir, root / mode, own_parent=True, **{"tokenize.packing": packing})) / mode
+        out = (
+            built_once(
+                tmp_path_factory,
+                f"xla-{mode}-{packing}",
+                lambda root: train_on_xla(
+                    mode, base_dir, tokenized_dir, root / mode, own_parent=True, **{"tokenize.packing": packing}
+                ),
+            )
+            / mode
+        )
         return out, json.loads((out / "training_summary.json").read_text())
 
     return get
@@ -89,8 +121,9 @@ def bf16_exact(values: np.ndarray) -> np.ndarray:
 BASELINE_RUN = pytest.mark.xdist_group("xla-baseline-run")
 
 
-@pytest.mark.parametrize(("mode", "packing"), [("lora", False), ("lora", True),
-                                               pytest.param("baseline", True, marks=BASELINE_RUN)])
+@pytest.mark.parametrize(
+    ("mode", "packing"), [("lora", False), ("lora", True), pytest.param("baseline", True, marks=BASELINE_RUN)]
+)
 def test_data_parallel_training_with_static_shapes(mode, packing, xla_trained, tokenized_dir):
     model_dir, summary = xla_trained(mode, packing)
 
@@ -139,7 +172,7 @@ def test_small_updates_survive(xla_trained, base_dir):
     import torch
 
     model_dir, summary = xla_trained("baseline")
-    assert 3 * summary["learning_rate"] < 2.0 ** -9  # Adam's step (<~3 lr) under half the bf16 spacing in [0.5, 1)
+    assert 3 * summary["learning_rate"] < 2.0**-9  # Adam's step (<~3 lr) under half the bf16 spacing in [0.5, 1)
     trained, base = float32_tensors(model_dir), float32_tensors(base_dir)
     gains = [k for k in trained if "LayerNorm.weight" in k]
     assert gains
@@ -234,8 +267,13 @@ print("RESULT " + json.dumps(result))
 def test_packed_rows_give_each_texts_logits_on_xla(base_dir, tokenized_dir):
     """On XLA's CPU backend, a packed batch (two rows of texts and an empty filler row) gives the logits of each
     text run alone, for the base model and with LoRA adapters."""
-    done = run_on_xla([sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir)],
-                      xla_env(tpu_branch=False), cwd=ROOT, timeout=900, rerun_after_crash=[])  # writes nothing
+    done = run_on_xla(
+        [sys.executable, "-c", PACKED_VS_ALONE, str(base_dir), str(tokenized_dir)],
+        xla_env(tpu_branch=False),
+        cwd=ROOT,
+        timeout=900,
+        rerun_after_crash=[],
+    )  # writes nothing
     assert done.returncode == 0, failure_tail(done)
     results = json.loads(done.stdout.split("RESULT ")[-1])
     assert set(results) == {"baseline", "lora"}
@@ -247,12 +285,20 @@ def test_packed_rows_give_each_texts_logits_on_xla(base_dir, tokenized_dir):
 # The short checks last: the trainings above start first (make test-xla hands tests out in this order).
 def test_tpu_branch_mode_takes_accelerates_tpu_branch():
     """The mode's premise: with the hook, accelerate's bf16 mixed precision sets XLA_USE_BF16 as on a TPU."""
-    script = ("import os; from accelerate import Accelerator; Accelerator(mixed_precision='bf16'); "
-              "print(os.environ.get('XLA_USE_BF16'))")
+    script = (
+        "import os; from accelerate import Accelerator; Accelerator(mixed_precision='bf16'); "
+        "print(os.environ.get('XLA_USE_BF16'))"
+    )
     answers = []
     for tpu_branch in (True, False):
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(tpu_branch), capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=xla_env(tpu_branch),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         answers.append(done.stdout.strip().splitlines()[-1])
     assert answers == ["1", "None"]
@@ -261,8 +307,14 @@ def test_tpu_branch_mode_takes_accelerates_tpu_branch():
 def test_training_refuses_bf16_storage(base_dir, tokenized_dir, tmp_path):
     """The training command on XLA stops at once, in one line, with nothing written (XLA_DOWNCAST_BF16 too:
     tests/test_device.py)."""
-    done = subprocess.run(train_command("lora", base_dir, tokenized_dir, tmp_path / "out"), cwd=ROOT,
-                          env=xla_env(XLA_USE_BF16="1"), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        train_command("lora", base_dir, tokenized_dir, tmp_path / "out"),
+        cwd=ROOT,
+        env=xla_env(XLA_USE_BF16="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: RuntimeError: ") and "XLA_USE_BF16=1 is set" in last, last
@@ -270,11 +322,14 @@ def test_training_refuses_bf16_storage(base_dir, tokenized_dir, tmp_path):
 
 
 def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
-    script = ("import torch; from components.device import prepare_placement, shard_batches\n"
-              "prepare_placement(8, 16)\n"
-              "try:\n    shard_batches(torch.utils.data.DataLoader(list(range(4))))\n"
-              "except TypeError as err:\n    print('refused:', err)\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=xla_env(), capture_output=True, text=True,
-                          timeout=600)
+    script = (
+        "import torch; from components.device import prepare_placement, shard_batches\n"
+        "prepare_placement(8, 16)\n"
+        "try:\n    shard_batches(torch.utils.data.DataLoader(list(range(4))))\n"
+        "except TypeError as err:\n    print('refused:', err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=xla_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "refused: cannot shard the batches of a DataLoader under SPMD" in done.stdout

@@ -30,28 +30,42 @@ OUTS = ("out", "cache")
 def command(tmp_path, limit: int, sig: signal.Signals = signal.SIGSEGV) -> list[str]:
     for name in OUTS:
         (tmp_path / name / "stale").mkdir(parents=True, exist_ok=True)
-    return [sys.executable, "-c", CRASHES, str(tmp_path / "marks"), str(limit), str(int(sig)),
-            *(str(tmp_path / name) for name in OUTS)]
+    return [
+        sys.executable,
+        "-c",
+        CRASHES,
+        str(tmp_path / "marks"),
+        str(limit),
+        str(int(sig)),
+        *(str(tmp_path / name) for name in OUTS),
+    ]
 
 
 def test_a_crash_reruns_once_from_nothing_with_a_warning(tmp_path):
     with pytest.warns(XlaCpuCrash, match="(?s)SIGSEGV in .*ran it again from nothing.*Segmentation fault"):
-        done = run_on_xla(command(tmp_path, 1), {}, cwd=tmp_path, timeout=60,
-                          rerun_after_crash=[tmp_path / name for name in OUTS])
+        done = run_on_xla(
+            command(tmp_path, 1), {}, cwd=tmp_path, timeout=60, rerun_after_crash=[tmp_path / name for name in OUTS]
+        )
     assert done.returncode == 0, failure_tail(done)
     assert done.stdout.strip() == "[]"  # the crashed run's files and the stale directories were removed first
 
 
 def test_a_second_crash_fails(tmp_path):
     with pytest.warns(XlaCpuCrash):
-        done = run_on_xla(command(tmp_path, 2), {}, cwd=tmp_path, timeout=60,
-                          rerun_after_crash=[tmp_path / name for name in OUTS])
+        done = run_on_xla(
+            command(tmp_path, 2), {}, cwd=tmp_path, timeout=60, rerun_after_crash=[tmp_path / name for name in OUTS]
+        )
     assert failure_tail(done).startswith("killed by SIGSEGV")
 
 
 def test_another_signal_is_not_rerun(tmp_path, recwarn):
-    done = run_on_xla(command(tmp_path, 1, signal.SIGABRT), {}, cwd=tmp_path, timeout=60,
-                      rerun_after_crash=[tmp_path / name for name in OUTS])
+    done = run_on_xla(
+        command(tmp_path, 1, signal.SIGABRT),
+        {},
+        cwd=tmp_path,
+        timeout=60,
+        rerun_after_crash=[tmp_path / name for name in OUTS],
+    )
     assert failure_tail(done).startswith("killed by SIGABRT") and not recwarn.list
     assert (tmp_path / "out" / "partial").exists()
 
@@ -63,6 +77,7 @@ def test_no_rerun_where_the_outputs_are_not_its_own(tmp_path, recwarn):
 
 
 def test_other_failures_are_not_rerun(tmp_path, recwarn):
-    done = run_on_xla([sys.executable, "-c", "raise SystemExit(3)"], {}, cwd=tmp_path, timeout=60,
-                      rerun_after_crash=[tmp_path])
+    done = run_on_xla(
+        [sys.executable, "-c", "raise SystemExit(3)"], {}, cwd=tmp_path, timeout=60, rerun_after_crash=[tmp_path]
+    )
     assert failure_tail(done).startswith("exit status 3") and not recwarn.list

@@ -29,10 +29,27 @@ def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_cras
     overrides = {**FAST_OVERRIDES, "train.batch_size": 8, "train.eval_batch_size": 16, "tokenize.packing": True}
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
     done = run_on_xla(
-        [sys.executable, "-m", "components.smoke", "--config", str(ROOT / "configs" / "local.yaml"), *sets,
-         "--base-model", str(base_dir), "--tokenized", str(tokenized_dir), "--output-dir", str(out_dir),
-         "--steps", str(STEPS), *(arg for mode in modes for arg in ("--mode", mode))],
-        xla_env(tpu_branch=False), cwd=ROOT, timeout=1800, rerun_after_crash=rerun_after_crash,
+        [
+            sys.executable,
+            "-m",
+            "components.smoke",
+            "--config",
+            str(ROOT / "configs" / "local.yaml"),
+            *sets,
+            "--base-model",
+            str(base_dir),
+            "--tokenized",
+            str(tokenized_dir),
+            "--output-dir",
+            str(out_dir),
+            "--steps",
+            str(STEPS),
+            *(arg for mode in modes for arg in ("--mode", mode)),
+        ],
+        xla_env(tpu_branch=False),
+        cwd=ROOT,
+        timeout=1800,
+        rerun_after_crash=rerun_after_crash,
     )
     assert done.returncode == 0, failure_tail(done)
     assert (out_dir / "diagnostics.md").read_text().startswith(f"# Smoke run: {STEPS} steps per mode")
@@ -41,8 +58,12 @@ def smoke_on_xla(base_dir, tokenized_dir, out_dir, *modes: str, rerun_after_cras
 
 def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_path):
     pytest.importorskip("torch_xla", reason="torch_xla is installed in the XLA environment only: make test-xla")
-    first = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "first",
-                         rerun_after_crash=[tmp_path / "first", tmp_path / "xla-compile-cache"])
+    first = smoke_on_xla(
+        base_dir,
+        tokenized_dir,
+        tmp_path / "first",
+        rerun_after_crash=[tmp_path / "first", tmp_path / "xla-compile-cache"],
+    )
     for mode, run in first["runs"].items():
         assert run["device_kind"] == "xla" and run["device_type"] == "CPU" and run["device_count"] == DEVICES
         assert run["mesh"] == {"shape": [DEVICES], "axis_names": ["data"], "device_ids": list(range(DEVICES))}
@@ -64,8 +85,9 @@ def test_smoke_diagnostics_and_the_compile_cache(base_dir, tokenized_dir, tmp_pa
     assert entries >= sum(run["graphs_compiled"] for run in first["runs"].values())
 
     # The same run again: every graph is found in the cache and none is stored anew.
-    second = smoke_on_xla(base_dir, tokenized_dir, tmp_path / "second", "lora",
-                          rerun_after_crash=[tmp_path / "second"])  # it stores no graph: the cache stays
+    second = smoke_on_xla(
+        base_dir, tokenized_dir, tmp_path / "second", "lora", rerun_after_crash=[tmp_path / "second"]
+    )  # it stores no graph: the cache stays
     again, before = second["runs"]["lora"], first["runs"]["lora"]
     keys = ("graphs_compiled", "xla_graphs", "persistent_cache")
     print(json.dumps({"without cache": {k: before[k] for k in keys}, "with cache": {k: again[k] for k in keys}}))

@@ -49,8 +49,14 @@ def _check_rename(src, dst, src_dir_fd=None, dst_dir_fd=None) -> None:
     if src_root != dst_root:
         raise OSError(errno.EXDEV, "Invalid cross-device link (Cloud Storage FUSE mount boundary)", src, None, dst)
     if os.path.isdir(src) and not os.path.islink(src) and os.listdir(src):
-        raise OSError(errno.EMFILE, "Too many open files (Cloud Storage FUSE cannot rename a non-empty directory: "
-                                    "too many objects to be renamed)", src, None, dst)
+        raise OSError(
+            errno.EMFILE,
+            "Too many open files (Cloud Storage FUSE cannot rename a non-empty directory: "
+            "too many objects to be renamed)",
+            src,
+            None,
+            dst,
+        )
 
 
 def install() -> None:
@@ -69,8 +75,9 @@ def install() -> None:
 
     def fuse_link(src, dst, *, src_dir_fd=None, dst_dir_fd=None, follow_symlinks=True):
         if src_dir_fd is None and dst_dir_fd is None and (_root_of(src) or _root_of(dst)):
-            raise OSError(errno.ENOSYS, "Function not implemented (Cloud Storage FUSE has no hard links)", src, None,
-                          dst)
+            raise OSError(
+                errno.ENOSYS, "Function not implemented (Cloud Storage FUSE has no hard links)", src, None, dst
+            )
         return link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=follow_symlinks)
 
     for patched, original in ((fuse_rename, rename), (fuse_replace, replace), (fuse_link, link)):

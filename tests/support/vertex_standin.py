@@ -44,26 +44,56 @@ STORE = PARENT + r"/metadataStores/default"
 MODEL = PARENT + r"/models/(?P<model>[^/:@]+)(?:@(?P<version>[^/:]+))?"
 # The REST client polls a long-running operation under /ui/ (the first http rule of GetOperation that matches).
 OPERATION = r"/(?:v1|ui)/(?P<operation>projects/[^/]+/locations/[^/]+/(?:models/[^/:@]+/)?operations/[^/:]+)"
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429,
-               "FAILED_PRECONDITION": 400}
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+}
 CLASSIFICATION_SCHEMA = "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
 # Fields of the classification metrics schema (REST reference: SchemaModelevaluationMetrics...).
 CLASSIFICATION_FIELDS = frozenset({"auPrc", "auRoc", "logLoss", "confidenceMetrics", "confusionMatrix"})
-CONFIDENCE_FIELDS = frozenset({
-    "confidenceThreshold", "maxPredictions", "recall", "precision", "falsePositiveRate", "f1Score", "f1ScoreMicro",
-    "f1ScoreMacro", "recallAt1", "precisionAt1", "falsePositiveRateAt1", "f1ScoreAt1", "truePositiveCount",
-    "falsePositiveCount", "falseNegativeCount", "trueNegativeCount", "confusionMatrix"})
+CONFIDENCE_FIELDS = frozenset(
+    {
+        "confidenceThreshold",
+        "maxPredictions",
+        "recall",
+        "precision",
+        "falsePositiveRate",
+        "f1Score",
+        "f1ScoreMicro",
+        "f1ScoreMacro",
+        "recallAt1",
+        "precisionAt1",
+        "falsePositiveRateAt1",
+        "f1ScoreAt1",
+        "truePositiveCount",
+        "falsePositiveCount",
+        "falseNegativeCount",
+        "trueNegativeCount",
+        "confusionMatrix",
+    }
+)
 CONFUSION_FIELDS = frozenset({"annotationSpecs", "rows"})
 ALIAS = re.compile(r"[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]")
 # What Vertex AI records for a model served by a custom container.
-CUSTOM_CONTAINER_FORMATS = {"supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
-                            "supportedInputStorageFormats": ["jsonl", "bigquery", "csv", "tf-record", "tf-record-gzip",
-                                                             "file-list"],
-                            "supportedOutputStorageFormats": ["jsonl", "bigquery"]}
+CUSTOM_CONTAINER_FORMATS = {
+    "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
+    "supportedInputStorageFormats": ["jsonl", "bigquery", "csv", "tf-record", "tf-record-gzip", "file-list"],
+    "supportedOutputStorageFormats": ["jsonl", "bigquery"],
+}
 NOW = "2026-01-01T00:00:00Z"
 PROJECT_NUMBER = "123456789012"
-ENABLED_APIS = frozenset({"aiplatform.googleapis.com", "storage.googleapis.com", "artifactregistry.googleapis.com",
-                          "cloudresourcemanager.googleapis.com", "cloudbuild.googleapis.com"})
+ENABLED_APIS = frozenset(
+    {
+        "aiplatform.googleapis.com",
+        "storage.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "cloudresourcemanager.googleapis.com",
+        "cloudbuild.googleapis.com",
+    }
+)
 
 
 @dataclass
@@ -164,8 +194,10 @@ def check_classification_metrics(metrics: Any, where: str) -> None:
 
 def check_evaluation(evaluation: dict, where: str) -> None:
     if evaluation.get("metricsSchemaUri") != CLASSIFICATION_SCHEMA:
-        raise Invalid(f"{where}.metrics_schema_uri: the stand-in knows only {CLASSIFICATION_SCHEMA}, got "
-                      f"{evaluation.get('metricsSchemaUri')!r}")
+        raise Invalid(
+            f"{where}.metrics_schema_uri: the stand-in knows only {CLASSIFICATION_SCHEMA}, got "
+            f"{evaluation.get('metricsSchemaUri')!r}"
+        )
     check_classification_metrics(evaluation.get("metrics"), f"{where}.metrics")
 
 
@@ -195,28 +227,50 @@ class VertexStandIn:
 
     def handle(self, method: str, path: str, query: dict[str, list[str]], body: dict) -> tuple[int, dict]:
         self.requests.append(Request(method, path, query, body))
-        routes = [("create_job", "POST", PARENT + r"/pipelineJobs", self._create_job),
-                  ("get_job", "GET", PARENT + r"/pipelineJobs/(?P<job>[^/:]+)", self._get_job),
-                  ("get_store", "GET", STORE, lambda m, q, b: (200, {"name": path.removeprefix("/v1/")})),
-                  ("create_context", "POST", STORE + r"/contexts", self._create_context),
-                  ("get_context", "GET", STORE + r"/contexts/(?P<context>[^/:]+)", self._get_context),
-                  ("add_context_children", "POST", STORE + r"/contexts/(?P<context>[^/:]+):addContextChildren",
-                   self._add_context_children),
-                  ("batch_get_services", "GET", r"/v1/projects/(?P<project>[^/]+)/services:batchGet",
-                   self._batch_get_services),
-                  ("upload_model", "POST", PARENT + r"/models:upload", self._upload_model),
-                  ("get_operation", "GET", OPERATION, self._get_operation),
-                  ("list_models", "GET", PARENT + r"/models", self._list_models),
-                  ("get_model", "GET", MODEL, self._get_model),
-                  ("merge_version_aliases", "POST", MODEL + r":mergeVersionAliases", self._merge_version_aliases),
-                  ("import_evaluation", "POST", MODEL + r"/evaluations:import", self._import_evaluation),
-                  ("list_evaluations", "GET", MODEL + r"/evaluations", self._list_evaluations),
-                  ("import_slices", "POST", MODEL + r"/evaluations/(?P<evaluation>[^/:]+)/slices:batchImport",
-                   self._import_slices),
-                  ("create_batch_prediction_job", "POST", PARENT + r"/batchPredictionJobs",
-                   self._create_batch_prediction_job),
-                  ("get_batch_prediction_job", "GET", PARENT + r"/batchPredictionJobs/(?P<job>[^/:]+)",
-                   self._get_batch_prediction_job)]
+        routes = [
+            ("create_job", "POST", PARENT + r"/pipelineJobs", self._create_job),
+            ("get_job", "GET", PARENT + r"/pipelineJobs/(?P<job>[^/:]+)", self._get_job),
+            ("get_store", "GET", STORE, lambda m, q, b: (200, {"name": path.removeprefix("/v1/")})),
+            ("create_context", "POST", STORE + r"/contexts", self._create_context),
+            ("get_context", "GET", STORE + r"/contexts/(?P<context>[^/:]+)", self._get_context),
+            (
+                "add_context_children",
+                "POST",
+                STORE + r"/contexts/(?P<context>[^/:]+):addContextChildren",
+                self._add_context_children,
+            ),
+            (
+                "batch_get_services",
+                "GET",
+                r"/v1/projects/(?P<project>[^/]+)/services:batchGet",
+                self._batch_get_services,
+            ),
+            ("upload_model", "POST", PARENT + r"/models:upload", self._upload_model),
+            ("get_operation", "GET", OPERATION, self._get_operation),
+            ("list_models", "GET", PARENT + r"/models", self._list_models),
+            ("get_model", "GET", MODEL, self._get_model),
+            ("merge_version_aliases", "POST", MODEL + r":mergeVersionAliases", self._merge_version_aliases),
+            ("import_evaluation", "POST", MODEL + r"/evaluations:import", self._import_evaluation),
+            ("list_evaluations", "GET", MODEL + r"/evaluations", self._list_evaluations),
+            (
+                "import_slices",
+                "POST",
+                MODEL + r"/evaluations/(?P<evaluation>[^/:]+)/slices:batchImport",
+                self._import_slices,
+            ),
+            (
+                "create_batch_prediction_job",
+                "POST",
+                PARENT + r"/batchPredictionJobs",
+                self._create_batch_prediction_job,
+            ),
+            (
+                "get_batch_prediction_job",
+                "GET",
+                PARENT + r"/batchPredictionJobs/(?P<job>[^/:]+)",
+                self._get_batch_prediction_job,
+            ),
+        ]
         for name, verb, pattern, answer in routes:
             if method == verb and (m := re.fullmatch(pattern, path)):
                 if name in self.fail:
@@ -238,16 +292,18 @@ class VertexStandIn:
         job["_polls"] = polls + 1
         # Once running, the service has made the run's context in the metadata store (Experiments use it).
         store = f"projects/{m['project']}/locations/{m['location']}/metadataStores/default"
-        job["jobDetail"] = {"pipelineRunContext": {"name": f"{store}/contexts/{m['job']}",
-                                                   "schemaTitle": "system.PipelineRun"}}
+        job["jobDetail"] = {
+            "pipelineRunContext": {"name": f"{store}/contexts/{m['job']}", "schemaTitle": "system.PipelineRun"}
+        }
         return 200, {k: v for k, v in job.items() if k != "_polls"}
 
     def _create_context(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
         from google.cloud import aiplatform_v1
 
         parse_message(aiplatform_v1.Context, body, "context")
-        name = f"projects/{m['project']}/locations/{m['location']}/metadataStores/default/contexts/" \
-               f"{query['contextId'][0]}"
+        name = (
+            f"projects/{m['project']}/locations/{m['location']}/metadataStores/default/contexts/{query['contextId'][0]}"
+        )
         self.contexts[name] = {**body, "name": name}
         return 200, self.contexts[name]
 
@@ -276,10 +332,14 @@ class VertexStandIn:
         for name in query.get("names", []):
             api = name.rsplit("/", 1)[-1]
             parent = f"projects/{PROJECT_NUMBER}"  # the service answers with the project's number
-            services.append({"name": f"{parent}/services/{api}", "parent": parent,
-                             "state": "ENABLED" if api in self.enabled_apis else "DISABLED"})
+            services.append(
+                {
+                    "name": f"{parent}/services/{api}",
+                    "parent": parent,
+                    "state": "ENABLED" if api in self.enabled_apis else "DISABLED",
+                }
+            )
         return 200, {"services": services}
-
 
     # Model Registry -------------------------------------------------------------------------------------------
 
@@ -334,15 +394,30 @@ class VertexStandIn:
         if "default" in aliases:
             for other in versions.values():
                 other["versionAliases"] = [a for a in other["versionAliases"] if a != "default"]
-        versions[version_id] = {**model, **CUSTOM_CONTAINER_FORMATS, "name": name, "versionId": version_id,
-                                "versionAliases": aliases, "createTime": NOW, "versionCreateTime": NOW,
-                                "versionUpdateTime": NOW}
+        versions[version_id] = {
+            **model,
+            **CUSTOM_CONTAINER_FORMATS,
+            "name": name,
+            "versionId": version_id,
+            "versionAliases": aliases,
+            "createTime": NOW,
+            "versionCreateTime": NOW,
+            "versionUpdateTime": NOW,
+        }
         op = f"{name}/operations/{len(self.operations) + 1}"
-        self.operations[op] = {"name": op, "done": True, "response": {
-            "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse", "model": name,
-            "modelVersionId": version_id}}
-        return 200, {"name": op, "metadata": {
-            "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelOperationMetadata"}}
+        self.operations[op] = {
+            "name": op,
+            "done": True,
+            "response": {
+                "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse",
+                "model": name,
+                "modelVersionId": version_id,
+            },
+        }
+        return 200, {
+            "name": op,
+            "metadata": {"@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelOperationMetadata"},
+        }
 
     def _get_operation(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
         name = m["operation"]
@@ -354,7 +429,7 @@ class VertexStandIn:
         text = query.get("filter", [""])[0]
         wanted = re.fullmatch(r'display_name="([^"]*)"', text)
         if text and not wanted:
-            raise Invalid(f"the stand-in filters only on display_name=\"...\", got {text!r}")
+            raise Invalid(f'the stand-in filters only on display_name="...", got {text!r}')
         parent = f"projects/{m['project']}/locations/{m['location']}/models/"
         found = [self.version(name) for name in self.models if name.startswith(parent)]
         return 200, {"models": [v for v in found if not wanted or v["displayName"] == wanted[1]]}
@@ -373,8 +448,9 @@ class VertexStandIn:
                 raise Invalid(f"version_aliases: {alias!r} does not match [-]{ALIAS.pattern}")
             if alias.startswith("-"):
                 if bare == "default":
-                    return _error("FAILED_PRECONDITION", "the default alias cannot be removed; move it to another "
-                                  "version instead")
+                    return _error(
+                        "FAILED_PRECONDITION", "the default alias cannot be removed; move it to another version instead"
+                    )
                 target["versionAliases"] = [a for a in target["versionAliases"] if a != bare]
                 continue
             for other in self.models[name].values():  # an alias names one version at a time
@@ -402,10 +478,12 @@ class VertexStandIn:
     def _import_slices(self, m: re.Match, query: dict, body: dict) -> tuple[int, dict]:
         from google.cloud import aiplatform_v1
 
-        parse_message(aiplatform_v1.BatchImportModelEvaluationSlicesRequest, body,
-                      "batch_import_model_evaluation_slices_request")
-        evaluation_name = f"projects/{m['project']}/locations/{m['location']}/models/{m['model']}/evaluations/" \
-                          f"{m['evaluation']}"
+        parse_message(
+            aiplatform_v1.BatchImportModelEvaluationSlicesRequest, body, "batch_import_model_evaluation_slices_request"
+        )
+        evaluation_name = (
+            f"projects/{m['project']}/locations/{m['location']}/models/{m['model']}/evaluations/{m['evaluation']}"
+        )
         evaluation = next((e for es in self.evaluations.values() for e in es if e["name"] == evaluation_name), None)
         if evaluation is None:
             return _error("NOT_FOUND", f"ModelEvaluation {evaluation_name} not found")
@@ -416,8 +494,10 @@ class VertexStandIn:
             check_evaluation(one, f"model_evaluation_slices[{i}]")
             spec = one.get("slice", {})
             if spec.get("dimension") == "annotationSpec" and spec.get("value") not in classes:
-                raise Invalid(f"model_evaluation_slices[{i}].slice.value {spec.get('value')!r} is not an annotation "
-                              f"spec of the evaluation ({classes})")
+                raise Invalid(
+                    f"model_evaluation_slices[{i}].slice.value {spec.get('value')!r} is not an annotation "
+                    f"spec of the evaluation ({classes})"
+                )
             stored = {**one, "name": f"{evaluation_name}/slices/{len(self.slices.get(evaluation_name, [])) + 1}"}
             self.slices.setdefault(evaluation_name, []).append(stored)
             names.append(stored["name"])
@@ -435,21 +515,28 @@ class VertexStandIn:
         model = self.version(model_name, version or None)
         source, out = body.get("inputConfig", {}), body.get("outputConfig", {})
         if source.get("instancesFormat") not in model["supportedInputStorageFormats"]:
-            raise Invalid(f"input_config.instances_format {source.get('instancesFormat')!r} is not one of the model's "
-                          f"{model['supportedInputStorageFormats']}")
+            raise Invalid(
+                f"input_config.instances_format {source.get('instancesFormat')!r} is not one of the model's "
+                f"{model['supportedInputStorageFormats']}"
+            )
         uris = source.get("gcsSource", {}).get("uris", [])
         if not uris or not all(u.startswith("gs://") for u in uris):
             raise Invalid(f"input_config.gcs_source.uris must be gs:// URIs, got {uris}")
         if out.get("predictionsFormat") not in model["supportedOutputStorageFormats"]:
-            raise Invalid(f"output_config.predictions_format {out.get('predictionsFormat')!r} is not one of the "
-                          f"model's {model['supportedOutputStorageFormats']}")
+            raise Invalid(
+                f"output_config.predictions_format {out.get('predictionsFormat')!r} is not one of the "
+                f"model's {model['supportedOutputStorageFormats']}"
+            )
         prefix = out.get("gcsDestination", {}).get("outputUriPrefix", "")
         if not prefix.startswith("gs://"):
             raise Invalid(f"output_config.gcs_destination.output_uri_prefix must be gs://, got {prefix!r}")
-        if "AUTOMATIC_RESOURCES" not in model["supportedDeploymentResourcesTypes"] and \
-                not body.get("dedicatedResources", {}).get("machineSpec", {}).get("machineType"):
-            raise Invalid("dedicated_resources.machine_spec.machine_type is required: the model does not support "
-                          "automatic resources")
+        if "AUTOMATIC_RESOURCES" not in model["supportedDeploymentResourcesTypes"] and not body.get(
+            "dedicatedResources", {}
+        ).get("machineSpec", {}).get("machineType"):
+            raise Invalid(
+                "dedicated_resources.machine_spec.machine_type is required: the model does not support "
+                "automatic resources"
+            )
         job_id = str(len(self.batch_jobs) + 1)
         name = f"projects/{m['project']}/locations/{m['location']}/batchPredictionJobs/{job_id}"
         self.batch_jobs[job_id] = {**body, "name": name, "state": "JOB_STATE_PENDING", "createTime": NOW}

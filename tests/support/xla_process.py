@@ -52,8 +52,14 @@ def empty_directory(path: Path) -> None:
             child.unlink()
 
 
-def run_on_xla(cmd: Sequence[str], env: dict[str, str], *, cwd: Path, timeout: float,
-               rerun_after_crash: Sequence[Path] | None = None) -> subprocess.CompletedProcess[str]:
+def run_on_xla(
+    cmd: Sequence[str],
+    env: dict[str, str],
+    *,
+    cwd: Path,
+    timeout: float,
+    rerun_after_crash: Sequence[Path] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run `cmd` (stdout and stderr captured); where it dies by SIGSEGV and `rerun_after_crash` names the
     directories it writes into (`[]`: none, its output is stdout), empty them, warn with the end of its stderr and
     run it once more. `None`: never run again."""
@@ -61,8 +67,13 @@ def run_on_xla(cmd: Sequence[str], env: dict[str, str], *, cwd: Path, timeout: f
     done = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != -signal.SIGSEGV or rerun_after_crash is None:
         return done
-    warnings.warn(XlaCpuCrash(f"SIGSEGV in `{shlex.join(map(str, cmd))[:300]}`; ran it again from nothing. "
-                              f"The end of its stderr:\n{done.stderr[-TAIL:]}"), stacklevel=2)
+    warnings.warn(
+        XlaCpuCrash(
+            f"SIGSEGV in `{shlex.join(map(str, cmd))[:300]}`; ran it again from nothing. "
+            f"The end of its stderr:\n{done.stderr[-TAIL:]}"
+        ),
+        stacklevel=2,
+    )
     for path in rerun_after_crash:
         empty_directory(path)
     return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -77,4 +88,3 @@ def failure_tail(done: subprocess.CompletedProcess[str]) -> str:
     else:
         how = f"exit status {done.returncode}"
     return f"{how}\n{done.stderr[-TAIL:]}"
-
