@@ -177,22 +177,13 @@ def test_xla_downcast_variables_are_refused(monkeypatch):
         refuse_xla_downcast()
 
 
-def save_tiny_encoder(path):
-    """A two-layer XLM-R encoder saved as a base-model directory (random weights, in memory in a second)."""
-    from transformers import XLMRobertaConfig, XLMRobertaModel
+def save_tiny_encoder(path, cfg):
+    """The configured tiny XLM-R encoder, random weights, saved as a base-model directory (in a second)."""
+    from transformers import XLMRobertaModel
 
-    config = XLMRobertaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=40,
-        type_vocab_size=1,
-        pad_token_id=1,
-        layer_norm_eps=1e-5,
-    )
-    XLMRobertaModel(config).save_pretrained(path)
+    from components.base_model import tiny_model_config
+
+    XLMRobertaModel(tiny_model_config(cfg.model.tiny, vocab_size=64)).save_pretrained(path)
     return path
 
 
@@ -213,7 +204,7 @@ def test_a_model_on_xla_trains_and_evaluates_without_hub_kernels(mode, fast_cfg,
         raise ValueError("Unsupported device type 'xla'")
 
     monkeypatch.setattr(modeling_utils, "kernelize", kernelize, raising=False)
-    model = build_model(mode, save_tiny_encoder(tmp_path / "base"), fast_cfg)
+    model = build_model(mode, save_tiny_encoder(tmp_path / "base", fast_cfg), fast_cfg)
     base = model.get_base_model() if mode == "lora" else model
     monkeypatch.setattr(type(base), "device", property(lambda self: torch.device("xla")))
     assert base.device.type == "xla"
