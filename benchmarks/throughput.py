@@ -5,15 +5,15 @@
 (a) original: every text padded to 256 tokens, fp32, batches in random order;
 (b) buckets: each text padded to the smallest bucket (32/64/128), batches grouped by length;
 (c) packed: batches of batch-size texts packed into rows of 128 tokens, at most `--slots` texts a row, as the
-    train component forms them over an epoch of all the texts (components/packing.py: epoch_units,
+    train component forms them over an epoch of all the texts (banglasenti/data/packing.py: epoch_units,
     train_rows_for), every batch in the epoch's fixed number of rows (as on XLA); the first examples/batch-size
     batches are timed;
 (b) and (c) in fp32 on the CPU and bf16 autocast on CUDA (a GPU measurement: the TPU's precision path is not what
 this times); each for full fine-tuning and for LoRA, at the same batch size in texts, through the train
-component's own code: the model built by components.training.build_model (the base loaded, LoRA wrapped with the
+component's own code: the model built by banglasenti.training.runner.build_model (the base loaded, LoRA wrapped with the
 default config), batches formed by its collators (BucketCollator, PackedCollator), and each optimizer step taken
-by its Trainer (components.trainer: training_step with its loss and autocast, then gradient clipping, the
-optimizer and the schedule of components.training.training_arguments: PyTorch's fused AdamW on CPU and CUDA), on
+by its Trainer (banglasenti.training.trainer: training_step with its loss and autocast, then gradient clipping, the
+optimizer and the schedule of banglasenti.training.runner.training_arguments: PyTorch's fused AdamW on CPU and CUDA), on
 the real xlm-roberta-base architecture
 (random initialisation, built offline: 12 layers, hidden 768, vocab 250,002) and real text lengths: the texts
 of ../shared/data/banglasenti/val.csv when present, else the project's sample, tokenized with a SentencePiece
@@ -128,7 +128,7 @@ def packed_batches(lengths: list[int], batch_size: int, slots: int, seed: int, c
     """The first `count` of the train component's packed batches of an epoch over all `lengths` (seed `seed`):
     batch_size texts each, in the fixed number of rows that holds every batch of the epoch."""
     sys.path.insert(0, str(ROOT))
-    from components.packing import epoch_order, epoch_units, train_rows_for
+    from banglasenti.data.packing import epoch_order, epoch_units, train_rows_for
 
     clipped = [min(n, PACKED_ROW) for n in lengths]
     rows = train_rows_for(clipped, batch_size, PACKED_ROW, slots, seed, 1)
@@ -175,15 +175,15 @@ def save_random_base(arch: dict[str, Any], seed: int, path: str) -> None:
 
 def project_trainer(job: dict[str, Any], device: str, output_dir: str) -> Any:
     """The train component's model and Trainer for this configuration: the base loaded and (lora) wrapped by
-    components.training.build_model, the project's Trainer class with its arguments (optimizer, learning rate,
-    schedule, weight decay, gradient clipping: components.training.training_arguments) and its optimizer."""
+    banglasenti.training.runner.build_model, the project's Trainer class with its arguments (optimizer, learning rate,
+    schedule, weight decay, gradient clipping: banglasenti.training.runner.training_arguments) and its optimizer."""
     import torch
 
-    from components.config import Config
-    from components.device import DeviceKind, Placement, Precision
-    from components.packing import PackedRows
-    from components.trainer import SentimentTrainer
-    from components.training import build_model, training_arguments
+    from banglasenti.config.schema import Config
+    from banglasenti.data.packing import PackedRows
+    from banglasenti.training.device import DeviceKind, Placement, Precision
+    from banglasenti.training.runner import build_model, training_arguments
+    from banglasenti.training.trainer import SentimentTrainer
 
     cfg = Config()
     mode: Literal["lora", "baseline"] = "lora" if job["mode"] == "lora" else "baseline"
@@ -227,8 +227,8 @@ def make_batch(spec: dict[str, Any], batch_size: int, vocab: int, device: str, r
     width (a short batch topped up with filler rows, as on XLA), or packed rows."""
     import torch
 
-    from components.collation import BucketCollator
-    from components.packing import PackedCollator
+    from banglasenti.data.collation import BucketCollator
+    from banglasenti.data.packing import PackedCollator
 
     pad = XLMR_BASE["pad_token_id"]
     if "packed" in spec:

@@ -8,60 +8,13 @@ and num_tokens (real tokens); metadata records the truncation rate and the paddi
 """
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components.config import SPLITS, Config, TokenizeConfig
-from components.encoding import load_tokenizer, tokenize_frame
-from components.kfp_support import lightweight_component
-from components.storage import committed_directory, read_parquet, sha256_file
-
-
-def tokenize_splits(
-    split_paths: Mapping[str, str | Path], model_dir: str | Path, cfg: TokenizeConfig, out_dir: str | Path
-) -> dict[str, Any]:
-    """Tokenize train/val/test into `out_dir` (committed once complete); returns the metadata."""
-    tokenizer = load_tokenizer(model_dir)
-    tokenizer_file = Path(model_dir) / "tokenizer.json"
-    meta: dict[str, Any] = {
-        "max_length": cfg.max_length,
-        "buckets": list(cfg.buckets),
-        "tokenizer_class": type(tokenizer).__name__,
-        "tokenizer_sha256": sha256_file(tokenizer_file) if tokenizer_file.exists() else "",
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    with committed_directory(out_dir) as tmp:
-        for name in SPLITS:
-            table, stats = tokenize_frame(read_parquet(split_paths[name], ["text", "label"]), tokenizer, cfg)
-            table.to_parquet(tmp / f"{name}.parquet", index=False)
-            meta[name] = stats
-        (tmp / "tokenization.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    train = meta["train"]
-    meta.update(
-        {
-            k: train[k]
-            for k in ("truncation_rate", "padding_efficiency", "padding_efficiency_at_256", "packed_padding_efficiency")
-        }
-    )
-    return meta
-
-
-def run_tokenize(cfg: Config, split_paths: dict[str, str], model_dir: str, out_dir: str) -> dict[str, Any]:
-    """What the KFP component and the command line do: the splits tokenized with the model's tokenizer."""
-    from components.runtime import progress, quiet_libraries
-
-    quiet_libraries()
-    meta = tokenize_splits(split_paths, model_dir, cfg.tokenize, out_dir)
-    progress(
-        f"tokenized to max_length {cfg.tokenize.max_length}: truncated {meta['truncation_rate']:.1%} of texts, "
-        f"padding efficiency {meta['padding_efficiency']:.2f} in buckets, "
-        f"{meta['packed_padding_efficiency']:.2f} with the whole split packed into rows"
-        + (" (tokenize.packing: on)" if cfg.tokenize.packing else " (tokenize.packing: off)")
-    )
-    return meta
+from banglasenti.config.schema import SPLITS
+from banglasenti.data.tokenized_splits import run_tokenize
+from banglasenti.runtime.kfp_support import lightweight_component
 
 
 @lightweight_component
@@ -74,9 +27,9 @@ def tokenize(
     tokenized: Output[Dataset],
 ):
     """Tokenize the three splits to static bucketed lengths."""
-    from components.config import config_from_json
-    from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
-    from components.tokenization import run_tokenize
+    from banglasenti.config.schema import config_from_json
+    from banglasenti.data.tokenized_splits import run_tokenize
+    from banglasenti.storage.lineage import BASE_MODEL_KEYS, DATA_KEYS, carry, stamp
 
     paths = {"train": train.path, "val": val.path, "test": test.path}
     tokenized.metadata.update(run_tokenize(config_from_json(config_json), paths, base_model.path, tokenized.path))
@@ -84,7 +37,7 @@ def tokenize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.cli import base_parser, load_cli_config, run_cli
+    from banglasenti.runtime.command_line import base_parser, load_cli_config, run_cli
 
     parser = base_parser(__doc__)
     parser.add_argument("--splits", required=True, help="directory with train/val/test.parquet from prepare")

@@ -1,4 +1,4 @@
-"""train-lora / train-baseline: the two training steps (the training itself: components/training.py).
+"""train-lora / train-baseline: the two training steps (the training itself: banglasenti/training/runner.py).
 
     python -m components.train --mode lora --base-model runs/base --tokenized runs/tok --output-dir runs/lora
     python -m components.train --mode baseline --base-model runs/base --tokenized runs/tok --output-dir runs/full
@@ -8,7 +8,7 @@ baseline) with the tokenizer.
 
 Checkpoints (every `train.checkpoint_steps` steps and every epoch) go to `train.checkpoint_dir`, else
 $AIP_CHECKPOINT_DIR on Vertex AI, else beside the output; a killed run started again with the same output
-location resumes from the last intact one and ends as an uninterrupted run would (components/checkpoints.py).
+location resumes from the last intact one and ends as an uninterrupted run would (banglasenti/training/checkpoints.py).
 """
 
 import json
@@ -16,10 +16,10 @@ from typing import Any
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.config import Config
-from components.kfp_support import lightweight_component
-from components.storage import atomic_file
-from components.training import MODES, SCALAR_METRICS, Mode, train_model
+from banglasenti.config.schema import Config
+from banglasenti.runtime.kfp_support import lightweight_component
+from banglasenti.storage.artifacts import atomic_file
+from banglasenti.training.runner import MODES, SCALAR_METRICS, Mode, train_model
 
 
 def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifact) -> None:
@@ -34,8 +34,8 @@ def publish(mode: Mode, summary: dict[str, Any], model_artifact, metrics_artifac
 
 def train_step(mode: Mode, cfg: Config, base_model, tokenized, model, metrics) -> None:
     """What both training components do with the run's config: training, then metrics and lineage on the artifacts."""
-    from components.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp, training_lineage
-    from components.runtime import progress, quiet_libraries
+    from banglasenti.runtime.process import progress, quiet_libraries
+    from banglasenti.storage.lineage import BASE_MODEL_KEYS, DATA_KEYS, TOKENIZER_KEYS, carry, stamp, training_lineage
 
     quiet_libraries()
     summary = train_model(mode, cfg, base_model.path, tokenized.path, model.path)
@@ -68,8 +68,8 @@ def train_lora(
     metrics: Output[Metrics],
 ):
     """Fine-tune LoRA adapters and the classifier head."""
-    from components.config import config_from_json
-    from components.parameters import run_overrides
+    from banglasenti.config.parameters import run_overrides
+    from banglasenti.config.schema import config_from_json
     from components.train import train_step
 
     overrides = run_overrides(
@@ -97,8 +97,8 @@ def train_baseline(
     metrics: Output[Metrics],
 ):
     """Fully fine-tune every weight (the baseline)."""
-    from components.config import config_from_json
-    from components.parameters import run_overrides
+    from banglasenti.config.parameters import run_overrides
+    from banglasenti.config.schema import config_from_json
     from components.train import train_step
 
     overrides = run_overrides(baseline_learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed)
@@ -106,7 +106,7 @@ def train_baseline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.cli import base_parser, load_cli_config, run_cli
+    from banglasenti.runtime.command_line import base_parser, load_cli_config, run_cli
 
     parser = base_parser(__doc__)
     parser.add_argument("--mode", choices=MODES, required=True, help="lora adapters or full fine-tuning")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True, help="directory to save the trained model into")
 
     def work(args) -> None:
-        from components.runtime import quiet_libraries
+        from banglasenti.runtime.process import quiet_libraries
 
         cfg = load_cli_config(args)
         quiet_libraries()

@@ -1,4 +1,4 @@
-# Serving image: components.serve, the exported model behind HTTP on Vertex AI's custom-container contract
+# Serving image: banglasenti.serving.server, the exported model behind HTTP on Vertex AI's custom-container contract
 # (AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE, AIP_STORAGE_URI; docs/serving.md).
 # Build from the repository root (docs/containers.md):
 #   docker build -f containers/serve.Dockerfile --build-arg REVISION="$(git rev-parse HEAD)" -t banglasenti-serve .
@@ -21,6 +21,7 @@ RUN python -m venv /opt/venv \
     && pip install --require-hashes --no-deps -r /tmp/locks/build.txt \
     && pip install --require-hashes --no-build-isolation -r /tmp/locks/cpu.txt
 COPY pyproject.toml README.md /tmp/src/
+COPY banglasenti/ /tmp/src/banglasenti/
 COPY components/ /tmp/src/components/
 COPY pipelines/ /tmp/src/pipelines/
 RUN pip install --no-deps --no-build-isolation /tmp/src && pip check && rm -rf /tmp/src
@@ -30,7 +31,7 @@ USER 10001:10001
 EXPOSE 8080
 # Vertex AI sets AIP_STORAGE_URI to its copy of the model; by hand: `docker run -e AIP_STORAGE_URI=gs://... IMAGE`
 ENTRYPOINT ["python", "-m"]
-CMD ["components.serve"]
+CMD ["banglasenti.serving.server"]
 ARG REVISION=unknown
 ARG SOURCE_URL=unknown
 LABEL org.opencontainers.image.title="banglasenti-pipeline prediction server" \

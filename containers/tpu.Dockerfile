@@ -18,6 +18,7 @@ RUN python -m venv /opt/venv \
     && pip install --require-hashes --no-deps -r /tmp/locks/build.txt \
     && pip install --require-hashes --no-build-isolation -r /tmp/locks/tpu.txt
 COPY pyproject.toml README.md /tmp/src/
+COPY banglasenti/ /tmp/src/banglasenti/
 COPY components/ /tmp/src/components/
 COPY pipelines/ /tmp/src/pipelines/
 RUN pip install --no-deps --no-build-isolation /tmp/src && pip check && rm -rf /tmp/src

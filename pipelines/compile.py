@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kfp import compiler
 
-from components.cli import base_parser, run_cli
-from components.config import CONFIG_DIR, load_config
+from banglasenti.config.schema import CONFIG_DIR, load_config
+from banglasenti.runtime.command_line import base_parser, run_cli
 from pipelines.pipeline import TARGETS, Target, build_pipeline
 
 

@@ -1,12 +1,12 @@
 """The pipeline factory: one DAG, built for a target (`local` runner or `vertex`).
 
 importer (raw data) -> prepare -> base-model -> tokenize -> {train-lora, train-baseline}
--> evaluate, export-model. The knobs a user changes per run are pipeline parameters (components/parameters.py)
+-> evaluate, export-model. The knobs a user changes per run are pipeline parameters (banglasenti/config/parameters.py)
 whose defaults come from the config; everything else is compiled in as the config's JSON.
 
-Every pipeline variant (this one, pipelines/sweep.py, the registry upload of pipelines/registry.py) makes its
+Every pipeline variant (this one, pipelines/sweep.py, the registry upload of pipelines/registry_upload.py) makes its
 tasks through one `Dag`, which configures each task it makes: the git commit the pipeline was compiled from
-(and on Vertex the image) in its environment for the artifacts' lineage (components/lineage.py); on Vertex
+(and on Vertex the image) in its environment for the artifacts' lineage (banglasenti/storage/lineage.py); on Vertex
 also machine limits, retries and caching (pipelines/vertex.py).
 """
 
@@ -17,15 +17,15 @@ from typing import Any, Literal, NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics
 
+from banglasenti.config.parameters import pipeline_parameters
+from banglasenti.config.schema import Config
+from banglasenti.storage.lineage import git_commit, step_environment
 from components.base_model import base_model as base_model_op
-from components.config import Config
 from components.evaluate import evaluate
-from components.export import export_model
-from components.lineage import git_commit, step_environment
-from components.parameters import pipeline_parameters
+from components.export_model import export_model
 from components.prepare import prepare
+from components.select_best_trial import select_best_trial
 from components.smoke import smoke
-from components.sweep import select_best_trial
 from components.tokenization import tokenize
 from components.train import train_baseline, train_lora
 from pipelines import vertex as on_vertex
@@ -62,7 +62,8 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
         "smoke": smoke,
     }
     if cfg.registry.upload:  # google-cloud-pipeline-components (the vertex extra) only when asked
-        from components.registry import selected_macro_f1, upload_model
+        from components.selected_macro_f1 import selected_macro_f1
+        from components.upload_model import upload_model
 
         steps |= {"selected_macro_f1": selected_macro_f1, "upload_model": upload_model}
     if target == "local":
@@ -173,7 +174,7 @@ def run_parameter_pipeline(
     outputs: type,
     body: Callable[[Dag, dict[str, Any]], Any],
 ):
-    """A KFP pipeline whose signature is the run parameters of `pipeline` (components/parameters.py) with the
+    """A KFP pipeline whose signature is the run parameters of `pipeline` (banglasenti/config/parameters.py) with the
     config's values as defaults; `body` gets a Dag for `target` and the parameters as a dict."""
     signature = inspect.Signature(
         [
@@ -212,8 +213,8 @@ def build_pipeline(cfg: Config, target: Target = "local"):
         full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
         evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
         export = dag.export_model(prep, base, lora.outputs["model"], full.outputs["model"], evaluation)
-        if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry.py)
-            from pipelines.registry import add_registry_upload
+        if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry_upload.py)
+            from pipelines.registry_upload import add_registry_upload
 
             add_registry_upload(dag, evaluation, export)
         return PipelineOutputs(

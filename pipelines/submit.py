@@ -30,12 +30,12 @@ from typing import Any
 
 import yaml
 
-from components.cli import base_parser, run_cli
-from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
-from components.parameters import PARAMETER_KEYS  # pipeline parameter -> the config keys it sets
-from components.private_api import private
-from components.storage import split_gs_uri
-from pipelines import preflight
+from banglasenti.cloud import preflight_checks as preflight
+from banglasenti.config.parameters import PARAMETER_KEYS  # pipeline parameter -> the config keys it sets
+from banglasenti.config.schema import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
+from banglasenti.runtime.command_line import base_parser, run_cli
+from banglasenti.runtime.private_api import private
+from banglasenti.storage.artifacts import split_gs_uri
 
 # Flags that set keys of the config's `vertex` section.
 FLAG_KEYS = {
@@ -111,7 +111,7 @@ def check_parameters(params: dict[str, Any], spec: dict) -> dict[str, Any]:
 
 def upload_destination(path: Path, staging_bucket: str) -> str:
     """gs://<staging bucket>/data/<sha256 prefix>/<name>: the same file always lands at the same URI."""
-    from components.storage import sha256_file
+    from banglasenti.storage.artifacts import sha256_file
 
     if not path.is_file():
         raise SubmitError(f"--upload-data {path}: no such file")
@@ -124,7 +124,7 @@ def upload_data(path: Path, uri: str) -> bool:
     """Upload `path` to `uri` unless it is there already; True if it was uploaded."""
     from google.api_core import exceptions as gexc
 
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
 
     bucket_name, key = split_gs_uri(uri)
     blob = gcs_client().bucket(bucket_name).blob(key)
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--smoke",
         action="store_true",
-        help="submit the smoke pipeline instead (pipelines/smoke.py): a short "
+        help="submit the smoke pipeline instead (pipelines/smoke_pipeline.py): a short "
         "training of both modes on the training machine with a diagnostics artifact; run it first",
     )
     add("--dry-run", action="store_true", help="print the complete request, run --check, and create nothing")
@@ -274,7 +274,7 @@ def compile_spec(cfg: Config, path: Path, smoke: bool = False) -> None:
     from kfp import compiler
 
     from pipelines.pipeline import build_pipeline
-    from pipelines.smoke import build_smoke_pipeline
+    from pipelines.smoke_pipeline import build_smoke_pipeline
 
     pipeline = build_smoke_pipeline(cfg, "vertex") if smoke else build_pipeline(cfg, "vertex")
     compiler.Compiler().compile(pipeline, package_path=str(path))

@@ -1,90 +1,23 @@
-"""The LoRA sweep pipeline: train-lora over a grid of (r, alpha, target modules), best trial by val macro-F1.
+"""Run the LoRA sweep locally, or compile it for Vertex AI (the pipeline: pipelines/sweep_pipeline.py).
 
-    python pipelines/sweep.py --run-local                      # local runner, configs/local.yaml (~3 min, 2 cores)
-    python pipelines/sweep.py --run-local --verbose            # kfp's whole log instead of a line per step
-    python pipelines/sweep.py --run-local --set train.epochs=2 --set 'sweep.r=[4, 8]'
-    python pipelines/sweep.py --config configs/banglasenti.yaml --output sweep.yaml   # compile for Vertex AI
-
-prepare -> base-model -> tokenize -> ParallelFor(grid){train-lora} -> select-best-trial -> evaluate (against
-train-baseline and the TF-IDF reference) and export-model. The grid (`sweep.*` in the config, expanded by
-`SweepConfig.grid()`) is the pipeline parameter `sweep_grid`, so a submission can replace it. At most
-`sweep.parallelism` trials train at once (default 1: with train-baseline, two TPU v3-8 jobs, 16 cores; see
-docs/vertex.md for raising it). The KFP local runner (kfp 2.17) runs ParallelFor and dsl.Collected.
+python pipelines/sweep.py --run-local                      # local runner, configs/local.yaml (~3 min, 2 cores)
+python pipelines/sweep.py --run-local --verbose            # kfp's whole log instead of a line per step
+python pipelines/sweep.py --run-local --set train.epochs=2 --set 'sweep.r=[4, 8]'
+python pipelines/sweep.py --config configs/banglasenti.yaml --output sweep.yaml   # compile for Vertex AI
 """
 
 import argparse
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from kfp import dsl
-from kfp.dsl import HTML, Markdown, Metrics
-
-from components.cli import base_parser, run_cli
-from components.config import CONFIG_DIR, Config, load_config
-from pipelines.pipeline import Dag, Target, run_parameter_pipeline
-
-SWEEP_TASKS = (
-    "importer",
-    "prepare",
-    "base-model",
-    "tokenize",
-    "for-loop-1",
-    "select-best-trial",
-    "train-baseline",
-    "evaluate",
-    "export-model",
-)
-TRIAL_JOB = "train-lora-trial"  # the trials' custom jobs share one output directory (checkpoints keyed by trial)
-
-
-def build_sweep_pipeline(cfg: Config, target: Target = "local"):
-    """The sweep pipeline for `cfg` and `target` (the same steps, made and configured as in the main pipeline)."""
-
-    def body(dag: Dag, p: dict[str, Any]) -> SweepOutputs:
-        prep, base, tok = dag.data_steps(p)
-        shared = dag.training_inputs(p, base, tok)
-        with dsl.ParallelFor(p["sweep_grid"], parallelism=cfg.sweep.parallelism or None) as trial:
-            lora = dag.task(
-                "train_lora",
-                job=TRIAL_JOB,
-                lora_r=trial.r,
-                lora_alpha=trial.alpha,
-                lora_target_modules=trial.target_modules,
-                learning_rate=p["lora_learning_rate"],
-                **shared,
-            )
-        best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
-        full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
-        evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
-        dag.export_model(prep, base, best.outputs["best_model"], full.outputs["model"], evaluation)
-        return SweepOutputs(
-            report=evaluation.outputs["report"],
-            html_report=evaluation.outputs["html_report"],
-            leaderboard=best.outputs["leaderboard"],
-            metrics=evaluation.outputs["metrics"],
-        )
-
-    return run_parameter_pipeline(
-        cfg,
-        target,
-        "sweep",
-        f"{cfg.pipeline.name}-lora-sweep",
-        "Bengali sentiment: a LoRA (r, alpha, target modules) sweep against full fine-tuning.",
-        SweepOutputs,
-        body,
-    )
-
-
-class SweepOutputs(NamedTuple):
-    report: Markdown
-    html_report: HTML
-    leaderboard: Markdown
-    metrics: Metrics
+from banglasenti.config.schema import CONFIG_DIR, Config, load_config
+from banglasenti.runtime.command_line import base_parser, run_cli
+from pipelines.sweep_pipeline import build_sweep_pipeline
 
 
 def run_sweep_local(cfg: Config, pipeline_root: str | Path | None = None) -> dict[str, Any]:
     """Run the sweep with kfp.local's SubprocessRunner in this environment; return the report paths."""
-    from pipelines.run_local import init_local_runner
+    from banglasenti.local.runners import init_local_runner
 
     init_local_runner(cfg, pipeline_root)  # gcsfuse semantics with BANGLASENTI_GCSFUSE_SEMANTICS=1
     task = build_sweep_pipeline(cfg, "local")()
@@ -121,7 +54,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         compiler.Compiler().compile(build_sweep_pipeline(cfg, "vertex"), package_path=args.output)
         print(f"wrote {args.output}")
         return 0
-    from pipelines.run_local import browsable_html, run_logged
+    from banglasenti.local.run_log import run_logged
+    from banglasenti.local.runners import browsable_html
 
     root = Path(args.pipeline_root or cfg.pipeline.local_root).resolve()
     result = run_logged(lambda: run_sweep_local(cfg, root), root, args.verbose)

@@ -7,7 +7,7 @@ topology argument. The other steps run in the CPU image with `vertex.cpu_steps` 
 
 A job's output and checkpoint directory holds no per-run value (the step cache keys on resolved inputs): it is
 named by a hash of the compiled config values that decide the training result (`training_key`), and the job
-keeps its checkpoints in a sub-location keyed by its run-time identity (components/checkpoints.py), so an
+keeps its checkpoints in a sub-location keyed by its run-time identity (banglasenti/training/checkpoints.py), so an
 identical resubmission hits the cache and a resubmission after a failure resumes.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 
 from kfp import dsl
 
-from components.checkpoints import SHARED_CHECKPOINT_ENV
-from components.config import Config
-from components.lineage import step_environment
+from banglasenti.config.schema import Config
+from banglasenti.storage.lineage import step_environment
+from banglasenti.training.checkpoints import SHARED_CHECKPOINT_ENV
 
 # gcpc resolves these at run time to the PipelineJob's service account and network.
 PIPELINE_SERVICE_ACCOUNT = "{{$.pipeline_service_account}}"

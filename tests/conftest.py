@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import Config, load_config
+from banglasenti.config.schema import Config, load_config
 
 # The fixtures several test files share (the Vertex AI REST stand-in, ...); the stand-ins themselves: tests/support/.
 pytest_plugins = ["tests.support.fixtures"]
@@ -91,7 +91,7 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
 
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, fast_cfg) -> Path:
-    from components.prepare import run_prepare
+    from banglasenti.data.preparation import run_prepare
 
     return built_once(
         tmp_path_factory,
@@ -104,7 +104,7 @@ def prepared_dir(tmp_path_factory, fast_cfg) -> Path:
 
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory, fast_cfg, prepared_dir) -> Path:
-    from components.base_model import run_base_model
+    from banglasenti.models.backbone import run_base_model
 
     return (
         built_once(
@@ -118,7 +118,7 @@ def base_dir(tmp_path_factory, fast_cfg, prepared_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
-    from components.tokenization import run_tokenize
+    from banglasenti.data.tokenized_splits import run_tokenize
 
     paths = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
     return (
@@ -132,7 +132,7 @@ def tokenized_dir(tmp_path_factory, fast_cfg, prepared_dir, base_dir) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, fast_cfg, base_dir, tokenized_dir) -> dict[str, tuple[Path, dict]]:
     """Both models trained once: {mode: (model_dir, summary)}."""
-    from components.training import train_model
+    from banglasenti.training.runner import train_model
 
     root = tmp_path_factory.mktemp("trained")
     result = {}
@@ -145,8 +145,9 @@ def trained(tmp_path_factory, fast_cfg, base_dir, tokenized_dir) -> dict[str, tu
 @pytest.fixture
 def gcsfuse_semantics(tmp_path, monkeypatch) -> Path:
     """Cloud Storage FUSE semantics under tmp_path, in this test and in every process it starts
-    (pipelines/gcsfuse.py): renaming a non-empty directory or a hard link there fails as on Vertex AI's /gcs/."""
-    from pipelines import gcsfuse
+    (banglasenti/local/gcsfuse_semantics.py): renaming a non-empty directory or a hard link there fails as on
+    Vertex AI's /gcs/."""
+    from banglasenti.local import gcsfuse_semantics as gcsfuse
 
     monkeypatch.delenv(gcsfuse.ROOTS_ENV, raising=False)
     env = gcsfuse.environment([tmp_path])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from components.storage import (
+from banglasenti.storage.artifacts import (
     ARTIFACT_MANIFEST,
     InputError,
     committed_directory,
@@ -72,7 +72,7 @@ def test_a_killed_writer_leaves_a_directory_every_reader_refuses(tmp_path):
     out = tmp_path / "tok"
     code = (
         "import os, signal, sys\n"
-        "from components.storage import committed_directory\n"
+        "from banglasenti.storage.artifacts import committed_directory\n"
         "with committed_directory(sys.argv[1]) as out:\n"
         "    (out / 'train.parquet').write_bytes(b'PAR1 half written')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -96,12 +96,12 @@ def test_a_killed_writer_leaves_a_directory_every_reader_refuses(tmp_path):
     ["require_model_dir", "load_tokenizer", "load_tokenized_split", "predict", "base_model_reuse", "select_best"],
 )
 def test_readers_refuse_an_uncommitted_artifact(reader, base_dir, tokenized_dir, tmp_path):
-    from components.base_model import resolve_base_model
-    from components.collation import load_tokenized_split
-    from components.config import ModelConfig
-    from components.encoding import load_tokenizer
-    from components.predict import resolve_model_dir
-    from components.sweep import select_best
+    from banglasenti.config.schema import ModelConfig
+    from banglasenti.data.collation import load_tokenized_split
+    from banglasenti.data.encoding import load_tokenizer
+    from banglasenti.evaluation.leaderboard import select_best
+    from banglasenti.models.backbone import resolve_base_model
+    from banglasenti.serving.predict import resolve_model_dir
 
     source = tokenized_dir if reader == "load_tokenized_split" else base_dir
     broken = tmp_path / "artifact"

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from banglasenti.config.schema import DataConfig
+from banglasenti.data.preparation import prepare_data
+from banglasenti.data.tables import clean_text, read_table
+from banglasenti.storage.artifacts import InputError
 from components import base_model, evaluate, prepare, tokenization, train
-from components.config import DataConfig
-from components.prepare import prepare_data
-from components.storage import InputError
-from components.tables import clean_text, read_table
 from tests.test_prepare import make_frame
 
 GOOD = make_frame(10).to_csv(index=False)
@@ -94,7 +94,7 @@ def test_prepare_rejects_missing_paths_directories_and_unreadable_files(tmp_path
     locked.write_text(GOOD)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads any file: apply the mode bits as an ordinary user would meet them
-        from components import storage
+        from banglasenti.storage import artifacts as storage
 
         monkeypatch.setattr(storage.os, "access", lambda p, mode: bool(os.stat(p).st_mode & 0o444))
     code, err = run_main(prepare, ["--input", str(locked), "--output-dir", str(out)], capsys)
@@ -125,7 +125,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_kfp_executor_reports_expected_errors_in_one_line(tmp_path):
     """Inside a KFP executor (_KFP_RUNTIME=true) a failing step ends with one line, not a traceback."""
     code = (
-        "from components.config import Config\nfrom components.prepare import run_prepare\n"
+        "from banglasenti.config.schema import Config\nfrom components.prepare import run_prepare\n"
         f"cfg = Config().with_overrides({{'data.uri': {str(tmp_path / 'none.csv')!r}}})\n"
         "run_prepare(cfg, 'a', 'b', 'c', 'd')\n"
     )

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from components.config import CONFIG_DIR, load_config
+from banglasenti.config.schema import CONFIG_DIR, load_config
 from tests.conftest import SHARED_VAL
 
 pytestmark = [
@@ -15,11 +15,11 @@ ROWS = 4000
 
 
 def test_both_models_beat_the_majority_class_on_real_data(tmp_path):
-    from components.base_model import run_base_model
-    from components.evaluate import run_evaluate
-    from components.prepare import run_prepare
-    from components.tokenization import run_tokenize
-    from components.training import train_model
+    from banglasenti.data.preparation import run_prepare
+    from banglasenti.data.tokenized_splits import run_tokenize
+    from banglasenti.evaluation.comparison import run_evaluate
+    from banglasenti.models.backbone import run_base_model
+    from banglasenti.training.runner import train_model
 
     subset = pd.read_csv(SHARED_VAL, dtype=str, keep_default_na=False).sample(n=ROWS, random_state=0)
     subset.to_csv(tmp_path / "subset.csv", index=False)

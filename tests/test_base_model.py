@@ -4,15 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from components.base_model import (
+from banglasenti.config.schema import ModelConfig, TinyModelConfig
+from banglasenti.models.backbone import (
     SPECIAL_TOKENS,
     masked_lm_loss,
     resolve_base_model,
     tiny_model_config,
     train_unigram_tokenizer,
 )
-from components.config import ModelConfig, TinyModelConfig
-from components.storage import ARTIFACT_MANIFEST, InputError, content_digest
+from banglasenti.storage.artifacts import ARTIFACT_MANIFEST, InputError, content_digest
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_local_directory_is_copied_with_its_hash(base_dir, tmp_path):
 
 
 def test_gcs_directory_is_downloaded(base_dir, tmp_path, gcs_emulator):
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
 
     bucket = gcs_client().create_bucket("models")
     for file in base_dir.iterdir():

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from components.config import Config
+from banglasenti.config.schema import Config
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.component  # runs the benchmark's command on a tiny architecture
@@ -55,7 +55,7 @@ def test_benchmark_steps_through_the_train_components_trainer(tmp_path):
     assert set(results) == {("buckets", "lora"), ("packed", "lora")}  # padded rows and packed rows
     for result in results.values():
         assert result["device"] == "cpu"  # where --device says, whatever else the machine has
-        # the optimizer, learning rate and clipping of components.training.training_arguments for LoRA
+        # the optimizer, learning rate and clipping of banglasenti.training.runner.training_arguments for LoRA
         assert result["optimizer"] == (
             f"AdamW (adamw_torch_fused, lr {train.lora_learning_rate:g}, clip {train.max_grad_norm:g})"
         )

@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from components.config import DataConfig
-from components.prepare import prepare_data
-from components.storage import GCS_RETRY_SECONDS_ENV, InputError, download_gcs_directory, gcs_client
+from banglasenti.config.schema import DataConfig
+from banglasenti.data.preparation import prepare_data
+from banglasenti.storage.artifacts import GCS_RETRY_SECONDS_ENV, InputError, download_gcs_directory, gcs_client
 from tests.test_prepare import make_frame
 
 Plan = Callable[[str, str, int], str]  # (method, path, how many times this path was seen) -> action
@@ -155,7 +155,7 @@ def test_directory_download_survives_a_failing_listing(proxy, tmp_path):
 
 def test_object_names_cannot_escape_the_directory(tmp_path, monkeypatch):
     """Object names are untrusted (the emulator itself refuses '..' names, so the listing is a stand-in)."""
-    from components import storage
+    from banglasenti.storage import artifacts as storage
 
     class Blob:
         def __init__(self, name):
@@ -233,7 +233,7 @@ def test_https_reads_retry_a_503(flaky_http, tmp_path_factory):
 def test_gcs_errors_name_what_the_failed_operation_needs():
     from google.api_core import exceptions as gexc
 
-    from components.storage import gcs_error
+    from banglasenti.storage.artifacts import gcs_error
 
     assert str(gcs_error("gs://b/x", gexc.Forbidden("no"))).endswith("needs storage.objects.get)")
     assert str(gcs_error("gs://b/x", gexc.Forbidden("no"), writing=True)).endswith("needs storage.objects.create)")

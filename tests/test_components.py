@@ -164,8 +164,8 @@ def test_trained_models_and_the_report_carry_lineage(chain):
 
 
 def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path):
-    from components.export import export_model
-    from components.modeling import MERGED, MODEL_CARD, SERVING_INFO
+    from banglasenti.models.modeling import MERGED, MODEL_CARD, SERVING_INFO
+    from components.export_model import export_model
 
     out = artifact(dsl.Model, tmp_path / "export")
     export_model.python_func(

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from components.config import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
+from banglasenti.config.schema import CONFIG_DIR, Config, ConfigError, config_from_json, load_config, parse_override
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "banglasenti.yaml"])
@@ -114,7 +114,7 @@ def test_defaults_serialise():
 def test_configuration_doc_matches_the_schema():
     from pathlib import Path
 
-    from components.config import config_reference
+    from banglasenti.config.schema import config_reference
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert doc.endswith(config_reference())

@@ -1,4 +1,4 @@
-"""pipelines/container_run.py: kfp's DockerRunner with the exit status read before the container is removed
+"""banglasenti/local/container_runner.py: kfp's DockerRunner with the exit status read before the container is removed
 (no engine needed; tests/test_images.py runs a failing step through podman)."""
 
 import types
@@ -6,8 +6,8 @@ import types
 import pytest
 from kfp.local import docker_task_handler
 
-from pipelines import container_run
-from pipelines.container_run import KfpInternalsChanged, check_kfp, run_container
+from banglasenti.local import container_runner as container_run
+from banglasenti.local.container_runner import KfpInternalsChanged, check_kfp, run_container
 
 
 class FakeContainer:

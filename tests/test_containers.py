@@ -28,8 +28,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from components.config import CONFIG_DIR, ConfigError, load_config
-from components.images import check_image_ref
+from banglasenti.config.image_refs import check_image_ref
+from banglasenti.config.schema import CONFIG_DIR, ConfigError, load_config
 from pipelines.compile import compile_pipeline
 from pipelines.compile import main as compile_main
 from pipelines.pipeline import TASKS
@@ -61,7 +61,7 @@ IMAGES = {
         "lock": "cpu",
         "user": "10001:10001",
         "workdir": "/home/app",
-        "cmd": ["components.serve"],
+        "cmd": ["banglasenti.serving.server"],
         "after": "cpu",
     },
 }
@@ -614,5 +614,5 @@ def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(na
         assert run.returncode == 0, f"pip {' '.join(args)}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
     (wheel,) = (tmp_path / "wheels").glob("banglasenti_pipeline-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"components/images.py", "pipelines/compile.py"} <= names
-    assert any(n.startswith("components/data/") and n.endswith(".csv") for n in names), "package data missing"
+    assert {"banglasenti/config/image_refs.py", "pipelines/compile.py"} <= names
+    assert any(n.startswith("banglasenti/data/") and n.endswith(".csv") for n in names), "package data missing"

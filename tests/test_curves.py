@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import config_from_json
-from components.curves import curve_destinations, curves_callback
+from banglasenti.config.schema import config_from_json
+from banglasenti.training.curves import curve_destinations, curves_callback
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_training_writes_train_and_validation_curves(base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch):
-    from components.training import train_model
+    from banglasenti.training.runner import train_model
 
     monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", str(tmp_path / "vertex-logs"))
     cfg = config_from_json(fast_cfg.to_json(), {"train.tensorboard_dir": str(tmp_path / "local-logs")})

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from components.collation import IGNORED_LABEL, BucketCollator
-from components.device import Placement, device_kind, prepare_placement, resolve_precision
-from components.modeling import load_base_classifier
-from components.training import compute_val_metrics
+from banglasenti.data.collation import IGNORED_LABEL, BucketCollator
+from banglasenti.models.modeling import load_base_classifier
+from banglasenti.training.device import Placement, device_kind, prepare_placement, resolve_precision
+from banglasenti.training.runner import compute_val_metrics
 
 
 def test_cpu_without_pjrt_device(monkeypatch):
@@ -107,9 +107,9 @@ class StaticPlacement(Placement):
 
 
 def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, fast_cfg, tmp_path):
-    from components.collation import load_tokenized_split
-    from components.trainer import SentimentTrainer, real_rows_loss
-    from components.training import training_arguments
+    from banglasenti.data.collation import load_tokenized_split
+    from banglasenti.training.runner import training_arguments
+    from banglasenti.training.trainer import SentimentTrainer, real_rows_loss
 
     val = load_tokenized_split(tokenized_dir, "val")
     assert len(val) % 16, "the last evaluation batch must be short for filler rows to appear"
@@ -139,8 +139,8 @@ def test_eval_loss_weighs_each_batch_by_its_real_rows(base_dir, tokenized_dir, f
 
 
 def test_bf16_is_the_trainers_own_autocast_over_float32_weights(base_dir, fast_cfg, tmp_path):
-    from components.trainer import SentimentTrainer
-    from components.training import training_arguments
+    from banglasenti.training.runner import training_arguments
+    from banglasenti.training.trainer import SentimentTrainer
 
     placement = Placement("cpu", 1, "bf16", 4, 4)
     args = training_arguments("baseline", fast_cfg, str(tmp_path), placement)
@@ -165,7 +165,7 @@ def test_bf16_is_the_trainers_own_autocast_over_float32_weights(base_dir, fast_c
 
 
 def test_xla_downcast_variables_are_refused(monkeypatch):
-    from components.device import refuse_xla_downcast
+    from banglasenti.training.device import refuse_xla_downcast
 
     monkeypatch.delenv("XLA_USE_BF16", raising=False)
     monkeypatch.delenv("XLA_DOWNCAST_BF16", raising=False)
@@ -181,7 +181,7 @@ def save_tiny_encoder(path, cfg):
     """The configured tiny XLM-R encoder, random weights, saved as a base-model directory (in a second)."""
     from transformers import XLMRobertaModel
 
-    from components.base_model import tiny_model_config
+    from banglasenti.models.backbone import tiny_model_config
 
     XLMRobertaModel(tiny_model_config(cfg.model.tiny, vocab_size=64)).save_pretrained(path)
     return path
@@ -195,7 +195,7 @@ def test_a_model_on_xla_trains_and_evaluates_without_hub_kernels(mode, fast_cfg,
     locked transformers 5.24 never calls it; `make upgrade-check` runs this test against the newest release.)"""
     import transformers.modeling_utils as modeling_utils
 
-    from components.training import build_model
+    from banglasenti.training.runner import build_model
 
     calls = []
 
@@ -216,7 +216,7 @@ def test_a_model_on_xla_trains_and_evaluates_without_hub_kernels(mode, fast_cfg,
 
 
 def test_choosing_xla_turns_hub_kernels_off_for_the_process(monkeypatch):
-    import components.device as device
+    import banglasenti.training.device as device
 
     monkeypatch.setenv(device.HUB_KERNELS_ENV, "1")
     monkeypatch.setattr(device, "device_kind", lambda: "xla")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from components.evaluate import evaluate_models, render_comparison, run_evaluate
-from components.metrics import classification_metrics, flat_metrics, majority_class_metrics
+from banglasenti.evaluation.comparison import evaluate_models, render_comparison, run_evaluate
+from banglasenti.evaluation.metrics import classification_metrics, flat_metrics, majority_class_metrics
 
 
 def test_classification_metrics_by_hand():

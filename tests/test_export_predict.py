@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from components.export import write_export
-from components.modeling import ADAPTER, MERGED
-from components.predict import PROBABILITY_COLUMNS, load_model, predict_texts, write_predictions
+from banglasenti.models.modeling import ADAPTER, MERGED
+from banglasenti.serving.export import write_export
+from banglasenti.serving.predict import PROBABILITY_COLUMNS, load_model, predict_texts, write_predictions
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def test_export_writes_a_merged_model_and_the_adapter(exported, trained):
 
 
 def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, tokenized_dir, prepared_dir, fast_cfg):
-    from components.collation import load_tokenized_split
-    from components.inference import predict_logits
-    from components.modeling import load_trained_model
+    from banglasenti.data.collation import load_tokenized_split
+    from banglasenti.models.inference import predict_logits
+    from banglasenti.models.modeling import load_trained_model
 
     test = load_tokenized_split(tokenized_dir, "test")
     adapter = load_trained_model(trained["lora"][0], base_dir)
@@ -56,7 +56,7 @@ def test_predict_matches_evaluation_of_the_adapter(exported, trained, base_dir, 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_write_predictions_round_trips(tmp_path, suffix):
-    from components.tables import read_table
+    from banglasenti.data.tables import read_table
 
     frame = pd.DataFrame(
         {
@@ -78,7 +78,7 @@ def test_write_predictions_round_trips(tmp_path, suffix):
 def run_predict(capsys):
     """The predict command with these arguments, in this process: (exit status, stdout, stderr). Its `python -m`
     entry point runs in a subprocess in the Cloud Storage test below and in test_serve."""
-    from components.predict import main
+    from banglasenti.serving.predict import main
 
     def run(*args) -> subprocess.CompletedProcess:
         capsys.readouterr()
@@ -140,7 +140,7 @@ def test_predict_command_prints_texts_and_needs_a_base_for_an_adapter(exported, 
     ],
 )
 def test_choose_model_by_validation_macro_f1(select, scores, chosen):
-    from components.modeling import choose_model
+    from banglasenti.models.modeling import choose_model
 
     selected, reason = choose_model(select, scores)
     assert selected == chosen
@@ -148,7 +148,7 @@ def test_choose_model_by_validation_macro_f1(select, scores, chosen):
 
 
 def test_choose_model_refuses_an_unknown_choice():
-    from components.modeling import choose_model
+    from banglasenti.models.modeling import choose_model
 
     with pytest.raises(ValueError, match="export.select"):
         choose_model("worst", {"lora": 0.1, "baseline": 0.2})
@@ -165,8 +165,8 @@ def logits_on(model_dir, texts):
 
 @pytest.fixture(scope="module")
 def eval_metrics(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_path_factory):
-    from components.evaluate import run_evaluate
-    from components.metrics import flat_metrics
+    from banglasenti.evaluation.comparison import run_evaluate
+    from banglasenti.evaluation.metrics import flat_metrics
 
     out = tmp_path_factory.mktemp("eval")
     splits = {name: str(prepared_dir / f"{name}.parquet") for name in ("train", "val", "test")}
@@ -178,9 +178,9 @@ def eval_metrics(trained, base_dir, tokenized_dir, prepared_dir, fast_cfg, tmp_p
 def test_export_serves_the_selected_model_and_keeps_both(
     select, trained, base_dir, fast_cfg, prepared_dir, eval_metrics, tmp_path
 ):
-    from components.export import write_export
-    from components.modeling import BASELINE, MODEL_CARD, SERVING_INFO
-    from components.storage import require_committed
+    from banglasenti.models.modeling import BASELINE, MODEL_CARD, SERVING_INFO
+    from banglasenti.serving.export import write_export
+    from banglasenti.storage.artifacts import require_committed
 
     out = tmp_path / "export"
     card = {
@@ -228,8 +228,8 @@ def card_front_matter(text: str) -> dict:
 
 
 def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, eval_metrics, tmp_path):
-    from components.export import write_export
-    from components.modeling import MODEL_CARD
+    from banglasenti.models.modeling import MODEL_CARD
+    from banglasenti.serving.export import write_export
 
     out = tmp_path / "export"
     card = {
@@ -254,7 +254,7 @@ def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, 
         low, high = eval_metrics[f"{name}_test_macro_f1_ci_low"], eval_metrics[f"{name}_test_macro_f1_ci_high"]
         assert f"| {eval_metrics[f'{name}_test_macro_f1']:.4f} | [{low:.3f}, {high:.3f}] |" in text
     assert "TF-IDF + logistic regression (reference)" in text and "**(served)**" in text
-    assert "| embedded sample | components/data/bangla_sentiment_sample.csv | Apache-2.0 |" in text
+    assert "| embedded sample | banglasenti/data/bangla_sentiment_sample.csv | Apache-2.0 |" in text
     assert "de-duplicated before splitting" in text and "### Rows" in text  # prepare's report, demoted
     assert "romanised Bengali" in text and "Label noise of the sources: one author's labels" in text
     assert "Domains: trained on products, food" in text and "95 % bootstrap intervals" in text
@@ -264,8 +264,8 @@ def test_model_card_of_a_demo_export(trained, base_dir, fast_cfg, prepared_dir, 
 
 
 def test_model_card_of_the_banglasenti_data_states_its_sources_and_licences():
-    from components.config import CONFIG_DIR, load_config
-    from components.model_card import BANGLASENTI_URI, render_model_card
+    from banglasenti.config.schema import CONFIG_DIR, load_config
+    from banglasenti.serving.model_card import BANGLASENTI_URI, render_model_card
 
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml")
     facts = {
@@ -329,7 +329,7 @@ def test_predict_command_on_jsonl_instances_keeps_order_and_names_bad_lines(expo
 
 
 def test_predict_command_reads_and_writes_cloud_storage(exported, gcs_emulator, tmp_path):
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
 
     bucket = gcs_client().create_bucket("batch-in")
     texts = ["খুব ভালো", "বাজে"]
@@ -339,7 +339,7 @@ def test_predict_command_reads_and_writes_cloud_storage(exported, gcs_emulator, 
         [
             sys.executable,
             "-m",
-            "components.predict",
+            "banglasenti.serving.predict",
             "--model",
             str(exported[0]),
             "--input",

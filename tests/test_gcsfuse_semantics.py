@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import gcsfuse
+from banglasenti.local import gcsfuse_semantics as gcsfuse
 from tests.conftest import ROOT
 
 PROBE = r"""
@@ -150,7 +150,7 @@ def test_the_local_runner_starts_its_steps_in_the_mode(tmp_path, monkeypatch, re
 
 
 def test_committed_directories_need_no_directory_rename(gcsfuse_semantics):
-    from components.storage import committed_directory, require_committed
+    from banglasenti.storage.artifacts import committed_directory, require_committed
 
     tmp_path = gcsfuse_semantics
     with pytest.raises(OSError) as refused:  # the mode is on in this process

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR, load_config
+from banglasenti.config.schema import CONFIG_DIR, load_config
+from banglasenti.local.runners import LOCAL_IMAGES
 from pipelines.pipeline import TASKS, build_pipeline
-from pipelines.run_local import LOCAL_IMAGES
 from tests.conftest import FAST_OVERRIDES
 from tests.support.images import ROOT, local_image, podman
 
@@ -74,7 +74,7 @@ def run_in(
 def test_atomic_files_are_readable_by_other_steps(tmp_path):
     """A file written through atomic_file gets open()'s mode (0666 less the umask), not mkstemp's 0600: the TPU
     image's steps write as root, the CPU image's steps read as uid 10001."""
-    from components.storage import atomic_file
+    from banglasenti.storage.artifacts import atomic_file
 
     umask = os.umask(0o022)
     try:
@@ -91,7 +91,7 @@ def test_atomic_files_are_readable_by_other_steps(tmp_path):
     [
         ("cpu", "10001:10001", "/home/app", "components.prepare"),
         ("tpu", "0:0", "/workspace", "components.train"),
-        ("serve", "10001:10001", "/home/app", "components.serve"),
+        ("serve", "10001:10001", "/home/app", "banglasenti.serving.server"),
     ],
 )
 def test_image_config(name, user, workdir, cmd):
@@ -237,7 +237,7 @@ def test_failed_step_is_reported_as_failed(tmp_path, capsys):
     and its output is shown; a step that succeeds still passes."""
     from kfp import dsl, local
 
-    from pipelines import container_run
+    from banglasenti.local import container_runner as container_run
 
     image = local_image("cpu")
 
@@ -305,7 +305,7 @@ def test_dag_in_images(dag_runs):
 @pytest.mark.slow
 def test_serve_image_serves_the_dag_export(dag_runs, tmp_path):
     """The serving image with the model the in-image DAG exported (mounted read-only, AIP_* as Vertex AI sets
-    them): health, then predictions equal to components.predict's in the same image."""
+    them): health, then predictions equal to banglasenti.serving.predict's in the same image."""
     import httpx
 
     from tests.conftest import free_port
@@ -353,7 +353,7 @@ def test_serve_image_serves_the_dag_export(dag_runs, tmp_path):
     )
     run_in(
         image,
-        "components.predict",
+        "banglasenti.serving.predict",
         "--model",
         "/model",
         "--input",

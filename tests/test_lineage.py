@@ -9,8 +9,8 @@ import pytest
 import yaml
 from kfp import dsl
 
-from components.base_model import base_model
-from components.lineage import (
+from banglasenti.storage.artifacts import SAMPLE_PATH, gcs_client
+from banglasenti.storage.lineage import (
     DATA_KEYS,
     GIT_COMMIT_ENV,
     IMAGE_ENV,
@@ -20,8 +20,8 @@ from components.lineage import (
     stamp,
     training_lineage,
 )
+from components.base_model import base_model
 from components.prepare import prepare
-from components.storage import SAMPLE_PATH, gcs_client
 from components.tokenization import tokenize
 from pipelines.compile import compile_pipeline
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from components.packing import (
+from banglasenti.data.packing import (
     IGNORED_LABEL,
     PackedCollator,
     pack_rows,
@@ -75,7 +75,7 @@ def one_by_one(model, texts) -> torch.Tensor:
 
 def lora_with_nonzero_adapters(base_dir, fast_cfg):
     """A LoRA model whose adapters change the output (LoRA's B starts at zero, which would hide a wrong path)."""
-    from components.training import build_model
+    from banglasenti.training.runner import build_model
 
     torch.manual_seed(0)
     model = build_model("lora", base_dir, fast_cfg)
@@ -88,7 +88,7 @@ def lora_with_nonzero_adapters(base_dir, fast_cfg):
 
 @pytest.mark.parametrize("mode", ["baseline", "lora"])
 def test_packed_logits_match_each_text_alone(mode, base_dir, tokenized_dir, fast_cfg):
-    from components.training import build_model
+    from banglasenti.training.runner import build_model
 
     model = (
         lora_with_nonzero_adapters(base_dir, fast_cfg)
@@ -133,9 +133,9 @@ def test_loss_and_gradients_count_texts_not_rows(base_dir, tokenized_dir, fast_c
 
 def test_evaluation_and_prediction_keep_input_order(trained, base_dir, tokenized_dir, fast_cfg):
     """Packed and bucketed evaluation give the same logits, in the split's order; so do predictions."""
-    from components.collation import load_tokenized_split
-    from components.inference import predict_logits
-    from components.modeling import load_trained_model
+    from banglasenti.data.collation import load_tokenized_split
+    from banglasenti.models.inference import predict_logits
+    from banglasenti.models.modeling import load_trained_model
 
     tokenize = fast_cfg.tokenize.model_copy(update={"packing": True})
     model = load_trained_model(trained["lora"][0], base_dir)
@@ -153,12 +153,12 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
     macro-F1 as the texts predicted one by one."""
     from transformers import TrainingArguments
 
-    from components.device import Placement
-    from components.metrics import headline_metrics
-    from components.modeling import load_trained_model
-    from components.packing import PackedRows, load_packed_split
-    from components.trainer import SentimentTrainer, real_rows_loss
-    from components.training import compute_val_metrics
+    from banglasenti.data.packing import PackedRows, load_packed_split
+    from banglasenti.evaluation.metrics import headline_metrics
+    from banglasenti.models.modeling import load_trained_model
+    from banglasenti.training.device import Placement
+    from banglasenti.training.runner import compute_val_metrics
+    from banglasenti.training.trainer import SentimentTrainer, real_rows_loss
 
     model = load_trained_model(trained["baseline"][0], base_dir)
     val = load_packed_split(tokenized_dir, "val", ROW, SLOTS)
@@ -193,7 +193,13 @@ def test_trainer_evaluation_counts_texts(trained, base_dir, tokenized_dir, tmp_p
 def test_training_batches_hold_exactly_the_batch_size_in_texts(tokenized_dir, devices):
     """Every packed training batch but the last holds the batch size in texts (per device: its share), in a fixed
     number of rows; each epoch covers every text once, in an order fixed by (seed, epoch)."""
-    from components.packing import EpochShuffle, PackedBatchSampler, PackedCollator, load_packed_texts, train_rows_for
+    from banglasenti.data.packing import (
+        EpochShuffle,
+        PackedBatchSampler,
+        PackedCollator,
+        load_packed_texts,
+        train_rows_for,
+    )
 
     texts = load_packed_texts(tokenized_dir, "train")
     per_device, seed, epochs = 16 // devices, 42, 3
@@ -224,7 +230,7 @@ def test_training_batches_hold_exactly_the_batch_size_in_texts(tokenized_dir, de
 
 def test_packed_and_bucketed_runs_take_the_same_optimizer_steps(fast_cfg, base_dir, tokenized_dir, tmp_path):
     """A packed LoRA run takes the bucketed run's optimizer steps and reports texts per second like it."""
-    from components.training import train_model
+    from banglasenti.training.runner import train_model
 
     texts = len(pd.read_parquet(tokenized_dir / "train.parquet", columns=["label"]))
     steps = -(-texts // fast_cfg.train.batch_size) * fast_cfg.train.epochs
@@ -242,9 +248,9 @@ def test_packed_and_bucketed_runs_take_the_same_optimizer_steps(fast_cfg, base_d
 @pytest.mark.parametrize(("epochs", "max_steps", "expected"), [(10, 0, 10), (10, 50, 10), (2, 350, 10), (2, 351, 11)])
 def test_packed_rows_are_fixed_by_the_whole_run_also_when_max_steps_cuts_it(epochs, max_steps, expected):
     """A smoke run (max_steps) forms its rows over the full run's epochs, so it compiles the full run's shape."""
-    from components.config import Config
-    from components.device import Placement
-    from components.training import training_epochs
+    from banglasenti.config.schema import Config
+    from banglasenti.training.device import Placement
+    from banglasenti.training.runner import training_epochs
 
     cfg = Config().model_copy(deep=True)
     cfg.train.epochs, cfg.train.max_steps = epochs, max_steps

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR, Config, config_from_json, load_config
-from components.parameters import (
+from banglasenti.config.parameters import (
     MAIN,
     PARAMETER_KEYS,
     PARAMETERS,
@@ -19,11 +18,12 @@ from components.parameters import (
     parameters_reference,
     pipeline_parameters,
 )
+from banglasenti.config.schema import CONFIG_DIR, Config, config_from_json, load_config
 from pipelines import submit
 from pipelines.compile import compile_pipeline
 from pipelines.pipeline import TASKS, build_pipeline
-from pipelines.smoke import build_smoke_pipeline
-from pipelines.sweep import build_sweep_pipeline
+from pipelines.smoke_pipeline import build_smoke_pipeline
+from pipelines.sweep_pipeline import build_sweep_pipeline
 from tests.conftest import FAST_OVERRIDES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,7 +299,7 @@ def test_compiled_yaml_loads_back_and_runs_locally_on_gcs_data(tmp_path, gcs_emu
     and data_seed (not seed) splits it."""
     from kfp import components, local
 
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
 
     client = gcs_client()
     bucket = client.lookup_bucket("raw-data-bucket") or client.create_bucket("raw-data-bucket")

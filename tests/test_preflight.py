@@ -1,14 +1,14 @@
-"""pipelines/preflight.py: the checks behind `submit.py --check`, against a compiled spec, the GCS emulator and the
-REST stand-in's Service Usage route."""
+"""banglasenti/cloud/preflight_checks.py: the checks behind `submit.py --check` (and pipelines/preflight.py), against a
+compiled spec, the GCS emulator and the REST stand-in's Service Usage route."""
 
 import io
 
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR
-from components.storage import gcs_client
-from pipelines import preflight
+from banglasenti.cloud import preflight_checks as preflight
+from banglasenti.config.schema import CONFIG_DIR
+from banglasenti.storage.artifacts import gcs_client
 from pipelines.compile import compile_pipeline
 
 CPU = "us-central1-docker.pkg.dev/proj/banglasenti/cpu:v1"

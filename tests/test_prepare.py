@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from components.config import DataConfig
-from components.prepare import prepare_data, prepare_frame, resolve_duplicates, run_prepare
-from components.storage import SAMPLE_PATH, InputError
-from components.tables import clean_text, read_table
+from banglasenti.config.schema import DataConfig
+from banglasenti.data.preparation import prepare_data, prepare_frame, resolve_duplicates, run_prepare
+from banglasenti.data.tables import clean_text, read_table
+from banglasenti.storage.artifacts import SAMPLE_PATH, InputError
 
 
 def make_frame(n_per_class: int = 20) -> pd.DataFrame:
@@ -192,7 +192,7 @@ def test_reads_over_http_and_reports_404(http_dir, tmp_path_factory):
 
 
 def test_reads_from_gcs(gcs_emulator, tmp_path):
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
 
     bucket = gcs_client().create_bucket("prepare-raw-data")
     bucket.blob("sets/data.csv").upload_from_string(make_frame().to_csv(index=False))

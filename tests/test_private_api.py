@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import transformers
 
-from components.private_api import PRIVATE, TRAINER, missing_private_api, private, require_private
+from banglasenti.runtime.private_api import PRIVATE, TRAINER, missing_private_api, private, require_private
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_UNDERSCORED = {"_asdict", "_replace", "_fields", "_make"}  # namedtuple's public API
@@ -36,9 +36,9 @@ def test_an_instance_attribute_is_looked_for_in_its_source(monkeypatch):
 
 
 def test_only_listed_names_are_reached():
-    with pytest.raises(KeyError, match="not in components.private_api.PRIVATE"):
+    with pytest.raises(KeyError, match="not in banglasenti.runtime.private_api.PRIVATE"):
         private(transformers.Trainer, "_inner_training_loop")
-    with pytest.raises(KeyError, match="not in components.private_api.PRIVATE"):
+    with pytest.raises(KeyError, match="not in banglasenti.runtime.private_api.PRIVATE"):
         private(object(), "_tr_loss", "transformers.trainer:Other")
     assert private(transformers.Trainer, "_save_checkpoint") is transformers.Trainer._save_checkpoint
     assert {u.owner for u in PRIVATE if u.name == "_tr_loss"} == {TRAINER}

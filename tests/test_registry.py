@@ -9,16 +9,11 @@ import pytest
 import yaml
 from kfp import dsl
 
-from components.config import CLASS_NAMES, CONFIG_DIR, load_config
-from components.registry import (
-    CLASSIFICATION_SCHEMA,
-    RegistryError,
-    model_client,
-    register,
-    selected_macro_f1,
-    upload_model,
-)
-from components.storage import InputError
+from banglasenti.cloud.model_registry import CLASSIFICATION_SCHEMA, RegistryError, model_client, register
+from banglasenti.config.schema import CLASS_NAMES, CONFIG_DIR, load_config
+from banglasenti.storage.artifacts import InputError
+from components.selected_macro_f1 import selected_macro_f1
+from components.upload_model import upload_model
 from pipelines.compile import compile_pipeline
 from tests.support.vertex_standin import _integral
 
@@ -135,7 +130,7 @@ def test_batch_prediction_is_compiled_only_when_asked(tmp_path):
 
 @pytest.mark.component
 def test_the_check_names_a_placeholder_serving_image(tmp_path):
-    from pipelines import preflight
+    from banglasenti.cloud import preflight_checks as preflight
 
     spec, _ = compiled(tmp_path, "registry.upload=true")
     assert preflight.image_findings(spec) == []
@@ -149,7 +144,7 @@ def test_the_check_names_a_placeholder_serving_image(tmp_path):
 
 
 def test_a_bad_serving_image_is_named():
-    from components.config import ConfigError
+    from banglasenti.config.schema import ConfigError
 
     with pytest.raises(ConfigError, match=": pipeline.serve_image: .*sha256"):
         load_config(CONFIG_DIR / "banglasenti.yaml", {"pipeline.serve_image": "us-docker.pkg.dev/p/r/x@sha256:12"})
@@ -209,7 +204,7 @@ def test_gate_on_the_local_runner(tmp_path, score, uploads):
     from kfp import local
 
     from pipelines.pipeline import Dag
-    from pipelines.registry import add_registry_upload
+    from pipelines.registry_upload import add_registry_upload
 
     cfg = load_config(
         CONFIG_DIR / "local.yaml", {"registry.upload": True, "registry.min_macro_f1": 0.6, "registry.project": "p"}
@@ -354,7 +349,7 @@ def test_the_stand_in_refuses_what_the_service_refuses(standin):
     from google.cloud import aiplatform_v1
     from google.protobuf import json_format
 
-    from components.registry import evaluation_request
+    from banglasenti.cloud.model_registry import evaluation_request
 
     result = run_register(standin, 0.6)
     parent = f"projects/{PROJECT}/locations/{REGION}"
@@ -394,9 +389,11 @@ def test_upload_step_outputs_a_vertex_model_of_the_new_version(standin, monkeypa
     VertexModel artifact names the new version."""
     from google_cloud_pipeline_components.types.artifact_types import VertexModel
 
-    import components.registry
+    import banglasenti.cloud.model_registry
 
-    monkeypatch.setattr(components.registry, "model_client", lambda location: model_client(location, standin.url))
+    monkeypatch.setattr(
+        banglasenti.cloud.model_registry, "model_client", lambda location: model_client(location, standin.url)
+    )
     model = dsl.Model(uri="gs://bucket/root/export-model/model/", metadata={"selected": "baseline"})
     metrics = dsl.Metrics(
         uri=str(tmp_path / "m"),

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from components.config import ReferenceConfig
-from components.evaluate import run_evaluate
-from components.metrics import flat_metrics
-from components.reference import predict_reference, train_reference
-from components.stats import (
+from banglasenti.config.schema import ReferenceConfig
+from banglasenti.evaluation.comparison import run_evaluate
+from banglasenti.evaluation.metrics import flat_metrics
+from banglasenti.evaluation.reference import predict_reference, train_reference
+from banglasenti.evaluation.stats import (
     bootstrap_indices,
     compare,
     confidence_intervals,
@@ -131,8 +131,8 @@ def test_run_evaluate_writes_the_html_report(trained, base_dir, tokenized_dir, p
 
 
 def test_report_warns_when_a_transformer_falls_below_the_reference():
-    from components.metrics import classification_metrics, majority_class_metrics
-    from components.report import render_html
+    from banglasenti.evaluation.metrics import classification_metrics, majority_class_metrics
+    from banglasenti.evaluation.report import render_html
 
     y = [0, 1, 2, 2, 1, 0]
     models = {

@@ -46,7 +46,7 @@ def browser(tmp_path):
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory, trained, base_dir, tokenized_dir, prepared_dir, fast_cfg) -> Path:
-    from components.evaluate import run_evaluate
+    from banglasenti.evaluation.comparison import run_evaluate
 
     out = tmp_path_factory.mktemp("html")
     dirs = {mode: str(path) for mode, (path, _) in trained.items()}

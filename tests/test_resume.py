@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.checkpoints import (
+from banglasenti.storage.artifacts import InputError
+from banglasenti.training.checkpoints import (
     MANIFEST,
     Interrupted,
     check_run_identity,
@@ -19,7 +20,6 @@ from components.checkpoints import (
     latest_valid_checkpoint,
     write_manifest,
 )
-from components.storage import InputError
 from tests.conftest import FAST_OVERRIDES, ROOT, sigterm_at_step
 
 CHECKPOINT_STEPS = 7  # 555 train rows / batch 16 = 35 steps per epoch: step 7 is mid-epoch
@@ -167,7 +167,7 @@ def test_sigterm_in_process_stops_with_a_checkpoint(
     base_dir, tokenized_dir, fast_cfg, tmp_path, monkeypatch, gcsfuse_semantics
 ):
     """The same stop path in-process: SIGTERM arrives during step 3, the trainer saves after step 4 and stops."""
-    from components.training import train_model
+    from banglasenti.training.runner import train_model
 
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(tmp_path / "aip"))  # as Vertex AI sets it (here a plain path)
     before = signal.getsignal(signal.SIGTERM)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from components.runtime import PROGRESS_MARK, progress
-from pipelines.run_log import RunLog, quiet_run
+from banglasenti.local.run_log import RunLog, quiet_run
+from banglasenti.runtime.process import PROGRESS_MARK, progress
 
 KFP_LOG = [
     "21:00:00.100 - INFO - Executing task \x1b[96m'prepare'\x1b[0m",
@@ -20,7 +20,7 @@ KFP_LOG = [
     "    train: Dataset( name='train', uri='/runs/x/prepare/train', metadata={'rows': 555} )",
     "21:00:03.100 - INFO - Executing task 'tokenize'",
     "    Traceback (most recent call last):",
-    "    components.storage.InputError: /runs/x/base/model: no such model directory",
+    "    banglasenti.storage.artifacts.InputError: /runs/x/base/model: no such model directory",
     "21:00:04.000 - ERROR - Task 'tokenize' finished with status FAILURE",
 ]
 
@@ -47,7 +47,7 @@ def test_the_terminal_shows_a_line_per_step_and_the_file_everything():
 def test_a_failed_step_shows_its_last_lines():
     _, terminal = run_through(KFP_LOG)
     assert "tokenize: FAILURE after" in terminal
-    assert "    components.storage.InputError: /runs/x/base/model: no such model directory" in terminal
+    assert "    banglasenti.storage.artifacts.InputError: /runs/x/base/model: no such model directory" in terminal
     assert "Got executor_input" not in terminal  # prepare's lines are not tokenize's
 
 

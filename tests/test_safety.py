@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import CONFIG_DIR
-from components.storage import InputError, require_model_dir, safe_name
+from banglasenti.config.schema import CONFIG_DIR
+from banglasenti.storage.artifacts import InputError, require_model_dir, safe_name
 from pipelines.compile import compile_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def test_no_remote_code_and_no_unsafe_torch_load():
 
 
 def test_model_loading_sites_insist_on_safetensors_without_hub_kernels():
-    from components.modeling import LOAD_OPTIONS
+    from banglasenti.models.modeling import LOAD_OPTIONS
 
     sites = [
         (p, n)
@@ -128,7 +128,7 @@ def test_file_names_from_untrusted_text_are_sanitised(raw, expected):
 def test_hub_downloads_fetch_no_pickled_weights():
     from fnmatch import fnmatch
 
-    from components.base_model import MODEL_FILE_PATTERNS
+    from banglasenti.models.backbone import MODEL_FILE_PATTERNS
 
     def fetched(name):
         return any(fnmatch(name, pattern) for pattern in MODEL_FILE_PATTERNS)

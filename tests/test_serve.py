@@ -1,4 +1,4 @@
-"""components.serve: the real server on loopback, real HTTP requests, an exported model."""
+"""banglasenti.serving.server: the real server on loopback, real HTTP requests, an exported model."""
 
 import json
 import os
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import CLASS_NAMES
-from components.export import write_export
-from components.modeling import MERGED
-from components.serve import ModelHolder, create_app, load_served_model, parse_instances
-from components.storage import SAMPLE_PATH, InputError
+from banglasenti.config.schema import CLASS_NAMES
+from banglasenti.models.modeling import MERGED
+from banglasenti.serving.export import write_export
+from banglasenti.serving.server import ModelHolder, create_app, load_served_model, parse_instances
+from banglasenti.storage.artifacts import SAMPLE_PATH, InputError
 from tests.conftest import free_port
 
 HEALTH, PREDICT = "/v1/models/banglasenti/health", "/v1/models/banglasenti:predict"  # as Vertex AI sets them
@@ -67,7 +67,7 @@ def start_server(model: str | Path, **env: str) -> tuple[subprocess.Popen, str]:
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "components.serve", "--host", "127.0.0.1"],
+        [sys.executable, "-m", "banglasenti.serving.server", "--host", "127.0.0.1"],
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -98,14 +98,14 @@ def predict(url: str, texts: list[str]) -> list[dict]:
 
 
 def cli_predictions(export_dir: Path, texts: list[str], tmp_path: Path) -> list[dict]:
-    """`python -m components.predict` on a JSONL of instances, Vertex batch prediction's output format."""
+    """`python -m banglasenti.serving.predict` on a JSONL of instances, Vertex batch prediction's output format."""
     source, out = tmp_path / "instances.jsonl", tmp_path / "predictions.jsonl"
     source.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
     run = subprocess.run(
         [
             sys.executable,
             "-m",
-            "components.predict",
+            "banglasenti.serving.predict",
             "--model",
             str(export_dir),
             "--input",
@@ -262,12 +262,12 @@ def test_an_uncommitted_or_pickled_model_is_refused(export_dir, tmp_path):
 
 def test_no_model_is_a_one_line_error():
     env = {k: v for k, v in os.environ.items() if k != "AIP_STORAGE_URI"}
-    run = subprocess.run([sys.executable, "-m", "components.serve"], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-m", "banglasenti.serving.server"], capture_output=True, text=True, env=env)
     assert run.returncode == 2 and "AIP_STORAGE_URI" in run.stderr
 
 
 def test_loads_from_cloud_storage(export_dir, gcs_emulator, monkeypatch):
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
 
     client = gcs_client()
     bucket = client.create_bucket("serving-models")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.smoke import markdown
+from banglasenti.training.smoke_run import markdown
 from tests.test_submit import SA, TPU, bucket, run_main  # noqa: F401 - fixtures
 
 
@@ -72,7 +72,7 @@ def test_smoke_report_names_what_to_check():
 
 @pytest.mark.parametrize("steps", [0, -3])
 def test_smoke_refuses_a_step_count_below_one(steps, fast_cfg, tmp_path):
-    from components.smoke import run_smoke
+    from banglasenti.training.smoke_run import run_smoke
 
     with pytest.raises(ValueError, match="steps must be positive"):
         run_smoke(fast_cfg, tmp_path, tmp_path, tmp_path, steps)

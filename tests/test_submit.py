@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR
-from components.storage import gcs_client
+from banglasenti.config.schema import CONFIG_DIR
+from banglasenti.storage.artifacts import gcs_client
 from pipelines.compile import compile_pipeline
 from pipelines.submit import main
 
@@ -257,7 +257,7 @@ def test_missing_pipeline_root_bucket_is_named(standin, gcs_emulator, capfd):
     ],
 )
 def test_only_http_loopback_endpoints_count_as_a_stand_in(endpoint, loopback):
-    from pipelines.preflight import is_loopback_http
+    from banglasenti.cloud.preflight_checks import is_loopback_http
 
     assert is_loopback_http(endpoint) is loopback
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import CONFIG_DIR, SweepConfig, load_config
-from components.sweep import rank_trials, render_leaderboard, select_best
-from pipelines.gcsfuse import SWITCH_ENV
-from pipelines.sweep import SWEEP_TASKS, TRIAL_JOB, build_sweep_pipeline
+from banglasenti.config.schema import CONFIG_DIR, SweepConfig, load_config
+from banglasenti.evaluation.leaderboard import rank_trials, render_leaderboard, select_best
+from banglasenti.local.gcsfuse_semantics import SWITCH_ENV
+from pipelines.sweep_pipeline import SWEEP_TASKS, TRIAL_JOB, build_sweep_pipeline
 from pipelines.vertex import output_directory
 from tests.conftest import FAST_OVERRIDES
 
@@ -82,7 +82,7 @@ def test_sweep_compiles_for_vertex_with_a_parallel_for_over_the_grid(tmp_path):
     pools = spec["components"]["comp-train-lora"]["inputDefinitions"]["parameters"]["worker_pool_specs"]
     assert [pool["container_spec"]["image_uri"] for pool in pools["defaultValue"]] == [cfg.pipeline.train_image]
     # the trials' custom jobs share a directory named by the config, the same in every run (each trial keeps its
-    # checkpoints in a sub-location keyed by its own identity: components/checkpoints.py)
+    # checkpoints in a sub-location keyed by its own identity: banglasenti/training/checkpoints.py)
     out_dir = loop_body["base_output_directory"]["runtimeValue"]["constant"]
     assert out_dir == output_directory(cfg, TRIAL_JOB) and "uuid" not in out_dir
 

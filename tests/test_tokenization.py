@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import TokenizeConfig
-from components.encoding import bucket_for, load_tokenizer, tokenize_frame
+from banglasenti.config.schema import TokenizeConfig
+from banglasenti.data.encoding import bucket_for, load_tokenizer, tokenize_frame
 
 
 @pytest.mark.parametrize(("length", "bucket"), [(1, 32), (32, 32), (33, 64), (64, 64), (65, 128), (128, 128)])

@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-from components.collation import BucketCollator, load_tokenized_split
-from components.config import load_config
-from components.encoding import load_tokenizer
-from components.inference import predict_logits
-from components.modeling import load_trained_model
-from components.training import build_model, epoch_history
+from banglasenti.config.schema import load_config
+from banglasenti.data.collation import BucketCollator, load_tokenized_split
+from banglasenti.data.encoding import load_tokenizer
+from banglasenti.models.inference import predict_logits
+from banglasenti.models.modeling import load_trained_model
+from banglasenti.training.runner import build_model, epoch_history
 
 
 def test_collator_keeps_bucket_shapes():
@@ -90,7 +90,7 @@ def test_training_summary_is_consistent(trained, mode):
 def test_saved_lora_adapter_reloads_with_identical_logits(trained, base_dir, tokenized_dir):
     from peft import PeftModel
 
-    from components.modeling import load_base_classifier
+    from banglasenti.models.modeling import load_base_classifier
 
     model_dir, _ = trained["lora"]
     val = load_tokenized_split(tokenized_dir, "val")
@@ -116,7 +116,7 @@ def test_lora_head_was_trained(trained, base_dir):
 
 
 def test_training_is_reproducible(base_dir, tokenized_dir, fast_cfg, trained, tmp_path):
-    from components.training import train_model
+    from banglasenti.training.runner import train_model
 
     again = train_model("baseline", fast_cfg, str(base_dir), str(tokenized_dir), str(tmp_path / "b"))
     assert again["history"] == trained["baseline"][1]["history"]
@@ -124,6 +124,6 @@ def test_training_is_reproducible(base_dir, tokenized_dir, fast_cfg, trained, tm
 
 def test_local_config_learning_rates_are_set_per_mode():
     cfg = load_config(None, {"train.lora_learning_rate": 1e-3, "train.baseline_learning_rate": 1e-5})
-    from components.training import learning_rate
+    from banglasenti.training.runner import learning_rate
 
     assert (learning_rate("lora", cfg), learning_rate("baseline", cfg)) == (1e-3, 1e-5)

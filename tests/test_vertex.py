@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.checkpoints import SHARED_CHECKPOINT_ENV
-from components.config import CONFIG_DIR, MACHINE_PROFILES, ConfigError, load_config
-from components.lineage import GIT_COMMIT_ENV, IMAGE_ENV, git_commit
+from banglasenti.config.schema import CONFIG_DIR, MACHINE_PROFILES, ConfigError, load_config
+from banglasenti.storage.lineage import GIT_COMMIT_ENV, IMAGE_ENV, git_commit
+from banglasenti.training.checkpoints import SHARED_CHECKPOINT_ENV
 from pipelines.compile import compile_pipeline
 from pipelines.vertex import training_key
 
@@ -193,8 +193,8 @@ def dag_tasks(spec: dict):
 def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, overrides):
     from kfp import compiler
 
-    from pipelines.smoke import build_smoke_pipeline
-    from pipelines.sweep import build_sweep_pipeline
+    from pipelines.smoke_pipeline import build_smoke_pipeline
+    from pipelines.sweep_pipeline import build_sweep_pipeline
 
     cfg = load_config(
         CONFIG_DIR / "banglasenti.yaml", [*IMAGES, "vertex.cpu_steps.retries=3", "vertex.train.retries=2", *overrides]
@@ -278,7 +278,7 @@ def test_identical_configs_give_identical_training_cache_keys(tmp_path):
 def test_sweep_training_cache_keys_hold_no_per_run_value(tmp_path):
     from kfp import compiler
 
-    from pipelines.sweep import build_sweep_pipeline
+    from pipelines.sweep_pipeline import build_sweep_pipeline
 
     cfg = load_config(CONFIG_DIR / "banglasenti.yaml", IMAGES)
     keys = []
@@ -294,7 +294,7 @@ def vertex_api(gcs_emulator, monkeypatch):
     """The REST stand-in of Vertex AI and a pipeline-root bucket on the GCS emulator (owner: project `proj`)."""
     from google.cloud.aiplatform.utils import resource_manager_utils
 
-    from components.storage import gcs_client
+    from banglasenti.storage.artifacts import gcs_client
     from tests.support.vertex_standin import running
 
     client = gcs_client()
@@ -350,7 +350,7 @@ def identity_inputs(tmp_path: Path, data: bytes = b"tokens") -> tuple[Path, Path
 
 
 def committed_checkpoint(run_dir: Path, step: int) -> Path:
-    from components.checkpoints import write_manifest
+    from banglasenti.training.checkpoints import write_manifest
 
     ckpt = run_dir / f"checkpoint-{step}"
     ckpt.mkdir(parents=True)
@@ -360,7 +360,7 @@ def committed_checkpoint(run_dir: Path, step: int) -> Path:
 
 
 def test_a_shared_checkpoint_location_keys_each_run_by_its_identity(tmp_path):
-    from components.checkpoints import (
+    from banglasenti.training.checkpoints import (
         RUN_IDENTITY,
         latest_valid_checkpoint,
         remove_checkpoints,
@@ -392,7 +392,7 @@ def test_a_shared_checkpoint_location_keys_each_run_by_its_identity(tmp_path):
 
 
 def test_an_unshared_location_is_used_directly_until_another_run_holds_it(tmp_path, capsys):
-    from components.checkpoints import RUN_IDENTITY, remove_checkpoints, run_checkpoint_dir, run_identity
+    from banglasenti.training.checkpoints import RUN_IDENTITY, remove_checkpoints, run_checkpoint_dir, run_identity
 
     base, tok = identity_inputs(tmp_path)
     root = tmp_path / ".model.checkpoints"
@@ -416,8 +416,8 @@ def test_a_resubmitted_training_job_resumes_from_its_checkpoints(
 ):
     """A training job stopped mid-run (preempted), then the same job of a resubmitted run: it resumes from the
     first job's checkpoint; a job with other inputs in the same directory starts afresh beside it."""
-    from components.checkpoints import Interrupted, latest_valid_checkpoint
-    from components.training import train_model
+    from banglasenti.training.checkpoints import Interrupted, latest_valid_checkpoint
+    from banglasenti.training.runner import train_model
     from tests.conftest import sigterm_at_step
 
     for name, value in training_job_environment(compiled(tmp_path), "train-lora", tmp_path / "root").items():

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.checkpoints import MANIFEST, checkpoint_root
+from banglasenti.training.checkpoints import MANIFEST, checkpoint_root
 from tests.conftest import FAST_OVERRIDES, ROOT, built_once
 from tests.support.xla_process import DEVICES, failure_tail, run_on_xla, xla_env
 
@@ -219,7 +219,7 @@ def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, bas
     assert sum(graphs["step_loop_compiles"]) <= 1 + 1 + 1
     assert resumed["xla_storage_types"] == {"parameters": ["f32"], "optimizer_states": ["f32"]}
 
-    # Bit for bit, dropout included (the device RNG is seeded per step: components/checkpoints.py seed_xla_rng).
+    # Bit for bit, dropout included (the device RNG is seeded per step: checkpoints.seed_xla_rng).
     assert len(resumed["history"]) == EPOCHS
     assert resumed["history"] == reference["history"]
     want, got = float32_tensors(reference_dir), float32_tensors(out)
@@ -231,9 +231,9 @@ def test_killed_training_resumes_sharded_within_the_graph_bound(xla_trained, bas
 PACKED_VS_ALONE = """
 import json, sys
 import numpy as np, pandas as pd, torch, torch_xla
-from components.config import load_config
-from components.packing import PackedCollator, packed_forward, packed_records
-from components.training import build_model
+from banglasenti.config.schema import load_config
+from banglasenti.data.packing import PackedCollator, packed_forward, packed_records
+from banglasenti.training.runner import build_model
 
 base_dir, tokenized_dir = sys.argv[1:3]
 cfg = load_config("configs/local.yaml")  # its LoRA settings; the model is the base in base_dir
@@ -323,7 +323,7 @@ def test_training_refuses_bf16_storage(base_dir, tokenized_dir, tmp_path):
 
 def test_shard_batches_refuses_an_unsharded_loader_under_spmd():
     script = (
-        "import torch; from components.device import prepare_placement, shard_batches\n"
+        "import torch; from banglasenti.training.device import prepare_placement, shard_batches\n"
         "prepare_placement(8, 16)\n"
         "try:\n    shard_batches(torch.utils.data.DataLoader(list(range(4))))\n"
         "except TypeError as err:\n    print('refused:', err)\n"

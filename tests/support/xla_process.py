@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.compile_cache import PATH_ENV
+from banglasenti.training.compile_cache import PATH_ENV
 from tests.conftest import ROOT
 
 TAIL = 4000  # characters of a failed command's stderr shown

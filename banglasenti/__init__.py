@@ -1,0 +1,1 @@
+"""The banglasenti-pipeline library: everything the components, pipelines and commands call."""

@@ -1,0 +1,1 @@
+"""Vertex AI services the steps call: the Model Registry."""

@@ -1,0 +1,1 @@
+"""Data: input tables, cleaning and splitting, token ids, batches and packed rows; the embedded sample."""

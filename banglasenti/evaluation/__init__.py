@@ -1,0 +1,1 @@
+"""Evaluation: metrics, intervals and paired tests, the TF-IDF reference, reports, sweep leaderboards."""

@@ -1,0 +1,1 @@
+"""Serving: the exported model and its card, predictions, the HTTP server of the serving image."""

@@ -1,0 +1,269 @@
+"""serve: the exported classifier behind HTTP, following Vertex AI's custom-container contract.
+
+    AIP_STORAGE_URI=runs/export python -m banglasenti.serving.server          # local export directory (or its merged/)
+    AIP_STORAGE_URI=gs://bucket/export/merged python -m banglasenti.serving.server --port 8081
+    curl -s localhost:8080/predict -d '{"instances": [{"text": "খুব ভালো লাগলো"}]}'
+
+Vertex AI sets AIP_HTTP_PORT (default 8080), AIP_HEALTH_ROUTE (/health), AIP_PREDICT_ROUTE (/predict) and
+AIP_STORAGE_URI (its copy of the model's artifact directory). The model loads in the background: health answers
+503 until it is ready, then 200 with the model's metadata. Predictions go through banglasenti.serving.predict (same
+cleaning, packing or bucketing, and batching as `python -m banglasenti.serving.predict`):
+
+    {"instances": [{"text": "..."}, ...]}  ->  {"predictions": [{"label": ..., "label_id": ..., "scores": {...}}]}
+
+Malformed requests get a 400 with a one-line reason. Only safetensors weights are loaded; a directory whose
+artifact manifest says it was not completely written is refused (the server exits with status 2).
+"""
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from banglasenti.config.schema import CLASS_NAMES
+
+LOG = logging.getLogger("banglasenti.serving.server")
+DEFAULT_PORT = 8080
+DEFAULT_HEALTH_ROUTE = "/health"
+DEFAULT_PREDICT_ROUTE = "/predict"
+MAX_BODY_BYTES = 1_500_000  # Vertex AI online prediction caps a request at 1.5 MB
+MAX_INSTANCES = 512
+MAX_BODY_ENV = "BANGLASENTI_SERVE_MAX_BODY_BYTES"
+MAX_INSTANCES_ENV = "BANGLASENTI_SERVE_MAX_INSTANCES"
+
+
+class BadRequest(ValueError):
+    """A request the server refuses; the message is the one-line reason sent back."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict, the config its inputs are prepared with, and what to say about it."""
+
+    model: Any
+    tokenizer: Any
+    cfg: Any
+    info: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        from banglasenti.serving.predict import PROBABILITY_COLUMNS, predict_texts
+
+        with self.lock:  # one batch loop at a time: torch already uses every core for one
+            frame = predict_texts(texts, self.model, self.tokenizer, self.cfg)
+        warning = self.info.get("warning")
+        out = []
+        for row in frame.itertuples(index=False):
+            record = row._asdict()
+            prediction = {
+                "label": record["label"],
+                "label_id": int(record["label_id"]),
+                "scores": {name: float(record[col]) for name, col in zip(CLASS_NAMES, PROBABILITY_COLUMNS)},
+            }
+            if warning:
+                prediction["warning"] = warning
+            out.append(prediction)
+        return out
+
+
+def local_model_dir(uri: str, workdir: Path) -> Path:
+    """A local directory holding the model at `uri` (a gs:// prefix is downloaded into `workdir`)."""
+    from banglasenti.storage.artifacts import download_gcs_directory
+
+    if uri.startswith("gs://"):
+        download_gcs_directory(uri, workdir)
+        return workdir
+    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+
+
+def load_served_model(uri: str) -> LoadedModel:
+    """Load an exported model (export directory or its merged/, local or gs://): safetensors only, committed only."""
+    from banglasenti.models.modeling import ADAPTER_CONFIG
+    from banglasenti.runtime.process import quiet_libraries
+    from banglasenti.serving.predict import load_model, model_info, resolve_model_dir, serving_config
+    from banglasenti.storage.artifacts import InputError, require_model_dir
+
+    quiet_libraries()
+    with tempfile.TemporaryDirectory(prefix="banglasenti-serve-") as workdir:
+        model_dir = resolve_model_dir(local_model_dir(uri, Path(workdir)))
+        require_model_dir(model_dir)  # committed, config.json, *.safetensors
+        if (model_dir / ADAPTER_CONFIG).exists():
+            raise InputError(f"{uri}: a LoRA adapter; serve the export's merged/ model instead")
+        model, tokenizer = load_model(model_dir, None)
+        info = model_info(model_dir)
+    info = {**info, "labels": list(CLASS_NAMES), "storage_uri": uri}
+    return LoadedModel(model, tokenizer, serving_config(info), info)
+
+
+def parse_instances(body: bytes, max_instances: int) -> list[str]:
+    """The texts of a `{"instances": [{"text": ...}, ...]}` request body, or BadRequest saying what is wrong."""
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BadRequest(f"body is not JSON ({str(err).splitlines()[0]})") from None
+    if not isinstance(request, dict):
+        raise BadRequest('body must be a JSON object: {"instances": [{"text": "..."}]}')
+    instances = request.get("instances")
+    if instances is None:
+        raise BadRequest('no "instances": send {"instances": [{"text": "..."}]}')
+    if not isinstance(instances, list):
+        raise BadRequest('"instances" must be a list of {"text": "..."} objects')
+    if not instances:
+        raise BadRequest('"instances" is empty')
+    if len(instances) > max_instances:
+        raise BadRequest(f"too many instances: {len(instances)} (at most {max_instances} per request)")
+    texts = []
+    for i, instance in enumerate(instances):
+        if not isinstance(instance, dict) or "text" not in instance:
+            raise BadRequest(f'instances[{i}]: expected an object with a "text" field')
+        if not isinstance(instance["text"], str):
+            raise BadRequest(f"instances[{i}].text: expected a string, got {type(instance['text']).__name__}")
+        texts.append(instance["text"])
+    return texts
+
+
+class ModelHolder:
+    """The model, loaded once in a background thread; what went wrong if it could not be."""
+
+    def __init__(self, load: Callable[[], LoadedModel]):
+        self._load = load
+        self.model: LoadedModel | None = None
+        self.error: str | None = None
+        self.done = threading.Event()
+
+    def run(self, on_failure: Callable[[], None] = lambda: None) -> None:
+        from banglasenti.storage.artifacts import one_line
+
+        try:
+            self.model = self._load()
+            LOG.info("model loaded: %s", json.dumps(self.model.info, ensure_ascii=False))
+            if self.model.info.get("warning"):
+                LOG.warning("%s", self.model.info["warning"])
+        except Exception as err:  # noqa: BLE001 - reported on stderr and by health; the server then stops
+            self.error = f"{err.__class__.__name__}: {one_line(err)}"
+            LOG.error("cannot load the model: %s", self.error)
+            on_failure()
+        finally:
+            self.done.set()
+
+
+def create_app(
+    holder: ModelHolder,
+    health_route: str = DEFAULT_HEALTH_ROUTE,
+    predict_route: str = DEFAULT_PREDICT_ROUTE,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_instances: int = MAX_INSTANCES,
+):
+    """The FastAPI application: health and predict on the given routes."""
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="banglasenti classifier", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def failure(status: int, reason: str) -> JSONResponse:
+        return JSONResponse({"error": reason}, status_code=status)
+
+    async def health():
+        if holder.model is None:
+            state = {"status": "failed", "error": holder.error} if holder.error else {"status": "loading"}
+            return JSONResponse(state, status_code=503)
+        return {"status": "ready", "model": holder.model.info}
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
+            raise BadRequest(f"body too long: {declared} bytes (at most {max_body_bytes})")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise BadRequest(f"body too long: more than {max_body_bytes} bytes")
+        return bytes(body)
+
+    async def predict(request: Request):
+        from banglasenti.storage.artifacts import one_line
+
+        try:
+            texts = parse_instances(await read_body(request), max_instances)
+        except BadRequest as err:
+            return failure(400, str(err))
+        model = holder.model
+        if model is None:
+            return failure(503, holder.error or "the model is still loading")
+        try:
+            return {"predictions": await run_in_threadpool(model.predict, texts)}
+        except Exception as err:  # noqa: BLE001 - one request fails, the server stays up
+            LOG.exception("prediction failed")
+            return failure(500, f"prediction failed: {err.__class__.__name__}: {one_line(err)}")
+
+    app.add_api_route(health_route, health, methods=["GET"])
+    app.add_api_route(predict_route, predict, methods=["POST"])
+    return app
+
+
+def route(name: str, default: str) -> str:
+    value = os.environ.get(name) or default
+    return value if value.startswith("/") else f"/{value}"
+
+
+def serve(uri: str, host: str, port: int, health_route: str, predict_route: str) -> int:
+    """Run the server until stopped; 2 when the model cannot be loaded."""
+    import uvicorn
+
+    holder = ModelHolder(lambda: load_served_model(uri))
+    app = create_app(
+        holder,
+        health_route,
+        predict_route,
+        int(os.environ.get(MAX_BODY_ENV, MAX_BODY_BYTES)),
+        int(os.environ.get(MAX_INSTANCES_ENV, MAX_INSTANCES)),
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False))
+
+    def stop() -> None:
+        server.should_exit = True
+
+    threading.Thread(target=holder.run, args=(stop,), name="model-loader", daemon=True).start()
+    server.run()
+    return 2 if holder.error else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("AIP_STORAGE_URI"),
+        help="export directory or its merged/ (local or gs://); default $AIP_STORAGE_URI",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default all interfaces)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("AIP_HTTP_PORT") or DEFAULT_PORT),
+        help="port (default $AIP_HTTP_PORT or 8080)",
+    )
+    args = parser.parse_args(argv)
+    if not args.model:
+        print("error: no model: set AIP_STORAGE_URI or pass --model", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return serve(
+        args.model,
+        args.host,
+        args.port,
+        route("AIP_HEALTH_ROUTE", DEFAULT_HEALTH_ROUTE),
+        route("AIP_PREDICT_ROUTE", DEFAULT_PREDICT_ROUTE),
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

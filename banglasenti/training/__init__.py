@@ -1,0 +1,1 @@
+"""Training one model: the Trainer, devices and precision, checkpoints, compile cache, curves, smoke runs."""
