@@ -166,7 +166,7 @@ def test_one_stage_on_a_pinned_python_matching_the_locks(name):
 @pytest.mark.parametrize("name", IMAGES)
 def test_lock_layer_first_then_the_project_in_a_small_layer(name):
     """The locked dependencies (hash-checked) come from the locks alone, before any of the project's files is
-    copied: a change to components/ rebuilds only the project's layer."""
+    copied: a change to the project's code rebuilds only the project's layer."""
     stage = instructions(name)
     lock = IMAGES[name]["lock"]
     deps, project = layer_index(stage, LOCK_INSTALL.format(lock=lock)), layer_index(stage, PROJECT_INSTALL)
@@ -174,6 +174,7 @@ def test_lock_layer_first_then_the_project_in_a_small_layer(name):
     assert [c for _, c in copies] == [
         f"containers/locks/build.txt containers/locks/{lock}.txt /tmp/locks/",
         "pyproject.toml README.md /tmp/src/",
+        "banglasenti/ /tmp/src/banglasenti/",
         "components/ /tmp/src/components/",
         "pipelines/ /tmp/src/pipelines/",
     ]
@@ -295,7 +296,7 @@ def test_dockerignore_leaves_out_the_rest():
         "runs/x/report.md",
         "tests/test_containers.py",
         ".git/HEAD",
-        "components/__pycache__/config.cpython-311.pyc",
+        "banglasenti/config/__pycache__/schema.cpython-311.pyc",
         "configs/local.yaml",
         "containers/cpu.Dockerfile",
     ]:
@@ -600,7 +601,7 @@ def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(na
     src.mkdir()
     for item in ["pyproject.toml", "README.md"]:
         shutil.copy(ROOT / item, src / item)
-    for package in ["components", "pipelines"]:
+    for package in ["banglasenti", "components", "pipelines"]:
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=120)
     python = str(tmp_path / "venv" / "bin" / "python")
@@ -614,5 +615,10 @@ def test_build_stage_builds_sdists_and_the_project_with_the_pinned_setuptools(na
         assert run.returncode == 0, f"pip {' '.join(args)}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
     (wheel,) = (tmp_path / "wheels").glob("banglasenti_pipeline-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"banglasenti/config/image_refs.py", "pipelines/compile.py"} <= names
+    assert {
+        "banglasenti/config/image_refs.py",
+        "banglasenti/local/gcsfuse_site/sitecustomize.py",
+        "components/train.py",
+        "pipelines/compile.py",
+    } <= names
     assert any(n.startswith("banglasenti/data/") and n.endswith(".csv") for n in names), "package data missing"

@@ -12,7 +12,7 @@ from banglasenti.storage.artifacts import InputError, require_model_dir, safe_na
 from pipelines.compile import compile_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted((ROOT / "components").rglob("*.py")) + sorted((ROOT / "pipelines").rglob("*.py"))
+SOURCES = [p for package in ("banglasenti", "components", "pipelines") for p in sorted((ROOT / package).rglob("*.py"))]
 
 SECRET_PATTERNS = {
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),

@@ -19,7 +19,7 @@ from banglasenti.config.image_refs import check_image_ref
 CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 SAMPLE_URI = "sample"
-SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "bangla_sentiment_sample.csv"
+SAMPLE_PATH = Path(__file__).resolve().parents[1] / "data" / "bangla_sentiment_sample.csv"
 
 
 class InputError(ValueError):

@@ -23,7 +23,7 @@ VERTEX_ENV = {
     "AIP_MODEL_DIR": "vertex_model_dir",
     "AIP_CHECKPOINT_DIR": "vertex_checkpoint_dir",
 }
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_commit(repo: str | Path = REPO_ROOT) -> str:
