@@ -44,26 +44,24 @@ import time
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from banglasenti.models.backbone import XLMR_CONVENTIONS
+from banglasenti.storage.artifacts import SAMPLE_PATH
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
-SAMPLE_DATA = ROOT / "components" / "data" / "bangla_sentiment_sample.csv"
+SAMPLE_DATA = SAMPLE_PATH
 ORIGINAL_LENGTH = 256
 NUM_LABELS = 3
 PACKED_ROW = 128
 
 # The architecture of FacebookAI/xlm-roberta-base (its config.json), built without the Hub.
 XLMR_BASE: dict[str, Any] = dict(
+    XLMR_CONVENTIONS,
     vocab_size=250002,
     hidden_size=768,
     num_hidden_layers=12,
     num_attention_heads=12,
     intermediate_size=3072,
-    max_position_embeddings=514,
-    type_vocab_size=1,
-    layer_norm_eps=1e-5,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
 )
 # A few-MB stand-in with the same code path, for tests of this script.
 XLMR_TINY = dict(

@@ -138,6 +138,21 @@ class Dag:
             "tokenized": tok.outputs["tokenized"],
         }
 
+    def train_lora(self, p: dict[str, Any], shared: dict[str, Any], r, alpha, target_modules, job: str | None = None):
+        """A train-lora task with these LoRA settings (run parameters, or a sweep trial's)."""
+        return self.task(
+            "train_lora",
+            job=job,
+            lora_r=r,
+            lora_alpha=alpha,
+            lora_target_modules=target_modules,
+            learning_rate=p["lora_learning_rate"],
+            **shared,
+        )
+
+    def train_baseline(self, p: dict[str, Any], shared: dict[str, Any]):
+        return self.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
+
     def evaluate(self, prep, base, tok, lora_model, baseline_model):
         return self.task(
             "evaluate",
@@ -202,15 +217,8 @@ def build_pipeline(cfg: Config, target: Target = "local"):
     def body(dag: Dag, p: dict[str, Any]) -> PipelineOutputs:
         prep, base, tok = dag.data_steps(p)
         shared = dag.training_inputs(p, base, tok)
-        lora = dag.task(
-            "train_lora",
-            lora_r=p["lora_r"],
-            lora_alpha=p["lora_alpha"],
-            lora_target_modules=p["lora_target_modules"],
-            learning_rate=p["lora_learning_rate"],
-            **shared,
-        )
-        full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
+        lora = dag.train_lora(p, shared, p["lora_r"], p["lora_alpha"], p["lora_target_modules"])
+        full = dag.train_baseline(p, shared)
         evaluation = dag.evaluate(prep, base, tok, lora.outputs["model"], full.outputs["model"])
         export = dag.export_model(prep, base, lora.outputs["model"], full.outputs["model"], evaluation)
         if dag.vertex and cfg.registry.upload:  # optional Model Registry upload (pipelines/registry_upload.py)

@@ -37,6 +37,7 @@ from banglasenti.local.runners import (
     init_docker_runner,
     init_local_runner,
     list_artifacts,
+    macro_f1_line,
 )
 from banglasenti.runtime.command_line import base_parser, run_cli
 from pipelines.pipeline import Target, build_pipeline
@@ -107,15 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"\nRun finished in {result['wall_seconds']:.0f} s: {result['run_dir']}")
     for path in list_artifacts(result["run_dir"]):
         print(f"  {path.parent.name}/{path.name}: {path}")
-    metrics = result["metrics"]
-    print(
-        "\nTest macro-F1: "
-        + ", ".join(
-            f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
-            for name in ("lora", "baseline", "reference", "majority_class")
-            if f"{name}_test_macro_f1" in metrics
-        )
-    )
+    print("\n" + macro_f1_line(result["metrics"], ("lora", "baseline", "reference", "majority_class")))
     print(f"Comparison report: {result['report']}")
     print(f"HTML report: {browsable_html(result['html_report'])}")
     print(f"Data-quality report: {result['data_report']}")

@@ -55,22 +55,14 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}")
         return 0
     from banglasenti.local.run_log import run_logged
-    from banglasenti.local.runners import browsable_html
+    from banglasenti.local.runners import browsable_html, macro_f1_line
 
     root = Path(args.pipeline_root or cfg.pipeline.local_root).resolve()
     result = run_logged(lambda: run_sweep_local(cfg, root), root, args.verbose)
     if result is None:
         return 1
     print(result["leaderboard"].read_text(encoding="utf-8"))
-    metrics = result["metrics"]
-    print(
-        "Test macro-F1: "
-        + ", ".join(
-            f"{name} {metrics[f'{name}_test_macro_f1']:.4f}"
-            for name in ("lora", "baseline", "reference")
-            if f"{name}_test_macro_f1" in metrics
-        )
-    )
+    print(macro_f1_line(result["metrics"], ("lora", "baseline", "reference")))
     print(f"Leaderboard: {result['leaderboard']}")
     print(f"Comparison report: {result['report']}")
     print(f"HTML report: {browsable_html(result['html_report'])}")

@@ -38,17 +38,9 @@ def build_sweep_pipeline(cfg: Config, target: Target = "local"):
         prep, base, tok = dag.data_steps(p)
         shared = dag.training_inputs(p, base, tok)
         with dsl.ParallelFor(p["sweep_grid"], parallelism=cfg.sweep.parallelism or None) as trial:
-            lora = dag.task(
-                "train_lora",
-                job=TRIAL_JOB,
-                lora_r=trial.r,
-                lora_alpha=trial.alpha,
-                lora_target_modules=trial.target_modules,
-                learning_rate=p["lora_learning_rate"],
-                **shared,
-            )
+            lora = dag.train_lora(p, shared, trial.r, trial.alpha, trial.target_modules, job=TRIAL_JOB)
         best = dag.task("select_best_trial", trials=dsl.Collected(lora.outputs["model"]))
-        full = dag.task("train_baseline", learning_rate=p["baseline_learning_rate"], **shared)
+        full = dag.train_baseline(p, shared)
         evaluation = dag.evaluate(prep, base, tok, best.outputs["best_model"], full.outputs["model"])
         dag.export_model(prep, base, best.outputs["best_model"], full.outputs["model"], evaluation)
         return SweepOutputs(

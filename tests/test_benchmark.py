@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.component  # runs the benchmark's command on a tiny architecture
 
-SAMPLE = ROOT / "components" / "data" / "bangla_sentiment_sample.csv"
+SAMPLE = ROOT / "banglasenti" / "data" / "bangla_sentiment_sample.csv"
 
 
 def test_benchmark_steps_through_the_train_components_trainer(tmp_path):

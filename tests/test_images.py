@@ -121,13 +121,16 @@ def test_image_packages(name):
     """The lock's torch and kfp, the project installed (not the source tree), pip check clean, the user's uid."""
     image = local_image(name)
     code = (
-        "import importlib.metadata as m, os, components, json; print(json.dumps({'torch': m.version('torch'), "
-        "'kfp': m.version('kfp'), 'components': components.__file__, 'uid': os.getuid()}))"
+        "import importlib.metadata as m, os, json, banglasenti.data, components; print(json.dumps({'torch': "
+        "m.version('torch'), 'kfp': m.version('kfp'), 'components': components.__file__, 'sample': "
+        "os.path.isfile(os.path.join(os.path.dirname(banglasenti.data.__file__), 'bangla_sentiment_sample.csv')), "
+        "'library': banglasenti.data.__file__, 'uid': os.getuid()}))"
     )
     seen = json.loads(podman("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", code).stdout)
     assert seen["torch"] == locked(name, "torch")
     assert seen["kfp"] == locked(name, "kfp")
     assert seen["components"].startswith("/opt/venv/lib/python3.11/site-packages/components/")
+    assert seen["library"].startswith("/opt/venv/lib/python3.11/site-packages/banglasenti/data/") and seen["sample"]
     assert seen["uid"] == (10001 if name == "cpu" else 0)
     check = podman("run", "--rm", "--network", "none", "--entrypoint", "pip", image, "check", check=False)
     assert check.returncode == 0, check.stdout + check.stderr

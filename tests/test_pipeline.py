@@ -304,7 +304,7 @@ def test_compiled_yaml_loads_back_and_runs_locally_on_gcs_data(tmp_path, gcs_emu
     client = gcs_client()
     bucket = client.lookup_bucket("raw-data-bucket") or client.create_bucket("raw-data-bucket")
     bucket.blob("banglasenti/sample.csv").upload_from_filename(
-        str(ROOT / "components" / "data" / "bangla_sentiment_sample.csv")
+        str(ROOT / "banglasenti" / "data" / "bangla_sentiment_sample.csv")
     )
     path = compile_pipeline(CONFIG_DIR / "local.yaml", tmp_path / "local.yaml", "local", FAST)
     pipeline = components.load_component_from_file(str(path))

@@ -13,6 +13,8 @@ job's service account. The served model is the export's `merged/` directory, run
 """
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from banglasenti.storage.artifacts import InputError
@@ -193,6 +195,18 @@ def import_evaluation(client, version: str, evaluation: dict[str, Any], slices: 
     return imported.name
 
 
+@contextmanager
+def registry_errors(location: str) -> Iterator[None]:
+    """A refused Model Registry call as a one-line RegistryError."""
+    from google.api_core.exceptions import GoogleAPICallError
+
+    try:
+        yield
+    except GoogleAPICallError as err:
+        message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", err.message or "")  # the REST transport's prefix
+        raise RegistryError(f"Model Registry ({location}): {err.code} {message}") from err
+
+
 def register(
     client,
     *,
@@ -212,72 +226,35 @@ def register(
     """Add the exported model as a version of the registry model, import its evaluation, and make it the default
     version when it beats the current one. Returns what was done (the step's VertexModel metadata); a refused call
     is a one-line RegistryError."""
-    from google.api_core.exceptions import GoogleAPICallError
-
-    try:
-        return _register(
-            client,
-            project,
-            location,
-            parent_model,
-            display_name,
-            artifact_uri,
-            serving_image,
-            selected,
-            classes,
-            confusion,
-            macro_f1,
-            accuracy,
-            labels or {},
+    with registry_errors(location):
+        parent = parent_model or find_parent_model(client, project, location, display_name)
+        current = champion(client, parent) if parent else None
+        wins = challenger_wins(macro_f1, current)
+        description = f"{selected} model; test macro-F1 {macro_f1:.4f}"
+        version = upload_version(
+            client, project, location, parent, display_name, artifact_uri, serving_image, description, labels or {}
         )
-    except GoogleAPICallError as err:
-        message = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", err.message or "")  # the REST transport's prefix
-        raise RegistryError(f"Model Registry ({location}): {err.code} {message}") from err
-
-
-def _register(
-    client,
-    project: str,
-    location: str,
-    parent_model: str,
-    display_name: str,
-    artifact_uri: str,
-    serving_image: str,
-    selected: str,
-    classes: list[str],
-    confusion: list[list[int]],
-    macro_f1: float,
-    accuracy: float,
-    labels: dict[str, str],
-) -> dict[str, Any]:
-    parent = parent_model or find_parent_model(client, project, location, display_name)
-    current = champion(client, parent) if parent else None
-    wins = challenger_wins(macro_f1, current)
-    description = f"{selected} model; test macro-F1 {macro_f1:.4f}"
-    version = upload_version(
-        client, project, location, parent, display_name, artifact_uri, serving_image, description, labels
-    )
-    evaluation, slices = evaluation_request(
-        classes, confusion, macro_f1, accuracy, {"selected": selected, "test_macro_f1": macro_f1}
-    )
-    evaluation_name = import_evaluation(client, version, evaluation, slices)
-    if wins and current is not None:  # a new model's first version is its default already
-        client.merge_version_aliases(name=version, version_aliases=[DEFAULT_ALIAS])
-    model_name, version_id = version.split("@")
-    result = {
-        "resourceName": version,
-        "model": model_name,
-        "version_id": version_id,
-        "artifact_uri": artifact_uri,
-        "selected": selected,
-        "test_macro_f1": macro_f1,
-        "is_default_version": wins,
-        "champion_version": current.version if current else "",
-        "evaluation": evaluation_name,
-    }
-    if current is not None and current.macro_f1 is not None:
-        result["champion_test_macro_f1"] = current.macro_f1
-    return result
+        evaluation, slices = evaluation_request(
+            classes, confusion, macro_f1, accuracy, {"selected": selected, "test_macro_f1": macro_f1}
+        )
+        evaluation_name = import_evaluation(client, version, evaluation, slices)
+        if wins and current is not None:  # a new model's first version is its default already
+            client.merge_version_aliases(name=version, version_aliases=[DEFAULT_ALIAS])
+        model_name, version_id = version.split("@")
+        result = {
+            "resourceName": version,
+            "model": model_name,
+            "version_id": version_id,
+            "artifact_uri": artifact_uri,
+            "selected": selected,
+            "test_macro_f1": macro_f1,
+            "is_default_version": wins,
+            "champion_version": current.version if current else "",
+            "evaluation": evaluation_name,
+        }
+        if current is not None and current.macro_f1 is not None:
+            result["champion_test_macro_f1"] = current.macro_f1
+        return result
 
 
 def confusion_rows(metadata: dict[str, Any]) -> tuple[list[str], list[list[int]]]:

@@ -73,6 +73,17 @@ def train_unigram_tokenizer(texts: list[str], vocab_size: int):
     return XLMRobertaTokenizer(vocab=[(token, 0.0) for token in SPECIAL_TOKENS] + pieces)
 
 
+# XLM-R's conventions, whatever its size: 514 positions (padding_idx 1 + 512), one token type, its special ids.
+XLMR_CONVENTIONS: dict[str, Any] = {
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
+
 def tiny_model_config(cfg: TinyModelConfig, vocab_size: int):
     """An XLMRobertaConfig with XLM-R's conventions (pad 1, bos 0, eos 2, 514 positions, eps 1e-5)."""
     from transformers import XLMRobertaConfig
@@ -83,12 +94,7 @@ def tiny_model_config(cfg: TinyModelConfig, vocab_size: int):
         num_hidden_layers=cfg.num_hidden_layers,
         num_attention_heads=cfg.num_attention_heads,
         intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
+        **XLMR_CONVENTIONS,
     )
 
 
