@@ -7,7 +7,7 @@ by torch_xla on the graph's hash, each written once; the directory is split by P
 version, so other hardware or another release never reads them.
 
 torch_xla reads the location once, when its computation cache first starts: `setup_compile_cache` must run
-before SPMD starts and before any tensor reaches the device (training.py calls it before `prepare_placement`).
+before SPMD starts and before any tensor reaches the device (runner.py calls it before `prepare_placement`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from banglasenti.storage.artifacts import fuse_path
 
 TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"
@@ -38,54 +40,54 @@ def scalar_tag(key: str) -> str:
     return f"eval/{key[len('eval_') :]}" if key.startswith("eval_") else f"train/{key}"
 
 
-def curves_callback(configured: str, mode: str):
+def curves_callback(configured: str, mode: str) -> CurveWriter | None:
     """A Trainer callback writing the curves, or None when there is nowhere to write them."""
     destinations = curve_destinations(configured, mode)
-    if not destinations:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers import TrainerCallback
+    return CurveWriter(destinations) if destinations else None
 
-    class CurveWriter(TrainerCallback):
-        """Scalars of every log until training ends (the later evaluation of the best epoch is not a curve point)."""
 
-        def __init__(self):
-            self.local = Path(tempfile.mkdtemp(prefix="tensorboard-"))
-            self.writer = SummaryWriter(log_dir=str(self.local))
+class CurveWriter(TrainerCallback):
+    """Scalars of every log until training ends (the later evaluation of the best epoch is not a curve point),
+    copied to each of `destinations` after every log."""
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.writer is None or not state.is_world_process_zero:
-                return
-            for key, value in (logs or {}).items():
-                if (
-                    key == "epoch"
-                    or key in RUN_SUMMARY_KEYS
-                    or isinstance(value, bool)
-                    or not isinstance(value, (int, float))
-                ):
-                    continue
-                self.writer.add_scalar(scalar_tag(key), float(value), state.global_step)
-            self.writer.flush()
-            self._publish()
+    def __init__(self, destinations: list[Path]):
+        from torch.utils.tensorboard import SummaryWriter
 
-        def on_train_end(self, args, state, control, **kwargs):
-            if self.writer is None:
-                return
-            self.writer.close()
-            self.writer = None
-            self._publish()
-            shutil.rmtree(self.local, ignore_errors=True)
+        self.destinations = destinations
+        self.local = Path(tempfile.mkdtemp(prefix="tensorboard-"))
+        self.writer: SummaryWriter | None = SummaryWriter(log_dir=str(self.local))
 
-        def _publish(self) -> None:
-            for dest in destinations:
-                dest.mkdir(parents=True, exist_ok=True)
-                for event_file in sorted(self.local.iterdir()):
-                    # the temporary name must not contain "tfevents", or readers would load it as a second file
-                    tmp = dest / f".partial-{os.getpid()}-{event_file.stat().st_ino}"
-                    try:
-                        shutil.copyfile(event_file, tmp)
-                        os.replace(tmp, dest / event_file.name)
-                    finally:
-                        tmp.unlink(missing_ok=True)
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.writer is None or not state.is_world_process_zero:
+            return
+        for key, value in (logs or {}).items():
+            if (
+                key == "epoch"
+                or key in RUN_SUMMARY_KEYS
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+            ):
+                continue
+            self.writer.add_scalar(scalar_tag(key), float(value), state.global_step)
+        self.writer.flush()
+        self._publish()
 
-    return CurveWriter()
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.writer = None
+        self._publish()
+        shutil.rmtree(self.local, ignore_errors=True)
+
+    def _publish(self) -> None:
+        for dest in self.destinations:
+            dest.mkdir(parents=True, exist_ok=True)
+            for event_file in sorted(self.local.iterdir()):
+                # the temporary name must not contain "tfevents", or readers would load it as a second file
+                tmp = dest / f".partial-{os.getpid()}-{event_file.stat().st_ino}"
+                try:
+                    shutil.copyfile(event_file, tmp)
+                    os.replace(tmp, dest / event_file.name)
+                finally:
+                    tmp.unlink(missing_ok=True)

@@ -1,5 +1,5 @@
-"""What a training run shows about its device: the callbacks training.py adds to every run, and the recorder of the
-smoke job (components/smoke.py).
+"""What a training run shows about its device: the callbacks runner.py adds to every run, and the recorder of the
+smoke job (smoke_run.py).
 
 `run_callbacks` gives the TensorBoard curve writer (banglasenti/training/curves.py) and, inside `recording(record)`, a
 recorder that fills `record` with: device kind and count, the SPMD mesh, the sharding of a training batch,
@@ -18,7 +18,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from transformers import TrainerCallback
+
 from banglasenti.config.schema import Config
+from banglasenti.training.device import device_kind
 
 _RECORDS: list[dict[str, Any]] = []
 BF16_ENV = ("XLA_USE_BF16", "XLA_DOWNCAST_BF16")
@@ -35,14 +38,15 @@ def recording(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         _RECORDS.remove(record)
 
 
-def run_callbacks(cfg: Config, mode: str) -> list:
-    """The callbacks training.py adds: TensorBoard curves when asked for, the recorder inside `recording`."""
+def run_callbacks(cfg: Config, mode: str) -> list[TrainerCallback]:
+    """The callbacks runner.py adds: TensorBoard curves when asked for, the recorder inside `recording`."""
     from banglasenti.training.curves import curves_callback
 
-    callbacks = [curves_callback(cfg.train.tensorboard_dir, mode)]
+    curves = curves_callback(cfg.train.tensorboard_dir, mode)
+    callbacks: list[TrainerCallback] = [curves] if curves is not None else []
     if _RECORDS:
         callbacks.append(diagnostics_callback(_RECORDS[-1]))
-    return [c for c in callbacks if c is not None]
+    return callbacks
 
 
 def xla_metric(name: str) -> dict[str, float]:
@@ -117,82 +121,81 @@ def bf16_exact_share(params) -> float:
     return round(exact / total, 6) if total else 0.0
 
 
-def diagnostics_callback(record: dict[str, Any]):
+def diagnostics_callback(record: dict[str, Any]) -> DeviceRecorder:
     """A Trainer callback filling `record` as the run goes (host transfers only at the start and the end)."""
-    from transformers import TrainerCallback
+    return DeviceRecorder(record)
 
-    from banglasenti.training.device import device_kind
 
-    xla = device_kind() == "xla"
+class DeviceRecorder(TrainerCallback):
+    """Fills `record` as the run goes (host transfers only at the start and the end)."""
 
-    class Recorder(TrainerCallback):
-        def __init__(self):
-            self.step_started = 0.0
-            self.step_seconds: list[float] = []
-            self.hook = None
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+        self.xla = device_kind() == "xla"
+        self.step_started = 0.0
+        self.step_seconds: list[float] = []
+        self.hook = None
 
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            record["device_kind"] = device_kind()
-            record["bf16_environment"] = {name: os.environ.get(name, "") for name in BF16_ENV}
-            if xla:
-                record.update(xla_device_facts())
-                from banglasenti.training.compile_cache import cache_counters
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.record["device_kind"] = device_kind()
+        self.record["bf16_environment"] = {name: os.environ.get(name, "") for name in BF16_ENV}
+        if self.xla:
+            self.record.update(xla_device_facts())
+            from banglasenti.training.compile_cache import cache_counters
 
-                self.before = {"compile": xla_metric("CompileTime"), "cache": cache_counters()}
-            if model is not None:
-                self.hook = model.register_forward_pre_hook(self._see_batch, with_kwargs=True)
-            self.started = time.monotonic()
+            self.before = {"compile": xla_metric("CompileTime"), "cache": cache_counters()}
+        if model is not None:
+            self.hook = model.register_forward_pre_hook(self._see_batch, with_kwargs=True)
+        self.started = time.monotonic()
 
-        def _see_batch(self, module, args, kwargs):
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            if ids is not None and module.training and "batch" not in record:
-                record["batch"] = {
-                    "input_ids_shape": list(ids.shape),
-                    "device": str(ids.device),
-                    "input_ids_sharding": tensor_sharding(ids),
-                }
-                self.hook.remove()
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.step_started = time.monotonic()
-
-        def on_step_end(self, args, state, control, optimizer=None, **kwargs):
-            self.step_seconds.append(time.monotonic() - self.step_started)
-            if optimizer is not None and "optimizer_state_dtypes" not in record:
-                states = [v for s in optimizer.state.values() for v in s.values() if hasattr(v, "dtype")]
-                record["optimizer"] = (
-                    type(getattr(optimizer, "optimizer", optimizer)).__module__
-                    + "."
-                    + type(getattr(optimizer, "optimizer", optimizer)).__name__
-                )
-                record["optimizer_state_dtypes"] = dtype_counts(s for s in states if s.dim() > 0)
-
-        def on_train_end(self, args, state, control, model=None, **kwargs):
-            seconds = self.step_seconds
-            record["steps"] = len(seconds)
-            record["step_seconds"] = {
-                "first": round(seconds[0], 3) if seconds else None,
-                "median_after_first": round(statistics.median(seconds[1:]), 4) if len(seconds) > 1 else None,
-                "total": round(sum(seconds), 3),
+    def _see_batch(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and module.training and "batch" not in self.record:
+            self.record["batch"] = {
+                "input_ids_shape": list(ids.shape),
+                "device": str(ids.device),
+                "input_ids_sharding": tensor_sharding(ids),
             }
-            record["train_loop_seconds"] = round(time.monotonic() - self.started, 3)
-            if xla:  # before the weights are read back below
-                import torch_xla.debug.metrics as met
+            self.hook.remove()
 
-                from banglasenti.training.compile_cache import cache_counters
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.monotonic()
 
-                compile_now, cache_now = xla_metric("CompileTime"), cache_counters()
-                record["graphs_compiled"] = compile_now["count"] - self.before["compile"]["count"]
-                record["compile_seconds"] = round(
-                    compile_now["total_seconds"] - self.before["compile"]["total_seconds"], 3
-                )
-                record["persistent_cache"] = {k: cache_now[k] - self.before["cache"][k] for k in cache_now}
-                record["compile_cache_path"] = os.environ.get("XLA_PERSISTENT_CACHE_PATH", "")
-                record["metrics_report"] = met.metrics_report()
-            if model is not None:
-                trainable = [p for p in model.parameters() if p.requires_grad]
-                record["parameter_dtypes"] = dtype_counts(model.parameters())
-                record["trainable_parameter_dtypes"] = dtype_counts(trainable)
-                record["trainable_bf16_exact_share"] = bf16_exact_share(trainable)
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        self.step_seconds.append(time.monotonic() - self.step_started)
+        if optimizer is not None and "optimizer_state_dtypes" not in self.record:
+            states = [v for s in optimizer.state.values() for v in s.values() if hasattr(v, "dtype")]
+            self.record["optimizer"] = (
+                type(getattr(optimizer, "optimizer", optimizer)).__module__
+                + "."
+                + type(getattr(optimizer, "optimizer", optimizer)).__name__
+            )
+            self.record["optimizer_state_dtypes"] = dtype_counts(s for s in states if s.dim() > 0)
 
-    return Recorder()
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        seconds = self.step_seconds
+        self.record["steps"] = len(seconds)
+        self.record["step_seconds"] = {
+            "first": round(seconds[0], 3) if seconds else None,
+            "median_after_first": round(statistics.median(seconds[1:]), 4) if len(seconds) > 1 else None,
+            "total": round(sum(seconds), 3),
+        }
+        self.record["train_loop_seconds"] = round(time.monotonic() - self.started, 3)
+        if self.xla:  # before the weights are read back below
+            import torch_xla.debug.metrics as met
+
+            from banglasenti.training.compile_cache import cache_counters
+
+            compile_now, cache_now = xla_metric("CompileTime"), cache_counters()
+            self.record["graphs_compiled"] = compile_now["count"] - self.before["compile"]["count"]
+            self.record["compile_seconds"] = round(
+                compile_now["total_seconds"] - self.before["compile"]["total_seconds"], 3
+            )
+            self.record["persistent_cache"] = {k: cache_now[k] - self.before["cache"][k] for k in cache_now}
+            self.record["compile_cache_path"] = os.environ.get("XLA_PERSISTENT_CACHE_PATH", "")
+            self.record["metrics_report"] = met.metrics_report()
+        if model is not None:
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            self.record["parameter_dtypes"] = dtype_counts(model.parameters())
+            self.record["trainable_parameter_dtypes"] = dtype_counts(trainable)
+            self.record["trainable_bf16_exact_share"] = bf16_exact_share(trainable)
