@@ -126,7 +126,9 @@ def test_train_components_use_the_run_parameters(chain):
     )
 
 
-@pytest.mark.parametrize("step", ["prepare", "base_model", "tokenization", "train", "evaluate", "export"])
+@pytest.mark.parametrize(
+    "step", ["prepare", "base_model", "tokenization", "train", "evaluate", "export_model", "smoke"]
+)
 def test_every_step_has_a_command_line(step):
     run = subprocess.run([sys.executable, "-m", f"components.{step}", "--help"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

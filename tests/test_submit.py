@@ -326,6 +326,19 @@ def test_check_passes_a_sound_setup_and_says_what_it_could_not_ask(standin, buck
     ]
 
 
+def test_the_preflight_command_is_the_check(standin, bucket, capfd):
+    """`python pipelines/preflight.py` takes submit's flags and reports what --check reports, submitting nothing."""
+    from pipelines.preflight import main as preflight_main
+
+    flags = ["--region", "asia-east1", "--api-endpoint", standin.url, "--serviceusage-endpoint", standin.url]
+    code = preflight_main([*BASE, *flags])
+    out, err = capfd.readouterr()
+    check_code, check_out, check_err = run_main(capfd, *flags, "--check")
+    assert code == check_code == 2 and out == check_out == ""
+    assert err == check_err and "error: region: asia-east1 does not offer TPU_V3" in err
+    assert standin.created_jobs() == []
+
+
 def test_blocking_problems_stop_a_submission(standin, bucket, capfd):
     code, _, err = run_main(capfd, "--region", "europe-west1", "--api-endpoint", standin.url)
     assert code == 2 and err.startswith("error: region: europe-west1 does not offer TPU_V3")
