@@ -18,7 +18,7 @@ from pipelines import submit
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    return submit.main(["--check", *(a for a in args if a != "--check")])
+    return submit.main(["--check", *args])
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ SAMPLE_VALUES = 4096  # per tensor, for the bf16-exactness share
 
 @contextlib.contextmanager
 def recording(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Training runs started inside this block fill `record` (see `diagnostics_callback`)."""
+    """Training runs started inside this block fill `record` (see `DeviceRecorder`)."""
     _RECORDS.append(record)
     try:
         yield record
@@ -45,7 +45,7 @@ def run_callbacks(cfg: Config, mode: str) -> list[TrainerCallback]:
     curves = curves_callback(cfg.train.tensorboard_dir, mode)
     callbacks: list[TrainerCallback] = [curves] if curves is not None else []
     if _RECORDS:
-        callbacks.append(diagnostics_callback(_RECORDS[-1]))
+        callbacks.append(DeviceRecorder(_RECORDS[-1]))
     return callbacks
 
 
@@ -121,13 +121,8 @@ def bf16_exact_share(params) -> float:
     return round(exact / total, 6) if total else 0.0
 
 
-def diagnostics_callback(record: dict[str, Any]) -> DeviceRecorder:
-    """A Trainer callback filling `record` as the run goes (host transfers only at the start and the end)."""
-    return DeviceRecorder(record)
-
-
 class DeviceRecorder(TrainerCallback):
-    """Fills `record` as the run goes (host transfers only at the start and the end)."""
+    """A Trainer callback filling `record` as the run goes (host transfers only at the start and the end)."""
 
     def __init__(self, record: dict[str, Any]):
         self.record = record
