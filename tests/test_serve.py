@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from banglasenti.config.schema import CLASS_NAMES
 from banglasenti.models.modeling import MERGED
+from banglasenti.serving.batching import BatchSettings, DynamicBatcher, QueueFull
 from banglasenti.serving.export import write_export
 from banglasenti.serving.server import ModelHolder, create_app, load_served_model, parse_instances
 from banglasenti.storage.artifacts import SAMPLE_PATH, InputError
@@ -174,6 +176,8 @@ BAD = [
         f"too many instances: {MAX_INSTANCES + 1} (at most {MAX_INSTANCES} per request)",
     ),
     (json.dumps({"instances": [{"text": "ক" * MAX_BODY}]}).encode(), "body too long"),
+    (b'{"instances": [{"text": "a"}], "parameters": [1]}', '"parameters" must be an object, got list'),
+    (b'{"instances": [{"text": "a"}], "parameters": null}', '"parameters" must be an object, got NoneType'),
 ]
 
 
@@ -285,3 +289,157 @@ def test_loads_from_cloud_storage(export_dir, gcs_emulator, monkeypatch):
 
 def test_parse_instances_accepts_vertex_parameters():
     assert parse_instances(b'{"instances": [{"text": "a", "id": 1}], "parameters": {}}', 4) == ["a"]
+
+
+def echo_batcher(settings: BatchSettings, fail_on: str = "", gate: threading.Event | None = None):
+    """A batcher whose "model" answers each text with itself upper-cased, records each batch, fails a batch holding
+    `fail_on`, and waits for `gate` before each batch when given."""
+    seen: list[list[str]] = []
+    started = threading.Event()
+
+    def predict(texts: list[str]) -> list[str]:
+        started.set()
+        if gate is not None:
+            gate.wait(30)
+        seen.append(list(texts))
+        if fail_on and fail_on in texts:
+            raise RuntimeError(f"cannot predict {fail_on!r}")
+        return [t.upper() for t in texts]
+
+    return DynamicBatcher(predict, settings), seen, started
+
+
+def test_batcher_predicts_concurrent_requests_together_each_in_its_order():
+    batcher, seen, _ = echo_batcher(BatchSettings(max_batch_texts=16, max_wait_ms=200))
+    requests = [[f"r{i}t{j}" for j in range(1 + i % 3)] for i in range(12)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = list(pool.map(batcher.submit, requests))
+    answers = [f.result(timeout=30) for f in futures]
+    assert answers == [[t.upper() for t in texts] for texts in requests]
+    assert sorted(t for batch in seen for t in batch) == sorted(t for texts in requests for t in texts)
+    assert len(seen) < len(requests) and max(len(b) for b in seen) <= 16  # gathered, within the batch size
+    for batch in seen:  # a request's texts stay together and in order inside a batch
+        positions = {t: i for i, t in enumerate(batch)}
+        for texts in requests:
+            if texts[0] in positions:
+                assert [positions[t] for t in texts] == list(
+                    range(positions[texts[0]], positions[texts[0]] + len(texts))
+                )
+    batcher.stop()
+
+
+def test_a_failed_batch_fails_only_its_own_requests():
+    gate = threading.Event()
+    batcher, seen, started = echo_batcher(BatchSettings(max_batch_texts=2, max_wait_ms=0), "boom", gate)
+    first = batcher.submit(["a"])  # taken alone; the worker then waits at the gate
+    assert started.wait(10)
+    doomed, fine = batcher.submit(["boom", "b"]), batcher.submit(["c"])  # two batches: 2 texts fill the first
+    gate.set()
+    assert first.result(timeout=10) == ["A"] and fine.result(timeout=10) == ["C"]
+    with pytest.raises(RuntimeError, match="cannot predict 'boom'"):
+        doomed.result(timeout=10)
+    assert seen == [["a"], ["boom", "b"], ["c"]]
+    assert batcher.submit(["d"]).result(timeout=10) == ["D"]  # the worker goes on
+    batcher.stop()
+
+
+def test_a_full_queue_refuses_at_once_and_frees_as_batches_run():
+    gate = threading.Event()
+    batcher, _, started = echo_batcher(BatchSettings(max_batch_texts=4, max_wait_ms=0, max_queued_texts=3), gate=gate)
+    running = batcher.submit(["a", "b"])
+    assert started.wait(10)  # taken: no longer queued
+    queued = batcher.submit(["c", "d", "e"])
+    with pytest.raises(QueueFull, match="3 texts queued"):
+        batcher.submit(["f"])
+    gate.set()
+    assert running.result(timeout=10) == ["A", "B"] and queued.result(timeout=10) == ["C", "D", "E"]
+    assert batcher.submit(["f"]).result(timeout=10) == ["F"]
+    batcher.stop()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "env", "expected"),
+    [
+        (None, {}, BatchSettings()),
+        ({"max_batch_texts": 8}, {}, BatchSettings(max_batch_texts=8)),
+        ({"max_batch_texts": 8}, {"BANGLASENTI_SERVE_MAX_BATCH": "32"}, BatchSettings(max_batch_texts=32)),
+        (
+            None,
+            {"BANGLASENTI_SERVE_BATCH_WAIT_MS": "0.5", "BANGLASENTI_SERVE_MAX_QUEUE": "10"},
+            BatchSettings(max_wait_ms=0.5, max_queued_texts=10),
+        ),
+    ],
+)
+def test_batch_settings_come_from_serving_json_then_the_environment(recorded, env, expected):
+    assert BatchSettings.from_sources(recorded, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("recorded", "env", "error"),
+    [
+        ({"max_batch": 8}, {}, "serving.json batching.max_batch: unknown setting"),
+        (None, {"BANGLASENTI_SERVE_MAX_BATCH": "many"}, "BANGLASENTI_SERVE_MAX_BATCH='many': expected a number"),
+        (None, {"BANGLASENTI_SERVE_MAX_BATCH": "0"}, "batch settings out of range"),
+    ],
+)
+def test_bad_batch_settings_are_named(recorded, env, error):
+    with pytest.raises(ValueError, match=re.escape(error)):
+        BatchSettings.from_sources(recorded, env)
+
+
+def test_a_bad_batch_setting_stops_the_server_with_one_line():
+    env = {**os.environ, "AIP_STORAGE_URI": "unused", "BANGLASENTI_SERVE_BATCH_WAIT_MS": "soon"}
+    run = subprocess.run([sys.executable, "-m", "banglasenti.serving.server"], capture_output=True, text=True, env=env)
+    assert (
+        run.returncode == 2 and run.stderr.strip() == "error: BANGLASENTI_SERVE_BATCH_WAIT_MS='soon': expected a number"
+    )
+
+
+class GatedModel:
+    """Stands in for a LoadedModel: answers after `gate` opens."""
+
+    info = {"selected": "baseline"}
+
+    def __init__(self, gate: threading.Event):
+        self.gate, self.started = gate, threading.Event()
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        self.started.set()
+        self.gate.wait(30)
+        return [{"label": "neutral", "label_id": 2, "scores": {}} for _ in texts]
+
+
+def test_a_full_queue_gets_503_with_retry_after_and_the_server_recovers():
+    import uvicorn
+
+    gate = threading.Event()
+    model = GatedModel(gate)
+    holder = ModelHolder(lambda: model, BatchSettings(max_batch_texts=1, max_wait_ms=0, max_queued_texts=1))
+    holder.run()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(holder), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    body = {"instances": [{"text": "x"}]}
+    try:
+        assert wait_ready(url, timeout=30, health="/health")[-1] == 200
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            running = pool.submit(httpx.post, url + "/predict", json=body, timeout=60)
+            assert model.started.wait(10)
+            queued = pool.submit(httpx.post, url + "/predict", json=body, timeout=60)
+            deadline = time.monotonic() + 10
+            while holder.batcher.queued_texts() < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            refused = httpx.post(url + "/predict", json=body, timeout=60)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert "busy: 1 texts queued (at most 1)" in refused.json()["error"]
+            gate.set()
+            assert running.result().status_code == 200 and queued.result().status_code == 200
+        assert httpx.post(url + "/predict", json=body, timeout=60).status_code == 200
+        health = httpx.get(url + "/health").json()
+        assert health["batching"] == {"max_batch_texts": 1, "max_wait_ms": 0, "max_queued_texts": 1}
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -11,10 +11,16 @@ cleaning, packing or bucketing, and batching as `python -m banglasenti.serving.p
 
     {"instances": [{"text": "..."}, ...]}  ->  {"predictions": [{"label": ..., "label_id": ..., "scores": {...}}]}
 
+Requests that arrive together are predicted together (banglasenti/serving/batching.py): up to
+$BANGLASENTI_SERVE_MAX_BATCH texts (default 64), gathered for at most $BANGLASENTI_SERVE_BATCH_WAIT_MS after the
+oldest arrived (default 5); at most $BANGLASENTI_SERVE_MAX_QUEUE texts wait (default 2048), a request beyond that gets
+503 with Retry-After. The model's serving.json may set the same under `batching`; the environment wins.
+
 Malformed requests get a 400 with a one-line reason. Only safetensors weights are loaded; a directory whose
 artifact manifest says it was not completely written is refused (the server exits with status 2).
 """
 
+import asyncio
 import json
 import logging
 import os
@@ -22,11 +28,12 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from banglasenti.config.schema import CLASS_NAMES
+from banglasenti.serving.batching import BatchSettings, DynamicBatcher, QueueFull
 
 LOG = logging.getLogger("banglasenti.serving.server")
 DEFAULT_PORT = 8080
@@ -36,6 +43,7 @@ MAX_BODY_BYTES = 1_500_000  # Vertex AI online prediction caps a request at 1.5 
 MAX_INSTANCES = 512
 MAX_BODY_ENV = "BANGLASENTI_SERVE_MAX_BODY_BYTES"
 MAX_INSTANCES_ENV = "BANGLASENTI_SERVE_MAX_INSTANCES"
+RETRY_AFTER = "1"  # seconds, on a 503 for a full queue
 
 
 class BadRequest(ValueError):
@@ -112,6 +120,8 @@ def parse_instances(body: bytes, max_instances: int) -> list[str]:
     instances = request.get("instances")
     if instances is None:
         raise BadRequest('no "instances": send {"instances": [{"text": "..."}]}')
+    if "parameters" in request and not isinstance(request["parameters"], dict):
+        raise BadRequest(f'"parameters" must be an object, got {type(request["parameters"]).__name__}')
     if not isinstance(instances, list):
         raise BadRequest('"instances" must be a list of {"text": "..."} objects')
     if not instances:
@@ -129,11 +139,14 @@ def parse_instances(body: bytes, max_instances: int) -> list[str]:
 
 
 class ModelHolder:
-    """The model, loaded once in a background thread; what went wrong if it could not be."""
+    """The model, loaded once in a background thread, and the batcher that predicts with it; what went wrong if it
+    could not be loaded. Batch settings: `settings`, else the model's serving.json (`batching`) and the environment."""
 
-    def __init__(self, load: Callable[[], LoadedModel]):
+    def __init__(self, load: Callable[[], LoadedModel], settings: BatchSettings | None = None):
         self._load = load
+        self.settings = settings
         self.model: LoadedModel | None = None
+        self.batcher: DynamicBatcher[dict[str, Any]] | None = None
         self.error: str | None = None
         self.done = threading.Event()
 
@@ -141,7 +154,11 @@ class ModelHolder:
         from banglasenti.storage.artifacts import one_line
 
         try:
-            self.model = self._load()
+            model = self._load()
+            settings = self.settings or BatchSettings.from_sources(model.info.get("batching"))
+            self.batcher = DynamicBatcher(model.predict, settings)
+            self.model = model
+            LOG.info("batching: %s", settings)
             LOG.info("model loaded: %s", json.dumps(self.model.info, ensure_ascii=False))
             if self.model.info.get("warning"):
                 LOG.warning("%s", self.model.info["warning"])
@@ -162,7 +179,6 @@ def create_app(
 ):
     """The FastAPI application: health and predict on the given routes."""
     from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="banglasenti classifier", docs_url=None, redoc_url=None, openapi_url=None)
@@ -174,7 +190,8 @@ def create_app(
         if holder.model is None:
             state = {"status": "failed", "error": holder.error} if holder.error else {"status": "loading"}
             return JSONResponse(state, status_code=503)
-        return {"status": "ready", "model": holder.model.info}
+        batching = asdict(holder.batcher.settings) if holder.batcher else {}
+        return {"status": "ready", "model": holder.model.info, "batching": batching}
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -194,12 +211,16 @@ def create_app(
             texts = parse_instances(await read_body(request), max_instances)
         except BadRequest as err:
             return failure(400, str(err))
-        model = holder.model
-        if model is None:
+        batcher = holder.batcher
+        if holder.model is None or batcher is None:
             return failure(503, holder.error or "the model is still loading")
         try:
-            return {"predictions": await run_in_threadpool(model.predict, texts)}
-        except Exception as err:  # noqa: BLE001 - one request fails, the server stays up
+            future = batcher.submit(texts)
+        except QueueFull as err:
+            return JSONResponse({"error": f"busy: {err}"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
+        try:
+            return {"predictions": await asyncio.wrap_future(future)}
+        except Exception as err:  # noqa: BLE001 - the requests of one batch fail, the server stays up
             LOG.exception("prediction failed")
             return failure(500, f"prediction failed: {err.__class__.__name__}: {one_line(err)}")
 
@@ -254,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.model:
         print("error: no model: set AIP_STORAGE_URI or pass --model", file=sys.stderr)
+        return 2
+    try:
+        BatchSettings.from_sources()  # the environment's settings, checked before the model loads
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return serve(
