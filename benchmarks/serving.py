@@ -1,0 +1,266 @@
+"""Serving throughput and latency: one forward pass per request against dynamic batching, side by side in one run.
+
+    python benchmarks/serving.py --model runs/<run>/export-model/model                     # the demo export
+    python benchmarks/serving.py --model runs/<run>/export-model/model --architecture base --json out.json
+
+Each server variant is started as the serving image starts it (`python -m banglasenti.serving.server` with Vertex
+AI's AIP_* variables) and driven from a bounded loopback load generator: for each scenario (requests x texts per
+request x concurrency) a fixed number of client threads send their share of the requests one after another. All
+variants are up at once and take each scenario in turn, so load from elsewhere falls on them alike. Variants:
+
+    unbatched   BANGLASENTI_SERVE_MAX_BATCH=1, no wait: every request is its own forward pass (the server before
+                dynamic batching, which predicted each request's texts under one lock)
+    batched     the server's defaults (banglasenti/serving/batching.py)
+
+`--architecture base` serves a classifier of xlm-roberta-base's size (12 layers, hidden 768, vocabulary 250,002;
+random weights, built offline) with the export's tokenizer and serving settings, instead of the export's own model.
+The texts are the held-out texts of ../shared/data/banglasenti/val.csv when present, else the embedded sample's.
+Reported per variant and scenario: texts/s, latency p50/p95/p99 (ms), and the server's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
+HEALTH, PREDICT = "/health", "/predict"
+VARIANTS: dict[str, dict[str, str]] = {
+    "unbatched": {"BANGLASENTI_SERVE_MAX_BATCH": "1", "BANGLASENTI_SERVE_BATCH_WAIT_MS": "0"},
+    "batched": {},
+}
+# (requests, texts per request, concurrency): one text per request from many clients is an endpoint's usual traffic.
+SCENARIOS = [(200, 1, 1), (400, 1, 16), (400, 1, 32), (400, 1, 64), (30, 32, 1), (30, 32, 4)]
+
+
+def held_out_texts() -> list[str]:
+    import pandas as pd
+
+    from banglasenti.storage.artifacts import SAMPLE_PATH
+
+    source = SHARED_DATA if SHARED_DATA.exists() else SAMPLE_PATH
+    return [str(t) for t in pd.read_csv(source)["text"].tolist()]
+
+
+def base_architecture_export(export: Path, out: Path, seed: int = 0) -> Path:
+    """A served-model directory like the export's merged/ (its tokenizer and serving.json), holding a randomly
+    initialised classifier of xlm-roberta-base's size, committed by its manifest."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from banglasenti.config.schema import CLASS_NAMES
+    from banglasenti.models.backbone import XLMR_CONVENTIONS
+    from banglasenti.serving.predict import resolve_model_dir
+    from banglasenti.storage.artifacts import committed_directory
+
+    source = resolve_model_dir(export)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        **XLMR_CONVENTIONS,
+        vocab_size=250002,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+    )
+    config.num_labels = len(CLASS_NAMES)
+    with committed_directory(out) as directory:
+        for path in source.iterdir():
+            is_weights = path.suffix == ".safetensors" or path.name == "config.json"
+            if path.is_file() and not is_weights and not path.name.startswith("artifact_"):
+                shutil.copy2(path, directory / path.name)
+        XLMRobertaForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    environ = {**os.environ, "AIP_STORAGE_URI": str(model), "AIP_HTTP_PORT": str(port), **env}
+    for name in ("AIP_HEALTH_ROUTE", "AIP_PREDICT_ROUTE"):
+        environ.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "banglasenti.serving.server", "--host", "127.0.0.1"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(url + HEALTH, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server at {url} not ready after {timeout} s")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def drive(url: str, texts: list[str], requests: int, per_request: int, concurrency: int) -> dict[str, Any]:
+    """Send `requests` requests of `per_request` texts from `concurrency` client threads; texts/s and latencies."""
+    bodies = [
+        json.dumps(
+            {"instances": [{"text": texts[(i * per_request + j) % len(texts)]} for j in range(per_request)]},
+            ensure_ascii=False,
+        ).encode()
+        for i in range(requests)
+    ]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(share: list[bytes]) -> None:
+        with httpx.Client(timeout=600, headers={"content-type": "application/json"}) as http:
+            for body in share:
+                start = time.perf_counter()
+                resp = http.post(url + PREDICT, content=body)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    latencies.append(elapsed)
+                    if resp.status_code != 200:
+                        errors.append(f"{resp.status_code}: {resp.text[:200]}")
+
+    shares = [bodies[i::concurrency] for i in range(concurrency)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(client, shares))
+    wall = time.perf_counter() - start
+    ordered = sorted(latencies)
+
+    def percentile(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {
+        "texts_per_second": round(requests * per_request / wall, 1),
+        "p50_ms": round(1000 * statistics.median(ordered), 1),
+        "p95_ms": percentile(0.95),
+        "p99_ms": percentile(0.99),
+        "wall_seconds": round(wall, 2),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="an export directory (or its merged/)")
+    parser.add_argument("--architecture", choices=["export", "base"], default="export", help="which model to serve")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated server variants")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply each scenario's request count (at least 2x concurrency)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or set(variants) - set(VARIANTS):
+        raise SystemExit(f"--variants: expected some of {sorted(VARIANTS)}, got {args.variants!r}")
+    texts = held_out_texts()
+    with tempfile.TemporaryDirectory(prefix="serving-benchmark-") as workdir:
+        model = args.model
+        if args.architecture == "base":
+            model = base_architecture_export(args.model, Path(workdir) / "base")
+        servers = {name: start_server(model, VARIANTS[name]) for name in variants}
+        try:
+            for proc, url in servers.values():
+                wait_ready(url, proc)
+                drive(url, texts, 8, 4, 2)  # warm-up: first batches, allocator, thread pools
+            rows = []
+            for requests, per_request, concurrency in SCENARIOS:
+                count = max(2 * concurrency, round(requests * args.scale))
+                for name, (_, url) in servers.items():
+                    result = drive(url, texts, count, per_request, concurrency)
+                    rows.append(
+                        {
+                            "variant": name,
+                            "requests": count,
+                            "texts_per_request": per_request,
+                            "concurrency": concurrency,
+                            **result,
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+            memory = {name: peak_rss_mb(proc.pid) for name, (proc, _) in servers.items()}
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=60)
+    report = {
+        "architecture": args.architecture,
+        "model": str(args.model),
+        "texts": SHARED_DATA.name if SHARED_DATA.exists() else "sample",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+        "peak_rss_mb": memory,
+        "rows": rows,
+    }
+    print(markdown(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as a Markdown table, with batched/unbatched texts/s where both ran."""
+    rows = report["rows"]
+    lines = [
+        "| requests | texts/request | concurrency | variant | texts/s | p50 ms | p95 ms | p99 ms | errors "
+        "| x unbatched |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    baseline = {
+        (r["texts_per_request"], r["concurrency"]): r["texts_per_second"] for r in rows if r["variant"] == "unbatched"
+    }
+    for r in rows:
+        base = baseline.get((r["texts_per_request"], r["concurrency"]))
+        ratio = f"{r['texts_per_second'] / base:.2f}" if base else "-"
+        lines.append(
+            f"| {r['requests']} | {r['texts_per_request']} | {r['concurrency']} | {r['variant']} | "
+            f"{r['texts_per_second']:g} | {r['p50_ms']:g} | {r['p95_ms']:g} | {r['p99_ms']:g} | {r['errors']} "
+            f"| {ratio} |"
+        )
+    memory = ", ".join(f"{name} {mb:g} MB" for name, mb in report["peak_rss_mb"].items())
+    return "\n".join(lines) + f"\n\nPeak server memory (VmHWM): {memory}\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
