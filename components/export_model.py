@@ -12,7 +12,7 @@ tie), `lora` or `baseline`.
 import json
 from pathlib import Path
 
-from kfp.dsl import Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 from banglasenti.runtime.kfp_support import lightweight_component
 from banglasenti.serving.export import write_export
@@ -26,6 +26,7 @@ def export_model(
     baseline_model: Input[Model],
     metrics: Input[Metrics],
     data_report: Input[Markdown],
+    test: Input[Dataset],
     model: Output[Model],
 ):
     """Export the model to serve (the better by validation macro-F1 unless export.select says), the LoRA adapter,
@@ -48,7 +49,9 @@ def export_model(
         "data_findings": dict(data_report.metadata),
     }
     model.metadata.update(
-        write_export(base_model.path, lora_model.path, baseline_model.path, model.path, cfg.export.select, card)
+        write_export(
+            base_model.path, lora_model.path, baseline_model.path, model.path, cfg.export.select, card, test.path
+        )
     )
     progress(f"exported {model.metadata['selected']} for serving: {model.metadata['selection_reason']}")
     stamp(model, **trained_on, lora_model_uri=lora_model.uri, baseline_model_uri=baseline_model.uri)
@@ -63,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora", required=True, help="trained LoRA model directory")
     parser.add_argument("--baseline", help="trained full fine-tuning model directory (without it: LoRA is exported)")
     parser.add_argument("--metrics", help="evaluate's metrics.json (test metrics for the model card)")
-    parser.add_argument("--splits", help="prepare's output directory (its report.md goes into the model card)")
+    parser.add_argument(
+        "--splits",
+        help="prepare's output directory: its report.md goes into the model card, and its test.parquet decides "
+        "whether an ONNX conversion is served (export.onnx)",
+    )
     parser.add_argument("--data-uri", help="the data the models were trained on, as given to prepare")
     parser.add_argument("--output-dir", required=True, help="directory for merged/, adapter/ and the model card")
 
@@ -86,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             "data_report": report.read_text(encoding="utf-8") if report and report.is_file() else None,
         }
         select = cfg.export.select if args.baseline else "lora"
+        test = Path(args.splits) / "test.parquet" if args.splits else None
         print(
             json.dumps(
-                write_export(args.base_model, args.lora, args.baseline, args.output_dir, select, card),
+                write_export(args.base_model, args.lora, args.baseline, args.output_dir, select, card, test),
                 ensure_ascii=False,
             )
         )

@@ -177,6 +177,7 @@ class Dag:
             baseline_model=baseline_model,
             metrics=evaluation.outputs["metrics"],
             data_report=prep.outputs["report"],
+            test=prep.outputs["test"],
         )
 
 

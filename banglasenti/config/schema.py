@@ -499,6 +499,12 @@ class ExportConfig(_Strict):
     license: str = Field(
         default="", description="Licence id in the model card; empty: derived from the training data's licences."
     )
+    onnx: bool = Field(
+        default=True,
+        description="Convert the served model to ONNX (fp32 and int8), check each against PyTorch on the test "
+        "split, and serve with ONNX Runtime the first that agrees (banglasenti/serving/onnx_runtime.py); false: "
+        "PyTorch.",
+    )
 
 
 class Config(_Strict):

@@ -12,7 +12,7 @@ before anything is written.
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banglasenti.models.modeling import ADAPTER, BASELINE, MERGED, MODEL_CARD, SERVING_INFO, choose_model, merge_lora
 from banglasenti.storage.artifacts import (
@@ -22,6 +22,9 @@ from banglasenti.storage.artifacts import (
     copy_artifact_tree,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from banglasenti.config.schema import Config
 
 CHECK_TEXTS = ["খুব ভালো লাগলো", "একদম বাজে সার্ভিস", "আজ বৃহস্পতিবার", "দাম একটু বেশি কিন্তু মান ভালো"]
 
@@ -56,9 +59,11 @@ def write_export(
     out_dir: str | Path,
     select: str = "best",
     card: dict[str, Any] | None = None,
+    test_split: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write merged/ (the selected model), adapter/, baseline/ (when not served) and the model card under
-    `out_dir` (committed once complete); return the summary (the export artifact's metadata).
+    """Write merged/ (the selected model, with its ONNX Runtime files when one predicts as PyTorch does on
+    `test_split`), adapter/, baseline/ (when not served) and the model card under `out_dir` (committed once
+    complete); return the summary (the export artifact's metadata).
 
     `card`: what the model card and serving.json say beyond the models themselves (the facts
     banglasenti.serving.model_card.render_model_card reads: config, trained_on, metrics, data_report, data_findings)."""
@@ -78,6 +83,10 @@ def write_export(
     summary, info = selection_facts(card, select, selected, reason, scores, difference)
     with committed_directory(out_dir) as out:
         write_models(out, selected, merged, tokenizer, dirs, summary)
+        info["runtime"] = served_runtime(out / MERGED, card.get("config"), test_split)
+        summary["runtime"] = info["runtime"]["name"] + (
+            f" {info['runtime']['precision']}" if "precision" in info["runtime"] else ""
+        )
         text = render_model_card({**card, "selection": info, "summaries": summaries, "files": summary})
         for directory in (out, out / MERGED):
             (directory / MODEL_CARD).write_text(text, encoding="utf-8")
@@ -149,3 +158,28 @@ def write_models(out: Path, selected: str, merged, tokenizer, dirs: dict[str, Pa
         summary["baseline_dir"] = BASELINE
     summary["merged_bytes"] = model_size_bytes(out / MERGED)
     summary["adapter_bytes"] = model_size_bytes(out / ADAPTER)
+
+
+def served_runtime(model_dir: Path, cfg: Config | None, test_split: str | Path | None) -> dict[str, Any]:
+    """serving.json's `runtime` for the model saved in `model_dir`: ONNX Runtime when a conversion predicts the test
+    split as the PyTorch model does (banglasenti/serving/onnx_runtime.py), else PyTorch and why."""
+    if cfg is not None and not cfg.export.onnx:
+        return {"name": "pytorch", "reason": "export.onnx is false"}
+    if test_split is None:
+        return {"name": "pytorch", "reason": "no test split to check an ONNX conversion against"}
+    import datasets
+
+    from banglasenti.config.schema import TokenizeConfig
+    from banglasenti.data.encoding import load_tokenizer, tokenize_frame
+    from banglasenti.models.inference import predict_logits
+    from banglasenti.models.modeling import load_trained_model
+    from banglasenti.serving.onnx_runtime import choose_runtime
+    from banglasenti.storage.artifacts import read_parquet
+
+    tokenize = cfg.tokenize if cfg is not None else TokenizeConfig()
+    batch_size = cfg.train.eval_batch_size if cfg is not None else 64
+    model, tokenizer = load_trained_model(model_dir, model_dir), load_tokenizer(model_dir)
+    table, _ = tokenize_frame(read_parquet(test_split, ["text", "label"]), tokenizer, tokenize)
+    dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
+    torch_logits = predict_logits(model, dataset, batch_size, tokenizer.pad_token_id, tokenize)
+    return choose_runtime(model_dir, model, tokenizer, table, batch_size, torch_logits)

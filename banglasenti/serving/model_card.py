@@ -340,6 +340,8 @@ def render_model_card(facts: dict[str, Any]) -> str:
         "and classifier head (apply to the same base model)"
         + ("; `baseline/` the full fine-tuned model." if files.get("baseline_dir") else "."),
         "",
+        runtime_line(sel.get("runtime") or {}),
+        "",
         "## Intended use",
         "",
         "Sentiment of short Bengali texts (reviews, comments, feedback; median about 42 characters), for "
@@ -370,3 +372,22 @@ def render_model_card(facts: dict[str, Any]) -> str:
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def runtime_line(runtime: dict[str, Any]) -> str:
+    """What serves the model (ONNX Runtime or PyTorch), with the checks against PyTorch on the test split."""
+    checks = runtime.get("checks") or {}
+    measured = "; ".join(
+        f"{name}: labels agree on {100 * c['label_agreement']:.2f} % of {runtime.get('texts')} test texts, macro-F1 "
+        f"{c['macro_f1']:.4f} ({-c['macro_f1_drop']:+.4f} against PyTorch)"
+        for name, c in checks.items()
+    )
+    if runtime.get("name") == "onnxruntime":
+        head = (
+            f"Runtime: ONNX Runtime, {runtime['precision']} (`merged/{runtime['file']}`), kept because it predicts as "
+        )
+        head += f"the PyTorch model does (at least {100 * runtime['min_agreement']:g} % of labels equal, macro-F1 at "
+        head += f"most {runtime['max_macro_f1_drop']:g} lower)."
+    else:
+        head = f"Runtime: PyTorch ({runtime.get('reason', 'not recorded')})."
+    return head + (f" Checks: {measured}." if measured else "")

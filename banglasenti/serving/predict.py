@@ -33,6 +33,7 @@ from banglasenti.config.schema import CLASS_NAMES, Config
 from banglasenti.storage.artifacts import InputError, atomic_file, require_saved_dir
 
 PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
+RUNTIME_ENV = "BANGLASENTI_SERVE_RUNTIME"  # pytorch: the PyTorch model even where the export chose ONNX Runtime
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -70,13 +71,25 @@ def serving_config(info: dict[str, Any], cfg: Config | None = None) -> Config:
 
 
 def load_model(model: str | Path, base_model: str | Path | None):
-    """(model in eval mode, tokenizer) from a merged/full directory or an adapter with its base."""
+    """(model, tokenizer) from a merged/full directory or an adapter with its base. An exported model whose
+    serving.json names an ONNX Runtime file is that file's session (unless $BANGLASENTI_SERVE_RUNTIME=pytorch);
+    otherwise the PyTorch model in eval mode."""
+    import os
+
     from banglasenti.data.encoding import load_tokenizer
     from banglasenti.models.modeling import ADAPTER_CONFIG, load_trained_model
 
     model_dir = resolve_model_dir(model)
     if (model_dir / ADAPTER_CONFIG).exists() and base_model is None:
         raise InputError(f"{model_dir}: a LoRA adapter; give the base model it was trained on with --base-model")
+    runtime = model_info(model_dir).get("runtime") or {}
+    if base_model is None and runtime.get("name") == "onnxruntime" and os.environ.get(RUNTIME_ENV) != "pytorch":
+        from banglasenti.serving.onnx_runtime import OnnxClassifier
+
+        path = model_dir / str(runtime.get("file"))
+        if not path.is_file() or path.parent != model_dir:
+            raise InputError(f"{model_dir}: serving.json names the ONNX file {runtime.get('file')!r}, which is absent")
+        return OnnxClassifier(path), load_tokenizer(model_dir)
     return load_trained_model(model_dir, base_model or model_dir), load_tokenizer(model_dir)
 
 
@@ -91,8 +104,11 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
 
     frame = pd.DataFrame({"text": [clean_text(as_text(t)) for t in texts], "label": 0})
     table, _ = tokenize_frame(frame, tokenizer, cfg.tokenize)
-    dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
-    logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id, cfg.tokenize)
+    if hasattr(model, "table_logits"):  # an ONNX Runtime session (banglasenti/serving/onnx_runtime.py)
+        logits = model.table_logits(table, cfg.train.eval_batch_size)
+    else:
+        dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
+        logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id, cfg.tokenize)
     probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     ids = probs.argmax(axis=-1)
     out = pd.DataFrame({"text": list(texts), "label": [CLASS_NAMES[i] for i in ids], "label_id": ids})

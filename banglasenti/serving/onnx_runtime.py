@@ -1,0 +1,143 @@
+"""The served model on ONNX Runtime, kept only when it predicts as the PyTorch model does.
+
+The export step converts the served classifier with torch.onnx (the dynamo exporter; inputs `input_ids` and
+`attention_mask`, dynamic batch and length; output `logits`) to `model.onnx`, and that to `model.int8.onnx` with
+ONNX Runtime's dynamic quantization (int8 weights of the linear layers). Each is scored against the PyTorch model on
+the test split: it is kept only if its labels agree on at least 99.5 % of the texts and its macro-F1 is at most
+0.005 below PyTorch's (multilingual encoders have broken under int8 before: onnxruntime#9599, optimum#151). The
+first that passes of int8, then fp32, is recorded in serving.json (`runtime`) and served; when none passes, or
+there is no test split to check against, the PyTorch model is served and `runtime.reason` says why.
+
+ONNX Runtime predicts texts padded to their bucket (`tokenize.buckets`), a bucket at a time: the packed rows of the
+PyTorch path need attention masks the exported graph does not take, and the logits are the same.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+MIN_AGREEMENT = 0.995
+MAX_MACRO_F1_DROP = 0.005
+
+
+class LogitsOnly(torch.nn.Module):
+    """What torch.onnx exports: the classifier's logits from token ids and their mask."""
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_onnx(model, path: Path, pad_token_id: int) -> Path:
+    """`model` (a PyTorch sequence classifier) as ONNX at `path`, batch and length dynamic."""
+    model = model.eval()
+    ids = torch.full((2, 16), pad_token_id, dtype=torch.long)
+    ids[:, 0], ids[:, 1:9] = 0, 5
+    mask = (ids != pad_token_id).long()
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
+    torch.onnx.export(
+        LogitsOnly(model),
+        (ids, mask),
+        str(path),
+        dynamo=True,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_shapes={"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}},
+        external_data=False,
+        verbose=False,
+    )
+    return path
+
+
+def quantize_int8(source: Path, dest: Path) -> Path:
+    """`source` with int8 weights (ONNX Runtime's dynamic quantization) at `dest`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8)
+    return dest
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session of an exported classifier."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, every physical core
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def table_logits(self, table: pd.DataFrame, batch_size: int) -> np.ndarray:
+        """Logits of every text of a tokenized table (bucket-padded `input_ids`, `attention_mask`, `length`), in its
+        order: texts of one bucket length run together, `batch_size` at a time."""
+        out = np.zeros((len(table), 0), dtype=np.float32)
+        lengths = table["length"].to_numpy()
+        for bucket in np.unique(lengths):
+            rows = np.flatnonzero(lengths == bucket)
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                feed = {
+                    "input_ids": np.stack(table["input_ids"].to_numpy()[chunk]).astype(np.int64),
+                    "attention_mask": np.stack(table["attention_mask"].to_numpy()[chunk]).astype(np.int64),
+                }
+                logits = self.session.run(["logits"], feed)[0]
+                if out.shape[1] == 0:
+                    out = np.zeros((len(table), logits.shape[1]), dtype=np.float32)
+                out[chunk] = logits
+        return out
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Label agreement with the reference's predictions, and the candidate's macro-F1 drop against the reference's."""
+    from sklearn.metrics import f1_score
+
+    ours, theirs = candidate.argmax(axis=-1), reference.argmax(axis=-1)
+    return {
+        "label_agreement": round(float(np.mean(ours == theirs)), 5),
+        "macro_f1": round(float(f1_score(labels, ours, average="macro")), 5),
+        "macro_f1_drop": round(
+            float(f1_score(labels, theirs, average="macro") - f1_score(labels, ours, average="macro")), 5
+        ),
+    }
+
+
+def passes(check: dict[str, float]) -> bool:
+    return check["label_agreement"] >= MIN_AGREEMENT and check["macro_f1_drop"] <= MAX_MACRO_F1_DROP
+
+
+def choose_runtime(
+    model_dir: Path, model, tokenizer, table: pd.DataFrame | None, batch_size: int, torch_logits: np.ndarray | None
+) -> dict[str, Any]:
+    """Convert the served model in `model_dir`, check each conversion on the tokenized test `table` against the
+    PyTorch logits, and return serving.json's `runtime`: the file served (or PyTorch) and every check."""
+    if table is None or torch_logits is None or not len(table):
+        return {"name": "pytorch", "reason": "no test split to check an ONNX conversion against"}
+    labels = table["label"].to_numpy()
+    fp32 = export_onnx(model, model_dir / ONNX_FILE, tokenizer.pad_token_id)
+    int8 = quantize_int8(fp32, model_dir / INT8_FILE)
+    checks: dict[str, dict[str, float]] = {}
+    for name, path in (("int8", int8), ("fp32", fp32)):
+        start = time.perf_counter()
+        logits = OnnxClassifier(path).table_logits(table, batch_size)
+        checks[name] = {**compare(logits, torch_logits, labels), "seconds": round(time.perf_counter() - start, 2)}
+    record: dict[str, Any] = {"texts": len(table), "checks": checks, "min_agreement": MIN_AGREEMENT}
+    record["max_macro_f1_drop"] = MAX_MACRO_F1_DROP
+    for name, path in (("int8", int8), ("fp32", fp32)):
+        if passes(checks[name]):
+            return {"name": "onnxruntime", "file": path.name, "precision": name, **record}
+    worst = ", ".join(
+        f"{n}: agreement {c['label_agreement']:.4f}, macro-F1 drop {c['macro_f1_drop']:+.4f}" for n, c in checks.items()
+    )
+    return {"name": "pytorch", "reason": f"no ONNX conversion predicts as PyTorch does ({worst})", **record}
