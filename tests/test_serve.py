@@ -18,8 +18,10 @@ import pytest
 
 from banglasenti.config.schema import CLASS_NAMES
 from banglasenti.models.modeling import MERGED
+from banglasenti.serving import onnx_runtime
 from banglasenti.serving.batching import BatchSettings, DynamicBatcher, QueueFull
 from banglasenti.serving.export import write_export
+from banglasenti.serving.predict import model_info
 from banglasenti.serving.server import ModelHolder, create_app, load_served_model, parse_instances
 from banglasenti.storage.artifacts import SAMPLE_PATH, InputError
 from tests.conftest import free_port
@@ -33,6 +35,15 @@ def export_dir(tmp_path_factory, trained, base_dir, fast_cfg) -> Path:
     out = tmp_path_factory.mktemp("served") / "export"
     card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"}}
     write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card)
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_export_dir(tmp_path_factory, trained, base_dir, fast_cfg, prepared_dir) -> Path:
+    """The same export, checked against the test split for ONNX Runtime (export.onnx, the default)."""
+    out = tmp_path_factory.mktemp("served-onnx") / "export"
+    card = {"config": fast_cfg, "trained_on": {"source_uri": "sample", "base_model": "tiny"}}
+    write_export(base_dir, trained["lora"][0], trained["baseline"][0], out, "best", card, prepared_dir / "test.parquet")
     return out
 
 
@@ -443,3 +454,56 @@ def test_a_full_queue_gets_503_with_retry_after_and_the_server_recovers():
         gate.set()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_onnx_runtime_is_served_only_where_it_predicts_as_pytorch(onnx_export_dir, export_dir, prepared_dir):
+    runtime = model_info(onnx_export_dir / MERGED)["runtime"]
+    checks = runtime["checks"]
+    assert set(checks) == {"int8", "fp32"} and runtime["texts"] == len(pd.read_parquet(prepared_dir / "test.parquet"))
+    assert checks["fp32"]["label_agreement"] >= 0.995  # fp32 ONNX is the same function
+    served = [p.name for p in (onnx_export_dir / MERGED).glob("*.onnx")]
+    if onnx_runtime.passes(checks["int8"]):
+        assert runtime["precision"] == "int8" and served == [onnx_runtime.INT8_FILE]
+    else:  # int8 refused (the tiny model's int8 has disagreed on a few texts): fp32 served, int8 removed
+        assert runtime["precision"] == "fp32" and served == [onnx_runtime.ONNX_FILE]
+    assert runtime["name"] == "onnxruntime" and "Runtime: ONNX Runtime" in (onnx_export_dir / "README.md").read_text()
+    assert model_info(export_dir / MERGED)["runtime"] == {
+        "name": "pytorch",
+        "reason": "no test split to check an ONNX conversion against",
+    }
+
+    on_onnx, on_torch = load_served_model(str(onnx_export_dir)), load_served_model(str(export_dir))
+    assert isinstance(on_onnx.model, onnx_runtime.OnnxClassifier) and not isinstance(
+        on_torch.model, onnx_runtime.OnnxClassifier
+    )
+    texts = sample_texts(200) + ["", "খুব ভালো " * 80]
+    served, expected = on_onnx.predict(texts), on_torch.predict(texts)
+    if runtime["precision"] == "fp32":
+        assert_same_predictions(served, expected)
+    else:
+        agree = np.mean([a["label"] == b["label"] for a, b in zip(served, expected)])
+        assert agree >= 0.97, agree
+
+
+def test_the_runtime_can_be_forced_to_pytorch(onnx_export_dir, monkeypatch):
+    monkeypatch.setenv("BANGLASENTI_SERVE_RUNTIME", "pytorch")
+    assert not isinstance(load_served_model(str(onnx_export_dir)).model, onnx_runtime.OnnxClassifier)
+
+
+def test_a_conversion_that_disagrees_is_not_served(trained, prepared_dir, fast_cfg, tmp_path, monkeypatch):
+    from banglasenti.data.encoding import load_tokenizer
+    from banglasenti.models.modeling import load_trained_model
+    from banglasenti.serving.export import served_runtime
+
+    model_dir = trained["baseline"][0]
+    model, tokenizer = load_trained_model(model_dir, model_dir), load_tokenizer(model_dir)
+    monkeypatch.setattr(onnx_runtime, "MIN_AGREEMENT", 1.01)  # no conversion can agree on more than every text
+    runtime = served_runtime(tmp_path, model, tokenizer, fast_cfg, prepared_dir / "test.parquet")
+    assert runtime["name"] == "pytorch" and runtime["reason"].startswith("no ONNX conversion predicts as PyTorch does")
+    assert "int8: agreement" in runtime["reason"] and "fp32: agreement" in runtime["reason"]
+    assert list(tmp_path.glob("*.onnx")) == []
+    off = fast_cfg.model_copy(update={"export": fast_cfg.export.model_copy(update={"onnx": False})})
+    assert served_runtime(tmp_path, model, tokenizer, off, prepared_dir / "test.parquet") == {
+        "name": "pytorch",
+        "reason": "export.onnx is false",
+    }

@@ -10,6 +10,8 @@ served. `README.md`: the model card. A merged LoRA model's logits are checked ag
 before anything is written.
 """
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,7 +70,7 @@ def write_export(
     `card`: what the model card and serving.json say beyond the models themselves (the facts
     banglasenti.serving.model_card.render_model_card reads: config, trained_on, metrics, data_report, data_findings)."""
     from banglasenti.data.encoding import load_tokenizer
-    from banglasenti.models.modeling import load_training_summary
+    from banglasenti.models.modeling import load_trained_model, load_training_summary
     from banglasenti.runtime.process import quiet_libraries
     from banglasenti.serving.model_card import render_model_card
 
@@ -83,7 +85,8 @@ def write_export(
     summary, info = selection_facts(card, select, selected, reason, scores, difference)
     with committed_directory(out_dir) as out:
         write_models(out, selected, merged, tokenizer, dirs, summary)
-        info["runtime"] = served_runtime(out / MERGED, card.get("config"), test_split)
+        served = merged if selected == "lora" else load_trained_model(dirs["baseline"], dirs["baseline"])
+        info["runtime"] = served_runtime(out / MERGED, served, tokenizer, card.get("config"), test_split)
         summary["runtime"] = info["runtime"]["name"] + (
             f" {info['runtime']['precision']}" if "precision" in info["runtime"] else ""
         )
@@ -160,8 +163,10 @@ def write_models(out: Path, selected: str, merged, tokenizer, dirs: dict[str, Pa
     summary["adapter_bytes"] = model_size_bytes(out / ADAPTER)
 
 
-def served_runtime(model_dir: Path, cfg: Config | None, test_split: str | Path | None) -> dict[str, Any]:
-    """serving.json's `runtime` for the model saved in `model_dir`: ONNX Runtime when a conversion predicts the test
+def served_runtime(
+    model_dir: Path, model, tokenizer, cfg: Config | None, test_split: str | Path | None
+) -> dict[str, Any]:
+    """serving.json's `runtime` for `model`, saved in `model_dir`: ONNX Runtime when a conversion predicts the test
     split as the PyTorch model does (banglasenti/serving/onnx_runtime.py), else PyTorch and why."""
     if cfg is not None and not cfg.export.onnx:
         return {"name": "pytorch", "reason": "export.onnx is false"}
@@ -170,15 +175,13 @@ def served_runtime(model_dir: Path, cfg: Config | None, test_split: str | Path |
     import datasets
 
     from banglasenti.config.schema import TokenizeConfig
-    from banglasenti.data.encoding import load_tokenizer, tokenize_frame
+    from banglasenti.data.encoding import tokenize_frame
     from banglasenti.models.inference import predict_logits
-    from banglasenti.models.modeling import load_trained_model
     from banglasenti.serving.onnx_runtime import choose_runtime
     from banglasenti.storage.artifacts import read_parquet
 
     tokenize = cfg.tokenize if cfg is not None else TokenizeConfig()
     batch_size = cfg.train.eval_batch_size if cfg is not None else 64
-    model, tokenizer = load_trained_model(model_dir, model_dir), load_tokenizer(model_dir)
     table, _ = tokenize_frame(read_parquet(test_split, ["text", "label"]), tokenizer, tokenize)
     dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
     torch_logits = predict_logits(model, dataset, batch_size, tokenizer.pad_token_id, tokenize)

@@ -5,8 +5,9 @@ The export step converts the served classifier with torch.onnx (the dynamo expor
 ONNX Runtime's dynamic quantization (int8 weights of the linear layers). Each is scored against the PyTorch model on
 the test split: it is kept only if its labels agree on at least 99.5 % of the texts and its macro-F1 is at most
 0.005 below PyTorch's (multilingual encoders have broken under int8 before: onnxruntime#9599, optimum#151). The
-first that passes of int8, then fp32, is recorded in serving.json (`runtime`) and served; when none passes, or
-there is no test split to check against, the PyTorch model is served and `runtime.reason` says why.
+first that passes of int8, then fp32, is recorded in serving.json (`runtime`) and served (the other file is
+removed); when none passes, or there is no test split to check against, the PyTorch model is served and
+`runtime.reason` says why.
 
 ONNX Runtime predicts texts padded to their bucket (`tokenize.buckets`), a bucket at a time: the packed rows of the
 PyTorch path need attention masks the exported graph does not take, and the logits are the same.
@@ -47,7 +48,7 @@ def export_onnx(model, path: Path, pad_token_id: int) -> Path:
     mask = (ids != pad_token_id).long()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
     torch.onnx.export(
-        LogitsOnly(model),
+        LogitsOnly(model).eval(),
         (ids, mask),
         str(path),
         dynamo=True,
@@ -134,9 +135,13 @@ def choose_runtime(
         checks[name] = {**compare(logits, torch_logits, labels), "seconds": round(time.perf_counter() - start, 2)}
     record: dict[str, Any] = {"texts": len(table), "checks": checks, "min_agreement": MIN_AGREEMENT}
     record["max_macro_f1_drop"] = MAX_MACRO_F1_DROP
-    for name, path in (("int8", int8), ("fp32", fp32)):
-        if passes(checks[name]):
-            return {"name": "onnxruntime", "file": path.name, "precision": name, **record}
+    served = next((name for name in ("int8", "fp32") if passes(checks[name])), None)
+    files = {"int8": int8, "fp32": fp32}
+    for name, path in files.items():  # only the served file stays beside the model
+        if name != served:
+            path.unlink()
+    if served is not None:
+        return {"name": "onnxruntime", "file": files[served].name, "precision": served, **record}
     worst = ", ".join(
         f"{n}: agreement {c['label_agreement']:.4f}, macro-F1 drop {c['macro_f1_drop']:+.4f}" for n, c in checks.items()
     )
