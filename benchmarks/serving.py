@@ -8,12 +8,15 @@ AI's AIP_* variables) and driven from a bounded loopback load generator: for eac
 request x concurrency) a fixed number of client threads send their share of the requests one after another. All
 variants are up at once and take each scenario in turn, so load from elsewhere falls on them alike. Variants:
 
-    unbatched   BANGLASENTI_SERVE_MAX_BATCH=1, no wait: every request is its own forward pass (the server before
-                dynamic batching, which predicted each request's texts under one lock)
-    batched     the server's defaults (banglasenti/serving/batching.py)
+    unbatched     BANGLASENTI_SERVE_MAX_BATCH=1, no wait, PyTorch: every request is its own forward pass (the
+                  server before dynamic batching, which predicted each request's texts under one lock)
+    batched       the batching defaults (banglasenti/serving/batching.py), PyTorch
+    batched-onnx  the batching defaults, on the runtime the export chose (serving.json `runtime`: ONNX Runtime
+                  where a conversion passed the export's check; banglasenti/serving/onnx_runtime.py)
 
 `--architecture base` serves a classifier of xlm-roberta-base's size (12 layers, hidden 768, vocabulary 250,002;
-random weights, built offline) with the export's tokenizer and serving settings, instead of the export's own model.
+random weights, built offline) with the export's tokenizer and serving settings, instead of the export's own model;
+its ONNX conversions go through the export's check on 512 held-out texts (labels: the data's).
 The texts are the held-out texts of ../shared/data/banglasenti/val.csv when present, else the embedded sample's.
 Reported per variant and scenario: texts/s, latency p50/p95/p99 (ms), and the server's peak resident memory.
 """
@@ -41,21 +44,49 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "banglasenti" / "val.csv"
 HEALTH, PREDICT = "/health", "/predict"
+PYTORCH = {"BANGLASENTI_SERVE_RUNTIME": "pytorch"}
 VARIANTS: dict[str, dict[str, str]] = {
-    "unbatched": {"BANGLASENTI_SERVE_MAX_BATCH": "1", "BANGLASENTI_SERVE_BATCH_WAIT_MS": "0"},
-    "batched": {},
+    "unbatched": {"BANGLASENTI_SERVE_MAX_BATCH": "1", "BANGLASENTI_SERVE_BATCH_WAIT_MS": "0", **PYTORCH},
+    "batched": PYTORCH,
+    "batched-onnx": {},
 }
+CHECK_TEXTS = 512  # held-out texts the base architecture's ONNX conversions are checked on
 # (requests, texts per request, concurrency): one text per request from many clients is an endpoint's usual traffic.
 SCENARIOS = [(200, 1, 1), (400, 1, 16), (400, 1, 32), (400, 1, 64), (30, 32, 1), (30, 32, 4)]
 
 
-def held_out_texts() -> list[str]:
+def held_out(column: str = "text") -> list:
     import pandas as pd
 
     from banglasenti.storage.artifacts import SAMPLE_PATH
 
     source = SHARED_DATA if SHARED_DATA.exists() else SAMPLE_PATH
-    return [str(t) for t in pd.read_csv(source)["text"].tolist()]
+    return pd.read_csv(source)[column].tolist()
+
+
+def record_runtime(directory: Path, model, tokenizer) -> dict[str, Any]:
+    """The export's ONNX check for `model` on held-out texts, recorded in the directory's serving.json."""
+    import datasets
+    import pandas as pd
+
+    from banglasenti.config.schema import TokenizeConfig
+    from banglasenti.data.encoding import tokenize_frame
+    from banglasenti.data.tables import clean_text
+    from banglasenti.models.inference import predict_logits
+    from banglasenti.models.modeling import SERVING_INFO
+    from banglasenti.serving.onnx_runtime import choose_runtime
+    from banglasenti.serving.predict import model_info
+
+    info = model_info(directory)
+    tokenize = TokenizeConfig.model_validate(info["tokenize"]) if "tokenize" in info else TokenizeConfig()
+    texts, labels = held_out()[:CHECK_TEXTS], held_out("label")[:CHECK_TEXTS]  # class ids in both files
+    frame = pd.DataFrame({"text": [clean_text(str(t)) for t in texts], "label": [int(v) for v in labels]})
+    table, _ = tokenize_frame(frame, tokenizer, tokenize)
+    dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
+    torch_logits = predict_logits(model, dataset, 64, tokenizer.pad_token_id, tokenize)
+    info["runtime"] = choose_runtime(directory, model, tokenizer, table, 64, torch_logits)
+    (directory / SERVING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    return info["runtime"]
 
 
 def base_architecture_export(export: Path, out: Path, seed: int = 0) -> Path:
@@ -65,6 +96,7 @@ def base_architecture_export(export: Path, out: Path, seed: int = 0) -> Path:
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
     from banglasenti.config.schema import CLASS_NAMES
+    from banglasenti.data.encoding import load_tokenizer
     from banglasenti.models.backbone import XLMR_CONVENTIONS
     from banglasenti.serving.predict import resolve_model_dir
     from banglasenti.storage.artifacts import committed_directory
@@ -85,7 +117,10 @@ def base_architecture_export(export: Path, out: Path, seed: int = 0) -> Path:
             is_weights = path.suffix == ".safetensors" or path.name == "config.json"
             if path.is_file() and not is_weights and not path.name.startswith("artifact_"):
                 shutil.copy2(path, directory / path.name)
-        XLMRobertaForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
+        model = XLMRobertaForSequenceClassification(config).eval()
+        model.save_pretrained(directory, safe_serialization=True)
+        runtime = record_runtime(directory, model, load_tokenizer(directory))
+        print(f"base architecture: runtime {json.dumps(runtime)}", flush=True)
     return out
 
 
@@ -194,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if not variants or set(variants) - set(VARIANTS):
         raise SystemExit(f"--variants: expected some of {sorted(VARIANTS)}, got {args.variants!r}")
-    texts = held_out_texts()
+    texts = [str(t) for t in held_out()]
     with tempfile.TemporaryDirectory(prefix="serving-benchmark-") as workdir:
         model = args.model
         if args.architecture == "base":

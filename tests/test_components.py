@@ -177,6 +177,7 @@ def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path)
         baseline_model=chain["baseline"],
         metrics=chain["metrics"],
         data_report=chain["data_report"],
+        test=chain["test"],
         model=out,
     )
     meta = out.metadata
@@ -191,6 +192,9 @@ def test_export_component_serves_the_better_model_with_its_card(chain, tmp_path)
     card = (Path(out.path) / MODEL_CARD).read_text(encoding="utf-8")
     assert "Data-quality report of the prepare step" in card and "TF-IDF + logistic regression" in card
     assert f"Served (`merged/`): **{meta['selected']}**" in card
+    texts = len(pd.read_parquet(chain["test"].path))
+    assert meta["runtime"].startswith("onnxruntime") and info["runtime"]["texts"] == texts  # checked on the test split
+    assert "Runtime: ONNX Runtime" in card
     served = f"Exported and served: **{meta['selected']}** ({meta['selection_reason']})."
     assert served in Path(chain["report"].path).read_text(encoding="utf-8")  # evaluate's report says it too
     assert f"Exported and served: <strong>{meta['selected']}</strong>" in Path(chain["html_report"].path).read_text(
