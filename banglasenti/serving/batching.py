@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
@@ -97,6 +97,12 @@ class DynamicBatcher(Generic[R]):
             self._queued += len(request.texts)
             self._changed.notify()
         return request.future
+
+    def report(self) -> dict[str, Any]:
+        """The settings, and the texts per batch of the latest batches (at most 1000)."""
+        sizes = list(self.batches)
+        mean = round(sum(sizes) / len(sizes), 2) if sizes else 0.0
+        return {**asdict(self.settings), "recent_batches": len(sizes), "mean_texts_per_batch": mean}
 
     def queued_texts(self) -> int:
         with self._changed:

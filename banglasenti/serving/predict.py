@@ -96,6 +96,7 @@ def load_model(model: str | Path, base_model: str | Path | None):
 def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFrame:
     """Predicted label, class id and class probabilities for every text, in input order."""
     import datasets
+    import pyarrow as pa
     import torch
 
     from banglasenti.data.encoding import tokenize_frame
@@ -107,7 +108,8 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
     if hasattr(model, "table_logits"):  # an ONNX Runtime session (banglasenti/serving/onnx_runtime.py)
         logits = model.table_logits(table, cfg.train.eval_batch_size)
     else:
-        dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
+        # A fixed fingerprint: datasets would otherwise hash the whole table (milliseconds per call, for nothing).
+        dataset = datasets.Dataset(pa.Table.from_pandas(table, preserve_index=False), fingerprint="predict-texts")
         logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id, cfg.tokenize)
     probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     ids = probs.argmax(axis=-1)

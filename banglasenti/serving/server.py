@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ def create_app(
         if holder.model is None:
             state = {"status": "failed", "error": holder.error} if holder.error else {"status": "loading"}
             return JSONResponse(state, status_code=503)
-        batching = asdict(holder.batcher.settings) if holder.batcher else {}
+        batching = holder.batcher.report() if holder.batcher else {}
         return {"status": "ready", "model": holder.model.info, "batching": batching}
 
     async def read_body(request: Request) -> bytes:
