@@ -35,7 +35,7 @@ class BatchSettings:
     """How requests are gathered into batches."""
 
     max_batch_texts: int = 64
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 2.0
     max_queued_texts: int = 2048
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ cleaning, packing or bucketing, and batching as `python -m banglasenti.serving.p
 
 Requests that arrive together are predicted together (banglasenti/serving/batching.py): up to
 $BANGLASENTI_SERVE_MAX_BATCH texts (default 64), gathered for at most $BANGLASENTI_SERVE_BATCH_WAIT_MS after the
-oldest arrived (default 5); at most $BANGLASENTI_SERVE_MAX_QUEUE texts wait (default 2048), a request beyond that gets
+oldest arrived (default 2); at most $BANGLASENTI_SERVE_MAX_QUEUE texts wait (default 2048), a request beyond that gets
 503 with Retry-After. The model's serving.json may set the same under `batching`; the environment wins.
 
 Malformed requests get a 400 with a one-line reason. Only safetensors weights are loaded; a directory whose
@@ -219,7 +219,8 @@ def create_app(
         except QueueFull as err:
             return JSONResponse({"error": f"busy: {err}"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
         try:
-            return {"predictions": await asyncio.wrap_future(future)}
+            # JSONResponse serializes with json.dumps, without FastAPI's per-field encoder (a large share of a request)
+            return JSONResponse({"predictions": await asyncio.wrap_future(future)})
         except Exception as err:  # noqa: BLE001 - the requests of one batch fail, the server stays up
             LOG.exception("prediction failed")
             return failure(500, f"prediction failed: {err.__class__.__name__}: {one_line(err)}")
