@@ -119,7 +119,7 @@ def base_architecture_export(export: Path, out: Path, seed: int = 0) -> Path:
                 shutil.copy2(path, directory / path.name)
         model = XLMRobertaForSequenceClassification(config).eval()
         model.save_pretrained(directory, safe_serialization=True)
-        runtime = record_runtime(directory, model, load_tokenizer(directory))
+        runtime = record_runtime(directory, model, load_tokenizer(source))  # the same tokenizer files
         print(f"base architecture: runtime {json.dumps(runtime)}", flush=True)
     return out
 

@@ -449,7 +449,8 @@ def test_a_full_queue_gets_503_with_retry_after_and_the_server_recovers():
             assert running.result().status_code == 200 and queued.result().status_code == 200
         assert httpx.post(url + "/predict", json=body, timeout=60).status_code == 200
         health = httpx.get(url + "/health").json()
-        assert health["batching"] == {"max_batch_texts": 1, "max_wait_ms": 0, "max_queued_texts": 1}
+        settings = {"max_batch_texts": 1, "max_wait_ms": 0, "max_queued_texts": 1}
+        assert health["batching"] == {**settings, "recent_batches": 3, "mean_texts_per_batch": 1.0}
     finally:
         gate.set()
         server.should_exit = True
@@ -507,3 +508,18 @@ def test_a_conversion_that_disagrees_is_not_served(trained, prepared_dir, fast_c
         "name": "pytorch",
         "reason": "export.onnx is false",
     }
+
+
+def test_packing_is_used_where_it_computes_fewer_positions():
+    from banglasenti.config.schema import TokenizeConfig
+    from banglasenti.serving.predict import packing_pays
+
+    def table(tokens: list[int], bucket: int) -> pd.DataFrame:
+        return pd.DataFrame({"num_tokens": tokens, "length": [bucket] * len(tokens)})
+
+    tokenize = TokenizeConfig()  # rows of 128 tokens, buckets 32/64/128
+    assert not packing_pays(table([20], 32), tokenize)  # one request's text: a 32-token bucket, not a 128-token row
+    assert not packing_pays(table([20] * 4, 32), tokenize)  # 128 positions either way
+    assert packing_pays(table([20] * 64, 32), tokenize)  # 11 rows of 128 against 64 buckets of 32
+    assert not packing_pays(table([20] * 64, 32), tokenize.model_copy(update={"packing": False}))
+    assert not packing_pays(table([], 32), tokenize)

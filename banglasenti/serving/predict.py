@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from banglasenti.config.schema import CLASS_NAMES, Config
+from banglasenti.config.schema import CLASS_NAMES, Config, TokenizeConfig
 from banglasenti.storage.artifacts import InputError, atomic_file, require_saved_dir
 
 PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
@@ -62,8 +62,6 @@ def model_info(model_dir: str | Path) -> dict[str, Any]:
 
 def serving_config(info: dict[str, Any], cfg: Config | None = None) -> Config:
     """`cfg` (default settings when None) with the tokenization the model was trained with, when recorded."""
-    from banglasenti.config.schema import TokenizeConfig
-
     cfg = cfg or Config()
     if "tokenize" not in info:
         return cfg
@@ -110,13 +108,25 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
     else:
         # A fixed fingerprint: datasets would otherwise hash the whole table (milliseconds per call, for nothing).
         dataset = datasets.Dataset(pa.Table.from_pandas(table, preserve_index=False), fingerprint="predict-texts")
-        logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id, cfg.tokenize)
+        packing = cfg.tokenize if packing_pays(table, cfg.tokenize) else None
+        logits = predict_logits(model, dataset, cfg.train.eval_batch_size, tokenizer.pad_token_id, packing)
     probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     ids = probs.argmax(axis=-1)
     out = pd.DataFrame({"text": list(texts), "label": [CLASS_NAMES[i] for i in ids], "label_id": ids})
     for k, column in enumerate(PROBABILITY_COLUMNS):
         out[column] = probs[:, k].astype(np.float64)
     return out
+
+
+def packing_pays(table: pd.DataFrame, tokenize: TokenizeConfig) -> bool:
+    """Whether packing these texts into rows of `max_length` tokens computes fewer positions than padding each to
+    its bucket: a few short texts (one request's) fill a fraction of a row, many fill rows. The logits are the same
+    either way (to float rounding)."""
+    if not tokenize.packing or table.empty:
+        return False
+    tokens, texts = int(table["num_tokens"].sum()), len(table)
+    fewest_rows = max(-(-tokens // tokenize.max_length), -(-texts // tokenize.pack_slots))
+    return fewest_rows * tokenize.max_length < int(table["length"].sum())
 
 
 def read_jsonl_texts(path: Path, column: str) -> list[str]:
