@@ -212,7 +212,7 @@ def test_serving_image_shares_the_cpu_image_layers_and_serves_on_8080():
         "LABEL",
     }
     assert values(serve, "EXPOSE") == ["8080"] and "AIP_HTTP_PORT=8080" in " ".join(values(serve, "ENV"))
-    assert "fastapi" in lock_versions("cpu") and "uvicorn" in lock_versions("cpu")
+    assert "starlette" in lock_versions("cpu") and "uvicorn" in lock_versions("cpu")
     check_satisfies(lock_versions("cpu"), pyproject()["project"]["optional-dependencies"]["serve"], "cpu.txt")
 
 

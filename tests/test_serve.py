@@ -523,3 +523,33 @@ def test_packing_is_used_where_it_computes_fewer_positions():
     assert packing_pays(table([20] * 64, 32), tokenize)  # 11 rows of 128 against 64 buckets of 32
     assert not packing_pays(table([20] * 64, 32), tokenize.model_copy(update={"packing": False}))
     assert not packing_pays(table([], 32), tokenize)
+
+
+def test_onnx_batches_are_cut_to_their_longest_text_and_answered_in_order():
+    """Each run gets one bucket's texts, padded only to the longest of its batch; logits land on their own rows."""
+
+    class RecordingSession:
+        def __init__(self):
+            self.shapes: list[tuple[int, int]] = []
+
+        def run(self, names, feed):
+            ids, mask = feed["input_ids"], feed["attention_mask"]
+            assert (mask.sum(axis=1) > 0).all() and ((ids == PAD) == (mask == 0)).all()
+            self.shapes.append(ids.shape)
+            return [np.stack([mask.sum(axis=1), ids[:, 0], np.zeros(len(ids))], axis=1).astype(np.float32)]
+
+    PAD = 1
+    tokens, buckets = [5, 30, 3, 40, 7, 33], [32, 32, 32, 64, 32, 64]
+    table = pd.DataFrame(
+        {
+            "input_ids": [np.asarray([100 + i] * n + [PAD] * (b - n)) for i, (n, b) in enumerate(zip(tokens, buckets))],
+            "attention_mask": [np.asarray([1] * n + [0] * (b - n)) for n, b in zip(tokens, buckets)],
+            "length": buckets,
+            "num_tokens": tokens,
+        }
+    )
+    classifier = object.__new__(onnx_runtime.OnnxClassifier)
+    classifier.session = session = RecordingSession()
+    logits = classifier.table_logits(table, batch_size=2, pad_token_id=PAD)
+    assert logits[:, 0].tolist() == tokens and logits[:, 1].tolist() == [100 + i for i in range(6)]
+    assert session.shapes == [(2, 5), (2, 30), (2, 40)]  # bucket 32 sorted: 3,5 | 7,30; bucket 64: 33,40

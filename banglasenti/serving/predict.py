@@ -104,7 +104,7 @@ def predict_texts(texts: list[str], model, tokenizer, cfg: Config) -> pd.DataFra
     frame = pd.DataFrame({"text": [clean_text(as_text(t)) for t in texts], "label": 0})
     table, _ = tokenize_frame(frame, tokenizer, cfg.tokenize)
     if hasattr(model, "table_logits"):  # an ONNX Runtime session (banglasenti/serving/onnx_runtime.py)
-        logits = model.table_logits(table, cfg.train.eval_batch_size)
+        logits = model.table_logits(table, cfg.train.eval_batch_size, tokenizer.pad_token_id)
     else:
         # A fixed fingerprint: datasets would otherwise hash the whole table (milliseconds per call, for nothing).
         dataset = datasets.Dataset(pa.Table.from_pandas(table, preserve_index=False), fingerprint="predict-texts")

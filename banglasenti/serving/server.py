@@ -177,21 +177,21 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_instances: int = MAX_INSTANCES,
 ):
-    """The FastAPI application: health and predict on the given routes."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
-    app = FastAPI(title="banglasenti classifier", docs_url=None, redoc_url=None, openapi_url=None)
+    """The Starlette application: health and predict on the given routes."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
 
     def failure(status: int, reason: str) -> JSONResponse:
         return JSONResponse({"error": reason}, status_code=status)
 
-    async def health():
+    async def health(request: Request):
         if holder.model is None:
             state = {"status": "failed", "error": holder.error} if holder.error else {"status": "loading"}
             return JSONResponse(state, status_code=503)
         batching = holder.batcher.report() if holder.batcher else {}
-        return {"status": "ready", "model": holder.model.info, "batching": batching}
+        return JSONResponse({"status": "ready", "model": holder.model.info, "batching": batching})
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -219,15 +219,12 @@ def create_app(
         except QueueFull as err:
             return JSONResponse({"error": f"busy: {err}"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
         try:
-            # JSONResponse serializes with json.dumps, without FastAPI's per-field encoder (a large share of a request)
             return JSONResponse({"predictions": await asyncio.wrap_future(future)})
         except Exception as err:  # noqa: BLE001 - the requests of one batch fail, the server stays up
             LOG.exception("prediction failed")
             return failure(500, f"prediction failed: {err.__class__.__name__}: {one_line(err)}")
 
-    app.add_api_route(health_route, health, methods=["GET"])
-    app.add_api_route(predict_route, predict, methods=["POST"])
-    return app
+    return Starlette(routes=[Route(health_route, health, methods=["GET"]), Route(predict_route, predict, methods=["POST"])])
 
 
 def route(name: str, default: str) -> str:
