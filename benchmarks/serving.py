@@ -167,7 +167,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _post_all(host: str, port: int, bodies: list[bytes], concurrency: int) -> tuple[list[float], list[str], float]:
+async def _post_all(
+    host: str, port: int, bodies: list[bytes], concurrency: int
+) -> tuple[list[float], list[str], float]:
     """Send every body to the predict route from `concurrency` keep-alive connections, each sending its share one
     request after another; the latencies, the failures, and the wall time from the first request to the last answer."""
     latencies: list[float] = []

@@ -224,7 +224,9 @@ def create_app(
             LOG.exception("prediction failed")
             return failure(500, f"prediction failed: {err.__class__.__name__}: {one_line(err)}")
 
-    return Starlette(routes=[Route(health_route, health, methods=["GET"]), Route(predict_route, predict, methods=["POST"])])
+    return Starlette(
+        routes=[Route(health_route, health, methods=["GET"]), Route(predict_route, predict, methods=["POST"])]
+    )
 
 
 def route(name: str, default: str) -> str:
