@@ -12,8 +12,8 @@ cleaning, packing or bucketing, and batching as `python -m banglasenti.serving.p
     {"instances": [{"text": "..."}, ...]}  ->  {"predictions": [{"label": ..., "label_id": ..., "scores": {...}}]}
 
 Requests that arrive together are predicted together (banglasenti/serving/batching.py): up to
-$BANGLASENTI_SERVE_MAX_BATCH texts (default 64), gathered for at most $BANGLASENTI_SERVE_BATCH_WAIT_MS after the
-oldest arrived (default 2); at most $BANGLASENTI_SERVE_MAX_QUEUE texts wait (default 2048), a request beyond that gets
+$BANGLASENTI_SERVE_MAX_BATCH texts (default 64): those that arrived while the previous batch ran, and those arriving
+within $BANGLASENTI_SERVE_BATCH_WAIT_MS of the oldest (default 0); at most $BANGLASENTI_SERVE_MAX_QUEUE texts wait (default 2048), a request beyond that gets
 503 with Retry-After. The model's serving.json may set the same under `batching`; the environment wins.
 
 Malformed requests get a 400 with a one-line reason. Only safetensors weights are loaded; a directory whose
