@@ -14,6 +14,10 @@ variants are up at once and take each scenario in turn, so load from elsewhere f
     batched-onnx  the batching defaults, on the runtime the export chose (serving.json `runtime`: ONNX Runtime
                   where a conversion passed the export's check; banglasenti/serving/onnx_runtime.py)
 
+`--compare-with DIR` adds a variant `<DIR's name>'s server`: the server of another checkout of the project (say, the
+last release: `git worktree add /tmp/previous v1.2`) started the same way from DIR (first on its sys.path), with its
+own defaults; its dependencies must be importable (PYTHONPATH is passed on).
+
 `--architecture base` serves a classifier of xlm-roberta-base's size (12 layers, hidden 768, vocabulary 250,002;
 random weights, built offline) with the export's tokenizer and serving settings, instead of the export's own model;
 its ONNX conversions go through the export's check on 512 held-out texts (labels: the data's).
@@ -130,14 +134,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, env: dict[str, str], cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """`python -m banglasenti.serving.server` on a free loopback port, run from `cwd` (first on its sys.path)."""
     port = free_port()
-    environ = {**os.environ, "AIP_STORAGE_URI": str(model), "AIP_HTTP_PORT": str(port), **env}
+    environ = {**os.environ, "AIP_STORAGE_URI": str(model.resolve()), "AIP_HTTP_PORT": str(port), **env}
     for name in ("AIP_HEALTH_ROUTE", "AIP_PREDICT_ROUTE"):
         environ.pop(name, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "banglasenti.serving.server", "--host", "127.0.0.1"],
         env=environ,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -260,6 +266,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=SCENARIOS,
         help="comma-separated REQUESTSxTEXTSxCONCURRENCY, e.g. 400x1x32,30x32x4 (default: the table's six)",
     )
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        help="a checkout of the project whose server runs as one more variant (PYTHONPATH=DIR)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
 
@@ -267,6 +278,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
+    if args.compare_with and not (args.compare_with / "banglasenti" / "serving" / "server.py").is_file():
+        raise SystemExit(f"--compare-with {args.compare_with}: no banglasenti/serving/server.py there")
     if not variants or set(variants) - set(VARIANTS):
         raise SystemExit(f"--variants: expected some of {sorted(VARIANTS)}, got {args.variants!r}")
     texts = [str(t) for t in held_out()]
@@ -275,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.architecture == "base":
             model = base_architecture_export(args.model, Path(workdir) / "base")
         servers = {name: start_server(model, VARIANTS[name]) for name in variants}
+        if args.compare_with:
+            other = args.compare_with.resolve()
+            path = os.pathsep.join(p for p in (str(other), os.environ.get("PYTHONPATH")) if p)
+            servers[f"{other.name}'s server"] = start_server(model, {"PYTHONPATH": path}, cwd=other)
         try:
             for proc, url in servers.values():
                 wait_ready(url, proc)
@@ -302,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "architecture": args.architecture,
         "model": str(args.model),
+        "compared_with": str(args.compare_with) if args.compare_with else None,
         "texts": SHARED_DATA.name if SHARED_DATA.exists() else "sample",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
         "peak_rss_mb": memory,

@@ -29,7 +29,9 @@ ENV AIP_HTTP_PORT=8080
 WORKDIR /home/app
 USER 10001:10001
 EXPOSE 8080
-# Vertex AI sets AIP_STORAGE_URI to its copy of the model; by hand: `docker run -e AIP_STORAGE_URI=gs://... IMAGE`
+# Vertex AI sets AIP_STORAGE_URI to its copy of the model; by hand: `docker run -e AIP_STORAGE_URI=gs://... IMAGE`.
+# Batching (BANGLASENTI_SERVE_MAX_BATCH, _BATCH_WAIT_MS, _MAX_QUEUE) and the runtime (BANGLASENTI_SERVE_RUNTIME) are
+# left unset: the model's serving.json and the code's defaults apply unless the deployment sets them (docs/serving.md).
 ENTRYPOINT ["python", "-m"]
 CMD ["banglasenti.serving.server"]
 ARG REVISION=unknown
