@@ -12,9 +12,10 @@ cleaning, packing or bucketing, and batching as `python -m banglasenti.serving.p
     {"instances": [{"text": "..."}, ...]}  ->  {"predictions": [{"label": ..., "label_id": ..., "scores": {...}}]}
 
 Requests that arrive together are predicted together (banglasenti/serving/batching.py): up to
-$BANGLASENTI_SERVE_MAX_BATCH texts (default 64): those that arrived while the previous batch ran, and those arriving
-within $BANGLASENTI_SERVE_BATCH_WAIT_MS of the oldest (default 0); at most $BANGLASENTI_SERVE_MAX_QUEUE texts wait (default 2048), a request beyond that gets
-503 with Retry-After. The model's serving.json may set the same under `batching`; the environment wins.
+$BANGLASENTI_SERVE_MAX_BATCH texts (default 64): those that arrived while the previous batch ran, and those
+arriving within $BANGLASENTI_SERVE_BATCH_WAIT_MS of the oldest (default 0). At most $BANGLASENTI_SERVE_MAX_QUEUE
+texts wait (default 2048); a request beyond that gets 503 with Retry-After. The model's serving.json may set the
+same under `batching`; the environment wins.
 
 Malformed requests get a 400 with a one-line reason. Only safetensors weights are loaded; a directory whose
 artifact manifest says it was not completely written is refused (the server exits with status 2).
