@@ -1,15 +1,16 @@
-"""Serving throughput and latency: one forward pass per request against dynamic batching, side by side in one run.
+"""Serving throughput and latency: a forward pass per request against dynamic batching, side by side in one run.
 
     python benchmarks/serving.py --model runs/<run>/export-model/model                     # the demo export
     python benchmarks/serving.py --model runs/<run>/export-model/model --architecture base --json out.json
 
 Each server variant is started as the serving image starts it (`python -m banglasenti.serving.server` with Vertex
 AI's AIP_* variables) and driven from a bounded loopback load generator: for each scenario (requests x texts per
-request x concurrency) a fixed number of client threads send their share of the requests one after another. All
-variants are up at once and take each scenario in turn, so load from elsewhere falls on them alike. Variants:
+request x concurrency) that many keep-alive connections send their share of the requests one after another, as
+coroutines on one event loop. All variants are up at once and take each scenario in turn, so load from elsewhere
+falls on them alike. Variants:
 
-    unbatched     BANGLASENTI_SERVE_MAX_BATCH=1, no wait, PyTorch: every request is its own forward pass (the
-                  server before dynamic batching, which predicted each request's texts under one lock)
+    unbatched     this server with BANGLASENTI_SERVE_MAX_BATCH=1, PyTorch: every request is its own forward pass
+                  (the server before dynamic batching also did that, with slower routes: --compare-with runs it)
     batched       the batching defaults (banglasenti/serving/batching.py), PyTorch
     batched-onnx  the batching defaults, on the runtime the export chose (serving.json `runtime`: ONNX Runtime
                   where a conversion passed the export's check; banglasenti/serving/onnx_runtime.py)
@@ -22,7 +23,8 @@ own defaults; its dependencies must be importable (PYTHONPATH is passed on).
 random weights, built offline) with the export's tokenizer and serving settings, instead of the export's own model;
 its ONNX conversions go through the export's check on 512 held-out texts (labels: the data's).
 The texts are the held-out texts of ../shared/data/banglasenti/val.csv when present, else the embedded sample's.
-Reported per variant and scenario: texts/s, latency p50/p95/p99 (ms), and the server's peak resident memory.
+Reported per variant and scenario: texts/s (of the answered texts), latency p50/p95/p99 (ms; with fewer than 100
+requests p99 is the slowest), failures, and the server's peak resident memory; and the runtime the export chose.
 """
 
 from __future__ import annotations
@@ -128,14 +130,22 @@ def base_architecture_export(export: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
+def served_runtime_record(model: Path) -> dict[str, Any]:
+    """What the served directory's serving.json says serves it (banglasenti/serving/onnx_runtime.py)."""
+    from banglasenti.serving.predict import model_info, resolve_model_dir
+
+    return model_info(resolve_model_dir(model)).get("runtime") or {"name": "pytorch", "reason": "not recorded"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, env: dict[str, str], cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
-    """`python -m banglasenti.serving.server` on a free loopback port, run from `cwd` (first on its sys.path)."""
+def start_server(model: Path, env: dict[str, str], log: Path, cwd: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """`python -m banglasenti.serving.server` on a free loopback port, run from `cwd` (first on its sys.path), its
+    log written to `log`."""
     port = free_port()
     environ = {**os.environ, "AIP_STORAGE_URI": str(model.resolve()), "AIP_HTTP_PORT": str(port), **env}
     for name in ("AIP_HEALTH_ROUTE", "AIP_PREDICT_ROUTE"):
@@ -145,17 +155,17 @@ def start_server(model: Path, env: dict[str, str], cwd: Path = ROOT) -> tuple[su
         env=environ,
         cwd=cwd,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log.open("w", encoding="utf-8"),
     )
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise SystemExit(f"server exited with {proc.returncode} (log {log}):\n{tail}")
         try:
             if httpx.get(url + HEALTH, timeout=5).status_code == 200:
                 return
@@ -231,7 +241,7 @@ def drive(url: str, texts: list[str], requests: int, per_request: int, concurren
         return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
     return {
-        "texts_per_second": round(requests * per_request / wall, 1),
+        "texts_per_second": round((requests - len(errors)) * per_request / wall, 1),
         "p50_ms": round(1000 * statistics.median(ordered), 1),
         "p95_ms": percentile(0.95),
         "p99_ms": percentile(0.99),
@@ -287,14 +297,18 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model
         if args.architecture == "base":
             model = base_architecture_export(args.model, Path(workdir) / "base")
-        servers = {name: start_server(model, VARIANTS[name]) for name in variants}
+        runtime = served_runtime_record(model)
+        logs = {name: Path(workdir) / f"server-{i}.log" for i, name in enumerate([*variants, "compared"])}
+        servers = {name: start_server(model, VARIANTS[name], logs[name]) for name in variants}
         if args.compare_with:
             other = args.compare_with.resolve()
             path = os.pathsep.join(p for p in (str(other), os.environ.get("PYTHONPATH")) if p)
-            servers[f"{other.name}'s server"] = start_server(model, {"PYTHONPATH": path}, cwd=other)
+            name = f"{other.name}'s server"
+            logs[name] = logs.pop("compared")
+            servers[name] = start_server(model, {"PYTHONPATH": path}, logs[name], cwd=other)
         try:
-            for proc, url in servers.values():
-                wait_ready(url, proc)
+            for name, (proc, url) in servers.items():
+                wait_ready(url, proc, logs[name])
                 drive(url, texts, 8, 4, 2)  # warm-up: first batches, allocator, thread pools
             rows = []
             for requests, per_request, concurrency in args.scenarios:
@@ -320,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "architecture": args.architecture,
         "model": str(args.model),
         "compared_with": str(args.compare_with) if args.compare_with else None,
+        "runtime": runtime,
         "texts": SHARED_DATA.name if SHARED_DATA.exists() else "sample",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
         "peak_rss_mb": memory,

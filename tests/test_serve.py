@@ -180,15 +180,16 @@ BAD = [
     (b'{"instances": []}', '"instances" is empty'),
     (b'{"instances": ["just a string"]}', 'instances[0]: expected an object with a "text" field'),
     (b'{"instances": [{"text": "ok"}, {"txt": "x"}]}', "instances[1]: expected an object"),
-    (b'{"instances": [{"text": 5}]}', "instances[0].text: expected a string, got int"),
-    (b'{"instances": [{"text": null}]}', "instances[0].text: expected a string, got NoneType"),
+    (b'{"instances": [{"text": 5}]}', "instances[0].text: expected a string, got number"),
+    (b'{"instances": [{"text": null}]}', "instances[0].text: expected a string, got null"),
     (
         json.dumps({"instances": [{"text": "a"}] * (MAX_INSTANCES + 1)}).encode(),
         f"too many instances: {MAX_INSTANCES + 1} (at most {MAX_INSTANCES} per request)",
     ),
     (json.dumps({"instances": [{"text": "ক" * MAX_BODY}]}).encode(), "body too long"),
-    (b'{"instances": [{"text": "a"}], "parameters": [1]}', '"parameters" must be an object, got list'),
-    (b'{"instances": [{"text": "a"}], "parameters": null}', '"parameters" must be an object, got NoneType'),
+    (b'{"instances": [{"text": "a"}], "parameters": [1]}', '"parameters" must be an object, got array'),
+    (b'{"instances": [{"text": "a"}], "parameters": null}', '"parameters" must be an object, got null'),
+    (b'{"instances": [{"text": "a"}], "parameters": "x"}', '"parameters" must be an object, got string'),
 ]
 
 
@@ -368,6 +369,40 @@ def test_a_full_queue_refuses_at_once_and_frees_as_batches_run():
     batcher.stop()
 
 
+def test_a_cancelled_request_is_skipped_and_the_worker_goes_on():
+    """A caller that gives up (its future cancelled: a client gone, a shutdown) costs the others nothing."""
+    gate = threading.Event()
+    batcher, seen, started = echo_batcher(BatchSettings(max_batch_texts=8, max_wait_ms=0), gate=gate)
+    running = batcher.submit(["a"])
+    assert started.wait(10)
+    abandoned, waiting = batcher.submit(["gone"]), batcher.submit(["b"])
+    assert abandoned.cancel()
+    gate.set()
+    assert running.result(timeout=10) == ["A"] and waiting.result(timeout=10) == ["B"]
+    assert batcher.submit(["c"]).result(timeout=10) == ["C"]
+    assert ["gone"] not in seen and "gone" not in [t for batch in seen for t in batch]
+    assert batcher.alive() and batcher.queued_texts() == 0
+    batcher.stop()
+    assert not batcher.alive()
+
+
+def test_stopping_refuses_what_is_queued_and_what_comes_after():
+    gate = threading.Event()
+    batcher, _, started = echo_batcher(BatchSettings(max_batch_texts=1, max_wait_ms=0), gate=gate)
+    running = batcher.submit(["a"])
+    assert started.wait(10)
+    queued = batcher.submit(["b"])
+    stopper = threading.Thread(target=batcher.stop)
+    stopper.start()
+    gate.set()
+    stopper.join(30)
+    assert running.result(timeout=10) == ["A"]
+    with pytest.raises(QueueFull, match="stopping"):
+        queued.result(timeout=10)
+    with pytest.raises(QueueFull, match="stopping"):
+        batcher.submit(["c"])
+
+
 @pytest.mark.parametrize(
     ("recorded", "env", "expected"),
     [
@@ -389,8 +424,18 @@ def test_batch_settings_come_from_serving_json_then_the_environment(recorded, en
     ("recorded", "env", "error"),
     [
         ({"max_batch": 8}, {}, "serving.json batching.max_batch: unknown setting"),
-        (None, {"BANGLASENTI_SERVE_MAX_BATCH": "many"}, "BANGLASENTI_SERVE_MAX_BATCH='many': expected a number"),
-        (None, {"BANGLASENTI_SERVE_MAX_BATCH": "0"}, "batch settings out of range"),
+        ([8], {}, "serving.json batching: expected an object, got list"),
+        ({"max_batch_texts": "8"}, {}, "serving.json batching.max_batch_texts: expected an integer of at least 1"),
+        ({"max_wait_ms": float("nan")}, {}, "serving.json batching.max_wait_ms: expected a finite number"),
+        (None, {"BANGLASENTI_SERVE_MAX_BATCH": "many"}, "BANGLASENTI_SERVE_MAX_BATCH='many': expected an integer"),
+        (None, {"BANGLASENTI_SERVE_MAX_BATCH": "2.5"}, "BANGLASENTI_SERVE_MAX_BATCH='2.5': expected an integer"),
+        (
+            None,
+            {"BANGLASENTI_SERVE_MAX_BATCH": "0"},
+            "BANGLASENTI_SERVE_MAX_BATCH='0': expected an integer of at least 1",
+        ),
+        (None, {"BANGLASENTI_SERVE_BATCH_WAIT_MS": "inf"}, "BANGLASENTI_SERVE_BATCH_WAIT_MS='inf': expected a finite"),
+        (None, {"BANGLASENTI_SERVE_MAX_QUEUE": "-1"}, "BANGLASENTI_SERVE_MAX_QUEUE='-1': expected an integer"),
     ],
 )
 def test_bad_batch_settings_are_named(recorded, env, error):
@@ -402,7 +447,9 @@ def test_a_bad_batch_setting_stops_the_server_with_one_line():
     env = {**os.environ, "AIP_STORAGE_URI": "unused", "BANGLASENTI_SERVE_BATCH_WAIT_MS": "soon"}
     run = subprocess.run([sys.executable, "-m", "banglasenti.serving.server"], capture_output=True, text=True, env=env)
     assert (
-        run.returncode == 2 and run.stderr.strip() == "error: BANGLASENTI_SERVE_BATCH_WAIT_MS='soon': expected a number"
+        run.returncode == 2
+        and run.stderr.strip()
+        == "error: BANGLASENTI_SERVE_BATCH_WAIT_MS='soon': expected a finite number of at least 0"
     )
 
 
@@ -489,6 +536,11 @@ def test_onnx_runtime_is_served_only_where_it_predicts_as_pytorch(onnx_export_di
 def test_the_runtime_can_be_forced_to_pytorch(onnx_export_dir, monkeypatch):
     monkeypatch.setenv("BANGLASENTI_SERVE_RUNTIME", "pytorch")
     assert not isinstance(load_served_model(str(onnx_export_dir)).model, onnx_runtime.OnnxClassifier)
+    monkeypatch.setenv("BANGLASENTI_SERVE_RUNTIME", "auto")
+    assert isinstance(load_served_model(str(onnx_export_dir)).model, onnx_runtime.OnnxClassifier)
+    monkeypatch.setenv("BANGLASENTI_SERVE_RUNTIME", "torch")
+    with pytest.raises(InputError, match=re.escape("BANGLASENTI_SERVE_RUNTIME='torch': expected one of auto, pytorch")):
+        load_served_model(str(onnx_export_dir))
 
 
 def test_a_conversion_that_disagrees_is_not_served(trained, prepared_dir, fast_cfg, tmp_path, monkeypatch):
@@ -499,15 +551,75 @@ def test_a_conversion_that_disagrees_is_not_served(trained, prepared_dir, fast_c
     model_dir = trained["baseline"][0]
     model, tokenizer = load_trained_model(model_dir, model_dir), load_tokenizer(model_dir)
     monkeypatch.setattr(onnx_runtime, "MIN_AGREEMENT", 1.01)  # no conversion can agree on more than every text
-    runtime = served_runtime(tmp_path, model, tokenizer, fast_cfg, prepared_dir / "test.parquet")
+    runtime = served_runtime(tmp_path, lambda: model, tokenizer, fast_cfg, prepared_dir / "test.parquet")
     assert runtime["name"] == "pytorch" and runtime["reason"].startswith("no ONNX conversion predicts as PyTorch does")
     assert "int8: agreement" in runtime["reason"] and "fp32: agreement" in runtime["reason"]
     assert list(tmp_path.glob("*.onnx")) == []
     off = fast_cfg.model_copy(update={"export": fast_cfg.export.model_copy(update={"onnx": False})})
-    assert served_runtime(tmp_path, model, tokenizer, off, prepared_dir / "test.parquet") == {
+
+    def not_loaded():
+        raise AssertionError("the model is loaded only to be converted")
+
+    assert served_runtime(tmp_path, not_loaded, tokenizer, off, prepared_dir / "test.parquet") == {
         "name": "pytorch",
         "reason": "export.onnx is false",
     }
+
+
+def test_a_conversion_that_fails_leaves_pytorch_serving_and_says_why(
+    trained, prepared_dir, fast_cfg, tmp_path, monkeypatch
+):
+    from banglasenti.data.encoding import load_tokenizer
+    from banglasenti.models.modeling import load_trained_model
+    from banglasenti.serving.export import served_runtime
+
+    def broken_quantizer(source, dest):
+        dest.write_bytes(b"half written")
+        raise RuntimeError("quantization failed\nwith details")
+
+    model_dir = trained["baseline"][0]
+    monkeypatch.setattr(onnx_runtime, "quantize_int8", broken_quantizer)
+    runtime = served_runtime(
+        tmp_path,
+        lambda: load_trained_model(model_dir, model_dir),
+        load_tokenizer(model_dir),
+        fast_cfg,
+        prepared_dir / "test.parquet",
+    )
+    assert runtime == {
+        "name": "pytorch",
+        "reason": "the ONNX conversion failed: RuntimeError: quantization failed with details",
+    }
+    assert list(tmp_path.glob("*.onnx")) == []
+
+
+def test_export_batching_settings_reach_serving_json_and_the_server(fast_cfg):
+    from banglasenti.serving.export import selection_facts
+
+    batching = fast_cfg.export.batching.model_copy(update={"max_batch_texts": 16, "max_wait_ms": 1.5})
+    cfg = fast_cfg.model_copy(update={"export": fast_cfg.export.model_copy(update={"batching": batching})})
+    _, info = selection_facts({"config": cfg}, "best", "lora", "r", {"lora": 0.5}, 0.0)
+    assert info["batching"] == {"max_batch_texts": 16, "max_wait_ms": 1.5}
+    assert BatchSettings.from_sources(info["batching"], {}) == BatchSettings(max_batch_texts=16, max_wait_ms=1.5)
+    _, default = selection_facts({"config": fast_cfg}, "best", "lora", "r", {"lora": 0.5}, 0.0)
+    assert "batching" not in default
+
+
+def test_a_request_larger_than_the_queue_is_a_400_and_a_stopped_worker_fails_health():
+    from starlette.testclient import TestClient
+
+    model = GatedModel(threading.Event())
+    model.gate.set()
+    holder = ModelHolder(lambda: model, BatchSettings(max_batch_texts=1, max_queued_texts=2))
+    holder.run()
+    client = TestClient(create_app(holder))
+    too_many = client.post("/predict", json={"instances": [{"text": "x"}] * 3})
+    assert too_many.status_code == 400 and too_many.json() == {"error": "too many instances: 3 (the queue holds 2)"}
+    assert client.post("/predict", json={"instances": [{"text": "x"}] * 2}).status_code == 200
+    assert client.get("/health").status_code == 200
+    holder.batcher.stop()
+    assert client.get("/health").status_code == 503
+    assert client.get("/health").json() == {"status": "failed", "error": "the batching worker has stopped"}
 
 
 def test_packing_is_used_where_it_computes_fewer_positions():
@@ -520,7 +632,7 @@ def test_packing_is_used_where_it_computes_fewer_positions():
     tokenize = TokenizeConfig()  # rows of 128 tokens, buckets 32/64/128
     assert not packing_pays(table([20], 32), tokenize)  # one request's text: a 32-token bucket, not a 128-token row
     assert not packing_pays(table([20] * 4, 32), tokenize)  # 128 positions either way
-    assert packing_pays(table([20] * 64, 32), tokenize)  # 11 rows of 128 against 64 buckets of 32
+    assert packing_pays(table([20] * 64, 32), tokenize)  # at least 10 rows of 128 against 64 buckets of 32
     assert not packing_pays(table([20] * 64, 32), tokenize.model_copy(update={"packing": False}))
     assert not packing_pays(table([], 32), tokenize)
 

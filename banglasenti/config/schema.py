@@ -489,6 +489,19 @@ class RegistryConfig(_Strict):
         return self
 
 
+class ServeBatchingConfig(_Strict):
+    """export.batching: how the server gathers requests into batches, recorded in serving.json (unset: the server's
+    defaults; the environment's BANGLASENTI_SERVE_* variables win; banglasenti/serving/batching.py)."""
+
+    max_batch_texts: int | None = Field(default=None, ge=1, description="Texts predicted in one call at most.")
+    max_wait_ms: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="How long a batch may wait for more requests (ms)."
+    )
+    max_queued_texts: int | None = Field(
+        default=None, ge=1, description="Texts waiting at most; beyond it, 503 with Retry-After."
+    )
+
+
 class ExportConfig(_Strict):
     """export: which trained model is served, and its license."""
 
@@ -505,6 +518,7 @@ class ExportConfig(_Strict):
         "split, and serve with ONNX Runtime the first that agrees (banglasenti/serving/onnx_runtime.py); false: "
         "PyTorch.",
     )
+    batching: ServeBatchingConfig = Field(default_factory=ServeBatchingConfig)
 
 
 class Config(_Strict):

@@ -12,6 +12,7 @@ and gained nothing measurable at concurrency 16 to 64).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -32,6 +33,9 @@ class QueueFull(RuntimeError):
     """The queue holds too many texts to take this request now."""
 
 
+ENV_NAMES = {"max_batch_texts": MAX_BATCH_ENV, "max_wait_ms": MAX_WAIT_ENV, "max_queued_texts": MAX_QUEUE_ENV}
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     """How requests are gathered into batches."""
@@ -41,28 +45,40 @@ class BatchSettings:
     max_queued_texts: int = 2048
 
     def __post_init__(self) -> None:
-        if self.max_batch_texts < 1 or self.max_wait_ms < 0 or self.max_queued_texts < 1:
-            raise ValueError(f"batch settings out of range: {self}")
+        for key in ("max_batch_texts", "max_queued_texts"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key}: expected an integer of at least 1, got {value!r}")
+        wait = self.max_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            raise ValueError(f"max_wait_ms: expected a finite number of at least 0, got {wait!r}")
 
     @classmethod
-    def from_sources(cls, recorded: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> BatchSettings:
-        """The defaults, then what the model's serving.json records (`batching`), then the environment."""
+    def from_sources(cls, recorded: Any = None, env: dict[str, str] | None = None) -> BatchSettings:
+        """The defaults, then what the model's serving.json records (`batching`), then the environment; a bad value
+        is a ValueError naming its source."""
         env = dict(os.environ) if env is None else env
+        if recorded is not None and not isinstance(recorded, dict):
+            raise ValueError(f"serving.json batching: expected an object, got {type(recorded).__name__}")
         values: dict[str, Any] = {}
         for key, value in (recorded or {}).items():
             if key not in cls.__dataclass_fields__:
                 raise ValueError(f"serving.json batching.{key}: unknown setting")
+            try:
+                cls(**{key: value})
+            except ValueError as err:
+                raise ValueError(f"serving.json batching.{err}") from None
             values[key] = value
-        for name, key, kind in (
-            (MAX_BATCH_ENV, "max_batch_texts", int),
-            (MAX_WAIT_ENV, "max_wait_ms", float),
-            (MAX_QUEUE_ENV, "max_queued_texts", int),
-        ):
-            if env.get(name):
-                try:
-                    values[key] = kind(env[name])
-                except ValueError:
-                    raise ValueError(f"{name}={env[name]!r}: expected a number") from None
+        for key, name in ENV_NAMES.items():
+            if not env.get(name):
+                continue
+            kind = float if key == "max_wait_ms" else int
+            try:
+                values[key] = kind(env[name])
+                cls(**{key: values[key]})
+            except ValueError:
+                expected = "a finite number of at least 0" if kind is float else "an integer of at least 1"
+                raise ValueError(f"{name}={env[name]!r}: expected {expected}") from None
         return cls(**values)
 
 
@@ -110,19 +126,25 @@ class DynamicBatcher(Generic[R]):
         with self._changed:
             return self._queued
 
+    def alive(self) -> bool:
+        """Whether the worker is running (it stops only when asked)."""
+        return self._worker.is_alive()
+
     def stop(self) -> None:
         with self._changed:
             self._stopped = True
             self._changed.notify()
         self._worker.join(timeout=30)
 
-    def _next_batch(self) -> list[_Request[R]]:
-        """The oldest requests that fit in one batch (at least one), once the batch is full or its wait is over."""
+    def _next_batch(self) -> list[_Request[R]] | None:
+        """The oldest requests that fit in one batch, once the batch is full or its wait is over (None once stopped).
+        Each taken request's future is marked running; one its caller cancelled meanwhile is left out (the batch may
+        then be empty)."""
         limit, wait = self.settings.max_batch_texts, self.settings.max_wait_ms / 1000
         with self._changed:
             while True:
                 if self._stopped:
-                    return []
+                    return None
                 if self._pending:
                     remaining = self._pending[0].arrived + wait - time.monotonic()
                     if remaining <= 0 or self._queued >= limit:
@@ -130,31 +152,38 @@ class DynamicBatcher(Generic[R]):
                     self._changed.wait(remaining)
                 else:
                     self._changed.wait()
-            batch = [self._pending.popleft()]
-            size = len(batch[0].texts)
+            taken = [self._pending.popleft()]
+            size = len(taken[0].texts)
             while self._pending and size + len(self._pending[0].texts) <= limit:
-                request = self._pending.popleft()
-                batch.append(request)
-                size += len(request.texts)
+                taken.append(self._pending.popleft())
+                size += len(taken[-1].texts)
             self._queued -= size
-            return batch
+        return [request for request in taken if request.future.set_running_or_notify_cancel()]
 
     def _run(self) -> None:
-        while batch := self._next_batch():
-            texts = [t for request in batch for t in request.texts]
+        while (batch := self._next_batch()) is not None:
             try:
-                results = self.predict(texts)
-                if len(results) != len(texts):
-                    raise RuntimeError(f"{len(results)} predictions for {len(texts)} texts")
-            except Exception as err:  # noqa: BLE001 - each request of the batch gets the error, the worker goes on
+                self._predict(batch)
+            except BaseException as err:  # noqa: BLE001 - the worker outlives any failure of one batch
                 for request in batch:
-                    request.future.set_exception(err)
-                continue
-            self.batches = [*self.batches[-999:], len(texts)]
-            start = 0
-            for request in batch:
-                request.future.set_result(results[start : start + len(request.texts)])
-                start += len(request.texts)
+                    if not request.future.done():
+                        request.future.set_exception(err)
         with self._changed:  # stopped: nothing queued is predicted any more
             while self._pending:
-                self._pending.popleft().future.set_exception(QueueFull("the server is stopping"))
+                request = self._pending.popleft()
+                if request.future.set_running_or_notify_cancel():
+                    request.future.set_exception(QueueFull("the server is stopping"))
+
+    def _predict(self, batch: list[_Request[R]]) -> None:
+        """Predict a batch's texts in one call and give each request its results, in order."""
+        if not batch:
+            return
+        texts = [t for request in batch for t in request.texts]
+        results = self.predict(texts)
+        if len(results) != len(texts):
+            raise RuntimeError(f"{len(results)} predictions for {len(texts)} texts")
+        self.batches = [*self.batches[-999:], len(texts)]
+        start = 0
+        for request in batch:
+            request.future.set_result(results[start : start + len(request.texts)])
+            start += len(request.texts)

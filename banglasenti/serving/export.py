@@ -13,6 +13,7 @@ before anything is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,9 @@ def write_export(
     summary, info = selection_facts(card, select, selected, reason, scores, difference)
     with committed_directory(out_dir) as out:
         write_models(out, selected, merged, tokenizer, dirs, summary)
-        served = merged if selected == "lora" else load_trained_model(dirs["baseline"], dirs["baseline"])
+        served = (
+            (lambda: merged) if selected == "lora" else (lambda: load_trained_model(dirs[selected], dirs[selected]))
+        )
         info["runtime"] = served_runtime(out / MERGED, served, tokenizer, card.get("config"), test_split)
         summary["runtime"] = info["runtime"]["name"] + (
             f" {info['runtime']['precision']}" if "precision" in info["runtime"] else ""
@@ -115,7 +118,7 @@ def selection_facts(
     card: dict[str, Any], select: str, selected: str, reason: str, scores: dict[str, float], difference: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The export summary and serving.json: which model is served and why, the validation (and test) macro-F1,
-    what it was trained on, whether it is only a demo, how its inputs are tokenized."""
+    what it was trained on, whether it is only a demo, how its inputs are tokenized and batched."""
     from banglasenti.serving.model_card import demo_warning
 
     trained_on = card.get("trained_on") or {}
@@ -139,6 +142,8 @@ def selection_facts(
         info["warning"] = warning
     if cfg is not None:
         info["tokenize"] = cfg.tokenize.model_dump()
+        if batching := cfg.export.batching.model_dump(exclude_none=True):
+            info["batching"] = batching  # the server's starting settings (banglasenti/serving/batching.py)
     metrics = card.get("metrics") or {}
     if f"{selected}_test_macro_f1" in metrics:
         summary["test_macro_f1"] = info["test_macro_f1"] = float(metrics[f"{selected}_test_macro_f1"])
@@ -164,10 +169,11 @@ def write_models(out: Path, selected: str, merged, tokenizer, dirs: dict[str, Pa
 
 
 def served_runtime(
-    model_dir: Path, model, tokenizer, cfg: Config | None, test_split: str | Path | None
+    model_dir: Path, load_model: Callable[[], Any], tokenizer, cfg: Config | None, test_split: str | Path | None
 ) -> dict[str, Any]:
-    """serving.json's `runtime` for `model`, saved in `model_dir`: ONNX Runtime when a conversion predicts the test
-    split as the PyTorch model does (banglasenti/serving/onnx_runtime.py), else PyTorch and why."""
+    """serving.json's `runtime` for the model `load_model` returns, saved in `model_dir`: ONNX Runtime when a
+    conversion predicts the test split as the PyTorch model does (banglasenti/serving/onnx_runtime.py), else PyTorch
+    and why (a conversion that fails leaves no ONNX file and says so)."""
     if cfg is not None and not cfg.export.onnx:
         return {"name": "pytorch", "reason": "export.onnx is false"}
     if test_split is None:
@@ -177,12 +183,21 @@ def served_runtime(
     from banglasenti.config.schema import TokenizeConfig
     from banglasenti.data.encoding import tokenize_frame
     from banglasenti.models.inference import predict_logits
-    from banglasenti.serving.onnx_runtime import choose_runtime
-    from banglasenti.storage.artifacts import read_parquet
+    from banglasenti.runtime.process import progress
+    from banglasenti.serving.onnx_runtime import INT8_FILE, ONNX_FILE, choose_runtime
+    from banglasenti.storage.artifacts import one_line, read_parquet
 
     tokenize = cfg.tokenize if cfg is not None else TokenizeConfig()
     batch_size = cfg.train.eval_batch_size if cfg is not None else 64
     table, _ = tokenize_frame(read_parquet(test_split, ["text", "label"]), tokenizer, tokenize)
     dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
+    model = load_model()
     torch_logits = predict_logits(model, dataset, batch_size, tokenizer.pad_token_id, tokenize)
-    return choose_runtime(model_dir, model, tokenizer, table, batch_size, torch_logits)
+    try:
+        return choose_runtime(model_dir, model, tokenizer, table, batch_size, torch_logits)
+    except Exception as err:  # noqa: BLE001 - the PyTorch model serves; serving.json and the card say why
+        for name in (ONNX_FILE, INT8_FILE):
+            (model_dir / name).unlink(missing_ok=True)
+        reason = f"the ONNX conversion failed: {err.__class__.__name__}: {one_line(err)}"
+        progress(f"warning: {reason}; PyTorch serves")
+        return {"name": "pytorch", "reason": reason}

@@ -379,7 +379,7 @@ def runtime_line(runtime: dict[str, Any]) -> str:
     checks = runtime.get("checks") or {}
     measured = "; ".join(
         f"{name}: labels agree on {100 * c['label_agreement']:.2f} % of {runtime.get('texts')} test texts, macro-F1 "
-        f"{c['macro_f1']:.4f} ({-c['macro_f1_drop']:+.4f} against PyTorch)"
+        f"{c['macro_f1']:.4f} ({0.0 - c['macro_f1_drop']:+.4f} against PyTorch)"
         for name, c in checks.items()
     )
     if runtime.get("name") == "onnxruntime":

@@ -33,7 +33,8 @@ from banglasenti.config.schema import CLASS_NAMES, Config, TokenizeConfig
 from banglasenti.storage.artifacts import InputError, atomic_file, require_saved_dir
 
 PROBABILITY_COLUMNS = [f"p_{name}" for name in CLASS_NAMES]
-RUNTIME_ENV = "BANGLASENTI_SERVE_RUNTIME"  # pytorch: the PyTorch model even where the export chose ONNX Runtime
+RUNTIME_ENV = "BANGLASENTI_SERVE_RUNTIME"  # auto (the default): serving.json's runtime; pytorch: the PyTorch model
+RUNTIMES = ("auto", "pytorch")
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -70,7 +71,8 @@ def serving_config(info: dict[str, Any], cfg: Config | None = None) -> Config:
 
 def load_model(model: str | Path, base_model: str | Path | None):
     """(model, tokenizer) from a merged/full directory or an adapter with its base. An exported model whose
-    serving.json names an ONNX Runtime file is that file's session (unless $BANGLASENTI_SERVE_RUNTIME=pytorch);
+    serving.json names an ONNX Runtime file is that file's session (unless $BANGLASENTI_SERVE_RUNTIME is `pytorch`;
+    a value other than that or `auto` is an InputError);
     otherwise the PyTorch model in eval mode."""
     import os
 
@@ -81,7 +83,10 @@ def load_model(model: str | Path, base_model: str | Path | None):
     if (model_dir / ADAPTER_CONFIG).exists() and base_model is None:
         raise InputError(f"{model_dir}: a LoRA adapter; give the base model it was trained on with --base-model")
     runtime = model_info(model_dir).get("runtime") or {}
-    if base_model is None and runtime.get("name") == "onnxruntime" and os.environ.get(RUNTIME_ENV) != "pytorch":
+    chosen = os.environ.get(RUNTIME_ENV) or "auto"
+    if chosen not in RUNTIMES:
+        raise InputError(f"{RUNTIME_ENV}={chosen!r}: expected one of {', '.join(RUNTIMES)}")
+    if base_model is None and runtime.get("name") == "onnxruntime" and chosen == "auto":
         from banglasenti.serving.onnx_runtime import OnnxClassifier
 
         path = model_dir / str(runtime.get("file"))

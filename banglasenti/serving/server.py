@@ -6,19 +6,21 @@
 
 Vertex AI sets AIP_HTTP_PORT (default 8080), AIP_HEALTH_ROUTE (/health), AIP_PREDICT_ROUTE (/predict) and
 AIP_STORAGE_URI (its copy of the model's artifact directory). The model loads in the background: health answers
-503 until it is ready, then 200 with the model's metadata. Predictions go through banglasenti.serving.predict (same
-cleaning, packing or bucketing, and batching as `python -m banglasenti.serving.predict`):
+503 until it is ready, then 200 with the model's metadata (503 again should the batching worker stop). Predictions
+go through banglasenti.serving.predict (same cleaning and tokenization as `python -m banglasenti.serving.predict`):
 
     {"instances": [{"text": "..."}, ...]}  ->  {"predictions": [{"label": ..., "label_id": ..., "scores": {...}}]}
 
 Requests that arrive together are predicted together (banglasenti/serving/batching.py): up to
 $BANGLASENTI_SERVE_MAX_BATCH texts (default 64): those that arrived while the previous batch ran, and those
 arriving within $BANGLASENTI_SERVE_BATCH_WAIT_MS of the oldest (default 0). At most $BANGLASENTI_SERVE_MAX_QUEUE
-texts wait (default 2048); a request beyond that gets 503 with Retry-After. The model's serving.json may set the
-same under `batching`; the environment wins.
+texts wait (default 2048); a request beyond that gets 503 with Retry-After, and one with more texts than the queue
+holds gets 400. The model's serving.json may set the same under `batching` (the config's `export.batching`); the
+environment wins. The export's serving.json also names the runtime (ONNX Runtime where its conversion passed the
+export's check, else PyTorch); BANGLASENTI_SERVE_RUNTIME=pytorch serves the PyTorch model regardless.
 
-Malformed requests get a 400 with a one-line reason. Only safetensors weights are loaded; a directory whose
-artifact manifest says it was not completely written is refused (the server exits with status 2).
+Malformed requests get a 400 with a one-line reason. Only the checked ONNX file or safetensors weights are loaded;
+a directory whose artifact manifest says it was not completely written is refused (the server exits with status 2).
 """
 
 import asyncio
@@ -29,7 +31,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,11 @@ class LoadedModel:
     tokenizer: Any
     cfg: Any
     info: dict[str, Any]
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         from banglasenti.serving.predict import PROBABILITY_COLUMNS, predict_texts
 
-        with self.lock:  # one batch loop at a time: torch already uses every core for one
-            frame = predict_texts(texts, self.model, self.tokenizer, self.cfg)
+        frame = predict_texts(texts, self.model, self.tokenizer, self.cfg)  # called by the batcher's one worker
         warning = self.info.get("warning")
         out = []
         for row in frame.itertuples(index=False):
@@ -122,7 +122,7 @@ def parse_instances(body: bytes, max_instances: int) -> list[str]:
     if instances is None:
         raise BadRequest('no "instances": send {"instances": [{"text": "..."}]}')
     if "parameters" in request and not isinstance(request["parameters"], dict):
-        raise BadRequest(f'"parameters" must be an object, got {type(request["parameters"]).__name__}')
+        raise BadRequest(f'"parameters" must be an object, got {json_type(request["parameters"])}')
     if not isinstance(instances, list):
         raise BadRequest('"instances" must be a list of {"text": "..."} objects')
     if not instances:
@@ -134,9 +134,21 @@ def parse_instances(body: bytes, max_instances: int) -> list[str]:
         if not isinstance(instance, dict) or "text" not in instance:
             raise BadRequest(f'instances[{i}]: expected an object with a "text" field')
         if not isinstance(instance["text"], str):
-            raise BadRequest(f"instances[{i}].text: expected a string, got {type(instance['text']).__name__}")
+            raise BadRequest(f"instances[{i}].text: expected a string, got {json_type(instance['text'])}")
         texts.append(instance["text"])
     return texts
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type: null, boolean, number, string, array or object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 class ModelHolder:
@@ -191,8 +203,9 @@ def create_app(
         if holder.model is None:
             state = {"status": "failed", "error": holder.error} if holder.error else {"status": "loading"}
             return JSONResponse(state, status_code=503)
-        batching = holder.batcher.report() if holder.batcher else {}
-        return JSONResponse({"status": "ready", "model": holder.model.info, "batching": batching})
+        if holder.batcher is None or not holder.batcher.alive():
+            return JSONResponse({"status": "failed", "error": "the batching worker has stopped"}, status_code=503)
+        return JSONResponse({"status": "ready", "model": holder.model.info, "batching": holder.batcher.report()})
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -215,12 +228,15 @@ def create_app(
         batcher = holder.batcher
         if holder.model is None or batcher is None:
             return failure(503, holder.error or "the model is still loading")
+        if len(texts) > batcher.settings.max_queued_texts:
+            return failure(
+                400, f"too many instances: {len(texts)} (the queue holds {batcher.settings.max_queued_texts})"
+            )
         try:
             future = batcher.submit(texts)
+            return JSONResponse({"predictions": await asyncio.wrap_future(future)})
         except QueueFull as err:
             return JSONResponse({"error": f"busy: {err}"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
-        try:
-            return JSONResponse({"predictions": await asyncio.wrap_future(future)})
         except Exception as err:  # noqa: BLE001 - the requests of one batch fail, the server stays up
             LOG.exception("prediction failed")
             return failure(500, f"prediction failed: {err.__class__.__name__}: {one_line(err)}")
