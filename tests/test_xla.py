@@ -282,6 +282,39 @@ def test_packed_rows_give_each_texts_logits_on_xla(base_dir, tokenized_dir):
         assert result["max_abs_diff"] < 1e-4, (mode, result)
 
 
+def test_evaluation_scores_every_val_text_once_past_the_loaders_prefetch(base_dir, prepared_dir, fast_cfg, tmp_path):
+    """Bucketed: 33 evaluation batches (1 mod 8) of 2 texts, the last one short: torch_xla's device loader takes the
+    last batch from accelerate's loader while about 8 are still to be evaluated, and from then on accelerate's
+    `gather_for_metrics` would cut each to the split's remainder. Packed: batches of rows holding rows x slots
+    texts, which that cut counts in rows. Every val text is scored once, at every evaluation."""
+    from banglasenti.data.tokenized_splits import run_tokenize
+
+    global_eval_batch = DEVICES  # train.eval_batch_size 1 per device
+    texts = 32 * global_eval_batch + 1
+    splits = tmp_path / "prepared"
+    splits.mkdir()
+    for name in ("train", "test"):
+        (splits / f"{name}.parquet").symlink_to(prepared_dir / f"{name}.parquet")
+    val = pd.read_parquet(prepared_dir / "val.parquet")
+    pd.concat([val] * (texts // len(val) + 1), ignore_index=True).head(texts).to_parquet(splits / "val.parquet")
+    tokenized = tmp_path / "tokenized"
+    paths = {name: str(splits / f"{name}.parquet") for name in ("train", "val", "test")}
+    run_tokenize(fast_cfg, paths, str(base_dir), str(tokenized))
+    for packing in (False, True):
+        summary = train_on_xla(
+            "lora",
+            base_dir,
+            tokenized,
+            tmp_path / f"run-{packing}" / "lora",
+            own_parent=True,
+            **{"tokenize.packing": packing, "train.eval_batch_size": 1, "train.epochs": 1, "train.max_steps": 2},
+        )
+        assert summary["val_texts"] == texts and summary["val_texts_scored"] == texts, (packing, summary)
+        assert [row["val_texts_scored"] for row in summary["history"]] == [texts], packing
+        if not packing:
+            assert summary["placement"]["global_eval_batch"] == global_eval_batch
+
+
 # The short checks last: the trainings above start first (make test-xla hands tests out in this order).
 def test_tpu_branch_mode_takes_accelerates_tpu_branch():
     """The mode's premise: with the hook, accelerate's bf16 mixed precision sets XLA_USE_BF16 as on a TPU."""

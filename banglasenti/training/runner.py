@@ -81,7 +81,7 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
         row = epochs.setdefault(round(entry["epoch"]), {"epoch": round(entry["epoch"])})
         if "loss" in entry:
             row["train_loss"] = float(entry["loss"])
-        for key in ("eval_loss", "eval_macro_f1", "eval_accuracy", "eval_weighted_f1"):
+        for key in ("eval_loss", "eval_macro_f1", "eval_accuracy", "eval_weighted_f1", "eval_texts_scored"):
             if key in entry:
                 row[key.replace("eval_", "val_")] = float(entry[key])
     return [epochs[k] for k in sorted(epochs)]
@@ -346,11 +346,13 @@ def run_facts(
     graphs: dict[str, list[int]],
     storage: dict[str, list[str]],
 ) -> dict[str, Any]:
-    """What the summary adds from the run itself: the whole run's training loss, the step resumed from, the packed
-    rows, and on XLA the graphs, storage types and batch shardings."""
+    """What the summary adds from the run itself: the whole run's training loss, the step resumed from, the val
+    texts and how many the final evaluation scored (the trainer refuses a count that differs), the packed rows,
+    and on XLA the graphs, storage types and batch shardings."""
     facts: dict[str, Any] = {
         "final_train_loss": trainer.whole_run_training_loss(),
         "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
+        "val_texts": trainer.eval_texts,
     }
     if packing is not None:
         facts["packing"] = {
@@ -389,6 +391,7 @@ def summarize(
 
     summary: dict[str, Any] = {
         "mode": mode,
+        "val_texts_scored": int(best["eval_texts_scored"]),
         **counts,
         "trainable_share": round(counts["trainable_parameters"] / counts["total_parameters"], 6),
         "best_val_macro_f1": float(best["eval_macro_f1"]),

@@ -7,6 +7,10 @@ On top of transformers' Trainer:
   (banglasenti/data/collation.py), each phase's short last batch topped up to that phase's batch size, batches sharded
   over the devices, also in an epoch resumed mid-way: one compiled graph per shape and phase;
 - bf16 autocast of its own over float32 weights and optimizer states; losses over the real texts only;
+- evaluation that scores every text of the split exactly once, on every device: whole batches are gathered and
+  filler rows and empty slots dropped by their label, and the count is checked (accelerate's `gather_for_metrics`
+  cuts batches to the split's remainder from the moment its loader has handed out the last batch, and on XLA the
+  device loader's prefetching thread takes that batch while earlier ones are still to be evaluated);
 - step checkpoints committed by a manifest, a clean stop on SIGTERM and exact resumption: an epoch's order depends
   only on (seed, epoch), the running loss travels in the checkpoint, the XLA device RNG is seeded per step
   (where checkpoints live and which one is resumed: banglasenti/training/checkpoints.py).
@@ -72,6 +76,17 @@ class _Hooks(TrainerCallback):
             control.should_save = True  # SentimentTrainer._save_checkpoint then raises Interrupted
 
 
+class EvaluationCountError(RuntimeError):
+    """An evaluation scored another number of texts than its split holds."""
+
+
+def texts_in(dataset) -> int:
+    """Texts in an evaluation set: one per row, or per packed slot in a packed set's `labels` lists."""
+    if "labels" in dataset.column_names:
+        return sum(len(labels) for labels in dataset["labels"])
+    return len(dataset)
+
+
 class SentimentTrainer(Trainer):
     """Trainer with static shapes on XLA, its own bf16 autocast, real-row losses, step checkpoints committed by
     manifests, SIGTERM stops and exact resumption."""
@@ -110,6 +125,7 @@ class SentimentTrainer(Trainer):
         # its own, through the xm.mark_step() of every gradient sync).
         self.model_accepts_loss_kwargs = False
         self.batch_shardings: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
+        self.eval_texts = 0  # texts in the set of the latest evaluation loader
         self.checkpoint_steps = checkpoint_steps
         self.stop = stop if stop is not None else {"requested": False}
         self.resume_from = resume_from
@@ -161,6 +177,7 @@ class SentimentTrainer(Trainer):
         return shard_batches(self.accelerator.prepare(loader))
 
     def get_eval_dataloader(self, eval_dataset=None):
+        self.eval_texts = texts_in(eval_dataset if eval_dataset is not None else self.eval_dataset)
         train_collator, self.data_collator = self.data_collator, self.eval_collator
         try:
             return shard_batches(super().get_eval_dataloader(eval_dataset))
@@ -185,11 +202,22 @@ class SentimentTrainer(Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
-        """The Trainer's loss repeats each batch's mean over its rows, filler rows included: recompute it
-        over the real rows from the logits and labels (both already on the host)."""
+        """Every batch gathered whole (the Trainer resets its gather function after each loop), the texts scored
+        counted against the split (`<prefix>_texts_scored`; EvaluationCountError when they differ), and the loss
+        recomputed over the real rows: the Trainer's repeats each batch's mean over its rows, filler rows
+        included."""
+        self.gather_function = self.accelerator.gather
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if output.predictions is not None and output.label_ids is not None:
-            output.metrics[f"{metric_key_prefix}_loss"] = real_rows_loss(output.predictions, output.label_ids)
+        if output.predictions is None or output.label_ids is None:
+            return output
+        scored = int((output.label_ids != IGNORED_LABEL).sum())
+        expected = self.eval_texts
+        if scored != expected:
+            raise EvaluationCountError(
+                f"{description}: scored {scored} texts of the {expected} in the split (each must be scored once)"
+            )
+        output.metrics[f"{metric_key_prefix}_texts_scored"] = scored
+        output.metrics[f"{metric_key_prefix}_loss"] = real_rows_loss(output.predictions, output.label_ids)
         return output
 
     def _get_train_sampler(self, train_dataset=None):
