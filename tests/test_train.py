@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -70,8 +71,11 @@ def test_baseline_trains_every_weight(base_dir, fast_cfg):
 
 
 @pytest.mark.parametrize("mode", ["lora", "baseline"])
-def test_training_summary_is_consistent(trained, mode):
+def test_training_summary_is_consistent(trained, mode, tokenized_dir):
     model_dir, summary = trained[mode]
+    val_texts = len(pd.read_parquet(tokenized_dir / "val.parquet", columns=["label"]))
+    assert summary["val_texts"] == summary["val_texts_scored"] == val_texts  # every val text scored once
+    assert [r["val_texts_scored"] for r in summary["history"]] == [val_texts] * len(summary["history"])
     saved = json.loads((model_dir / "training_summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert summary["epochs_run"] == len(summary["history"]) == 2
