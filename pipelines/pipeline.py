@@ -74,7 +74,9 @@ def step_components(cfg: Config, target: Target, commit: str = "") -> dict[str, 
     if target == "docker":
         return ops
     for name in TRAIN_STEPS:
-        ops[name] = on_vertex.custom_job_component(ops[name], cfg, step_environment(step_image(cfg, name), commit))
+        env = step_environment(step_image(cfg, name), commit)
+        timeout = cfg.vertex.train.smoke_timeout if name == "smoke" else None
+        ops[name] = on_vertex.custom_job_component(ops[name], cfg, env, timeout)
     return ops
 
 
@@ -93,15 +95,17 @@ class Dag:
         op = self.ops[step]
         if self.vertex and step in TRAIN_STEPS:
             args |= on_vertex.job_arguments(op, self.cfg, job or step.replace("_", "-"))
-        return self.configure(op(**args), "train" if step in TRAIN_STEPS else "cpu")
+        kind = "cpu" if step not in TRAIN_STEPS else "smoke" if step == "smoke" else "train"
+        return self.configure(op(**args), kind)
 
     def configure(self, task, kind: str):
         if self.vertex:
             on_vertex.configure_task(self.cfg, self.commit, task, kind)
         elif kind != "importer":
-            image = None if self.target == "local" else step_image(self.cfg, "train_lora" if kind == "train" else "")
+            on_train_image = kind in ("train", "smoke")
+            image = None if self.target == "local" else step_image(self.cfg, "train_lora" if on_train_image else "")
             env = step_environment(image, self.commit)
-            if self.target == "docker" and kind == "train":
+            if self.target == "docker" and on_train_image:
                 env |= DOCKER_TRAIN_ENV
             for key, value in env.items():
                 task.set_env_variable(key, value)

@@ -30,7 +30,7 @@ TRAIN_BACKOFF = {"backoff_duration": "300s", "backoff_factor": 2.0, "backoff_max
 CPU_BACKOFF = {"backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"}
 
 
-def custom_job_component(component, cfg: Config, env: dict[str, str]):
+def custom_job_component(component, cfg: Config, env: dict[str, str], timeout: str | None = None):
     """`component` as a Vertex AI custom training job with the configured machine profile and job settings."""
     try:
         from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
@@ -54,7 +54,7 @@ def custom_job_component(component, cfg: Config, env: dict[str, str]):
         **accelerator,
         boot_disk_type=job.boot_disk_type,
         boot_disk_size_gb=job.boot_disk_size_gb,
-        timeout=job.timeout,
+        timeout=timeout or job.timeout,
         restart_job_on_worker_restart=job.restart_job_on_worker_restart,
         service_account=cfg.vertex.service_account or PIPELINE_SERVICE_ACCOUNT,
         network=cfg.vertex.network or PIPELINE_NETWORK,
@@ -109,8 +109,8 @@ def job_arguments(job_component, cfg: Config, job_name: str) -> dict[str, Any]:
 
 def configure_task(cfg: Config, commit: str, task, kind: str) -> None:
     """Settings of one task by kind: `cpu` (a step in the CPU image: machine size, lineage environment,
-    retries), `train` (a custom job: retries; its machine and environment are in the job) or `importer`;
-    caching for all."""
+    retries), `train` (a custom job: retries; its machine and environment are in the job), `smoke` (a custom job,
+    never retried) or `importer`; caching for all."""
     if kind == "cpu":
         steps = cfg.vertex.cpu_steps
         task.set_cpu_limit(steps.cpu_limit).set_memory_limit(steps.memory_limit)
@@ -121,8 +121,8 @@ def configure_task(cfg: Config, commit: str, task, kind: str) -> None:
     elif kind == "train":
         if cfg.vertex.train.retries:
             task.set_retry(cfg.vertex.train.retries, **TRAIN_BACKOFF)
-    elif kind != "importer":
-        raise ValueError(f"task kind must be cpu, train or importer, got {kind!r}")
+    elif kind not in ("smoke", "importer"):  # the smoke job is never retried: a failure is its finding
+        raise ValueError(f"task kind must be cpu, train, smoke or importer, got {kind!r}")
     task.set_caching_options(cfg.vertex.enable_caching)
 
 

@@ -216,7 +216,11 @@ def test_every_task_of_every_variant_is_configured_alike(tmp_path, variant, over
             kinds["importer"].add(name)
         elif "worker_pool_specs" in component["inputDefinitions"].get("parameters", {}):
             kinds["train"].add(name)
-            assert task["retryPolicy"]["maxRetryCount"] == 2, name
+            timeout = component["inputDefinitions"]["parameters"]["timeout"]["defaultValue"]
+            if name == "smoke":  # short, and never retried: a failure is its finding
+                assert "retryPolicy" not in task and timeout == cfg.vertex.train.smoke_timeout == "3600s"
+            else:
+                assert task["retryPolicy"]["maxRetryCount"] == 2 and timeout == cfg.vertex.train.timeout, name
             [pool] = component["inputDefinitions"]["parameters"]["worker_pool_specs"]["defaultValue"]
             env = {e["name"]: e["value"] for e in pool["container_spec"]["env"]}
             assert env[GIT_COMMIT_ENV] == git_commit() and env[IMAGE_ENV] == cfg.pipeline.train_image, name

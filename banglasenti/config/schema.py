@@ -288,6 +288,11 @@ class TrainJobConfig(_Strict):
     boot_disk_type: Literal["pd-ssd", "pd-standard"] = Field(default="pd-ssd", description="Boot disk type.")
     boot_disk_size_gb: int = Field(default=100, ge=100, le=65536, description="Boot disk size in GB.")
     timeout: str = Field(default="86400s", pattern=DURATION, description="Longest run of one training job.")
+    smoke_timeout: str = Field(
+        default="3600s",
+        pattern=DURATION,
+        description="Longest run of the smoke job (pipelines/smoke_pipeline.py), which is never retried.",
+    )
     strategy: Literal["STANDARD", "SPOT", "FLEX_START"] = Field(
         default="STANDARD", description="Scheduling: on demand, Spot VMs (preemptible) or Flex-start (queued; GPUs)."
     )
@@ -306,7 +311,10 @@ class TrainJobConfig(_Strict):
     )
     enable_web_access: bool = Field(default=False, description="Interactive shell access to the training containers.")
     retries: int = Field(
-        default=1, ge=0, le=5, description="Resubmissions of a failed training job (it resumes from its checkpoints)."
+        default=1,
+        ge=0,
+        le=5,
+        description="Resubmissions of a failed training job (it resumes from its checkpoints); the smoke job: none.",
     )
 
     @model_validator(mode="after")
