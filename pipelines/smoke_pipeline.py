@@ -16,6 +16,8 @@ from banglasenti.config.parameters import SMOKE
 from banglasenti.config.schema import Config
 from pipelines.pipeline import Dag, Target, run_parameter_pipeline
 
+UNCACHED_TASKS = frozenset({"smoke"})  # never reused from an earlier run, whatever --cache says
+
 
 def build_smoke_pipeline(cfg: Config, target: Target = "vertex"):
     """The smoke pipeline for `cfg` and `target`."""
@@ -29,7 +31,7 @@ def build_smoke_pipeline(cfg: Config, target: Target = "vertex"):
             base_model=base.outputs["model"],
             tokenized=tok.outputs["tokenized"],
         )
-        run.set_caching_options(False)  # a diagnostic: it measures this run
+        run.set_caching_options(False)  # a diagnostic: it measures this run (submit.py --cache keeps it so)
         return SmokeOutputs(diagnostics=run.outputs["diagnostics"], report=run.outputs["report"])
 
     return run_parameter_pipeline(

@@ -440,6 +440,22 @@ def print_spec_findings(findings: list[preflight.Finding]) -> bool:
     return bool(blocking)
 
 
+def with_caching(spec: dict, enabled: bool) -> dict:
+    """`spec` with every task's caching set to `enabled` (--cache/--no-cache), as the SDK's `enable_caching` does,
+    except the tasks that measure their own run (pipelines/smoke_pipeline.py UNCACHED_TASKS), which stay uncached."""
+    import copy
+
+    from pipelines.smoke_pipeline import UNCACHED_TASKS
+
+    spec = copy.deepcopy(spec)
+    dags = [spec.get("root", {}).get("dag", {})]
+    dags += [component["dag"] for component in spec.get("components", {}).values() if "dag" in component]
+    for dag in dags:
+        for name, task in dag.get("tasks", {}).items():
+            task["cachingOptions"] = {"enableCache": enabled and name not in UNCACHED_TASKS}
+    return spec
+
+
 def pipeline_job(
     args: argparse.Namespace, cfg: Config, template: Path, spec: dict, pipeline_root: str, params: dict[str, Any]
 ):
@@ -448,17 +464,21 @@ def pipeline_job(
     from google.cloud import aiplatform
 
     v = cfg.vertex
-    return aiplatform.PipelineJob(
-        display_name=args.display_name or spec.get("pipelineInfo", {}).get("name", cfg.pipeline.name),
-        template_path=str(template),
-        job_id=args.job_id,
-        pipeline_root=pipeline_root,
-        parameter_values=params,
-        enable_caching=args.enable_caching,
-        labels=dict(v.labels),
-        project=v.project,
-        location=v.region,
-    )
+    with tempfile.TemporaryDirectory() as tmp:  # the SDK reads the template when the job is made
+        if args.enable_caching is not None:  # the SDK's enable_caching would rewrite every task, smoke's too
+            template = Path(tmp) / template.name
+            template.write_text(yaml.safe_dump(with_caching(spec, args.enable_caching)), encoding="utf-8")
+        return aiplatform.PipelineJob(
+            display_name=args.display_name or spec.get("pipelineInfo", {}).get("name", cfg.pipeline.name),
+            template_path=str(template),
+            job_id=args.job_id,
+            pipeline_root=pipeline_root,
+            parameter_values=params,
+            enable_caching=None,
+            labels=dict(v.labels),
+            project=v.project,
+            location=v.region,
+        )
 
 
 def start_run(job, args: argparse.Namespace, cfg: Config) -> bool:

@@ -37,6 +37,17 @@ def test_smoke_submission_is_a_short_custom_job_on_the_training_machine(standin,
     assert "submitted: " in out
 
 
+@pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
+def test_cache_flags_leave_the_smoke_step_uncached(standin, bucket, capfd, cache):  # noqa: F811
+    """The SDK's enable_caching rewrites every task; submit.py sets caching itself and keeps smoke fresh."""
+    code, _, err = run_main(capfd, "--smoke", "--service-account", SA, cache, "--api-endpoint", standin.url)
+    assert code == 0, err
+    [create] = standin.created_jobs()
+    tasks = create.body["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert tasks["smoke"]["cachingOptions"] == {"enableCache": False}
+    assert tasks["prepare"]["cachingOptions"] == {"enableCache": cache == "--cache"}
+
+
 def test_smoke_does_not_take_a_template(standin, capfd, tmp_path):  # noqa: F811
     code, _, err = run_main(capfd, "--smoke", "--template", str(tmp_path / "t.yaml"), "--api-endpoint", standin.url)
     assert code == 2 and "--smoke compiles the smoke pipeline now" in err
