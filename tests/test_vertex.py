@@ -95,7 +95,7 @@ def test_cpu_steps_run_in_the_cpu_image_with_configured_limits_and_retries(tmp_p
 
 
 @pytest.mark.component
-@pytest.mark.parametrize("profile", ["tpu-v5e-4", "gpu-a100", "cpu"])
+@pytest.mark.parametrize("profile", ["tpu-v5e-8", "tpu-v5e-4", "gpu-a100", "cpu"])
 def test_other_machine_profiles(tmp_path, profile):
     spec = compiled(tmp_path, [f"vertex.train.machine={profile}"])
     want = {k: v for k, v in MACHINE_PROFILES[profile].items() if k != "env"}
@@ -104,7 +104,7 @@ def test_other_machine_profiles(tmp_path, profile):
         assert pool["machine_spec"] == want
         task_args = spec["root"]["dag"]["tasks"][step]["inputs"]["parameters"]
         # The wrapper has no topology argument: v5e passes whole worker pool specs to the job.
-        assert ("worker_pool_specs" in task_args) == (profile == "tpu-v5e-4")
+        assert ("worker_pool_specs" in task_args) == profile.startswith("tpu-v5e")
 
 
 @pytest.mark.component

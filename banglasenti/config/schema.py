@@ -267,7 +267,9 @@ MACHINE_PROFILES: dict[str, dict[str, Any]] = {
         "accelerator_count": 8,
         "env": {"PJRT_DEVICE": "TPU"},
     },
-    # TPU v5e: the machine type brings its 4 chips; Vertex AI wants the slice topology instead of an accelerator.
+    # TPU v5e: the machine type brings its chips; Vertex AI wants the slice topology instead of an accelerator.
+    # v5e-8 has the 8 devices of a v3-8, so the same per-device batch gives the same global batch; v5e-4 halves it.
+    "tpu-v5e-8": {"machine_type": "ct5lp-hightpu-8t", "tpu_topology": "2x4", "env": {"PJRT_DEVICE": "TPU"}},
     "tpu-v5e-4": {"machine_type": "ct5lp-hightpu-4t", "tpu_topology": "2x2", "env": {"PJRT_DEVICE": "TPU"}},
     "gpu-a100": {"machine_type": "a2-highgpu-1g", "accelerator_type": "NVIDIA_TESLA_A100", "accelerator_count": 1},
     "cpu": {"machine_type": "n1-standard-16"},
@@ -283,7 +285,7 @@ class TrainJobConfig(_Strict):
     profiles: dict[str, MachineProfile] = Field(
         default_factory=lambda: json.loads(json.dumps(MACHINE_PROFILES)),
         validate_default=True,
-        description="Named machine profiles: TPU v3-8, TPU v5e with a 2x2 topology, one A100 GPU, CPU only.",
+        description="Named machine profiles: TPU v3-8, TPU v5e-8 (2x4) and v5e-4 (2x2), one A100 GPU, CPU only.",
     )
     boot_disk_type: Literal["pd-ssd", "pd-standard"] = Field(default="pd-ssd", description="Boot disk type.")
     boot_disk_size_gb: int = Field(default=100, ge=100, le=65536, description="Boot disk size in GB.")
