@@ -125,7 +125,7 @@ class SentimentTrainer(Trainer):
         # its own, through the xm.mark_step() of every gradient sync).
         self.model_accepts_loss_kwargs = False
         self.batch_shardings: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
-        self.eval_texts = 0  # texts in the set of the latest evaluation loader
+        self.eval_texts = 0  # texts in the set of the latest evaluation (or prediction) loader
         self.checkpoint_steps = checkpoint_steps
         self.stop = stop if stop is not None else {"requested": False}
         self.resume_from = resume_from
@@ -183,6 +183,10 @@ class SentimentTrainer(Trainer):
             return shard_batches(super().get_eval_dataloader(eval_dataset))
         finally:
             self.data_collator = train_collator
+
+    def get_test_dataloader(self, test_dataset):
+        self.eval_texts = texts_in(test_dataset)  # Trainer.predict's loop is checked like an evaluation
+        return super().get_test_dataloader(test_dataset)
 
     def _run_epoch(self, *args, **kwargs):
         # Resuming mid-epoch, the Trainer rebuilds the loader through accelerate's skip_first_batches, which
