@@ -71,26 +71,20 @@ def held_out(column: str = "text") -> list:
 
 
 def record_runtime(directory: Path, model, tokenizer) -> dict[str, Any]:
-    """The export's ONNX check for `model` on held-out texts, recorded in the directory's serving.json."""
-    import datasets
+    """The export's ONNX check (banglasenti.serving.export.served_runtime) for `model` on held-out texts, recorded in
+    the directory's serving.json."""
     import pandas as pd
 
-    from banglasenti.config.schema import TokenizeConfig
-    from banglasenti.data.encoding import tokenize_frame
     from banglasenti.data.tables import clean_text
-    from banglasenti.models.inference import predict_logits
     from banglasenti.models.modeling import SERVING_INFO
-    from banglasenti.serving.onnx_runtime import choose_runtime
-    from banglasenti.serving.predict import model_info
+    from banglasenti.serving.export import served_runtime
+    from banglasenti.serving.predict import model_info, serving_config
 
     info = model_info(directory)
-    tokenize = TokenizeConfig.model_validate(info["tokenize"]) if "tokenize" in info else TokenizeConfig()
     texts, labels = held_out()[:CHECK_TEXTS], held_out("label")[:CHECK_TEXTS]  # class ids in both files
-    frame = pd.DataFrame({"text": [clean_text(str(t)) for t in texts], "label": [int(v) for v in labels]})
-    table, _ = tokenize_frame(frame, tokenizer, tokenize)
-    dataset = datasets.Dataset.from_pandas(table, preserve_index=False)
-    torch_logits = predict_logits(model, dataset, 64, tokenizer.pad_token_id, tokenize)
-    info["runtime"] = choose_runtime(directory, model, tokenizer, table, 64, torch_logits)
+    check = directory.parent / "check-texts.parquet"
+    pd.DataFrame({"text": [clean_text(str(t)) for t in texts], "label": [int(v) for v in labels]}).to_parquet(check)
+    info["runtime"] = served_runtime(directory, lambda: model, tokenizer, serving_config(info), check)
     (directory / SERVING_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     return info["runtime"]
 
